@@ -1,0 +1,1 @@
+"""BoltzFormer: Boltzmann attention sampling for text-prompted small-object segmentation."""
