@@ -1,1 +1,19 @@
 """BoltzFormer: Boltzmann attention sampling for text-prompted small-object segmentation."""
+
+from boltzformer.build import build_from_config, build_model
+from boltzformer.config import PRESETS, BoltzFormerConfig, get_preset
+from boltzformer.loss import dice_bce_loss
+from boltzformer.modeling.boltzformer import BoltzFormer, BoltzFormerOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "BoltzFormer",
+    "BoltzFormerConfig",
+    "BoltzFormerOutput",
+    "build_from_config",
+    "build_model",
+    "dice_bce_loss",
+    "get_preset",
+]

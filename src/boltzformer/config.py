@@ -1,0 +1,150 @@
+"""Model configuration: one plain dataclass, named presets, YAML round trip."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ATTENTION_MODES: tuple[str, ...] = ("boltzmann", "masked", "full")
+
+
+@dataclass(frozen=True)
+class BoltzFormerConfig:
+    """Every setting of a BoltzFormer model. Presets below fill it in; override any field."""
+
+    # Input
+    image_size: int = 256
+    # Backbone: any timm model that supports features_only (strides 4, 8, 16, 32)
+    backbone: str = "resnet10t"
+    backbone_pretrained: bool = False
+    # Pixel decoder: transformer encoder layers on the stride-32 map, then an FPN
+    pixel_decoder_layers: int = 1
+    hidden_dim: int = 128
+    mask_dim: int = 128
+    # Text encoder: "builtin" (offline, trained from scratch) or a Hugging Face name or path
+    text_encoder: str = "builtin"
+    text_max_tokens: int = 77
+    text_trainable: bool = True
+    text_width: int = 128
+    text_layers: int = 2
+    text_vocab_size: int = 8192
+    # Decoder
+    num_queries: int = 10
+    num_heads: int = 4
+    ffn_dim: int = 512
+    num_layers: int = 9
+    num_levels: int = 3
+    dropout: float = 0.0
+    text_prior: bool = True
+    # Attention sampling
+    attention: str = "boltzmann"
+    sampler: str = "bernoulli"
+    sampling_ratio: float = 0.1
+    tau0: float = 1.0
+    keep_threshold: float = 1.1
+    mask_threshold: float = 0.5
+    sampling_logits: str = "lowres"
+    attention_impl: str = "dense"
+    # Mask aggregation
+    pigma: bool = True
+    pigma_channels: int = 10
+
+    def __post_init__(self) -> None:
+        from boltzformer.modeling.attention import CROSS_ATTENTION_IMPLS
+        from boltzformer.modeling.sampling import SAMPLERS
+
+        choices = {
+            "attention": ATTENTION_MODES,
+            "sampler": SAMPLERS,
+            "sampling_logits": ("lowres", "reference"),
+            "attention_impl": CROSS_ATTENTION_IMPLS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not valid; choose one of "
+                    f"{', '.join(allowed)}"
+                )
+        if self.image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
+        if self.tau0 <= 0:
+            raise ValueError(f"tau0 must be > 0, got {self.tau0}")
+        if not self.sampling_ratio > 0:
+            raise ValueError(f"sampling_ratio must be > 0, got {self.sampling_ratio}")
+        if self.num_queries < 1 or self.num_layers < 1:
+            raise ValueError("num_queries and num_layers must be at least 1")
+        if not 1 <= self.num_levels <= 3:
+            raise ValueError(f"num_levels must be 1, 2 or 3, got {self.num_levels}")
+
+    # --- round trips -------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> BoltzFormerConfig:
+        """Build from a dict; an unknown key is an error that lists the valid ones."""
+        check_keys(values, cls.field_names(), what="model config")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def override(self, **changes: Any) -> BoltzFormerConfig:
+        check_keys(changes, self.field_names(), what="model config")
+        return replace(self, **changes)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> BoltzFormerConfig:
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def check_keys(values: dict[str, Any], valid: list[str], *, what: str) -> None:
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown {what} key(s) {', '.join(unknown)}; valid keys are: {', '.join(valid)}"
+        )
+
+
+_PAPER = dict(
+    image_size=1024,
+    hidden_dim=512,
+    mask_dim=512,
+    pixel_decoder_layers=6,
+    num_queries=101,
+    num_heads=8,
+    ffn_dim=2048,
+    num_layers=9,
+    sampling_ratio=0.1,
+    tau0=1.0,
+    text_width=512,
+    text_layers=6,
+)
+
+PRESETS: dict[str, BoltzFormerConfig] = {
+    # CPU-fast: 256x256 input, a 5M-parameter ResNet, 10 queries (the paper's Table 6 shows
+    # 10 queries are enough).
+    "tiny": BoltzFormerConfig(),
+    "paper-hiera-s": BoltzFormerConfig(backbone="sam2_hiera_small", **_PAPER),
+    "paper-hiera-bp": BoltzFormerConfig(backbone="sam2_hiera_base_plus", **_PAPER),
+    "paper-focal-l": BoltzFormerConfig(backbone="focalnet_large_fl4", **_PAPER),
+}
+
+
+def get_preset(name: str, **overrides: Any) -> BoltzFormerConfig:
+    """The named preset with `overrides` applied; unknown names or keys list the valid ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name].override(**overrides) if overrides else PRESETS[name]
+

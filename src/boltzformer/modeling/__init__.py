@@ -1,0 +1,1 @@
+"""Model components, one small module each (see docs/ARCHITECTURE.md)."""

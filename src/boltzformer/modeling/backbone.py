@@ -1,0 +1,56 @@
+"""Image backbones from timm, as multi-scale feature extractors (strides 4, 8, 16, 32)."""
+
+from __future__ import annotations
+
+import timm
+from torch import Tensor, nn
+
+STRIDES: tuple[int, ...] = (4, 8, 16, 32)
+
+
+class TimmBackbone(nn.Module):
+    """Any timm model with `features_only=True`, returning the maps at strides 4, 8, 16, 32.
+
+    Examples: "resnet10t" (the CPU-fast default), "sam2_hiera_small", "sam2_hiera_base_plus",
+    "focalnet_large_fl4" (the paper's backbones). `pretrained=True` needs a network or a
+    populated Hugging Face cache.
+    """
+
+    def __init__(self, name: str, *, pretrained: bool = False, image_size: int | None = None):
+        super().__init__()
+        self.model = _create(name, pretrained=pretrained, image_size=image_size)
+        reductions = list(self.model.feature_info.reduction())
+        missing = [s for s in STRIDES if s not in reductions]
+        if missing:
+            raise ValueError(
+                f"backbone {name!r} has feature strides {reductions}; BoltzFormer needs "
+                f"{list(STRIDES)} (missing {missing}). Choose a hierarchical timm model."
+            )
+        self.indices = [reductions.index(s) for s in STRIDES]
+        channels = self.model.feature_info.channels()
+        self.channels: list[int] = [channels[i] for i in self.indices]
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """images (B, 3, H, W) normalised -> [(B, C_i, H/s, W/s) for s in 4, 8, 16, 32]."""
+        feats = self.model(images)
+        return [feats[i] for i in self.indices]
+
+
+def _create(name: str, *, pretrained: bool, image_size: int | None) -> nn.Module:
+    if name not in timm.list_models():
+        raise ValueError(
+            f"unknown backbone {name!r}: not a timm model name (see timm.list_models())"
+        )
+    kwargs: dict = {"features_only": True, "pretrained": pretrained}
+    try:
+        try:
+            # Transformer backbones (Hiera, ViT) fix their input size at construction.
+            return timm.create_model(name, img_size=image_size, **kwargs)
+        except TypeError:
+            return timm.create_model(name, **kwargs)
+    except OSError as err:  # a download that could not happen
+        raise RuntimeError(
+            f"could not load pretrained weights for backbone {name!r} ({err}). Pretrained "
+            "weights need a network connection or a local Hugging Face cache; set "
+            "backbone_pretrained=False to start from random weights."
+        ) from err

@@ -1,0 +1,228 @@
+"""The BoltzFormer transformer decoder (paper Sec. 3.2, Fig. 1 and 2).
+
+m learnable queries, conditioned on the text (Eq. 4), pass through L layers that cycle over the
+feature levels coarse to fine. Each layer:
+
+    keep  = sampling from the previous layer's prediction   (Step 1, Eq. 5; or masked / full)
+    Q     = LayerNorm(Q + CrossAttn(Q, V_level, keep))      (Step 2)
+    [Q,T] = LayerNorm([Q,T] + SelfAttn[Q,T]);  Q = FFN(Q)   (Step 3, Eq. 6)
+
+A mask head (LayerNorm -> 3-layer MLP -> dot product with S, Eq. 1/3/7) predicts before layer
+0 and after every layer; prediction l-1 drives the sampling of layer l. The three attention
+modes (`boltzmann`, `masked`, `full`) differ only in how `keep` is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from boltzformer.modeling.attention import (
+    MLP,
+    CrossAttentionLayer,
+    FFNLayer,
+    SelfAttentionLayer,
+)
+from boltzformer.modeling.position import sine_position_encoding
+from boltzformer.modeling.sampling import (
+    boltzmann_keep_mask,
+    temperature,
+    threshold_keep_mask,
+)
+
+
+@dataclass
+class DecoderOutput:
+    """query_logits (B, Q, Hs, Ws) at S's resolution; keep_masks one (B, Q, h_l, w_l) bool per
+    layer when asked for; queries (B, Q, d) after the last layer."""
+
+    query_logits: Tensor
+    queries: Tensor
+    keep_masks: list[Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How each layer chooses the tokens a query may attend to."""
+
+    attention: str = "boltzmann"  # "boltzmann" | "masked" | "full"
+    sampler: str = "bernoulli"
+    ratio: float = 0.1
+    tau0: float = 1.0
+    keep_threshold: float = 1.1  # always-keep threshold under Boltzmann sampling (release)
+    mask_threshold: float = 0.5  # Mask2Former's threshold for "masked"
+    logits: str = "lowres"  # "lowres": resize S, then dot; "reference": dot, then resize
+
+
+class MaskHead(nn.Module):
+    """mu = MLP(LayerNorm(q)) (Eq. 3); logits = mu . S at every pixel (Eq. 1)."""
+
+    def __init__(self, hidden_dim: int, mask_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden_dim)
+        self.mlp = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+
+    def embed(self, queries: Tensor) -> Tensor:
+        """(B, Q, d) -> mu (B, Q, mask_dim)."""
+        return self.mlp(self.norm(queries))
+
+    @staticmethod
+    def logits(mu: Tensor, semantic: Tensor) -> Tensor:
+        """mu (B, Q, D), S (B, D, h, w) -> (B, Q, h, w)."""
+        return torch.einsum("bqd,bdhw->bqhw", mu, semantic)
+
+
+class BoltzFormerDecoder(nn.Module):
+    """Queries + text tokens + multi-scale features -> per-query mask logits."""
+
+    def __init__(
+        self,
+        *,
+        hidden_dim: int,
+        mask_dim: int,
+        num_queries: int,
+        num_heads: int,
+        ffn_dim: int,
+        num_layers: int,
+        num_levels: int = 3,
+        text_prior: bool = True,
+        dropout: float = 0.0,
+        sampling: SamplingSettings | None = None,
+        attention_impl: str = "dense",
+    ) -> None:
+        super().__init__()
+        self.num_levels = num_levels
+        self.sampling = sampling or SamplingSettings()
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)  # content
+        self.query_pos = nn.Embedding(num_queries, hidden_dim)  # positional
+        self.level_embed = nn.Embedding(num_levels, hidden_dim)
+        if text_prior:  # Eq. 4
+            self.prior_attn = SelfAttentionLayer(hidden_dim, num_heads, dropout=dropout)
+            self.prior_ffn = FFNLayer(hidden_dim, ffn_dim, dropout=dropout)
+        else:
+            self.prior_attn = self.prior_ffn = None
+        self.cross = nn.ModuleList(
+            CrossAttentionLayer(hidden_dim, num_heads, impl=attention_impl, dropout=dropout)
+            for _ in range(num_layers)
+        )
+        self.self_attn = nn.ModuleList(
+            SelfAttentionLayer(hidden_dim, num_heads, dropout=dropout) for _ in range(num_layers)
+        )
+        self.ffn = nn.ModuleList(
+            FFNLayer(hidden_dim, ffn_dim, dropout=dropout) for _ in range(num_layers)
+        )
+        self.mask_head = MaskHead(hidden_dim, mask_dim)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.cross)
+
+    def set_attention_impl(self, impl: str) -> None:
+        """Switch every cross-attention layer to another implementation (same weights)."""
+        for layer in self.cross:
+            layer.attn.impl = impl
+
+    def _joint(
+        self, q: Tensor, t: Tensor, q_pos: Tensor, t_pos: Tensor, t_pad: Tensor,
+        attn: SelfAttentionLayer,
+    ) -> tuple[Tensor, Tensor]:
+        """Self-attention over [Q, T]; returns the split (Q, T)."""
+        nq = q.shape[1]
+        q_pad = torch.zeros(q.shape[:2], dtype=torch.bool, device=q.device)
+        x = attn(torch.cat([q, t], 1), torch.cat([q_pos, t_pos], 1), torch.cat([q_pad, t_pad], 1))
+        return x[:, :nq], x[:, nq:]
+
+    @torch.no_grad()
+    def _keep(
+        self, queries: Tensor, layer: int, semantic: Tensor, semantic_at_level: Tensor,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """The (B, Q, h, w) keep mask of `layer` from the queries of the layer before.
+
+        Detached: no gradient flows through the sampling probabilities (as in the release).
+        """
+        mu = self.mask_head.embed(queries)
+        h, w = semantic_at_level.shape[-2:]
+        if self.sampling.logits == "lowres":
+            # Bilinear resizing is linear: resize S once, then take the dot products.
+            logits = MaskHead.logits(mu, semantic_at_level)
+        else:  # the release: full-resolution logits, then resized to the level
+            logits = F.interpolate(
+                MaskHead.logits(mu, semantic), size=(h, w), mode="bilinear", align_corners=False
+            )
+        flat = logits.flatten(2).float()
+        s = self.sampling
+        if s.attention == "masked":
+            keep = threshold_keep_mask(flat, s.mask_threshold)
+        else:
+            keep = boltzmann_keep_mask(
+                flat, tau=temperature(layer, s.tau0), ratio=s.ratio, sampler=s.sampler,
+                keep_threshold=s.keep_threshold, generator=generator,
+            )
+        return keep.view(*logits.shape)
+
+    def forward(
+        self,
+        levels: list[Tensor],
+        semantic: Tensor,
+        text: Tensor,
+        text_padding: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        return_sampling: bool = False,
+    ) -> DecoderOutput:
+        """Decode.
+
+        Args:
+            levels: feature maps coarse to fine, each (B, d, h_i, w_i) (at least num_levels).
+            semantic: S, (B, D, Hs, Ws).
+            text: (B, T, d) text tokens; text_padding (B, T) bool.
+            generator: drives the random sampling (reproducible when given).
+            return_sampling: also return every layer's keep masks.
+        """
+        b = semantic.shape[0]
+        levels = levels[: self.num_levels]
+        memory, memory_pos, semantic_at = [], [], []
+        for i, feat in enumerate(levels):
+            _, d, h, w = feat.shape
+            memory.append(feat.flatten(2).transpose(1, 2) + self.level_embed.weight[i])
+            memory_pos.append(sine_position_encoding(h, w, d, device=feat.device).to(feat.dtype))
+            semantic_at.append(
+                F.interpolate(semantic, size=(h, w), mode="bilinear", align_corners=False)
+                if self.sampling.attention != "full" and self.sampling.logits == "lowres"
+                else semantic
+            )
+
+        q = self.query_feat.weight.expand(b, -1, -1)
+        q_pos = self.query_pos.weight.expand(b, -1, -1)
+        t, t_pos = text, text.detach()  # text positions: a detached copy of the initial tokens
+        if self.prior_attn is not None:  # text-conditioned prior, Eq. 4
+            q, t = self._joint(q, t, q_pos, t_pos, text_padding, self.prior_attn)
+            q = self.prior_ffn(q)
+
+        keep_masks: list[Tensor] = []
+        for layer in range(self.num_layers):
+            lvl = layer % self.num_levels
+            h, w = levels[lvl].shape[-2:]
+            if self.sampling.attention == "full":
+                keep = None
+            else:
+                keep = self._keep(q, layer, semantic, semantic_at[lvl], generator)
+            if return_sampling:
+                keep_masks.append(
+                    keep if keep is not None
+                    else torch.ones(b, q.shape[1], h, w, dtype=torch.bool, device=q.device)
+                )
+            flat_keep = None if keep is None else keep.flatten(2)
+            q = self.cross[layer](q, q_pos, memory[lvl], memory_pos[lvl], flat_keep)  # Step 2
+            q, t = self._joint(q, t, q_pos, t_pos, text_padding, self.self_attn[layer])  # Eq. 6
+            q = self.ffn[layer](q)
+
+        query_logits = MaskHead.logits(self.mask_head.embed(q), semantic)  # Eq. 1/3
+        return DecoderOutput(
+            query_logits=query_logits, queries=q, keep_masks=keep_masks if return_sampling
+            else None,
+        )

@@ -1,0 +1,175 @@
+"""Text encoders: prompt strings -> token embeddings T (B, T, d) at the decoder width.
+
+- "builtin": works with no download. A word-level tokenizer that hashes words into a fixed
+  vocabulary (CRC-32, stable across runs and machines, no vocabulary file), followed by a
+  small transformer trained from scratch with the rest of the model.
+- any other name: a Hugging Face `transformers` encoder by hub name or local path (CLIP's
+  text tower, BiomedBERT, ...). Its last hidden states are projected to the decoder width.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+_WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+PAD_ID = 0
+
+
+@dataclass
+class TextFeatures:
+    """tokens (B, T, d) at the decoder width; padding (B, T) bool, True at padded slots."""
+
+    tokens: Tensor
+    padding: Tensor
+
+
+def check_prompts(prompts: list[str] | tuple[str, ...]) -> list[str]:
+    """Validate a batch of prompts: a list of non-empty strings."""
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+        raise TypeError("prompts must be a list of strings, one per image")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise TypeError(f"prompt {i} is {type(p).__name__}, not a string")
+        if not p.strip():
+            raise ValueError(
+                f"prompt {i} is empty: describe the object to find, e.g. 'nodule in lung CT'"
+            )
+    return list(prompts)
+
+
+def _warn_truncated(index: int, length: int, limit: int) -> None:
+    warnings.warn(
+        f"prompt {index} has {length} tokens; only the first {limit} are used", stacklevel=3
+    )
+
+
+class HashTokenizer:
+    """Lower-cased words and punctuation, each hashed (CRC-32) to an id in [1, vocab_size)."""
+
+    def __init__(self, vocab_size: int = 8192, max_tokens: int = 77) -> None:
+        self.vocab_size = vocab_size
+        self.max_tokens = max_tokens
+
+    def tokenize(self, text: str) -> list[int]:
+        words = _WORD.findall(text.lower())
+        return [1 + zlib.crc32(w.encode()) % (self.vocab_size - 1) for w in words]
+
+    def __call__(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """Return ids (B, T) and padding (B, T) bool, T the longest prompt (<= max_tokens)."""
+        ids = []
+        for i, p in enumerate(check_prompts(prompts)):
+            toks = self.tokenize(p)
+            if len(toks) > self.max_tokens:
+                _warn_truncated(i, len(toks), self.max_tokens)
+                toks = toks[: self.max_tokens]
+            ids.append(toks)
+        length = max(len(t) for t in ids)
+        out = torch.full((len(ids), length), PAD_ID, dtype=torch.long)
+        for i, t in enumerate(ids):
+            out[i, : len(t)] = torch.tensor(t)
+        return out, out == PAD_ID
+
+
+class BuiltinTextEncoder(nn.Module):
+    """HashTokenizer -> embedding + learned positions -> small pre-norm transformer."""
+
+    def __init__(self, *, width: int, layers: int, vocab_size: int, max_tokens: int) -> None:
+        super().__init__()
+        self.tokenizer = HashTokenizer(vocab_size, max_tokens)
+        self.embed = nn.Embedding(vocab_size, width, padding_idx=PAD_ID)
+        self.pos = nn.Parameter(torch.randn(max_tokens, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            width, max(1, width // 64), 4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.width = width
+
+    def forward(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """prompts (B strings) -> hidden (B, T, width), padding (B, T)."""
+        ids, padding = self.tokenizer(prompts)
+        ids, padding = ids.to(self.pos.device), padding.to(self.pos.device)
+        x = self.embed(ids) + self.pos[: ids.shape[1]]
+        x = self.encoder(x, src_key_padding_mask=padding)
+        return self.norm(x), padding
+
+
+class HFTextEncoder(nn.Module):
+    """A Hugging Face encoder by hub name or local path; returns its last hidden states."""
+
+    def __init__(self, name_or_path: str, *, max_tokens: int) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
+
+        try:
+            cfg = AutoConfig.from_pretrained(name_or_path)
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            model_cls = CLIPTextModel if cfg.model_type == "clip" else AutoModel
+            self.model = model_cls.from_pretrained(name_or_path)
+        except OSError as err:
+            raise RuntimeError(
+                f"could not load the text encoder {name_or_path!r} ({err}). Give a local "
+                "folder holding a Hugging Face model and tokenizer, or a hub name on a machine "
+                "with network access; text_encoder='builtin' needs neither."
+            ) from err
+        limit = getattr(self.tokenizer, "model_max_length", max_tokens) or max_tokens
+        self.max_tokens = min(max_tokens, limit)
+        self.width = self.model.config.hidden_size
+
+    def forward(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        prompts = check_prompts(prompts)
+        for i, ids in enumerate(self.tokenizer(prompts)["input_ids"]):
+            if len(ids) > self.max_tokens:
+                _warn_truncated(i, len(ids), self.max_tokens)
+        batch = self.tokenizer(
+            prompts, padding=True, truncation=True, max_length=self.max_tokens,
+            return_tensors="pt",
+        ).to(next(self.model.parameters()).device)
+        hidden = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        return hidden, batch["attention_mask"] == 0
+
+
+class TextEncoder(nn.Module):
+    """An encoder plus a linear projection to the decoder width, optionally frozen."""
+
+    def __init__(self, encoder: nn.Module, *, out_dim: int, trainable: bool = True) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.proj = nn.Linear(encoder.width, out_dim)
+        self.trainable = trainable
+        if not trainable:
+            self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        super().train(mode)
+        if not self.trainable:
+            self.encoder.eval()  # a frozen encoder stays in eval mode (no dropout)
+        return self
+
+    def forward(self, prompts: list[str]) -> TextFeatures:
+        """prompts (B strings) -> TextFeatures(tokens (B, T, d), padding (B, T))."""
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            hidden, padding = self.encoder(prompts)
+        return TextFeatures(tokens=self.proj(hidden), padding=padding)
+
+
+def build_text_encoder(
+    name: str, *, out_dim: int, trainable: bool, max_tokens: int, width: int, layers: int,
+    vocab_size: int,
+) -> TextEncoder:
+    """"builtin" or a Hugging Face name/path -> TextEncoder projecting to `out_dim`."""
+    if name == "builtin":
+        encoder: nn.Module = BuiltinTextEncoder(
+            width=width, layers=layers, vocab_size=vocab_size, max_tokens=max_tokens
+        )
+    else:
+        encoder = HFTextEncoder(name, max_tokens=max_tokens)
+    return TextEncoder(encoder, out_dim=out_dim, trainable=trainable)
