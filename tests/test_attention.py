@@ -1,0 +1,70 @@
+"""Cross-attention restricted to the sampled set (paper Step 2) and the attention modes."""
+
+import torch
+
+from boltzformer import build_model
+from boltzformer.modeling.attention import SampledCrossAttention
+from boltzformer.modeling.mask_decoder import MaskHead
+
+
+def _inputs(seed=0, b=2, q=3, n=20, d=16):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, q, d, generator=g), torch.randn(b, n, d, generator=g),
+            torch.randn(b, n, d, generator=g))
+
+
+def test_tokens_outside_the_sampled_set_do_not_affect_a_query():
+    torch.manual_seed(0)
+    attn = SampledCrossAttention(16, 4)
+    query, pos, mem = _inputs()
+    keep = torch.rand(2, 3, 20) < 0.3
+    keep[..., 0] = True
+    base = attn(query, mem + pos, mem, keep)
+    outside = (~keep[0, 1]).nonzero()[0, 0]
+    inside = keep[0, 1].nonzero()[0, 0]
+
+    mem2 = mem.clone()
+    mem2[0, outside] += 10.0
+    out = attn(query, mem2 + pos, mem2, keep)
+    assert torch.allclose(out[0, 1], base[0, 1], atol=1e-6)
+
+    mem3 = mem.clone()
+    mem3[0, inside] += 10.0
+    out = attn(query, mem3 + pos, mem3, keep)
+    assert not torch.allclose(out[0, 1], base[0, 1], atol=1e-3)
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return build_model("tiny", image_size=64, **kw).eval()
+
+
+def test_boltzmann_with_every_token_kept_equals_full_attention():
+    full = _model(attention="full")
+    boltz = _model(attention="boltzmann", keep_threshold=0.0)  # sigmoid >= 0: every token
+    boltz.load_state_dict(full.state_dict())
+    x = torch.rand(2, 3, 64, 64) * 255
+    prompts = ["nodule in lung CT", "liver in abdomen MRI"]
+    with torch.no_grad():
+        a = full(x, prompts).logits
+        out = boltz(x, prompts, return_sampling=True)
+    assert all(k.all() for k in out.keep_masks)
+    assert torch.allclose(a, out.logits, atol=1e-5)
+
+
+def test_masked_mode_keeps_exactly_the_tokens_at_or_above_one_half():
+    model = _model(attention="masked")
+    dec = model.decoder
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 10, 128, generator=g)
+    semantic = torch.randn(2, 128, 16, 16, generator=g)
+    level = torch.nn.functional.interpolate(semantic, size=(4, 4), mode="bilinear")
+    keep = dec._keep(q, 0, semantic, level, None)
+    with torch.no_grad():
+        probs = MaskHead.logits(dec.mask_head.embed(q), level).sigmoid()
+    expected = probs >= 0.5
+    nonempty = expected.flatten(2).any(-1)
+    assert nonempty.any()
+    assert torch.equal(keep[nonempty], expected[nonempty])
+    assert keep[~nonempty].all()  # queries that would see nothing see everything
+

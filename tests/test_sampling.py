@@ -1,0 +1,86 @@
+"""Boltzmann attention sampling (paper Eq. 5, footnote 1) on its own."""
+
+import pytest
+import torch
+
+from boltzformer.modeling.sampling import (
+    boltzmann_distribution,
+    boltzmann_keep_mask,
+    entropy,
+    inclusion_probability,
+    num_draws,
+    sample_keep_mask,
+    temperature,
+    threshold_keep_mask,
+)
+
+
+@pytest.mark.parametrize("sampler", ["bernoulli", "multinomial"])
+def test_inclusion_frequency_matches_one_minus_one_minus_p_to_the_n(sampler):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 1, 40, generator=g) * 4
+    p = boltzmann_distribution(logits, tau=0.2)
+    draws, trials = 5, 20000
+    counts = torch.zeros(40)
+    for _ in range(4):  # 4 x 5000 independent rows
+        rows = p.expand(trials // 4, 1, 40).contiguous()
+        counts += sample_keep_mask(rows, draws, sampler=sampler, generator=g).float().sum((0, 1))
+    freq = counts / trials
+    expected = 1 - (1 - p[0, 0]) ** draws
+    # binomial standard error is at most 0.5 / sqrt(20000) = 0.0035
+    assert torch.allclose(freq, expected, atol=0.015), (freq - expected).abs().max()
+
+
+def test_inclusion_probability_is_stable_at_the_extremes():
+    p = torch.tensor([0.0, 1e-12, 0.5, 1.0])
+    q = inclusion_probability(p, 10)
+    assert q[0] == 0 and q[3] == 1
+    assert torch.isclose(q[1], torch.tensor(1e-11), rtol=1e-3)
+    assert torch.isclose(q[2], torch.tensor(1 - 0.5**10))
+
+
+def test_lower_temperature_gives_lower_entropy():
+    logits = torch.randn(4, 7, 256, generator=torch.Generator().manual_seed(1)) * 3
+    entropies = [entropy(boltzmann_distribution(logits, t)).mean() for t in (2.0, 1.0, 0.5, 0.1)]
+    assert all(a > b for a, b in zip(entropies, entropies[1:]))
+
+
+def test_schedule_is_tau0_over_one_plus_layer():
+    for tau0 in (0.25, 1.0, 2.0):
+        assert [temperature(layer, tau0) for layer in range(4)] == pytest.approx(
+            [tau0, tau0 / 2, tau0 / 3, tau0 / 4]
+        )
+    with pytest.raises(ValueError):
+        temperature(0, 0.0)
+
+
+def test_softmax_form_is_stable_for_tiny_temperatures():
+    logits = torch.tensor([[[50.0, -50.0, 0.0, 49.0]]])
+    p = boltzmann_distribution(logits, tau=1e-4)
+    assert torch.isfinite(p).all() and torch.isclose(p.sum(), torch.tensor(1.0))
+    keep = boltzmann_keep_mask(logits, tau=1e-4, ratio=0.5)
+    assert keep.any()
+
+
+def test_sampling_is_reproducible_from_a_generator_and_carries_no_gradient():
+    logits = torch.randn(2, 5, 64, requires_grad=True)
+    a = boltzmann_keep_mask(logits, tau=1.0, ratio=0.1, generator=torch.Generator().manual_seed(3))
+    b = boltzmann_keep_mask(logits, tau=1.0, ratio=0.1, generator=torch.Generator().manual_seed(3))
+    c = boltzmann_keep_mask(logits, tau=1.0, ratio=0.1, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.dtype == torch.bool and not a.requires_grad
+
+
+def test_number_of_draws_is_the_ratio_of_tokens():
+    assert num_draws(1024, 0.1) == 102
+    assert num_draws(4, 0.1) == 1
+
+
+def test_always_keep_threshold_and_empty_rows():
+    logits = torch.full((1, 2, 16), -30.0)
+    logits[0, 0, 3] = 30.0  # sigmoid ~ 1
+    keep = boltzmann_keep_mask(logits, tau=1.0, ratio=0.01, keep_threshold=0.9)
+    assert keep[0, 0, 3]
+    masked = threshold_keep_mask(logits, 0.5)
+    assert masked[0, 0].sum() == 1 and masked[0, 0, 3]
+    assert masked[0, 1].all()  # a query that would see nothing sees everything
