@@ -40,7 +40,10 @@ class ImageFeatures:
 
     def repeat(self, n: int) -> ImageFeatures:
         """Repeat a single image's features n times along the batch: (1, ...) -> (n, ...)."""
-        rep = lambda t: t.expand(n, *t.shape[1:])  # noqa: E731
+
+        def rep(t: Tensor) -> Tensor:
+            return t.expand(n, *t.shape[1:])
+
         return ImageFeatures([rep(t) for t in self.levels], rep(self.semantic), rep(self.pixels))
 
 
