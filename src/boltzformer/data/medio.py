@@ -114,7 +114,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
         if image.mode in ("L", "LA", "1"):
             plane = np.asarray(image.convert("L"))
             return np.repeat(plane[:, :, None], 3, axis=2)
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))
 
 
 def read_mask(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -152,9 +152,7 @@ def read_mask(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
     foreground = [int(v) for v in present if v != 0]
     if len(foreground) > 1 or (foreground and foreground[0] not in MASK_FOREGROUND):
         shown = ", ".join(str(int(v)) for v in present[:8]) + (" ..." if len(present) > 8 else "")
-        raise DataError(
-            f"{path}: mask values must be 0 and 255 (or 0 and 1); found {shown}"
-        )
+        raise DataError(f"{path}: mask values must be 0 and 255 (or 0 and 1); found {shown}")
     return values > 0
 
 
@@ -216,8 +214,10 @@ def _dicom_values(ds, path: Path, max_pixels: int) -> np.ndarray:
             f"{path}: {cols}x{rows} = {rows * cols} pixels is over the limit of {max_pixels}"
         )
     if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise DataError(f"{path}: colour DICOM ({ds.get('PhotometricInterpretation')}) "
-                        "is not supported; expected a grayscale slice")
+        raise DataError(
+            f"{path}: colour DICOM ({ds.get('PhotometricInterpretation')}) "
+            "is not supported; expected a grayscale slice"
+        )
     try:
         stored = ds.pixel_array
     except Exception as err:  # pydicom raises many types for bad or truncated pixel data
@@ -261,9 +261,7 @@ def read_nifti(
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as err:
         raise DataError(f"{path}: not a readable NIfTI file ({err})") from err
     if prod(image.shape) > max_voxels:
-        raise DataError(
-            f"{path}: volume {image.shape} is over the limit of {max_voxels} voxels"
-        )
+        raise DataError(f"{path}: volume {image.shape} is over the limit of {max_voxels} voxels")
     try:
         volume = np.asarray(image.get_fdata(dtype=np.float32))
     except (OSError, EOFError, ValueError, zlib.error) as err:
@@ -283,7 +281,9 @@ def stack_slices(slices: np.ndarray, axis: int = 2) -> np.ndarray:
     return np.moveaxis(np.asarray(slices), 0, axis)
 
 
-def write_nifti_mask(mask_volume: np.ndarray, reference_img: SpatialImage, path: str | Path) -> None:
+def write_nifti_mask(
+    mask_volume: np.ndarray, reference_img: SpatialImage, path: str | Path
+) -> None:
     """Write a mask volume (same shape as the reference) as uint8 NIfTI with its affine/header."""
     import nibabel as nib
 
