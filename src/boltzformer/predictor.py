@@ -114,20 +114,28 @@ def to_rgb255(image: ImageLike) -> np.ndarray:
             f"image must be a numpy array, a PIL image or a torch tensor, got "
             f"{type(image).__name__}"
         )
-    if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
-        array = array[..., :3]
-    elif array.ndim != 2:
+    if not _is_plane(array):
         layout = "(H, W) or (C, H, W)" if isinstance(image, Tensor) else "(H, W) or (H, W, C)"
         raise ValueError(
-            f"image of shape {tuple(getattr(image, 'shape', array.shape))} "
-            f"is not an image: give {layout} with C = 1, 3 or 4"
+            f"image of shape {tuple(getattr(image, 'shape', array.shape))} is not an image: "
+            f"give {layout} with C = 1, 3 or 4"
         )
-    if min(array.shape[:2]) < 1:
-        raise ValueError(f"image is empty (shape {array.shape})")
-    rgb = to_255(array)
-    if rgb.ndim == 2 or rgb.shape[-1] == 1:
-        rgb = np.repeat(rgb.reshape(*rgb.shape[:2], 1), 3, axis=-1)
-    return np.ascontiguousarray(rgb)
+    return _rgb(to_255(array))
+
+
+def _is_plane(array: np.ndarray) -> bool:
+    """(H, W) or (H, W, C) with C in 1, 3, 4, and H, W >= 1."""
+    ok = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))
+    return ok and min(array.shape[:2]) >= 1
+
+
+def _rgb(plane: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) float, C in 1, 3, 4 -> (H, W, 3): grey repeated, alpha dropped."""
+    if plane.ndim == 2:
+        plane = plane[..., None]
+    if plane.shape[-1] == 1:
+        plane = np.repeat(plane, 3, axis=-1)
+    return np.ascontiguousarray(plane[..., :3], dtype=np.float32)
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -256,45 +264,43 @@ class Predictor:
         )
 
     @torch.inference_mode()
-    def predict_volume(
+    def predict_slices(
         self,
-        volume: np.ndarray,
+        slices: np.ndarray,
         prompts: Sequence[str],
         *,
-        axis: int = 2,
         batch_size: int = 8,
         samples: int = 1,
         seed: int | None = None,
         progress: bool = False,
     ) -> Prediction:
-        """A 3-D volume, slice by slice along `axis` -> Prediction with prob (P, *volume.shape).
+        """A stack of N slices (N, H, W) or (N, H, W, C) -> Prediction with prob (P, N, H, W).
 
-        Intensities are scaled by `to_255` over the whole volume (so every slice shares one
-        scale); each slice is a grey image. `batch_size` slices are encoded and decoded
-        together. Does not change the image set by `set_image`.
+        For volumes: `medio.nifti_slices(volume, axis)` gives the stack and
+        `medio.stack_slices(prob[p], axis)` puts a prompt's answer back in voxel order.
+        Intensities are scaled by `to_255` over the whole stack, so all slices share one
+        scale. `batch_size` slices are encoded and decoded together; a progress bar over
+        slices is shown when `progress`. Does not change the image set by `set_image`.
         """
-        volume = np.asarray(volume)
-        if volume.ndim != 3:
-            raise ValueError(f"a volume must be 3-D, got shape {volume.shape}")
-        if not -3 <= axis < 3:
+        slices = np.asarray(slices)
+        if slices.ndim not in (3, 4) or len(slices) == 0 or not _is_plane(slices[0]):
             raise ValueError(
-                f"axis {axis} does not exist: the volume of shape {volume.shape} has axes 0, 1, 2"
+                f"slices must be (N, H, W) or (N, H, W, C) with C = 1, 3 or 4 and N >= 1, got "
+                f"shape {slices.shape}"
             )
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         prompts = _check_prompts(prompts)
         samples = _check_samples(samples)
-        slices = np.moveaxis(to_255(volume), axis, 0)  # (Z, A, B)
-        size = (slices.shape[1], slices.shape[2])
+        stack = to_255(slices)
+        size = (stack.shape[1], stack.shape[2])
         generator = self._generator(seed)
-        mean = np.empty((len(prompts), *slices.shape), np.float32)
+        mean = np.empty((len(prompts), len(stack), *size), np.float32)
         std = np.empty_like(mean) if samples > 1 else None
-        with tqdm(total=len(slices), unit="slice", disable=not progress) as bar:
-            for start in range(0, len(slices), batch_size):
-                batch = slices[start : start + batch_size]
-                pixels = torch.cat(
-                    [self._pixels(np.repeat(s[..., None], 3, axis=-1)) for s in batch]
-                )
+        with tqdm(total=len(stack), unit="slice", disable=not progress) as bar:
+            for start in range(0, len(stack), batch_size):
+                batch = stack[start : start + batch_size]
+                pixels = torch.cat([self._pixels(_rgb(s)) for s in batch])
                 m, s = self._probabilities(
                     self.model.encode_image(pixels), prompts, size, samples, generator
                 )
@@ -302,11 +308,7 @@ class Predictor:
                 if std is not None:
                     std[:, start : start + len(batch)] = s.transpose(0, 1).cpu().numpy()
                 bar.update(len(batch))
-        back = lambda a: np.moveaxis(a, 1, axis % 3 + 1)  # noqa: E731
-        return Prediction(
-            prob=back(mean), std=None if std is None else back(std), prompts=tuple(prompts),
-            samples=samples,
-        )
+        return Prediction(prob=mean, std=std, prompts=tuple(prompts), samples=samples)
 
     @torch.inference_mode()
     def sampling(self, prompt: str, *, seed: int | None = None) -> SamplingTrace:
