@@ -18,6 +18,7 @@ from boltzformer.data.medio import (
     WINDOWS,
     apply_window,
     load_any,
+    parse_window,
     read_mask,
     read_nifti,
 )
@@ -80,6 +81,15 @@ def check_prompt(text: str, what: str = "--prompt") -> str:
     return text.strip()
 
 
+def check_window(window: str | None) -> None:
+    """Refuse an unknown --window before any file is read."""
+    if window is not None:
+        try:
+            parse_window(window)
+        except ValueError as err:
+            raise ValueError(f"--window {window}: {err}") from None
+
+
 def to_uint8(values: np.ndarray) -> np.ndarray:
     """Display intensities (floats in 0-255) -> uint8, rounded."""
     return np.clip(np.round(values), 0, 255).astype(np.uint8)
@@ -87,6 +97,7 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
 
 def read_plane(path: Path, window: str | None) -> np.ndarray:
     """A 2-D input (image or single-frame DICOM) -> (H, W, 3) uint8 for display and the model."""
+    check_window(window)
     if window is not None and path.name.lower().endswith(IMAGE_EXTENSIONS):
         raise ValueError(f"--window applies to DICOM and NIfTI inputs, not to {path.name}; drop it")
     planes = load_any(path, window=window)
@@ -109,6 +120,7 @@ class Volume:
 def read_volume(path: Path, window: str | None, axis: int) -> Volume:
     """A NIfTI volume windowed as `medio.load_any` does: --window in HU, else the volume's
     0.5-99.5 percentiles mapped to 0-255. Checks that `axis` exists."""
+    check_window(window)
     volume, reference = read_nifti(path)
     if volume.ndim == 4 and volume.shape[3] == 1:  # (X, Y, Z, 1): one time point
         volume = volume[..., 0]
