@@ -203,11 +203,6 @@ class Predictor:
         self._features = self.model.encode_image(self._pixels(rgb))
         self.image = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
-    @property
-    def original_size(self) -> tuple[int, int]:
-        """(H, W) of the current image."""
-        return self._require_image()[1]
-
     def _require_image(self) -> tuple[ImageFeatures, tuple[int, int]]:
         if self._features is None or self.image is None:
             raise RuntimeError("no image set: call predictor.set_image(image) before predicting")
@@ -234,7 +229,7 @@ class Predictor:
             logits = self.model.decode(tiled, text, generator=generator).logits
             prob = _resize(torch.sigmoid(logits.float()), size).view(n, p, *size)
             if mean is None:
-                mean, m2 = prob.clone(), torch.zeros_like(prob)
+                mean, m2 = prob, torch.zeros_like(prob)
             else:
                 delta = prob - mean
                 mean += delta / (k + 1)
