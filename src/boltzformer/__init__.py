@@ -4,6 +4,7 @@ from boltzformer.build import build_from_config, build_model
 from boltzformer.config import PRESETS, BoltzFormerConfig, get_preset
 from boltzformer.loss import dice_bce_loss
 from boltzformer.modeling.boltzformer import BoltzFormer, BoltzFormerOutput
+from boltzformer.predictor import Prediction, Predictor, SamplingTrace
 
 __version__ = "0.1.0"
 
@@ -12,6 +13,9 @@ __all__ = [
     "BoltzFormer",
     "BoltzFormerConfig",
     "BoltzFormerOutput",
+    "Prediction",
+    "Predictor",
+    "SamplingTrace",
     "build_from_config",
     "build_model",
     "dice_bce_loss",

@@ -1,0 +1,245 @@
+"""`boltzformer predict`: segment an image, DICOM slice or NIfTI volume from text prompts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from boltzformer import viz
+from boltzformer.commands._inference import (
+    Volume,
+    add_input_options,
+    add_model_options,
+    check_prompt,
+    is_volume,
+    load_predictor,
+    read_plane,
+    read_volume,
+    to_uint8,
+)
+from boltzformer.data.medio import nifti_slices, stack_slices, write_nifti_mask
+from boltzformer.predictor import Prediction, Predictor
+
+RESULTS_FILE = "predictions.json"
+
+EPILOG = """\
+examples:
+  boltzformer predict --checkpoint ckpt/ --input 01_CT_lung.png \\
+      --prompt "nodule in lung CT" --prompt "left lung in lung CT" --out preds/
+  boltzformer predict --checkpoint ckpt/ --input slice.dcm --window lung \\
+      --prompt "nodule in lung CT" --out preds/
+  boltzformer predict --checkpoint ckpt/ --input ct.nii.gz --axis 2 --window abdomen \\
+      --prompt "liver in abdomen CT" --out preds/
+  boltzformer predict ... --samples 8     # mean and std over 8 sampling draws
+
+output layout (OUT: the --out folder; NAME: the prompt in lower case, other
+characters as '-', e.g. nodule-in-lung-ct):
+  OUT/predictions.json         input, checkpoint, settings, and per prompt its files
+  OUT/overlay.png              one panel per prompt: mask tinted green on the image
+  images and DICOM, at the input's size:
+    OUT/NAME_mask.png          binary mask, 0 and 255
+    OUT/NAME_prob.png          probability x 255, 8-bit
+    OUT/NAME_std.png           (--samples K > 1) std x 510, 8-bit (255 = 0.5, the most
+                               a probability can vary)
+    OUT/NAME_uncertainty.png   (--samples K > 1) prediction, mean probability, std
+  NIfTI volumes, with the input's shape, affine and header:
+    OUT/NAME_mask.nii.gz       uint8 mask, 0 and 1
+    OUT/NAME_prob.nii.gz       float32 probability
+    OUT/NAME_std.nii.gz        (--samples K > 1) float32 std
+    OUT/NAME_uncertainty.png   (--samples K > 1) on the slice where the mask is largest
+    overlay.png shows, per prompt, the slice where its mask is largest.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment an image, DICOM slice or NIfTI volume from text prompts",
+        description="Segment the objects named by one or more text prompts. The image is\n"
+        "encoded once and all prompts are answered in one batched decoder pass; NIfTI\n"
+        "volumes are segmented slice by slice (slices batched, with a progress bar).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_options(parser)
+    add_input_options(parser)
+    parser.add_argument(
+        "--prompt", action="append", required=True, metavar="TEXT",
+        help="what to segment, e.g. 'nodule in lung CT'; repeat for several objects",
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="output folder (created if missing; files in it are replaced)")
+    parser.add_argument("--threshold", type=float, default=0.5, metavar="P",
+                        help="probability at or above which a pixel is in the mask (0.5)")
+    parser.add_argument(
+        "--samples", type=int, default=1, metavar="K",
+        help="run K decoder passes with different sampling draws; write their mean "
+        "probability and pixel-wise std (default 1)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N",
+                        help="NIfTI slices encoded together (default 8)")
+    parser.set_defaults(run=run)
+
+
+def file_names(prompts: list[str]) -> list[str]:
+    """A distinct, file-safe NAME per prompt: 'Nodule in lung CT' -> 'nodule-in-lung-ct'."""
+    names: list[str] = []
+    for prompt in prompts:
+        base = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "prompt"
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names.append(name)
+    return names
+
+
+def _check_args(args: argparse.Namespace) -> list[str]:
+    prompts = [
+        check_prompt(p, f"--prompt number {i + 1}") for i, p in enumerate(args.prompt)
+    ]
+    if args.samples < 1:
+        raise ValueError(f"--samples {args.samples}: give at least 1 sampling draw")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold {args.threshold}: a probability threshold is in [0, 1]")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: give at least 1")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder")
+    return prompts
+
+
+def _save_png(array: np.ndarray, path: Path) -> str:
+    """Write an (H, W) uint8 array as PNG; returns its file name."""
+    Image.fromarray(array).save(path)
+    return path.name
+
+
+def _write_nifti_float(values: np.ndarray, volume: Volume, path: Path) -> str:
+    """A float32 volume with the input's affine and header (as write_nifti_mask does masks)."""
+    reference = volume.reference
+    header = reference.header.copy()
+    header.set_data_dtype(np.float32)
+    image = type(reference)(
+        values.reshape(reference.shape).astype(np.float32), reference.affine, header
+    )
+    image.header.set_slope_inter(1.0, 0.0)
+    image.to_filename(str(path))
+    return path.name
+
+
+def _predict_plane(
+    predictor: Predictor, image: np.ndarray, prompts: list[str], names: list[str],
+    args: argparse.Namespace,
+) -> list[dict]:
+    predictor.set_image(image)
+    pred = predictor.predict(prompts, samples=args.samples)
+    records, panels = [], []
+    for i, (prompt, name) in enumerate(zip(prompts, names)):
+        mask = Predictor.threshold(pred.prob[i], args.threshold)
+        files = {
+            "mask": _save_png(mask.astype(np.uint8) * 255, args.out / f"{name}_mask.png"),
+            "prob": _save_png(to_uint8(pred.prob[i] * 255), args.out / f"{name}_prob.png"),
+        }
+        if pred.std is not None:
+            files["std"] = _save_png(to_uint8(pred.std[i] * 510), args.out / f"{name}_std.png")
+            files["uncertainty"] = _uncertainty(
+                image, pred.prob[i], pred.std[i], prompt, pred.samples, args, name
+            )
+        records.append(_record(prompt, mask, files, pred, i))
+        panels.append(viz.GridItem(image, pred.prob[i], caption=prompt))
+    viz.prediction_grid(panels, args.out / "overlay.png", threshold=args.threshold)
+    return records
+
+
+def _predict_volume(
+    predictor: Predictor, volume: Volume, prompts: list[str], names: list[str],
+    args: argparse.Namespace,
+) -> list[dict]:
+    slices = nifti_slices(volume.display, args.axis)  # (N, A, B)
+    pred = predictor.predict_slices(
+        slices, prompts, batch_size=args.batch_size, samples=args.samples, progress=True
+    )
+    records, panels = [], []
+    for i, (prompt, name) in enumerate(zip(prompts, names)):
+        mask = Predictor.threshold(pred.prob[i], args.threshold)  # (N, A, B)
+        shape = volume.reference.shape
+        write_nifti_mask(
+            stack_slices(mask, args.axis).reshape(shape), volume.reference,
+            args.out / f"{name}_mask.nii.gz",
+        )
+        files = {
+            "mask": f"{name}_mask.nii.gz",
+            "prob": _write_nifti_float(
+                stack_slices(pred.prob[i], args.axis), volume, args.out / f"{name}_prob.nii.gz"
+            ),
+        }
+        if mask.any():
+            k, why = int(mask.sum(axis=(1, 2)).argmax()), "largest mask"
+        else:
+            k, why = len(slices) // 2, "middle slice, mask empty"
+        caption = f"{prompt}: axis {args.axis} slice {k} ({why})"
+        if pred.std is not None:
+            files["std"] = _write_nifti_float(
+                stack_slices(pred.std[i], args.axis), volume, args.out / f"{name}_std.nii.gz"
+            )
+            files["uncertainty"] = _uncertainty(
+                slices[k], pred.prob[i, k], pred.std[i, k], caption, pred.samples, args, name
+            )
+        records.append(_record(prompt, mask, files, pred, i) | {"shown_slice": k})
+        panels.append(viz.GridItem(slices[k], pred.prob[i, k], caption=caption))
+    viz.prediction_grid(panels, args.out / "overlay.png", threshold=args.threshold)
+    return records
+
+
+def _uncertainty(
+    image: np.ndarray, prob: np.ndarray, std: np.ndarray, caption: str, samples: int,
+    args: argparse.Namespace, name: str,
+) -> str:
+    """The uncertainty figure of one prompt on one (H, W) plane; returns its file name."""
+    path = args.out / f"{name}_uncertainty.png"
+    viz.uncertainty_figure(
+        image, prob, std, caption=caption, samples=samples, threshold=args.threshold, path=path
+    )
+    return path.name
+
+
+def _record(prompt: str, mask: np.ndarray, files: dict, pred: Prediction, i: int) -> dict:
+    record = {"prompt": prompt, "files": files, "foreground_fraction": float(mask.mean())}
+    if pred.std is not None:
+        record["mean_std"] = float(pred.std[i].mean())
+    return record
+
+
+def run(args: argparse.Namespace) -> int:
+    prompts = _check_args(args)
+    names = file_names(prompts)
+    volume = read_volume(args.input, args.window, args.axis) if is_volume(args.input) else None
+    image = read_plane(args.input, args.window) if volume is None else None
+    predictor = load_predictor(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if volume is None:
+        records = _predict_plane(predictor, image, prompts, names, args)
+        shape = list(image.shape[:2])
+    else:
+        records = _predict_volume(predictor, volume, prompts, names, args)
+        shape = list(volume.reference.shape)
+    summary = {
+        "input": str(args.input),
+        "kind": "volume" if volume is not None else "image",
+        "shape": shape,
+        "checkpoint": str(args.checkpoint),
+        "window": args.window,
+        "axis": args.axis if volume is not None else None,
+        "threshold": args.threshold,
+        "samples": args.samples,
+        "seed": args.seed,
+        "prompts": records,
+    }
+    (args.out / RESULTS_FILE).write_text(json.dumps(summary, indent=2))
+    print(f"wrote {len(records)} prediction(s) for {args.input.name} to {args.out}/")
+    return 0

@@ -1,0 +1,352 @@
+"""Inference for people: encode an image once, answer many text prompts.
+
+    predictor = Predictor.from_pretrained("checkpoints/run1")
+    predictor.set_image(image)                      # backbone + pixel decoder, once
+    pred = predictor.predict(["nodule in lung CT", "left lung in chest CT"])
+    masks = Predictor.threshold(pred.prob)          # (P, H, W) bool at the image's size
+
+Intensity rule (`to_255`): uint8 values are used as they are; bool becomes {0, 255}; floats
+that all lie in [0, 1] are multiplied by 255; any other values that all lie in [0, 255] are
+used as they are; everything else (16-bit PNGs, CT in Hounsfield units, ...) is min-max
+scaled to [0, 255] over the whole array (a constant array becomes 0). For CT, window it
+first (`boltzformer.data.medio.read_dicom(path, window="lung")`) rather than rely on min-max.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
+from boltzformer.modeling.text_encoder import TextFeatures, check_prompts
+
+ImageLike = np.ndarray | Image.Image | Tensor
+
+# PIL modes that hold more than 8 bits per pixel: read as numbers, then scaled by `to_255`.
+_WIDE_PIL_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The answer to P prompts, at the original image (or volume) size.
+
+    prob: (P, H, W) float32 in [0, 1] for an image, (P, *volume.shape) for a volume: the
+        probability, averaged over the `samples` sampling draws.
+    std: same shape as prob, the pixel-wise standard deviation of the probability over the
+        draws (population std, ddof=0); None when samples == 1.
+    prompts: the P prompts, in the order of prob's first axis.
+    samples: the number of sampling draws (decoder passes) averaged.
+    """
+
+    prob: np.ndarray
+    std: np.ndarray | None
+    prompts: tuple[str, ...]
+    samples: int
+
+
+@dataclass(frozen=True)
+class SamplingTrace:
+    """Which image tokens the queries attended to, for one prompt (the paper's Fig. 4).
+
+    keep_masks: one (Q, h_l, w_l) bool array per decoder layer, True where query q attended
+        to that token of the layer's feature level.
+    prob: (H, W) float32, the final probability of the same decoder pass, at the original size.
+    prompt: the prompt.
+    """
+
+    keep_masks: list[np.ndarray]
+    prob: np.ndarray
+    prompt: str
+
+
+def to_255(values: np.ndarray) -> np.ndarray:
+    """Any numeric array -> float32 array of the same shape in [0, 255] (module docstring rule)."""
+    values = np.asarray(values)
+    if values.dtype == np.uint8:
+        return values.astype(np.float32)
+    if values.dtype == np.bool_:
+        return values.astype(np.float32) * 255.0
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise ValueError(f"image values must be numbers, got dtype {values.dtype}")
+    if values.size == 0:
+        raise ValueError(f"image is empty (shape {values.shape})")
+    is_float = np.issubdtype(values.dtype, np.floating)
+    values = values.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("image contains NaN or infinite values; replace them before predicting")
+    lo, hi = float(values.min()), float(values.max())
+    if is_float and lo >= 0.0 and hi <= 1.0:
+        return (values * 255.0).astype(np.float32)
+    if lo >= 0.0 and hi <= 255.0:
+        return values.astype(np.float32)
+    if hi == lo:
+        return np.zeros(values.shape, np.float32)
+    return ((values - lo) * (255.0 / (hi - lo))).astype(np.float32)
+
+
+def to_rgb255(image: ImageLike) -> np.ndarray:
+    """An image in any accepted form -> (H, W, 3) float32 RGB in [0, 255].
+
+    Accepts numpy arrays (H, W) or (H, W, C) channels-last, torch tensors (H, W) or (C, H, W)
+    channels-first, and PIL images; C is 1 (grey), 3 (RGB) or 4 (RGBA, alpha dropped).
+    Intensities follow `to_255`.
+    """
+    if isinstance(image, Image.Image):
+        if image.mode not in _WIDE_PIL_MODES:
+            image = image.convert("RGB")
+        array = np.asarray(image)
+    elif isinstance(image, Tensor):
+        array = image.detach().cpu().numpy()
+        if array.ndim == 3:
+            array = np.moveaxis(array, 0, -1)
+    elif isinstance(image, np.ndarray):
+        array = image
+    else:
+        raise TypeError(
+            f"image must be a numpy array, a PIL image or a torch tensor, got "
+            f"{type(image).__name__}"
+        )
+    if not _is_plane(array):
+        layout = "(H, W) or (C, H, W)" if isinstance(image, Tensor) else "(H, W) or (H, W, C)"
+        raise ValueError(
+            f"image of shape {tuple(getattr(image, 'shape', array.shape))} is not an image: "
+            f"give {layout} with C = 1, 3 or 4"
+        )
+    return _rgb(to_255(array))
+
+
+def _is_plane(array: np.ndarray) -> bool:
+    """(H, W) or (H, W, C) with C in 1, 3, 4, and H, W >= 1."""
+    ok = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))
+    return ok and min(array.shape[:2]) >= 1
+
+
+def _rgb(plane: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) float, C in 1, 3, 4 -> (H, W, 3): grey repeated, alpha dropped."""
+    if plane.ndim == 2:
+        plane = plane[..., None]
+    if plane.shape[-1] == 1:
+        plane = np.repeat(plane, 3, axis=-1)
+    return np.ascontiguousarray(plane[..., :3], dtype=np.float32)
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of (N, C, h, w) to `size`, antialiased when shrinking."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def _tile(feats: ImageFeatures, p: int) -> ImageFeatures:
+    """N images' features -> N*P, each image repeated P times in a row (image-major)."""
+    if p == 1:
+        return feats
+
+    def rep(t: Tensor) -> Tensor:
+        return t.unsqueeze(1).expand(t.shape[0], p, *t.shape[1:]).reshape(-1, *t.shape[1:])
+
+    return ImageFeatures([rep(t) for t in feats.levels], rep(feats.semantic), rep(feats.pixels))
+
+
+class Predictor:
+    """Encode an image once (`set_image`), then answer many prompts (`predict`).
+
+    Reproducible: every call draws its Boltzmann samples from a fresh generator seeded with
+    `seed` (the call's, else the predictor's), so the same call on the same image returns
+    the same masks. A prompt's draws depend on the whole call (prompts and their order).
+    The model is moved to `device` (default: where it is) and put in eval mode.
+    """
+
+    def __init__(
+        self, model: BoltzFormer, *, device: str | torch.device | None = None, seed: int = 0
+    ) -> None:
+        self.device = torch.device(device) if device is not None else model.device
+        _check_device(self.device)
+        self.model = model.to(self.device).eval()
+        self.seed = seed
+        self.image: np.ndarray | None = None  # (H, W, 3) uint8 RGB of the current image
+        self._features: ImageFeatures | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, *, device: str | torch.device | None = None, seed: int = 0
+    ) -> Predictor:
+        """A Predictor for the checkpoint folder written by `BoltzFormer.save_pretrained`."""
+        device = torch.device(device or "cpu")
+        _check_device(device)
+        return cls(BoltzFormer.from_pretrained(directory, map_location=device), seed=seed)
+
+    @property
+    def image_size(self) -> int:
+        """The square side the model sees; inputs are resized to it."""
+        return self.model.config.image_size
+
+    # --- the image ----------------------------------------------------------------------
+    def _pixels(self, rgb: np.ndarray) -> Tensor:
+        """(H, W, 3) float RGB 0-255 -> (1, 3, S, S) on the device, S = image_size."""
+        x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).to(self.device)
+        return _resize(x, (self.image_size, self.image_size))
+
+    @torch.inference_mode()
+    def set_image(self, image: ImageLike) -> None:
+        """Run the backbone and pixel decoder once on `image` (any size; see `to_rgb255`)."""
+        rgb = to_rgb255(image)
+        self._features = self.model.encode_image(self._pixels(rgb))
+        self.image = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+    def _require_image(self) -> tuple[ImageFeatures, tuple[int, int]]:
+        if self._features is None or self.image is None:
+            raise RuntimeError("no image set: call predictor.set_image(image) before predicting")
+        return self._features, (self.image.shape[0], self.image.shape[1])
+
+    def _generator(self, seed: int | None) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(self.seed if seed is None else seed)
+
+    # --- prompts ------------------------------------------------------------------------
+    def _probabilities(
+        self, feats: ImageFeatures, prompts: list[str], size: tuple[int, int], samples: int,
+        generator: torch.Generator,
+    ) -> tuple[Tensor, Tensor | None]:
+        """N encoded images x P prompts -> mean and std (N, P, H, W) over `samples` passes.
+
+        Each pass decodes all N*P (image, prompt) pairs in one batch.
+        """
+        n, p = feats.semantic.shape[0], len(prompts)
+        text = self.model.encode_text(prompts)
+        text = TextFeatures(text.tokens.repeat(n, 1, 1), text.padding.repeat(n, 1))
+        tiled = _tile(feats, p)
+        mean = m2 = None
+        for k in range(samples):  # Welford's running mean and sum of squared deviations
+            logits = self.model.decode(tiled, text, generator=generator).logits
+            prob = _resize(torch.sigmoid(logits.float()), size).view(n, p, *size)
+            if mean is None:
+                mean, m2 = prob, torch.zeros_like(prob)
+            else:
+                delta = prob - mean
+                mean += delta / (k + 1)
+                m2 += delta * (prob - mean)
+        std = (m2 / samples).clamp_min(0).sqrt() if samples > 1 else None
+        return mean.clamp(0, 1), std
+
+    @torch.inference_mode()
+    def predict(
+        self, prompts: Sequence[str], *, samples: int = 1, seed: int | None = None
+    ) -> Prediction:
+        """Probabilities (P, H, W) for P prompts on the current image, at its original size.
+
+        All prompts go through the decoder in one batched pass; `samples` > 1 repeats that
+        pass with different sampling draws and reports their mean and pixel-wise std.
+        """
+        feats, size = self._require_image()
+        prompts = _check_prompts(prompts)
+        mean, std = self._probabilities(
+            feats, prompts, size, _check_samples(samples), self._generator(seed)
+        )
+        return Prediction(
+            prob=mean[0].cpu().numpy(),
+            std=None if std is None else std[0].cpu().numpy(),
+            prompts=tuple(prompts),
+            samples=samples,
+        )
+
+    @torch.inference_mode()
+    def predict_slices(
+        self,
+        slices: np.ndarray,
+        prompts: Sequence[str],
+        *,
+        batch_size: int = 8,
+        samples: int = 1,
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> Prediction:
+        """A stack of N slices (N, H, W) or (N, H, W, C) -> Prediction with prob (P, N, H, W).
+
+        For volumes: `medio.nifti_slices(volume, axis)` gives the stack and
+        `medio.stack_slices(prob[p], axis)` puts a prompt's answer back in voxel order.
+        Intensities are scaled by `to_255` over the whole stack, so all slices share one
+        scale. `batch_size` slices are encoded and decoded together; a progress bar over
+        slices is shown when `progress`. Does not change the image set by `set_image`.
+        """
+        slices = np.asarray(slices)
+        if slices.ndim not in (3, 4) or len(slices) == 0 or not _is_plane(slices[0]):
+            raise ValueError(
+                f"slices must be (N, H, W) or (N, H, W, C) with C = 1, 3 or 4 and N >= 1, got "
+                f"shape {slices.shape}"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        prompts = _check_prompts(prompts)
+        samples = _check_samples(samples)
+        stack = to_255(slices)
+        size = (stack.shape[1], stack.shape[2])
+        generator = self._generator(seed)
+        mean = np.empty((len(prompts), len(stack), *size), np.float32)
+        std = np.empty_like(mean) if samples > 1 else None
+        with tqdm(total=len(stack), unit="slice", disable=not progress) as bar:
+            for start in range(0, len(stack), batch_size):
+                batch = stack[start : start + batch_size]
+                pixels = torch.cat([self._pixels(_rgb(s)) for s in batch])
+                m, s = self._probabilities(
+                    self.model.encode_image(pixels), prompts, size, samples, generator
+                )
+                mean[:, start : start + len(batch)] = m.transpose(0, 1).cpu().numpy()
+                if std is not None:
+                    std[:, start : start + len(batch)] = s.transpose(0, 1).cpu().numpy()
+                bar.update(len(batch))
+        return Prediction(prob=mean, std=std, prompts=tuple(prompts), samples=samples)
+
+    @torch.inference_mode()
+    def sampling(self, prompt: str, *, seed: int | None = None) -> SamplingTrace:
+        """The keep masks of every decoder layer for one prompt on the current image.
+
+        Uses the same draws as `predict([prompt], seed=seed)`, so `.prob` equals its mask.
+        """
+        feats, size = self._require_image()
+        text = self.model.encode_text(_check_prompts([prompt]))
+        out = self.model.decode(
+            feats, text, generator=self._generator(seed), return_sampling=True
+        )
+        prob = _resize(torch.sigmoid(out.logits.float()), size)[0, 0].clamp(0, 1)
+        return SamplingTrace(
+            keep_masks=[k[0].cpu().numpy() for k in out.keep_masks],
+            prob=prob.cpu().numpy(),
+            prompt=prompt,
+        )
+
+    @staticmethod
+    def threshold(prob: np.ndarray, t: float = 0.5) -> np.ndarray:
+        """Probabilities (any shape) -> bool mask of the same shape, True where prob >= t."""
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {t}")
+        return np.asarray(prob) >= t
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    """A non-empty list of non-empty strings (a bare string is refused: wrap it in a list)."""
+    if isinstance(prompts, str):
+        raise TypeError(f"prompts must be a list of strings: write [{prompts!r}]")
+    prompts = check_prompts(list(prompts))
+    if not prompts:
+        raise ValueError("no prompt given: pass at least one, e.g. ['nodule in lung CT']")
+    return prompts
+
+
+def _check_samples(samples: int) -> int:
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a whole number >= 1, got {samples!r}")
+    return samples
+
+
+def _check_device(device: torch.device) -> None:
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device} was asked for but CUDA is not available; use cpu")
