@@ -146,17 +146,6 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def _tile(feats: ImageFeatures, p: int) -> ImageFeatures:
-    """N images' features -> N*P, each image repeated P times in a row (image-major)."""
-    if p == 1:
-        return feats
-
-    def rep(t: Tensor) -> Tensor:
-        return t.unsqueeze(1).expand(t.shape[0], p, *t.shape[1:]).reshape(-1, *t.shape[1:])
-
-    return ImageFeatures([rep(t) for t in feats.levels], rep(feats.semantic), rep(feats.pixels))
-
-
 class Predictor:
     """Encode an image once (`set_image`), then answer many prompts (`predict`).
 
@@ -223,7 +212,7 @@ class Predictor:
         n, p = feats.semantic.shape[0], len(prompts)
         text = self.model.encode_text(prompts)
         text = TextFeatures(text.tokens.repeat(n, 1, 1), text.padding.repeat(n, 1))
-        tiled = _tile(feats, p)
+        tiled = feats.repeat(p)
         mean = m2 = None
         for k in range(samples):  # Welford's running mean and sum of squared deviations
             logits = self.model.decode(tiled, text, generator=generator).logits

@@ -39,10 +39,11 @@ class ImageFeatures:
     pixels: Tensor
 
     def repeat(self, n: int) -> ImageFeatures:
-        """Repeat a single image's features n times along the batch: (1, ...) -> (n, ...)."""
+        """(N, ...) -> (N * n, ...): each image's features n times in a row (image-major), so
+        one encoded image answers n prompts. A view when N == 1."""
 
         def rep(t: Tensor) -> Tensor:
-            return t.expand(n, *t.shape[1:])
+            return t.unsqueeze(1).expand(t.shape[0], n, *t.shape[1:]).reshape(-1, *t.shape[1:])
 
         return ImageFeatures([rep(t) for t in self.levels], rep(self.semantic), rep(self.pixels))
 
