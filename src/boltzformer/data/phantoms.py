@@ -1115,8 +1115,8 @@ def generate_phantoms(
     """
     if images < 1:
         raise ValueError(f"images must be at least 1, got {images}")
-    if size < 64:
-        raise ValueError(f"size must be at least 64 pixels, got {size}")
+    if size < 96:
+        raise ValueError(f"size must be at least 96 pixels (small targets need room), got {size}")
     if not 0.0 <= test_fraction < 1.0 or not 0.0 <= absent_fraction <= 1.0:
         raise ValueError("test_fraction must be in [0, 1) and absent_fraction in [0, 1]")
     out = Path(out_dir)
