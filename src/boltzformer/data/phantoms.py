@@ -401,12 +401,10 @@ class _Scene:
     ) -> None:
         """Paint `shape` (restricted to `where`); `label` part of `part_of` counts in both."""
         region = shape if where is None else shape & where
-        self.tissue[region] = tissue
-        self.offset[region] = offset if np.isscalar(offset) else offset[region]
-        if label is None:
-            self.labels[region] = 0
-        else:
-            self.labels[region] = self.ids.setdefault((label, part_of), len(self.ids) + 1)
+        label_id = 0 if label is None else self.ids.setdefault((label, part_of), len(self.ids) + 1)
+        np.copyto(self.tissue, np.uint8(tissue), where=region)
+        np.copyto(self.offset, offset, where=region, casting="same_kind")
+        np.copyto(self.labels, np.uint8(label_id), where=region)
 
     def mask(self, name: str) -> np.ndarray:
         """(S, S) bool: pixels labelled `name` or labelled as a part of `name`."""
