@@ -145,3 +145,22 @@ def test_collate_and_dataloader(write_dataset, make_disc):
     assert batch["prompt"] == ["nodule in lung CT"] * 3
     assert isinstance(batch["area"], list) and all(isinstance(a, float) for a in batch["area"])
     assert sorted(batch["image_file"]) == [f"{k}_CT_lung.png" for k in range(3)]
+
+
+def test_dataloader_workers_are_seeded_and_independent(write_dataset, make_disc):
+    sentences = [f"nodule phrasing {k}" for k in range(6)]
+    root = write_dataset(
+        {"01_CT_lung.png": (np.zeros((16, 16), np.uint8), {"nodule": make_disc(16, 8, 8, 3)})},
+        sentences={"01_CT_lung_nodule.png": sentences},
+    )
+    ds = BiomedParseDataset(root, "train", image_size=16, train=True, seed=1)
+
+    def prompts() -> list[str]:
+        torch.manual_seed(0)  # DataLoader draws its worker seeds from torch's generator
+        loader = DataLoader(ds, sampler=[0] * 16, num_workers=2, collate_fn=collate)
+        return [p for batch in loader for p in batch["prompt"]]
+
+    first = prompts()
+    assert set(first) <= set(sentences) and len(set(first)) > 2
+    assert first[0::2] != first[1::2]  # the two workers do not repeat each other
+    assert prompts() == first
