@@ -494,8 +494,8 @@ def _ribs(scene: _Scene, rng: np.random.Generator, body: _Body, angles: Iterable
         cy = body.cy + (body.cavity_ry + 0.03) * np.sin(theta)
         tangent = theta + np.pi / 2
         rx, ry = rng.uniform(0.025, 0.04), rng.uniform(0.012, 0.018)
-        scene.paint(c.blob(cx, cy, rx, ry, tangent), Tissue.BONE)
-        scene.paint(c.blob(cx, cy, rx * 0.6, ry * 0.45, tangent), Tissue.MARROW)
+        scene.paint(c.blob(cx, cy, rx, ry, tangent), Tissue.BONE, where=body.body)
+        scene.paint(c.blob(cx, cy, rx * 0.6, ry * 0.45, tangent), Tissue.MARROW, where=body.body)
 
 
 # -- chest ----------------------------------------------------------------------------------
