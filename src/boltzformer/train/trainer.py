@@ -80,12 +80,8 @@ def train(
     cluster = _Cluster.start(cfg.train.device)
     try:
         return _Trainer(cfg, Path(out_dir), cluster, progress=progress).run(resume)
-    except Exception as err:
-        if cluster.world > 1:
-            log.error("rank %d of %d failed: %s", cluster.rank, cluster.world, err)
-        raise
     finally:
-        cluster.stop()
+        cluster.stop()  # a failing rank leaves the group; the others' collectives then fail
 
 
 # --- processes ----------------------------------------------------------------
@@ -268,7 +264,7 @@ class _Trainer:
         last = self.cluster.gather(last)[0]
         if last is not None:
             self._restore(Path(last))
-        elif resume:
+        elif resume and self.cluster.main:
             log.info("no checkpoint in %s yet: starting from the beginning", self.run_dir)
         if self.cluster.main:
             self._truncate_metrics(self.state["records"])
@@ -299,8 +295,9 @@ class _Trainer:
                 "draws will differ from an uninterrupted run", len(rng), self.cluster.world
             )
         self.state["world_size"] = self.cluster.world
-        log.info("resumed %s at epoch %d, step %d", directory, self.state["epoch"] + 1,
-                 self.state["step"])
+        if self.cluster.main:
+            log.info("resumed %s at epoch %d, step %d", directory, self.state["epoch"] + 1,
+                     self.state["step"])
 
     # -- the loop ----------------------------------------------------------------
     def run(self, resume: bool) -> TrainResult:
@@ -426,6 +423,7 @@ class _Trainer:
     def _end_of_epoch(self, *, complete: bool) -> None:
         """Validate; update best/patience (full epochs only); write `last`."""
         s = self.state
+        self._sync_buffers()
         val = self._validate()
         self.last_val = val
         improved = val["val_loss"] < s["best_val_loss"]
@@ -439,12 +437,20 @@ class _Trainer:
                   "train_loss": sums[0] / sums[1] if sums[1] else None, **val,
                   "best": improved, "complete": complete}
         self._record(record)
-        log.info("epoch %d: val loss %.4f, val Dice %.4f%s", s["epoch"] + 1, val["val_loss"],
-                 val["val_dice"], " (best)" if improved else "")
+        if self.cluster.main:
+            log.info("epoch %d: val loss %.4f, val Dice %.4f%s", s["epoch"] + 1,
+                     val["val_loss"], val["val_dice"], " (best)" if improved else "")
         if complete:
             s["bad_epochs"] = 0 if improved else s["bad_epochs"] + 1
             s.update(epoch=s["epoch"] + 1, batch=0, epoch_loss_sum=0.0, epoch_batches=0)
         self._save_last()
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers. DDP broadcasts them at the start of each forward,
+        so the last training forward leaves each rank's BatchNorm statistics its own."""
+        if self.cluster.world > 1:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
