@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from boltzformer.data import generate_phantoms
+from boltzformer.data.phantoms import generate_phantoms
 
 # A model small enough for a few CPU steps per second at 64x64.
 SMALL_MODEL = {
@@ -47,9 +47,11 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="session")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in synthetic benchmark, 64x64: train and test splits, some absent targets."""
-    root = tmp_path_factory.mktemp("phantoms")
-    generate_phantoms(root, images=16, size=64, seed=0, test_fraction=0.25, absent_fraction=0.2)
+    """The built-in synthetic benchmark at 96x96 (the models see 64x64): 4 training and 2
+    test images of ~12 masks each, with absent (empty-mask) targets in both splits."""
+    root = tmp_path_factory.mktemp("phantoms") / "phantoms"
+    generate_phantoms(root, images=6, size=96, seed=0, test_fraction=1 / 3,
+                      absent_fraction=0.5, workers=1)
     return root
 
 

@@ -162,6 +162,10 @@ def test_short_run_lowers_validation_loss(phantoms, tmp_path, small_config) -> N
     changed = TrainConfig.from_dict(small_config(phantoms, optim={"lr": 1e-2}))
     with pytest.raises(ValueError, match=r"optim.lr: 0.002 \(run\) vs 0.01"):
         train(changed, run, resume=True, progress=False)
+    # Spelling out a preset default is no change; a finished run resumes to its end at once.
+    same = cfg.with_overrides({"model.attention": "boltzmann"})
+    again = train(same, run, resume=True, progress=False)
+    assert again.metrics["step"] == result.metrics["step"] and again.stop_reason == "epochs"
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(

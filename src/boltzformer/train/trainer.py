@@ -269,7 +269,7 @@ class _Trainer:
         if self.cluster.main:
             self._truncate_metrics(self.state["records"])
             if last is not None:
-                self._record({"kind": "resume", "epoch": self.state["epoch"],
+                self._record({"kind": "resume", "epoch": self.state["epoch"] + 1,
                               "step": self.state["step"]})
 
     def _restore(self, directory: Path) -> None:
@@ -320,26 +320,29 @@ class _Trainer:
             )
             bar = _progress_bar(self.progress, epoch, loop.epochs, self.steps_per_epoch,
                                 self.state["batch"])
-            window_loss, window_batches, window_start = 0.0, 0, time.monotonic()
+            window_loss, window_batches, window_images = 0.0, 0, 0
+            window_start = time.monotonic()
             for batch in loader:
                 loss = self._step(batch)
                 self.state["batch"] += 1
-                images_seen += len(batch["prompt"]) * self.cluster.world
+                images = len(batch["prompt"]) * self.cluster.world  # all ranks
+                images_seen += images
+                window_images += images
                 bar.update(1)
                 if loss is not None:
                     window_loss += loss
                     window_batches += 1
                     step = self.state["step"]
                     if step % loop.log_every == 0:
-                        rate = window_batches * loop.batch_size * self.cluster.world / max(
-                            time.monotonic() - window_start, 1e-9)
+                        rate = window_images / max(time.monotonic() - window_start, 1e-9)
                         mean = self.cluster.all_sum([window_loss])[0] / (
                             window_batches * self.cluster.world)
                         bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{rate:.1f}")
                         self._record({"kind": "train", "epoch": epoch + 1, "step": step,
                                       "loss": mean, "lr": self.scheduler.get_last_lr()[0],
                                       "images_per_s": rate})
-                        window_loss, window_batches, window_start = 0.0, 0, time.monotonic()
+                        window_loss, window_batches, window_images = 0.0, 0, 0
+                        window_start = time.monotonic()
                     mid_epoch = self.state["batch"] < self.steps_per_epoch
                     if step % loop.checkpoint_every == 0 and mid_epoch:
                         self._save_last()
@@ -561,7 +564,7 @@ def lr_factor(step: int, *, warmup: int, total: int, schedule: str, min_ratio: f
 
 def check_resumable(saved: TrainConfig, new: TrainConfig, where: Path) -> None:
     """Raise if `new` changes settings of the run in `where` other than RESUMABLE_CHANGES."""
-    old_flat, new_flat = _flatten(saved.to_dict()), _flatten(new.to_dict())
+    old_flat, new_flat = _flatten(_resolved(saved)), _flatten(_resolved(new))
     diffs = [
         f"{k}: {old_flat.get(k)!r} (run) vs {new_flat.get(k)!r} (now)"
         for k in sorted(set(old_flat) | set(new_flat))
@@ -573,6 +576,11 @@ def check_resumable(saved: TrainConfig, new: TrainConfig, where: Path) -> None:
             f"Only {', '.join(RESUMABLE_CHANGES)} may change on resume; start a new run "
             "folder for other changes"
         )
+
+
+def _resolved(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as nested values, with the model section as the full model config."""
+    return {**cfg.to_dict(), "model": cfg.model.resolve().to_dict()}
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
