@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -174,16 +175,20 @@ def test_evaluate_is_deterministic_given_seed_and_writes_report(
 def test_evaluate_command(phantoms, tmp_path, capsys, small_model) -> None:
     torch.manual_seed(0)
     build_model("tiny", **small_model).save_pretrained(tmp_path / "run" / "best")
+    second = shutil.copytree(phantoms, tmp_path / "second")  # a second data set
     outs = []
     for name in ("a", "b"):
         code = main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(phantoms),
-                     "--split", "test", "--out", str(tmp_path / name), "--seed", "1",
-                     "--no-progress"])
+                     str(second), "--split", "test", "--out", str(tmp_path / name),
+                     "--seed", "1", "--no-progress"])
         assert code == 0
         outs.append((tmp_path / name / "per_sample.csv").read_text())
     assert outs[0] == outs[1]  # deterministic given --seed
     for name in ("metrics.json", "report.md", "dice_vs_size.png"):
         assert (tmp_path / "a" / name).is_file()
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert sorted(metrics["by_dataset"]) == ["phantoms", "second"]
+    assert metrics["size_strata"]["weighted"]["all"]["datasets"] == 2
     assert "report:" in capsys.readouterr().out
 
     code = main(["evaluate", "--checkpoint", str(tmp_path / "nowhere"), "--data",

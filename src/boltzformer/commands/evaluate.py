@@ -11,8 +11,9 @@ example:
       --out reports/tiny --seed 0
 
 --checkpoint takes a run folder (its best/ checkpoint, else last/) or a checkpoint folder
-(config.json + model.safetensors). The report folder gets metrics.json, per_sample.csv,
-report.md and dice_vs_size.png.
+(config.json + model.safetensors). Several --data folders (one per data set) are scored
+together and reported per data set (the folder name). The report folder gets
+metrics.json, per_sample.csv, report.md and dice_vs_size.png.
 """
 
 
@@ -28,7 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="run folder or checkpoint folder")
-    parser.add_argument("--data", type=Path, required=True, help="BiomedParse-format folder")
+    parser.add_argument("--data", type=Path, required=True, nargs="+", metavar="DIR",
+                        help="BiomedParse-format folder(s); several are reported per data set")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR",
                         help="folder for the report")
@@ -61,6 +63,7 @@ def resolve_checkpoint(path: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+    from torch.utils.data import ConcatDataset
 
     from boltzformer.data import BiomedParseDataset
     from boltzformer.evaluate import evaluate, write_report
@@ -73,11 +76,15 @@ def run(args: argparse.Namespace) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     checkpoint = resolve_checkpoint(args.checkpoint)
     model = BoltzFormer.from_pretrained(checkpoint, map_location=device)
-    dataset = BiomedParseDataset(args.data, args.split, image_size=model.config.image_size)
+    dataset = ConcatDataset([
+        BiomedParseDataset(root, args.split, image_size=model.config.image_size)
+        for root in args.data
+    ])
     result = evaluate(model, dataset, seed=args.seed, batch_size=args.batch_size,
                       threshold=args.threshold, workers=args.workers,
                       progress=not args.no_progress)
-    result.info.update(checkpoint=str(checkpoint), data=str(args.data), split=args.split)
+    result.info.update(checkpoint=str(checkpoint), data=", ".join(map(str, args.data)),
+                       split=args.split)
     paths = write_report(result, args.out)
     overall = result.metrics["overall"]
     strata = result.metrics["size_strata"]["weighted"]
