@@ -64,7 +64,7 @@ def plot_dice_vs_size(samples: Sequence[dict[str, Any]], path: str | Path) -> Pa
     ax.set_ylabel("Dice")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     ax.set_title("Dice against object size")
     fig.tight_layout()
     fig.savefig(path)
