@@ -299,3 +299,16 @@ def test_train_command_errors_are_one_line(tmp_path, capsys, phantoms) -> None:
     assert code == 1 and "choose one of tiny" in capsys.readouterr().err
     code = main(["train", "--out", str(tmp_path / "r")])
     assert code == 1 and "set data.root" in capsys.readouterr().err
+
+
+def test_time_budget_stops_mid_epoch_with_a_validated_checkpoint(
+    phantoms, tmp_path, small_config
+) -> None:
+    cfg = TrainConfig.from_dict(small_config(phantoms, train={"max_minutes": 1e-4}))
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.stop_reason == "max_minutes" and result.metrics["step"] == 1
+    assert result.best_checkpoint is not None  # validated before stopping
+    state = ckpt.load_state(result.last_checkpoint)["progress"]
+    assert (state["epoch"], state["batch"]) == (0, 1)  # a later --resume continues mid-epoch
+    val = [r for r in _records(tmp_path / "run") if r["kind"] == "val"]
+    assert len(val) == 1 and val[0]["complete"] is False
