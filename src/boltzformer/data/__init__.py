@@ -16,18 +16,22 @@ from .medio import (
     stack_slices,
     write_nifti_mask,
 )
+from .phantoms import Phantom, generate_phantoms, make_phantom
 
 __all__ = [
     "WINDOWS",
     "BiomedParseDataset",
     "DataError",
+    "Phantom",
     "Sample",
     "Skipped",
     "apply_window",
     "collate",
     "default_prompt",
+    "generate_phantoms",
     "list_splits",
     "load_any",
+    "make_phantom",
     "nifti_slices",
     "random_augment",
     "read_dicom",

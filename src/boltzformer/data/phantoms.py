@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
+from tqdm import tqdm
 
 from .biomedparse import default_prompt
 from .errors import DataError
@@ -397,16 +398,13 @@ class _Scene:
         part_of: str | None = None,
         offset: float | np.ndarray = 0.0,
         where: np.ndarray | None = None,
-    ) -> np.ndarray:
+    ) -> None:
         """Paint `shape` (restricted to `where`); `label` part of `part_of` counts in both."""
         region = shape if where is None else shape & where
-        self.tissue[region] = tissue
-        self.offset[region] = offset if np.isscalar(offset) else offset[region]
-        if label is None:
-            self.labels[region] = 0
-        else:
-            self.labels[region] = self.ids.setdefault((label, part_of), len(self.ids) + 1)
-        return region
+        label_id = 0 if label is None else self.ids.setdefault((label, part_of), len(self.ids) + 1)
+        np.copyto(self.tissue, np.uint8(tissue), where=region)
+        np.copyto(self.offset, offset, where=region, casting="same_kind")
+        np.copyto(self.labels, np.uint8(label_id), where=region)
 
     def mask(self, name: str) -> np.ndarray:
         """(S, S) bool: pixels labelled `name` or labelled as a part of `name`."""
@@ -496,8 +494,8 @@ def _ribs(scene: _Scene, rng: np.random.Generator, body: _Body, angles: Iterable
         cy = body.cy + (body.cavity_ry + 0.03) * np.sin(theta)
         tangent = theta + np.pi / 2
         rx, ry = rng.uniform(0.025, 0.04), rng.uniform(0.012, 0.018)
-        scene.paint(c.blob(cx, cy, rx, ry, tangent), Tissue.BONE)
-        scene.paint(c.blob(cx, cy, rx * 0.6, ry * 0.45, tangent), Tissue.MARROW)
+        scene.paint(c.blob(cx, cy, rx, ry, tangent), Tissue.BONE, where=body.body)
+        scene.paint(c.blob(cx, cy, rx * 0.6, ry * 0.45, tangent), Tissue.MARROW, where=body.body)
 
 
 # -- chest ----------------------------------------------------------------------------------
@@ -600,7 +598,7 @@ def _chest(scene: _Scene, rng: np.random.Generator, absent: str | None) -> list[
     c = scene.canvas
     body = _body(scene, rng)
     cy, cry = body.cy, body.cavity_ry
-    vy = body.back - rng.uniform(0.04, 0.06)
+    vy, r_v = _vertebra(scene, rng, body)
     upper = rng.random() < 0.4
     mid = rng.uniform(-0.02, 0.05)
     width = rng.uniform(0.1, 0.15) if upper else rng.uniform(0.12, 0.18)
@@ -623,7 +621,6 @@ def _chest(scene: _Scene, rng: np.random.Generator, absent: str | None) -> list[
     scene.paint(right, Tissue.LUNG, "right lung", offset=gradient)
     scene.paint(left, Tissue.LUNG, "left lung", offset=gradient)
 
-    vy, r_v = _vertebra(scene, rng, body)
     angles = rng.uniform(-0.4 * np.pi, 1.4 * np.pi, int(rng.integers(8, 13)))
     keep = np.abs(angles - 0.5 * np.pi) > 0.18 * np.pi  # not over the spine
     keep &= np.abs(np.abs(angles - 0.5 * np.pi) - np.pi) > 0.2 * np.pi  # nor the sternum
@@ -683,8 +680,8 @@ def _chest(scene: _Scene, rng: np.random.Generator, absent: str | None) -> list[
 # -- abdomen --------------------------------------------------------------------------------
 def _kidney(
     scene: _Scene, rng: np.random.Generator, name: str, side: int, vy: float, scale: float
-) -> tuple[Point, float]:
-    """A bean-shaped kidney with medulla, sinus fat and pelvis; returns (hilum, long radius)."""
+) -> Point:
+    """A bean-shaped kidney with medulla, sinus fat and pelvis; returns its hilum."""
     c = scene.canvas
     kx, ky = side * rng.uniform(0.27, 0.34), vy + rng.uniform(-0.07, 0.0)
     rx, ry = rng.uniform(0.065, 0.085) * scale, rng.uniform(0.09, 0.125) * scale
@@ -705,7 +702,7 @@ def _kidney(
         Tissue.FLUID,
         name,
     )
-    return hilum, ry
+    return hilum
 
 
 def _adrenal(scene: _Scene, rng: np.random.Generator, name: str, apex: Point, side: int) -> None:
@@ -853,7 +850,7 @@ def _abdomen(scene: _Scene, rng: np.random.Generator, absent: str | None) -> lis
     sma_y = ay - rng.uniform(0.08, 0.11)
     vessels.append((c.blob(ax, sma_y, *(2 * [rng.uniform(0.012, 0.016)])), Tissue.BLOOD))
     vessels.append((c.blob(ax - 0.06, sma_y, *(2 * [rng.uniform(0.015, 0.022)])), Tissue.BLOOD))
-    for (hx, hy), _ in kidneys.values():
+    for hx, hy in kidneys.values():
         vein, artery = rng.uniform(0.008, 0.013), rng.uniform(0.005, 0.008)
         for start, half in (((ix, iy), vein), ((ax, ay), artery)):
             vessel_path = _curve(rng, start, (hx, hy), 0.04, 5)
@@ -1115,8 +1112,8 @@ def generate_phantoms(
     """
     if images < 1:
         raise ValueError(f"images must be at least 1, got {images}")
-    if size < 64:
-        raise ValueError(f"size must be at least 64 pixels, got {size}")
+    if size < 96:
+        raise ValueError(f"size must be at least 96 pixels (small targets need room), got {size}")
     if not 0.0 <= test_fraction < 1.0 or not 0.0 <= absent_fraction <= 1.0:
         raise ValueError("test_fraction must be in [0, 1) and absent_fraction in [0, 1]")
     out = Path(out_dir)
@@ -1131,8 +1128,6 @@ def generate_phantoms(
     tasks = [(i, splits[i], size, seed, absent_fraction, str(out)) for i in range(images)]
     if workers is None:
         workers = (os.cpu_count() or 1) if images >= 64 else 1
-    from tqdm import tqdm
-
     with tqdm(total=images, disable=not progress, desc="phantoms", unit="img") as bar:
         if workers <= 1:
             records = []
