@@ -11,7 +11,9 @@ import importlib
 import sys
 
 # Verbs in the order `--help` lists them; each names a module in boltzformer.commands.
-COMMANDS: tuple[str, ...] = ("synth", "predict", "visualize", "presets")
+COMMANDS: tuple[str, ...] = (
+    "synth", "train", "evaluate", "predict", "visualize", "presets",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

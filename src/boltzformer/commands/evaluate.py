@@ -1,0 +1,95 @@
+"""`boltzformer evaluate`: Dice report of a checkpoint on a data set split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLE = """\
+example:
+  boltzformer evaluate --checkpoint runs/tiny --data data/phantoms --split test \\
+      --out reports/tiny --seed 0
+
+--checkpoint takes a run folder (its best/ checkpoint, else last/) or a checkpoint folder
+(config.json + model.safetensors). Several --data folders (one per data set) are scored
+together and reported per data set (the folder name). The report folder gets
+metrics.json, per_sample.csv, report.md and dice_vs_size.png.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a checkpoint: Dice per target, modality, data set and object size",
+        description="Evaluate a checkpoint on a BiomedParse-format split: Dice per sample, "
+        "aggregated per target, modality and data set, stratified by object size (small < 1% "
+        "of the image) as in the paper's Table 2, failure rate, absent-target false positives.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="run folder or checkpoint folder")
+    parser.add_argument("--data", type=Path, required=True, nargs="+", metavar="DIR",
+                        help="BiomedParse-format folder(s); several are reported per data set")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR",
+                        help="folder for the report")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the attention sampling (default: 0)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="probability threshold of a predicted pixel (default: 0.5)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint folder: `path` itself, or a run folder's best/ (else last/)."""
+    from boltzformer.modeling.boltzformer import CONFIG_FILE
+
+    if (path / CONFIG_FILE).is_file():
+        return path
+    for name in ("best", "last"):
+        if (path / name / CONFIG_FILE).is_file():
+            return path / name
+    raise FileNotFoundError(
+        f"{path} is neither a checkpoint folder ({CONFIG_FILE} + model.safetensors) nor a run "
+        "folder with best/ or last/"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import ConcatDataset
+
+    from boltzformer.data import BiomedParseDataset
+    from boltzformer.evaluate import evaluate, write_report
+    from boltzformer.modeling.boltzformer import BoltzFormer
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    model = BoltzFormer.from_pretrained(checkpoint, map_location=device)
+    dataset = ConcatDataset([
+        BiomedParseDataset(root, args.split, image_size=model.config.image_size)
+        for root in args.data
+    ])
+    result = evaluate(model, dataset, seed=args.seed, batch_size=args.batch_size,
+                      threshold=args.threshold, workers=args.workers,
+                      progress=not args.no_progress)
+    result.info.update(checkpoint=str(checkpoint), data=", ".join(map(str, args.data)),
+                       split=args.split)
+    paths = write_report(result, args.out)
+    overall = result.metrics["overall"]
+    strata = result.metrics["size_strata"]["weighted"]
+    print(f"{result.metrics['n_samples']} samples: Dice {overall['dice_mean']:.4f} "
+          f"(small {strata['small']['dice_mean']:.4f}, large {strata['large']['dice_mean']:.4f}"
+          f"), failure rate {overall['failure_rate']:.2%}")
+    print(f"report: {paths['report']}")
+    return 0

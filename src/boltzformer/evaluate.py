@@ -1,0 +1,332 @@
+"""Evaluation: Dice per sample, aggregated like the paper's Tables 1 and 2, and a report.
+
+Conventions (all documented in docs/training.md):
+- A prediction is `sigmoid(logits) > threshold` (0.5) at the data set's image size.
+- `dice(pred, gt) = 2|P∩G| / (|P| + |G|)`; when both are empty it is 1 (a correct "nothing
+  here"). A target is *present* when its mask has a pixel, *absent* otherwise.
+- Dice statistics cover present targets. Absent targets are counted separately: an empty
+  prediction is correct, anything else a false positive.
+- Failure: a present target that the prediction misses completely (no overlapping pixel).
+- Size strata (Table 2): small if the object covers < 1% of the original image, else large.
+  Per data set, each stratum's Dice mean and std (population std, ddof=0); across data sets,
+  the average of the per-data-set values weighted by the stratum's share of that data set's
+  present targets ("all": every data set weighs 1). Means and stds are weighted alike.
+- The model samples its attention at random: a torch.Generator seeded with `seed` drives it,
+  so a run is reproducible given the seed (and the batch size, which groups the draws).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+SMALL_AREA = 0.01  # the paper's small/large threshold: 1% of the image area
+CSV_COLUMNS: tuple[str, ...] = (
+    "index", "dataset", "image_file", "mask_file", "target", "modality", "site", "prompt",
+    "area", "size", "gt_pixels", "pred_pixels", "intersection", "dice", "missed",
+    "false_positive",
+)
+
+
+# --- per-sample metrics ------------------------------------------------------------------------
+def dice(pred: np.ndarray | Tensor, gt: np.ndarray | Tensor) -> float:
+    """Dice of two boolean masks of one shape; 1.0 when both are empty (a correct rejection)."""
+    p = torch.as_tensor(pred).bool()
+    g = torch.as_tensor(gt).bool()
+    if p.shape != g.shape:
+        raise ValueError(f"prediction {tuple(p.shape)} and ground truth {tuple(g.shape)} differ")
+    total = int(p.sum()) + int(g.sum())
+    return 1.0 if total == 0 else 2.0 * int((p & g).sum()) / total
+
+
+def dice_batch(pred: Tensor, gt: Tensor) -> Tensor:
+    """Dice per sample of boolean (B, ...) masks -> (B,) float, 1 where both are empty."""
+    p, g = pred.flatten(1).float(), gt.flatten(1).float()
+    inter, total = (p * g).sum(1), p.sum(1) + g.sum(1)
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+
+
+def size_group(area: float, gt_pixels: int, small: float = SMALL_AREA) -> str:
+    """"absent" (empty mask), "small" (area fraction < `small`) or "large"."""
+    if gt_pixels == 0:
+        return "absent"
+    return "small" if area < small else "large"
+
+
+# --- aggregation -----------------------------------------------------------------------------
+def summarize(values: Sequence[float]) -> dict[str, float | int]:
+    """n, mean, std (population) of Dice values; failure rate = share of exact zeros."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return {"n": 0, "dice_mean": math.nan, "dice_std": math.nan, "failure_rate": math.nan}
+    return {
+        "n": int(arr.size),
+        "dice_mean": float(arr.mean()),
+        "dice_std": float(arr.std()),
+        "failure_rate": float((arr == 0).mean()),
+    }
+
+
+def group_summary(rows: Iterable[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """`summarize` the Dice of present targets per value of `rows[i][key]` (sorted)."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        if row["size"] != "absent":
+            groups[str(row[key])].append(row["dice"])
+    return {name: summarize(groups[name]) for name in sorted(groups)}
+
+
+def size_strata(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Table 2: per data set and stratum (small, large, all) the Dice summary and the
+    stratum's share; `weighted` averages data sets weighted by that share."""
+    per_dataset: dict[str, dict[str, Any]] = {}
+    for name in sorted({r["dataset"] for r in rows if r["size"] != "absent"}):
+        present = [r for r in rows if r["dataset"] == name and r["size"] != "absent"]
+        strata = {}
+        for stratum in ("small", "large", "all"):
+            members = [r["dice"] for r in present if stratum in ("all", r["size"])]
+            strata[stratum] = {**summarize(members), "share": len(members) / len(present)}
+        per_dataset[name] = strata
+    weighted = {}
+    for stratum in ("small", "large", "all"):
+        parts = [d[stratum] for d in per_dataset.values() if d[stratum]["n"]]
+        weights = np.array([p["share"] for p in parts])
+        entry: dict[str, Any] = {"n": int(sum(p["n"] for p in parts)), "datasets": len(parts)}
+        for stat in ("dice_mean", "dice_std", "failure_rate"):
+            values = np.array([p[stat] for p in parts])
+            entry[stat] = float(weights @ values / weights.sum()) if parts else math.nan
+        weighted[stratum] = entry
+    return {"threshold": SMALL_AREA, "per_dataset": per_dataset, "weighted": weighted}
+
+
+def absent_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Absent targets: how many were correctly left empty, how many got a false positive."""
+    absent = [r for r in rows if r["size"] == "absent"]
+    n, fp = len(absent), sum(bool(r["false_positive"]) for r in absent)
+    by_target: dict[str, dict[str, int]] = defaultdict(lambda: {"n": 0, "false_positive": 0})
+    for r in absent:
+        by_target[r["target"]]["n"] += 1
+        by_target[r["target"]]["false_positive"] += int(bool(r["false_positive"]))
+    return {
+        "n": n,
+        "correct": n - fp,
+        "false_positive": fp,
+        "correct_rate": (n - fp) / n if n else math.nan,
+        "false_positive_rate": fp / n if n else math.nan,
+        "by_target": {k: by_target[k] for k in sorted(by_target)},
+    }
+
+
+def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Every aggregate of the report from per-sample rows (see the module docstring)."""
+    present = [r["dice"] for r in rows if r["size"] != "absent"]
+    return {
+        "n_samples": len(rows),
+        "n_present": len(present),
+        "n_absent": len(rows) - len(present),
+        "overall": summarize(present),
+        "size_strata": size_strata(rows),
+        "by_dataset": group_summary(rows, "dataset"),
+        "by_modality": group_summary(rows, "modality"),
+        "by_target": group_summary(rows, "target"),
+        "absent": absent_summary(rows),
+    }
+
+
+# --- running a model --------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    """Per-sample rows (keys: CSV_COLUMNS), the aggregates, and what produced them."""
+
+    samples: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    seed: int
+    threshold: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    seed: int = 0,
+    batch_size: int = 8,
+    threshold: float = 0.5,
+    workers: int = 0,
+    progress: bool = True,
+) -> EvalResult:
+    """Predict every item of `dataset` (BiomedParseDataset items) and score it.
+
+    The model runs in eval mode on its own device; its attention sampling draws from a
+    generator seeded with `seed`, so the result is deterministic for a seed and batch size.
+    """
+    from tqdm.auto import tqdm
+
+    from boltzformer.data import collate
+
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate
+    )
+    was_training = model.training
+    model.eval()
+    rows: list[dict[str, Any]] = []
+    try:
+        for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
+            images = batch["image"].to(device)
+            logits = model(images, batch["prompt"], generator=generator).logits.float()
+            pred = (logits.sigmoid() > threshold).cpu()
+            rows.extend(score_batch(pred, batch["mask"] > 0.5, batch, start=len(rows)))
+    finally:
+        model.train(was_training)
+    return EvalResult(rows, aggregate(rows), seed=seed, threshold=threshold)
+
+
+def score_batch(
+    pred: Tensor, gt: Tensor, batch: dict[str, Any], *, start: int = 0
+) -> list[dict[str, Any]]:
+    """Rows for one batch: pred, gt boolean (B, 1, S, S); batch as `collate` returns it."""
+    inter = (pred & gt).flatten(1).sum(1).tolist()
+    p_pix = pred.flatten(1).sum(1).tolist()
+    g_pix = gt.flatten(1).sum(1).tolist()
+    rows = []
+    for i in range(pred.shape[0]):
+        total = p_pix[i] + g_pix[i]
+        group = size_group(float(batch["area"][i]), g_pix[i])
+        rows.append(
+            {
+                "index": start + i,
+                **{k: batch[k][i] for k in ("dataset", "image_file", "mask_file", "target",
+                                            "modality", "site", "prompt")},
+                "area": float(batch["area"][i]),
+                "size": group,
+                "gt_pixels": g_pix[i],
+                "pred_pixels": p_pix[i],
+                "intersection": inter[i],
+                "dice": 1.0 if total == 0 else 2.0 * inter[i] / total,
+                "missed": group != "absent" and inter[i] == 0,
+                "false_positive": group == "absent" and p_pix[i] > 0,
+            }
+        )
+    return rows
+
+
+# --- the report ----------------------------------------------------------------------------------
+def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write metrics.json, per_sample.csv, dice_vs_size.png and report.md into `out_dir`."""
+    from boltzformer.plots import plot_dice_vs_size
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": out / "metrics.json",
+        "per_sample": out / "per_sample.csv",
+        "scatter": out / "dice_vs_size.png",
+        "report": out / "report.md",
+    }
+    payload = {"seed": result.seed, "threshold": result.threshold, **result.info,
+               **result.metrics}
+    paths["metrics"].write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
+    with paths["per_sample"].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: row[k] for k in CSV_COLUMNS} for row in result.samples)
+    plot_dice_vs_size(result.samples, paths["scatter"])
+    paths["report"].write_text(render_markdown(result, scatter=paths["scatter"].name))
+    return paths
+
+
+def render_markdown(result: EvalResult, *, scatter: str) -> str:
+    """The report: settings, overall Dice, Table 2 strata, breakdowns, absent targets."""
+    m = result.metrics
+    lines = ["# BoltzFormer evaluation", ""]
+    for key, value in {**result.info, "seed": result.seed, "threshold": result.threshold}.items():
+        lines.append(f"- {key}: `{value}`")
+    lines += [
+        f"- samples: {m['n_samples']} ({m['n_present']} present targets, "
+        f"{m['n_absent']} absent)",
+        "",
+        "Dice is in %, mean (std); failures are present targets missed completely.",
+        "",
+        "## Overall",
+        "",
+        *_table(["", "n", "Dice", "failure rate"], [_stat_row("all present", m["overall"])]),
+        "",
+        "## By object size (paper Table 2)",
+        "",
+        "Small: < 1% of the image area. Weighted: the average over data sets weighted by "
+        "each stratum's share of the data set.",
+        "",
+        *_table(
+            ["stratum", "n", "Dice", "failure rate"],
+            [_stat_row(s, m["size_strata"]["weighted"][s]) for s in ("small", "large", "all")],
+        ),
+        "",
+        *_table(
+            ["data set", "stratum", "share", "n", "Dice", "failure rate"],
+            [
+                [name, s, f"{d[s]['share']:.1%}", *_stat_row("", d[s])[1:]]
+                for name, d in m["size_strata"]["per_dataset"].items()
+                for s in ("small", "large", "all")
+            ],
+        ),
+        "",
+        f"![Dice against object size]({scatter})",
+        "",
+    ]
+    for title, key in (("data set", "by_dataset"), ("modality", "by_modality"),
+                       ("target", "by_target")):
+        lines += [f"## By {title}", "",
+                  *_table([title, "n", "Dice", "failure rate"],
+                          [_stat_row(k, v) for k, v in m[key].items()]), ""]
+    absent = m["absent"]
+    lines += ["## Absent targets", ""]
+    if absent["n"]:
+        lines += [
+            f"{absent['n']} absent targets: {absent['correct']} correctly empty "
+            f"({absent['correct_rate']:.1%}), {absent['false_positive']} false positives "
+            f"({absent['false_positive_rate']:.1%}).",
+            "",
+            *_table(["target", "n", "false positives"],
+                    [[k, v["n"], v["false_positive"]] for k, v in absent["by_target"].items()]),
+        ]
+    else:
+        lines.append("None in this split.")
+    return "\n".join(lines) + "\n"
+
+
+def _stat_row(name: str, s: dict[str, Any]) -> list[Any]:
+    if not s["n"]:
+        return [name, 0, "–", "–"]
+    return [name, s["n"], f"{100 * s['dice_mean']:.1f} ({100 * s['dice_std']:.1f})",
+            f"{s['failure_rate']:.1%}"]
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (an empty group) becomes null so metrics.json is standard JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

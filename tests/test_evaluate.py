@@ -1,0 +1,197 @@
+"""Evaluation metrics against hand-computed values; the evaluate command end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from boltzformer.build import build_model
+from boltzformer.cli import main
+from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluate import (
+    aggregate,
+    dice,
+    dice_batch,
+    evaluate,
+    score_batch,
+    size_group,
+    write_report,
+)
+
+
+def test_dice_by_hand() -> None:
+    gt = np.zeros((4, 4), bool)
+    gt[0, :3] = True  # 3 pixels
+    pred = np.zeros((4, 4), bool)
+    pred[0, 2:4] = True  # 2 pixels, 1 shared
+    assert dice(pred, gt) == pytest.approx(2 * 1 / (2 + 3))
+    assert dice(gt, gt) == 1.0
+    assert dice(np.zeros((4, 4), bool), gt) == 0.0  # target missed
+    assert dice(np.zeros((4, 4), bool), np.zeros((4, 4), bool)) == 1.0  # both empty
+    assert dice(torch.from_numpy(pred), torch.from_numpy(gt)) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="differ"):
+        dice(pred, gt[:2])
+    batch = dice_batch(torch.from_numpy(np.stack([pred, gt, ~gt & False])),
+                       torch.from_numpy(np.stack([gt, gt, ~gt & False])))
+    assert batch.tolist() == pytest.approx([0.4, 1.0, 1.0])
+
+
+def test_size_groups_follow_the_paper_threshold() -> None:
+    assert size_group(0.0099, gt_pixels=5) == "small"
+    assert size_group(0.01, gt_pixels=5) == "large"  # >= 1% is large
+    assert size_group(0.0, gt_pixels=0) == "absent"
+
+
+def _row(dataset: str, dice_value: float, area: float, *, target: str = "t",
+         modality: str = "CT", fp: bool = False) -> dict:
+    group = size_group(area, 0 if area == 0 else 1)
+    return {"dataset": dataset, "dice": dice_value, "area": area, "size": group,
+            "target": target, "modality": modality, "false_positive": fp}
+
+
+def test_aggregation_by_hand() -> None:
+    rows = [
+        _row("A", 0.5, 0.005, target="nodule"),
+        _row("A", 0.0, 0.002, target="nodule"),  # missed
+        _row("A", 0.9, 0.05, target="liver"),
+        _row("A", 1.0, 0.0, target="nodule"),  # absent, correctly empty
+        _row("A", 0.0, 0.0, target="nodule", fp=True),  # absent, false positive
+        _row("B", 1.0, 0.0001, target="nodule", modality="MRI"),
+        _row("B", 0.6, 0.2, target="liver", modality="MRI"),
+        _row("B", 0.8, 0.3, target="liver", modality="MRI"),
+    ]
+    m = aggregate(rows)
+    assert (m["n_samples"], m["n_present"], m["n_absent"]) == (8, 6, 2)
+    assert m["overall"]["dice_mean"] == pytest.approx(3.8 / 6)
+    assert m["overall"]["failure_rate"] == pytest.approx(1 / 6)
+
+    a = m["size_strata"]["per_dataset"]["A"]
+    assert a["small"]["n"] == 2 and a["small"]["share"] == pytest.approx(2 / 3)
+    assert a["small"]["dice_mean"] == pytest.approx(0.25)
+    assert a["small"]["dice_std"] == pytest.approx(0.25)  # population std of (0.5, 0.0)
+    assert a["small"]["failure_rate"] == pytest.approx(0.5)
+    assert a["large"]["dice_mean"] == pytest.approx(0.9) and a["large"]["dice_std"] == 0
+    assert a["all"]["dice_mean"] == pytest.approx(1.4 / 3)
+    b = m["size_strata"]["per_dataset"]["B"]
+    assert b["large"]["dice_mean"] == pytest.approx(0.7)
+    assert b["large"]["dice_std"] == pytest.approx(0.1)
+    assert b["large"]["share"] == pytest.approx(2 / 3)
+
+    w = m["size_strata"]["weighted"]  # data sets weighted by the stratum's share
+    assert w["small"]["dice_mean"] == pytest.approx((2 / 3 * 0.25 + 1 / 3 * 1.0) / 1.0)
+    assert w["small"]["dice_std"] == pytest.approx(2 / 3 * 0.25 + 1 / 3 * 0.0)
+    assert w["small"]["failure_rate"] == pytest.approx(2 / 3 * 0.5)
+    assert w["large"]["dice_mean"] == pytest.approx(1 / 3 * 0.9 + 2 / 3 * 0.7)
+    assert w["all"]["dice_mean"] == pytest.approx((1.4 / 3 + 0.8) / 2)
+    assert (w["small"]["n"], w["large"]["n"], w["all"]["n"]) == (3, 3, 6)
+
+    assert m["by_target"]["nodule"]["n"] == 3  # absent targets are not in Dice statistics
+    assert m["by_target"]["nodule"]["dice_mean"] == pytest.approx(0.5)
+    assert m["by_modality"]["MRI"]["dice_mean"] == pytest.approx(0.8)
+    assert m["by_dataset"]["B"]["dice_std"] == pytest.approx(np.std([1.0, 0.6, 0.8]))
+    absent = m["absent"]
+    assert (absent["n"], absent["correct"], absent["false_positive"]) == (2, 1, 1)
+    assert absent["false_positive_rate"] == 0.5
+    assert absent["by_target"] == {"nodule": {"n": 2, "false_positive": 1}}
+
+
+def test_score_batch_by_hand() -> None:
+    gt = torch.zeros(4, 1, 4, 4, dtype=torch.bool)
+    pred = torch.zeros_like(gt)
+    gt[0, 0, 0, :2] = True
+    pred[0, 0, 0, 1:4] = True  # present: 1 shared of 2 + 3 -> 0.4
+    gt[1, 0, 1, 1] = True  # present, missed
+    pred[3, 0, 2, 2] = True  # sample 2 absent and empty (correct); sample 3 absent, FP
+    meta = {k: ["x"] * 4 for k in ("dataset", "image_file", "mask_file", "target",
+                                   "modality", "site", "prompt")}
+    rows = score_batch(pred, gt, {**meta, "area": [0.125, 0.0625, 0.0, 0.0]}, start=10)
+    assert [r["dice"] for r in rows] == pytest.approx([0.4, 0.0, 1.0, 0.0])
+    assert [r["size"] for r in rows] == ["large", "large", "absent", "absent"]
+    assert [r["missed"] for r in rows] == [False, True, False, False]
+    assert [r["false_positive"] for r in rows] == [False, False, False, True]
+    assert [r["index"] for r in rows] == [10, 11, 12, 13]
+    assert (rows[0]["gt_pixels"], rows[0]["pred_pixels"], rows[0]["intersection"]) == (2, 3, 1)
+
+
+class _Constant(nn.Module):
+    """A stand-in model that predicts every pixel (value > 0) or none (value < 0)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = nn.Parameter(torch.tensor(value))
+
+    def forward(self, images, prompts, generator=None):  # noqa: ANN001 (model interface)
+        b, _, h, w = images.shape
+        return SimpleNamespace(logits=self.value.expand(b, 1, h, w))
+
+
+def test_evaluate_matches_masks_by_hand(phantoms) -> None:
+    data = BiomedParseDataset(phantoms, "test", image_size=64)
+    gt_pixels = [int(data[i]["mask"].sum()) for i in range(len(data))]
+    assert 0 in gt_pixels and any(gt_pixels), "fixture should hold absent and present targets"
+
+    nothing = evaluate(_Constant(-10.0), data, batch_size=3, progress=False)
+    for row, g in zip(nothing.samples, gt_pixels, strict=True):
+        assert row["dice"] == (1.0 if g == 0 else 0.0)
+        assert row["missed"] == (g > 0) and not row["false_positive"]
+    assert nothing.metrics["overall"]["failure_rate"] == 1.0
+    assert nothing.metrics["absent"]["false_positive"] == 0
+
+    everything = evaluate(_Constant(10.0), data, batch_size=3, progress=False)
+    for row, g in zip(everything.samples, gt_pixels, strict=True):
+        assert row["dice"] == pytest.approx(0.0 if g == 0 else 2 * g / (64 * 64 + g))
+        assert row["false_positive"] == (g == 0)
+    assert everything.metrics["absent"]["false_positive_rate"] == 1.0
+
+
+def test_evaluate_is_deterministic_given_seed_and_writes_report(
+    phantoms, tmp_path, small_model
+) -> None:
+    torch.manual_seed(0)
+    model = build_model("tiny", **small_model)
+    data = BiomedParseDataset(phantoms, "test", image_size=64)
+    first = evaluate(model, data, seed=3, batch_size=4, threshold=0.3, progress=False)
+    again = evaluate(model, data, seed=3, batch_size=4, threshold=0.3, progress=False)
+    assert [r["pred_pixels"] for r in first.samples] == [r["pred_pixels"] for r in again.samples]
+    assert json.dumps(first.metrics) == json.dumps(again.metrics)
+
+    paths = write_report(first, tmp_path / "report")
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["seed"] == 3 and metrics["n_samples"] == len(data)
+    with paths["per_sample"].open() as f:
+        assert len(list(csv.DictReader(f))) == len(data)
+    text = paths["report"].read_text()
+    assert "By object size" in text and "dice_vs_size.png" in text
+    assert paths["scatter"].stat().st_size > 1000
+
+
+def test_evaluate_command(phantoms, tmp_path, capsys, small_model) -> None:
+    torch.manual_seed(0)
+    build_model("tiny", **small_model).save_pretrained(tmp_path / "run" / "best")
+    second = shutil.copytree(phantoms, tmp_path / "second")  # a second data set
+    outs = []
+    for name in ("a", "b"):
+        code = main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(phantoms),
+                     str(second), "--split", "test", "--out", str(tmp_path / name),
+                     "--seed", "1", "--no-progress"])
+        assert code == 0
+        outs.append((tmp_path / name / "per_sample.csv").read_text())
+    assert outs[0] == outs[1]  # deterministic given --seed
+    for name in ("metrics.json", "report.md", "dice_vs_size.png"):
+        assert (tmp_path / "a" / name).is_file()
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert sorted(metrics["by_dataset"]) == ["phantoms", "second"]
+    assert metrics["size_strata"]["weighted"]["all"]["datasets"] == 2
+    assert "report:" in capsys.readouterr().out
+
+    code = main(["evaluate", "--checkpoint", str(tmp_path / "nowhere"), "--data",
+                 str(phantoms), "--out", str(tmp_path / "c")])
+    assert code == 1
+    assert "neither a checkpoint folder" in capsys.readouterr().err
