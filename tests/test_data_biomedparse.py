@@ -164,3 +164,12 @@ def test_dataloader_workers_are_seeded_and_independent(write_dataset, make_disc)
     assert set(first) <= set(sentences) and len(set(first)) > 2
     assert first[0::2] != first[1::2]  # the two workers do not repeat each other
     assert prompts() == first
+
+
+def test_constant_prompt_replaces_every_sentence(shared_dir):
+    root = shared_dir / "data" / "biomedparse-demo"
+    ds = BiomedParseDataset(root, "demo", image_size=64, train=True, prompt="object in image")
+    assert {ds[i]["prompt"] for i in range(len(ds))} == {"object in image"}
+    assert ds[0]["target"] == BiomedParseDataset(root, "demo", image_size=64)[0]["target"]
+    with pytest.raises(ValueError, match="prompt is empty"):
+        BiomedParseDataset(root, "demo", prompt="  ")

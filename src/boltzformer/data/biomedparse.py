@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, NamedTuple
 
@@ -148,6 +148,8 @@ class BiomedParseDataset(Dataset):
     in the original mask). `train=True` draws a random sentence per access and, unless
     `augment=False`, applies `random_augment` (paper A.5); `train=False` uses the first
     sentence. Randomness comes from `seed` (mixed with the worker seed in DataLoader workers).
+    `prompt`, when given, replaces every sample's sentences with that one string: a control
+    that shows how much a model relies on the text.
     """
 
     def __init__(
@@ -161,7 +163,10 @@ class BiomedParseDataset(Dataset):
         seed: int = 0,
         skip_bad: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        prompt: str | None = None,
     ) -> None:
+        if prompt is not None and not prompt.strip():
+            raise DataError("prompt is empty: give the constant prompt text, or None")
         self.root = Path(root)
         self.split = split
         self.image_size = int(image_size)
@@ -187,6 +192,8 @@ class BiomedParseDataset(Dataset):
         json_path = self.root / f"{split}.json"
         found = self._index_json(json_path) if json_path.is_file() else self._index_names()
         self.samples: list[Sample] = self._check_headers(found)
+        if prompt is not None:
+            self.samples = [replace(sm, sentences=(prompt,)) for sm in self.samples]
         if self.skipped:
             log.warning("%s [%s]: skipped %d bad samples", self.root, split, len(self.skipped))
         if not self.samples:

@@ -59,6 +59,7 @@ class DataConfig:
     augment: bool = True  # the paper's A.5 rotations and jittered crops
     workers: int = 2  # DataLoader worker processes (0: load in the main process)
     skip_bad: bool = False  # skip unreadable samples instead of stopping
+    prompt: str | None = None  # replace every prompt with this one (a text-reliance control)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:

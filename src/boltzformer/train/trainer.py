@@ -172,6 +172,7 @@ class _Trainer:
         base = BiomedParseDataset(
             cfg.data.root, cfg.data.split, image_size=self.model_config.image_size,
             train=False, augment=False, seed=loop.seed, skip_bad=cfg.data.skip_bad,
+            prompt=cfg.data.prompt,
         )
         train_idx, val_idx = split_by_image(base, cfg.data.val_fraction, loop.seed)
         self.train_set = EpochView(base, train_idx, seed=loop.seed, augment=cfg.data.augment)
