@@ -20,6 +20,9 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest -q
 
+demo: $(STAMP)
+	$(VENV)/bin/boltzformer demo --out demo_output
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 

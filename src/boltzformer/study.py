@@ -1,0 +1,273 @@
+"""`boltzformer study`: the paper's comparisons (Tables 3-8) on the built-in benchmark.
+
+Every run trains the `tiny` model under the same budget (steps, data, backbone, seed set) and
+is evaluated on the same test split with Table 2's size strata. Runs that share a
+configuration and seed (the default Boltzmann model appears in every table) are trained once.
+Finished runs are not redone: the study resumes where it stopped.
+
+    OUT_DIR/data/                the phantom benchmark
+    OUT_DIR/runs/<run>-s<seed>/  one training run each, with result.json
+    OUT_DIR/<table>.md, .csv     one table per paper table (mean ± std over seeds)
+    OUT_DIR/study.png            all tables as bar charts
+    OUT_DIR/summary.md           every table, the command, the date and the machine
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from boltzformer.data import BiomedParseDataset, generate_phantoms
+from boltzformer.evaluate import evaluate
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.train.config import DataConfig, LoopConfig, ModelSpec, OptimConfig, TrainConfig
+from boltzformer.train.trainer import train
+
+CONSTANT_PROMPT = "object in image"  # the text control: every prompt replaced by this
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One column of a table: model overrides (and whether the prompt is replaced)."""
+
+    label: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    constant_prompt: bool = False
+
+    @property
+    def key(self) -> str:
+        """A folder name; equal configurations share it (and so share the run)."""
+        parts = [f"{k}={v}" for k, v in sorted(self.overrides.items())]
+        if self.constant_prompt:
+            parts.append("constant-prompt")
+        return "_".join(parts) or "boltzmann"
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    variants: tuple[Variant, ...]
+    main: bool = False  # main tables use every seed; ablations use at most two
+
+
+def _sweep(field_name: str, values: list[Any], fmt: str) -> tuple[Variant, ...]:
+    return tuple(Variant(fmt.format(v), {} if v == _DEFAULTS[field_name] else {field_name: v})
+                 for v in values)
+
+
+_DEFAULTS = {"tau0": 1.0, "sampling_ratio": 0.1, "num_queries": 10, "text_prior": True,
+             "pigma": True}
+
+TABLES: tuple[Table, ...] = (
+    Table("table3_attention", "Attention: full vs 0.5 threshold vs Boltzmann sampling "
+          "(paper Table 3)",
+          (Variant("full attention", {"attention": "full"}),
+           Variant("0.5 threshold", {"attention": "masked"}),
+           Variant("Boltzmann sampling")), main=True),
+    Table("text_control", "Does the benchmark need the text? Prompted vs one constant prompt",
+          (Variant("prompted"), Variant(f"constant prompt '{CONSTANT_PROMPT}'",
+                                        constant_prompt=True)), main=True),
+    Table("table4_tau0", "Base temperature tau0 (paper Table 4)",
+          _sweep("tau0", [0.25, 0.5, 1.0, 2.0], "tau0 = {}")),
+    Table("table5_ratio", "Sampling ratio N / tokens (paper Table 5)",
+          _sweep("sampling_ratio", [0.05, 0.1, 0.2, 0.5], "ratio = {:.0%}")),
+    Table("table6_queries", "Number of queries (paper Table 6)",
+          _sweep("num_queries", [1, 10, 32], "{} queries")),
+    Table("table7_prior", "Text-conditioned query prior (paper Table 7)",
+          (Variant("unconditioned prior", {"text_prior": False}),
+           Variant("text-conditioned prior"))),
+    Table("table8_pigma", "PiGMA pixel-grounded correction (paper Table 8)",
+          (Variant("query ensemble only", {"pigma": False}),
+           Variant("with pixel-grounded correction"))),
+)
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """The budget. Defaults: the full study, about 2 hours on 2 CPU cores."""
+
+    out_dir: Path
+    seeds: int = 3
+    ablation_seeds: int = 2
+    images: int = 600
+    image_size: int = 128
+    steps: int = 600
+    batch_size: int = 8
+    workers: int = 2
+    tables: tuple[str, ...] = tuple(t.name for t in TABLES)
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, out_dir: Path, **kw: Any) -> StudySettings:
+        """A minutes-long smoke version: every table, one seed, a few steps, tiny data."""
+        values = dict(seeds=1, ablation_seeds=1, images=16, image_size=96, steps=3,
+                      batch_size=4, workers=0)
+        values.update(kw)
+        return cls(out_dir=out_dir, **values)
+
+
+def plan(s: StudySettings) -> list[tuple[Table, Variant, int]]:
+    """Every (table, variant, seed) cell of the study, in order."""
+    cells = []
+    for table in TABLES:
+        if table.name not in s.tables:
+            continue
+        seeds = s.seeds if table.main else min(s.seeds, s.ablation_seeds)
+        cells += [(table, v, seed) for v in table.variants for seed in range(seeds)]
+    return cells
+
+
+def _train_config(s: StudySettings, data: Path, variant: Variant, seed: int) -> TrainConfig:
+    overrides = {"image_size": s.image_size, **variant.overrides}
+    return TrainConfig(
+        model=ModelSpec(preset="tiny", overrides=overrides),
+        data=DataConfig(root=str(data), workers=s.workers,
+                        prompt=CONSTANT_PROMPT if variant.constant_prompt else None),
+        optim=OptimConfig(warmup_steps=min(50, s.steps // 10)),
+        train=LoopConfig(batch_size=s.batch_size, epochs=1000, patience=None,
+                         max_steps=s.steps, seed=seed, checkpoint_every=max(50, s.steps // 4)),
+    )
+
+
+def run_cell(s: StudySettings, data: Path, variant: Variant, seed: int) -> dict[str, Any]:
+    """Train and evaluate one (variant, seed), or read its result if it is done."""
+    run_dir = s.out_dir / "runs" / f"{variant.key}-s{seed}"
+    result_file = run_dir / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    started = time.monotonic()
+    cfg = _train_config(s, data, variant, seed)
+    resume = (run_dir / "last").is_dir()
+    result = train(cfg, run_dir, resume=resume, progress=False)
+    model = BoltzFormer.from_pretrained(result.last_checkpoint)
+    test = BiomedParseDataset(data, "test", image_size=s.image_size, train=False,
+                              prompt=cfg.data.prompt)
+    ev = evaluate(model, test, seed=seed, progress=False)
+    m = ev.metrics
+    out = {
+        "variant": variant.key, "seed": seed, "steps": result.metrics.get("step"),
+        "small": m["size_strata"]["weighted"]["small"]["dice_mean"],
+        "large": m["size_strata"]["weighted"]["large"]["dice_mean"],
+        "all": m["overall"]["dice_mean"],
+        "failure_rate": m["overall"]["failure_rate"],
+        "minutes": (time.monotonic() - started) / 60,
+    }
+    result_file.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def run_study(s: StudySettings) -> dict[str, Path]:
+    """Run every cell (resuming), then write the tables, the figure and the summary."""
+    s.out_dir.mkdir(parents=True, exist_ok=True)
+    data = s.out_dir / "data"
+    if not (data / "test.json").is_file():
+        generate_phantoms(data, images=s.images, size=max(96, s.image_size), seed=0,
+                          progress=s.progress)
+    cells = plan(s)
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    bar = tqdm(cells, desc="study", unit="run", disable=not s.progress)
+    for _table, variant, seed in bar:
+        bar.set_postfix_str(f"{variant.key} s{seed}")
+        if (variant.key, seed) not in results:
+            results[(variant.key, seed)] = run_cell(s, data, variant, seed)
+    return write_tables(s, results)
+
+
+def _stats(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    arr = 100 * np.asarray(values, dtype=float)
+    return f"{arr.mean():.1f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.1f}"
+
+
+def write_tables(s: StudySettings, results: dict[tuple[str, int], dict[str, Any]]
+                 ) -> dict[str, Path]:
+    """One Markdown + CSV table per paper table, a bar-chart figure and summary.md."""
+    paths: dict[str, Path] = {}
+    sections = []
+    for table in TABLES:
+        if table.name not in s.tables:
+            continue
+        rows = []
+        for v in table.variants:
+            runs = [r for (key, _), r in sorted(results.items()) if key == v.key]
+            runs = [r for r in runs if table.main or r["seed"] < s.ablation_seeds]
+            rows.append((v, runs))
+        md = [f"## {table.title}", "",
+              "| variant | small (< 1 %) Dice | large (≥ 1 %) Dice | all Dice | failure rate "
+              "| seeds |", "|---|---:|---:|---:|---:|---:|"]
+        with (s.out_dir / f"{table.name}.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["variant", "seed", "small", "large", "all", "failure_rate"])
+            for v, runs in rows:
+                md.append(
+                    f"| {v.label} | {_stats([r['small'] for r in runs])} | "
+                    f"{_stats([r['large'] for r in runs])} | {_stats([r['all'] for r in runs])}"
+                    f" | {_stats([r['failure_rate'] for r in runs])} | {len(runs)} |")
+                for r in runs:
+                    writer.writerow([v.label, r["seed"], r["small"], r["large"], r["all"],
+                                     r["failure_rate"]])
+        md.append("")
+        (s.out_dir / f"{table.name}.md").write_text("\n".join(md))
+        paths[table.name] = s.out_dir / f"{table.name}.md"
+        sections.append(("\n".join(md), table, rows))
+    paths["figure"] = _figure(s, sections)
+    paths["summary"] = _summary(s, [md for md, _, _ in sections])
+    return paths
+
+
+def _figure(s: StudySettings, sections: list) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(sections), 3.6), dpi=110)
+    FigureCanvasAgg(fig)
+    for k, (_, table, rows) in enumerate(sections):
+        ax = fig.add_subplot(1, len(sections), k + 1)
+        x = np.arange(len(rows))
+        for j, (group, color) in enumerate((("small", "#d62728"), ("large", "#1f77b4"))):
+            means = [100 * np.mean([r[group] for r in runs]) if runs else 0 for _, runs in rows]
+            stds = [100 * np.std([r[group] for r in runs]) if runs else 0 for _, runs in rows]
+            ax.bar(x + (j - 0.5) * 0.38, means, 0.38, yerr=stds, color=color, label=group,
+                   capsize=2)
+        ax.set_xticks(x, [v.label for v, _ in rows], rotation=30, ha="right", fontsize=7)
+        ax.set_title(table.title.split(" (")[0], fontsize=8)
+        ax.set_ylabel("Dice (%)", fontsize=8)
+        ax.set_ylim(0, 100)
+    fig.axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = s.out_dir / "study.png"
+    fig.savefig(path)
+    return path
+
+
+def _summary(s: StudySettings, tables: list[str]) -> Path:
+    threads = torch.get_num_threads()
+    head = [
+        "# BoltzFormer study on the built-in phantom benchmark", "",
+        f"- date: {date.today().isoformat()}",
+        f"- machine: {platform.machine()}, {threads} torch CPU threads, "
+        f"{platform.python_implementation()} {platform.python_version()}, torch "
+        f"{torch.__version__}",
+        f"- budget per run: {s.steps} steps of batch {s.batch_size} at "
+        f"{s.image_size}x{s.image_size}, `tiny` preset from scratch; data: {s.images} phantom "
+        f"images (80 % train, of which 20 % validation; 20 % test)",
+        f"- seeds: {s.seeds} for the main tables, {min(s.seeds, s.ablation_seeds)} for ablations",
+        "- Dice in %, mean ± std over seeds; small = object < 1 % of the image (paper Table 2);"
+        " failure rate = share of present targets missed completely", "",
+        "![study](study.png)", "",
+    ]
+    path = s.out_dir / "summary.md"
+    path.write_text("\n".join(head + tables))
+    return path

@@ -1,0 +1,48 @@
+"""The main job end to end (`boltzformer demo`) and the paper-comparison study, in small."""
+
+import json
+
+from boltzformer.cli import main
+from boltzformer.demo import DemoSettings, run_demo
+from boltzformer.study import TABLES, StudySettings, plan
+
+
+def test_demo_writes_report_and_figures(tmp_path):
+    out = tmp_path / "demo"
+    result = run_demo(DemoSettings(out_dir=out, minutes=0.05, images=12, image_size=96,
+                                   batch_size=4, workers=0, progress=False))
+    for name in ("report.md", "predictions.png", "sampling.png", "loss_curve.png",
+                 "dice_vs_size.png", "metrics.json", "per_sample.csv"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    assert "# BoltzFormer demo" in report and "small" in report
+    assert "![Boltzmann sampling across layers](sampling.png)" in report
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_samples"] == result["metrics"]["n_samples"] > 0
+    assert (out / "run" / "last" / "model.safetensors").is_file()
+
+
+def test_study_plan_shares_the_default_run_across_tables():
+    cells = plan(StudySettings(out_dir=None))
+    keys = {(v.key, seed) for _, v, seed in cells}
+    # every paper table is there, with 3 seeds for the main ones and 2 for ablations
+    assert {t.name for t, _, _ in cells} == {t.name for t in TABLES}
+    assert sum(1 for t, v, _ in cells if t.name == "table3_attention") == 9
+    assert sum(1 for t, v, _ in cells if t.name == "table4_tau0") == 8
+    # the default Boltzmann model appears in every table but is one run per seed
+    assert ("boltzmann", 0) in keys and len(keys) < len(cells)
+
+
+def test_quick_study_writes_every_table_and_resumes(tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(["study", str(out), "--quick"]) == 0
+    for table in TABLES:
+        md = (out / f"{table.name}.md").read_text()
+        assert all(v.label in md for v in table.variants), table.name
+        assert (out / f"{table.name}.csv").is_file()
+    assert (out / "study.png").is_file() and "date:" in (out / "summary.md").read_text()
+    results = sorted((out / "runs").glob("*/result.json"))
+    assert any("constant-prompt" in p.parent.name for p in results)
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    assert main(["study", str(out), "--quick"]) == 0  # finished runs are not redone
+    assert {p: p.stat().st_mtime_ns for p in results} == stamps
