@@ -136,23 +136,31 @@ class BoltzFormerDecoder(nn.Module):
         return x[:, :nq], x[:, nq:]
 
     @torch.no_grad()
-    def _keep(
-        self, queries: Tensor, layer: int, semantic: Tensor, semantic_at_level: Tensor,
-        generator: torch.Generator | None,
+    def level_logits(
+        self, queries: Tensor, semantic: Tensor, semantic_at_level: Tensor | None,
+        size: tuple[int, int],
     ) -> Tensor:
-        """The (B, Q, h, w) keep mask of `layer` from the queries of the layer before.
+        """Confidence logits (B, Q, h, w) of every query on a level's (h, w) token grid.
 
-        Detached: no gradient flows through the sampling probabilities (as in the release).
+        They are Eq. 1 before the sigmoid, resized to the grid, and feed Eq. 5. "lowres" takes
+        mu . S on S already resized to the grid (`semantic_at_level`, once per forward pass);
+        "reference" takes mu . S at S's full resolution and resizes the Q maps, as the release
+        does. Bilinear resizing is linear, so both give the same logits; "lowres" costs
+        Q D h w multiply-adds instead of Q D Hs Ws. Detached: no gradient flows into the
+        sampling (as in the release).
         """
         mu = self.mask_head.embed(queries)
-        h, w = semantic_at_level.shape[-2:]
         if self.sampling.logits == "lowres":
-            # Bilinear resizing is linear: resize S once, then take the dot products.
-            logits = MaskHead.logits(mu, semantic_at_level)
-        else:  # the release: full-resolution logits, then resized to the level
-            logits = F.interpolate(
-                MaskHead.logits(mu, semantic), size=(h, w), mode="bilinear", align_corners=False
-            )
+            if semantic_at_level is None or semantic_at_level.shape[-2:] != size:
+                raise ValueError(f"lowres logits need S resized to the level grid {size}")
+            return MaskHead.logits(mu, semantic_at_level)
+        return F.interpolate(
+            MaskHead.logits(mu, semantic), size=size, mode="bilinear", align_corners=False
+        )
+
+    @torch.no_grad()
+    def _keep(self, logits: Tensor, layer: int, generator: torch.Generator | None) -> Tensor:
+        """The (B, Q, h, w) keep mask of `layer` from the level logits of the layer before."""
         flat = logits.flatten(2).float()
         s = self.sampling
         if s.attention == "masked":
@@ -185,15 +193,16 @@ class BoltzFormerDecoder(nn.Module):
         """
         b = semantic.shape[0]
         levels = levels[: self.num_levels]
-        memory, memory_pos, semantic_at = [], [], []
+        memory, memory_pos = [], []
+        semantic_at: list[Tensor | None] = []  # S resized to each level, where sampling uses it
+        resize = self.sampling.attention != "full" and self.sampling.logits == "lowres"
         for i, feat in enumerate(levels):
             _, d, h, w = feat.shape
             memory.append(feat.flatten(2).transpose(1, 2) + self.level_embed.weight[i])
             memory_pos.append(sine_position_encoding(h, w, d, device=feat.device).to(feat.dtype))
             semantic_at.append(
                 F.interpolate(semantic, size=(h, w), mode="bilinear", align_corners=False)
-                if self.sampling.attention != "full" and self.sampling.logits == "lowres"
-                else semantic
+                if resize else None
             )
 
         q = self.query_feat.weight.expand(b, -1, -1)
@@ -210,7 +219,8 @@ class BoltzFormerDecoder(nn.Module):
             if self.sampling.attention == "full":
                 keep = None
             else:
-                keep = self._keep(q, layer, semantic, semantic_at[lvl], generator)
+                logits = self.level_logits(q, semantic, semantic_at[lvl], (h, w))
+                keep = self._keep(logits, layer, generator)
             if return_sampling:
                 keep_masks.append(
                     keep if keep is not None
