@@ -1,4 +1,5 @@
-"""The fast paths give the reference's results: low-resolution sampling logits (issue #6)."""
+"""The fast paths give the reference's results (issue #6): low-resolution sampling logits,
+sparse sampled cross-attention, the whole model."""
 
 from dataclasses import replace
 
@@ -6,7 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from boltzformer import build_model
+from boltzformer.modeling.attention import (
+    SampledCrossAttention,
+    gather_index,
+    plan_chunks,
+    prefers_sparse,
+)
 from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
+from boltzformer.modeling.position import sine_positions
 from boltzformer.modeling.sampling import boltzmann_distribution, temperature
 
 
@@ -53,3 +62,144 @@ def test_decoder_draws_the_same_samples_with_lowres_and_reference_logits():
         assert a.shape[-2:] == lvl.shape[-2:]
         assert torch.equal(a, b)
     torch.testing.assert_close(runs["lowres"].query_logits, runs["reference"].query_logits)
+
+
+# --- sparse sampled cross-attention ---------------------------------------------------------
+def _attention_inputs(b=2, q=5, h=6, w=7, d=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    query = torch.randn(b, q, d, generator=g)
+    memory = torch.randn(b, h * w, d, generator=g)
+    keep = torch.rand(b, q, h * w, generator=g) < 0.2
+    keep[0, 0] = True  # a query that keeps every token
+    keep[0, 1] = False
+    keep[0, 1, 17] = True  # a query that keeps exactly one token
+    keep[1, 4] = False
+    keep[1, 4, -1] = True  # one token, the last
+    keep |= ~keep.any(-1, keepdim=True)
+    return query, memory, keep, sine_positions(h, w, d)
+
+
+def _run(attn, impl, query, memory, keep, pos):
+    """Output and every gradient (query, memory, parameters) of a fixed weighted loss."""
+    attn.impl = impl
+    attn.zero_grad(set_to_none=True)
+    query = query.clone().requires_grad_()
+    memory = memory.clone().requires_grad_()
+    out = attn(query, memory, keep, pos)
+    weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+    (out * weights).sum().backward()
+    grads = {"query": query.grad, "memory": memory.grad}
+    grads.update({name: p.grad for name, p in attn.named_parameters()})
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("with_pos", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sparse_attention_equals_dense_outputs_and_gradients(seed, with_pos):
+    torch.manual_seed(seed)
+    attn = SampledCrossAttention(32, 4)
+    query, memory, keep, pos = _attention_inputs(seed=seed)
+    pos = pos if with_pos else None
+    dense_out, dense_grads = _run(attn, "dense", query, memory, keep, pos)
+    sparse_out, sparse_grads = _run(attn, "sparse", query, memory, keep, pos)
+    torch.testing.assert_close(sparse_out, dense_out, rtol=1e-5, atol=1e-6)
+    assert dense_grads.keys() == sparse_grads.keys()
+    for name, g in dense_grads.items():
+        # k_proj.bias shifts all scores of a query equally: its exact gradient is zero and
+        # both paths give float noise around it.
+        atol = 1e-6 if name == "k_proj.bias" else 1e-5
+        torch.testing.assert_close(sparse_grads[name], g, rtol=1e-4, atol=atol, msg=name)
+
+
+def test_sparse_attention_matches_dense_across_chunk_boundaries(monkeypatch):
+    import boltzformer.modeling.attention as attention
+
+    torch.manual_seed(0)
+    attn = SampledCrossAttention(32, 4)
+    query, memory, keep, pos = _attention_inputs(q=9)
+    dense_out, dense_grads = _run(attn, "dense", query, memory, keep, pos)
+    capacity = int(keep.sum(-1).max())
+    # chunks of 4 rows out of 18: the last chunk is partial
+    monkeypatch.setattr(attention, "CHUNK_BYTES", 4 * capacity * 32 * 4)
+    sparse_out, sparse_grads = _run(attn, "sparse", query, memory, keep, pos)
+    torch.testing.assert_close(sparse_out, dense_out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sparse_grads["memory"], dense_grads["memory"], rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_gather_index_packs_each_querys_kept_tokens_sorted_by_count():
+    keep = torch.tensor([[[1, 0, 1, 1], [0, 0, 0, 1]], [[1, 1, 1, 1], [0, 1, 0, 0]]]).bool()
+    kept = gather_index(keep)
+    assert kept.tokens.shape == kept.valid.shape == (4, 4)
+    assert kept.counts == [1, 1, 3, 4]
+    assert sorted(kept.order.tolist()) == [0, 1, 2, 3]
+    flat = keep.reshape(4, 4)
+    for packed, row in enumerate(kept.order.tolist()):
+        assert kept.tokens[packed][kept.valid[packed]].tolist() == flat[row].nonzero().flatten(
+        ).tolist()
+
+
+def test_plan_chunks_pads_each_chunk_to_its_own_largest_count(monkeypatch):
+    import boltzformer.modeling.attention as attention
+
+    monkeypatch.setattr(attention, "CHUNK_BYTES", 100)
+    chunks = plan_chunks([1, 2, 2, 5, 9, 30], width=1, itemsize=4)
+    assert chunks == ((0, 4, 5), (4, 5, 9), (5, 6, 30))  # rows x capacity <= 25 floats
+
+
+def test_grid_positions_dot_equals_the_dense_encoding():
+    pos = sine_positions(5, 7, 16)
+    vectors = torch.randn(3, 2, 16)
+    tokens = torch.randint(0, 35, (3, 9))
+    expected = torch.einsum("rkd,rtd->rkt", vectors, pos.dense()[tokens])
+    torch.testing.assert_close(pos.dot(vectors, tokens), expected)
+
+
+def test_sparse_attention_rejects_a_query_with_no_token():
+    attn = SampledCrossAttention(32, 4, impl="sparse")
+    query, memory, keep, pos = _attention_inputs()
+    keep[1, 2] = False
+    with pytest.raises(ValueError, match="keeps no token"):
+        attn(query, memory, keep, pos)
+
+
+def test_auto_chooses_sparse_only_where_it_saves_work():
+    # paper decoder, 128x128 level, 10% kept: sparse
+    assert prefers_sparse(1, 101, 128 * 128, 512, 8, capacity=1640)
+    # masked attention keeping half the tokens: dense
+    assert not prefers_sparse(1, 101, 128 * 128, 512, 8, capacity=8192)
+    # a tiny level: too little work to pay for gathering
+    assert not prefers_sparse(1, 10, 8 * 8, 128, 4, capacity=8)
+
+
+def test_unknown_impl_is_an_error_that_lists_the_choices():
+    with pytest.raises(ValueError, match="auto, sparse, dense"):
+        SampledCrossAttention(32, 4, impl="flash")
+    with pytest.raises(ValueError, match="auto, sparse, dense"):
+        _decoder().set_attention_impl("flash")
+
+
+# --- the whole model ------------------------------------------------------------------------
+def test_whole_model_outputs_and_gradients_are_the_same_with_sparse_and_dense_attention():
+    torch.manual_seed(0)
+    model = build_model("tiny", image_size=64).eval()
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 255
+    prompts = ["nodule in lung CT", "left adrenal gland in abdomen CT"]
+    runs = {}
+    for impl in ("dense", "sparse"):
+        model.decoder.set_attention_impl(impl)
+        model.zero_grad(set_to_none=True)
+        out = model(images, prompts, generator=torch.Generator().manual_seed(5),
+                    return_sampling=True)
+        out.logits.mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        runs[impl] = (out, grads)
+    (dense, dense_grads), (sparse, sparse_grads) = runs["dense"], runs["sparse"]
+    for a, b in zip(dense.keep_masks, sparse.keep_masks):
+        assert torch.equal(a, b)  # the same samples, so the comparison is like for like
+    torch.testing.assert_close(sparse.logits, dense.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sparse.query_logits, dense.query_logits, rtol=1e-4, atol=1e-5)
+    assert sparse_grads.keys() == dense_grads.keys()
+    for name, g in dense_grads.items():
+        atol = 1e-5 if "k_proj.bias" in name else 1e-4
+        torch.testing.assert_close(sparse_grads[name], g, rtol=1e-3, atol=atol, msg=name)

@@ -25,8 +25,9 @@ from boltzformer.modeling.attention import (
     CrossAttentionLayer,
     FFNLayer,
     SelfAttentionLayer,
+    check_impl,
 )
-from boltzformer.modeling.position import sine_position_encoding
+from boltzformer.modeling.position import GridPositions, sine_positions
 from boltzformer.modeling.sampling import (
     boltzmann_keep_mask,
     temperature,
@@ -91,7 +92,7 @@ class BoltzFormerDecoder(nn.Module):
         text_prior: bool = True,
         dropout: float = 0.0,
         sampling: SamplingSettings | None = None,
-        attention_impl: str = "dense",
+        attention_impl: str = "auto",
     ) -> None:
         super().__init__()
         self.num_levels = num_levels
@@ -122,6 +123,7 @@ class BoltzFormerDecoder(nn.Module):
 
     def set_attention_impl(self, impl: str) -> None:
         """Switch every cross-attention layer to another implementation (same weights)."""
+        check_impl(impl)
         for layer in self.cross:
             layer.attn.impl = impl
 
@@ -193,13 +195,14 @@ class BoltzFormerDecoder(nn.Module):
         """
         b = semantic.shape[0]
         levels = levels[: self.num_levels]
-        memory, memory_pos = [], []
+        memory: list[Tensor] = []
+        memory_pos: list[GridPositions] = []
         semantic_at: list[Tensor | None] = []  # S resized to each level, where sampling uses it
         resize = self.sampling.attention != "full" and self.sampling.logits == "lowres"
         for i, feat in enumerate(levels):
             _, d, h, w = feat.shape
             memory.append(feat.flatten(2).transpose(1, 2) + self.level_embed.weight[i])
-            memory_pos.append(sine_position_encoding(h, w, d, device=feat.device).to(feat.dtype))
+            memory_pos.append(sine_positions(h, w, d, device=feat.device).to(feat.dtype))
             semantic_at.append(
                 F.interpolate(semantic, size=(h, w), mode="bilinear", align_corners=False)
                 if resize else None
