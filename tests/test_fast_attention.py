@@ -165,11 +165,11 @@ def test_sparse_attention_rejects_a_query_with_no_token():
 
 def test_auto_chooses_sparse_only_where_it_saves_work():
     # paper decoder, 128x128 level, 10% kept: sparse
-    assert prefers_sparse(1, 101, 128 * 128, 512, 8, capacity=1640)
+    assert prefers_sparse(1, 101, 128 * 128, 512, 8, kept_pairs=101 * 1640)
     # masked attention keeping half the tokens: dense
-    assert not prefers_sparse(1, 101, 128 * 128, 512, 8, capacity=8192)
+    assert not prefers_sparse(1, 101, 128 * 128, 512, 8, kept_pairs=101 * 8192)
     # a tiny level: too little work to pay for gathering
-    assert not prefers_sparse(1, 10, 8 * 8, 128, 4, capacity=8)
+    assert not prefers_sparse(1, 10, 8 * 8, 128, 4, kept_pairs=10 * 8)
 
 
 def test_unknown_impl_is_an_error_that_lists_the_choices():

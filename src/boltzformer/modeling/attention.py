@@ -16,8 +16,8 @@ any of them and gives the same result:
   gather serves keys and values. Gathers happen in cache-sized chunks of queries and are
   recomputed in the backward pass, so memory stays O(Q h K), the size of the attention map.
   (Paper Sec. 3.2.2, Step 2: the equations for alpha and H_j.)
-- "auto" (the default): "sparse" when it is predicted to be cheaper (`prefers_sparse`),
-  else "dense"; full attention (no keep mask) is always dense.
+- "auto" (the default): "sparse" where it is predicted to be faster (`prefers_sparse`), else
+  "dense"; full attention (no keep mask) is always dense.
 """
 
 from __future__ import annotations
@@ -55,23 +55,23 @@ def check_impl(impl: str) -> str:
 
 
 def attention_macs(batch: int, num_queries: int, num_tokens: int, dim: int, num_heads: int,
-                   capacity: int | None = None) -> int:
+                   kept_pairs: int | None = None) -> int:
     """Multiply-adds of the key/value side of one cross-attention call.
 
-    dense (capacity None): 2 B n d^2 (key and value projections) + 2 B Q n d (scores and
-    weighted sums); sparse with capacity K: 2 B Q h K d (scores and weighted sums at model
-    width). The query and output projections are common to both and left out.
+    dense (kept_pairs None): 2 B n d^2 (key and value projections) + 2 B Q n d (scores and
+    weighted sums); sparse: 2 h P d for P kept (query, token) pairs (scores and weighted sums
+    at model width). The query and output projections are common to both and left out.
     """
-    if capacity is None:
+    if kept_pairs is None:
         return 2 * batch * num_tokens * dim * (dim + num_queries)
-    return 2 * batch * num_queries * num_heads * capacity * dim
+    return 2 * num_heads * kept_pairs * dim
 
 
 def prefers_sparse(batch: int, num_queries: int, num_tokens: int, dim: int, num_heads: int,
-                   capacity: int) -> bool:
+                   kept_pairs: int) -> bool:
     """The "auto" rule: is the sparse path predicted to be faster than the dense one?"""
     dense = attention_macs(batch, num_queries, num_tokens, dim, num_heads)
-    sparse = attention_macs(batch, num_queries, num_tokens, dim, num_heads, capacity)
+    sparse = attention_macs(batch, num_queries, num_tokens, dim, num_heads, kept_pairs)
     return dense >= SPARSE_MIN_DENSE_MACS and sparse <= SPARSE_MAX_COST_RATIO * dense
 
 
@@ -239,7 +239,7 @@ class SampledCrossAttention(nn.Module):
             raise ValueError(f"keep mask is {tuple(keep.shape)}; expected (B, Q, n) = "
                              f"{(b, nq, n)}")
         if self.impl == "auto" and not prefers_sparse(
-            b, nq, n, d, self.num_heads, capacity=int(keep.sum(-1).max())
+            b, nq, n, d, self.num_heads, kept_pairs=int(keep.sum())
         ):
             return self._dense(query, memory, keep, pos)
         return self._sparse(query, memory, keep, pos)
@@ -278,7 +278,8 @@ class SampledCrossAttention(nn.Module):
         bias = bias.masked_fill(~kept.valid[:, None, :], float("-inf"))
         rows = kept.tokens + (kept.order // nq * n)[:, None]  # into memory as (B * n, d)
         chunks = plan_chunks(kept.counts, d, memory.element_size())
-        mixed = GatheredAttention.apply(folded, bias, memory.reshape(b * n, d), rows, chunks)
+        flat = memory.reshape(b * n, d).contiguous()  # gathers read whole rows
+        mixed = GatheredAttention.apply(folded, bias, flat, rows, chunks)
         # Values by linearity: sum a (W_V v + b_V) = W_V (sum a v) + b_V, per head.
         out = torch.einsum("rhd,hed->rhe", mixed, self.v_proj.weight.view(h, dh, d))
         out = (out + self.v_proj.bias.view(h, dh))[kept.order.argsort()]  # back to (b, q) order
