@@ -1,6 +1,7 @@
 """The fast paths give the reference's results (issue #6): low-resolution sampling logits,
-sparse sampled cross-attention, the whole model."""
+sparse sampled cross-attention, the whole model; and the `bench` verb runs."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from boltzformer import build_model
+from boltzformer.cli import main
 from boltzformer.modeling.attention import (
     SampledCrossAttention,
     gather_index,
@@ -203,3 +205,28 @@ def test_whole_model_outputs_and_gradients_are_the_same_with_sparse_and_dense_at
     for name, g in dense_grads.items():
         atol = 1e-5 if "k_proj.bias" in name else 1e-4
         torch.testing.assert_close(sparse_grads[name], g, rtol=1e-3, atol=atol, msg=name)
+
+
+# --- the bench verb -------------------------------------------------------------------------
+def test_bench_cli_smoke(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--preset", "tiny", "--sizes", "128,256", "--decoder-only",
+                 "--repeats", "1", "--warmup", "0", "--json", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "boltzmann-fast" in printed and "Exponent" in printed
+    result = json.loads(out.read_text())
+    assert {r["mode"] for r in result["results"]} == {
+        "full", "masked", "boltzmann-reference", "boltzmann-fast"}
+    assert {r["size"] for r in result["results"]} == {128, 256}
+    row = {(r["size"], r["mode"]): r for r in result["results"]}
+    for size in (128, 256):
+        for r in (row[size, m] for m in ("full", "boltzmann-fast")):
+            assert r["forward_seconds"] > 0 and r["forward_backward_seconds"] > 0
+            assert r["peak_memory_bytes"]["forward_backward"] > 0
+            assert r["flops"]["total_forward_backward"] > r["flops"]["total_forward"] > 0
+    fast, full = row[256, "boltzmann-fast"]["flops"], row[256, "full"]["flops"]
+    assert 0 < fast["attention_forward"] < full["attention_forward"]
+    assert 0 < fast["attention_forward_backward"] < full["attention_forward_backward"]
+    assert result["command"].startswith("boltzformer bench --preset tiny --sizes 128,256")
+    assert result["agreement"][0]["keep_mask_mismatches"] == 0

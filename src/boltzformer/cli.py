@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Verbs in the order `--help` lists them; each names a module in boltzformer.commands.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("bench",)
 
 
 def build_parser() -> argparse.ArgumentParser:
