@@ -510,7 +510,8 @@ _SCALED_METRICS: dict[str, Callable[[dict], float]] = {
 
 
 def scaling(rows: list[dict]) -> list[dict[str, Any]]:
-    """Per part and mode: the exponent a of metric ~ tokens^a over the measured sizes."""
+    """Per part and mode: the exponent a of metric ~ tokens^a, fitted over all measured sizes
+    ("fit") and between the two largest ("largest_pair", where fixed costs matter least)."""
     out = []
     for part, mode in dict.fromkeys((r["part"], r["mode"]) for r in rows):
         mine = sorted((r for r in rows if (r["part"], r["mode"]) == (part, mode)),
@@ -518,7 +519,9 @@ def scaling(rows: list[dict]) -> list[dict[str, Any]]:
         tokens = [r["tokens"] for r in mine]
         entry: dict[str, Any] = {"part": part, "mode": mode, "tokens": tokens}
         for name, get in _SCALED_METRICS.items():
-            entry[name] = fit_exponent(tokens, [get(r) for r in mine])
+            values = [get(r) for r in mine]
+            entry[name] = {"fit": fit_exponent(tokens, values),
+                           "largest_pair": fit_exponent(tokens[-2:], values[-2:])}
         out.append(entry)
     return out
 
@@ -559,12 +562,14 @@ def format_report(result: dict[str, Any]) -> str:
                 f"| {g('forward_backward_time_fast_over_full')} |"
             )
     if any(e["tokens"][1:] for e in result["scaling"]):
-        lines += ["", "Exponent a in metric ~ tokens^a (tokens of the finest level, ~ pixels):",
-                  "", "| part | mode | fwd time | fwd+bwd time | attn FLOPs f+b | total FLOPs "
+        lines += ["", "Exponent a in metric ~ tokens^a (tokens of the finest level, ~ pixels), "
+                  "fitted over all sizes / between the two largest:", "",
+                  "| part | mode | fwd time | fwd+bwd time | attn FLOPs f+b | total FLOPs "
                   "f+b | peak memory f+b |", "|---|---|---:|---:|---:|---:|---:|"]
         for e in result["scaling"]:
             def x(key: str, e: dict = e) -> str:
-                return "-" if e[key] is None else f"{e[key]:.2f}"
+                return " / ".join("-" if e[key][k] is None else f"{e[key][k]:.2f}"
+                                  for k in ("fit", "largest_pair"))
 
             lines.append(
                 f"| {e['part']} | {e['mode']} | {x('forward_seconds')} "
