@@ -21,6 +21,16 @@ from boltzformer.modeling.position import sine_positions
 from boltzformer.modeling.sampling import boltzmann_distribution, temperature
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests run many small ops; on a busy machine every multi-threaded op can wait a
+    scheduler slice for its second thread, so they run on one."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _decoder(**sampling) -> BoltzFormerDecoder:
     torch.manual_seed(0)
     dec = BoltzFormerDecoder(hidden_dim=32, mask_dim=24, num_queries=6, num_heads=4,
