@@ -13,6 +13,31 @@ from boltzformer.modeling.pixel_decoder import PixelDecoder
 from boltzformer.modeling.text_encoder import build_text_encoder
 
 
+def build_decoder(config: BoltzFormerConfig) -> BoltzFormerDecoder:
+    """The transformer decoder of `config` alone, freshly initialised."""
+    return BoltzFormerDecoder(
+        hidden_dim=config.hidden_dim,
+        mask_dim=config.mask_dim,
+        num_queries=config.num_queries,
+        num_heads=config.num_heads,
+        ffn_dim=config.ffn_dim,
+        num_layers=config.num_layers,
+        num_levels=config.num_levels,
+        text_prior=config.text_prior,
+        dropout=config.dropout,
+        sampling=SamplingSettings(
+            attention=config.attention,
+            sampler=config.sampler,
+            ratio=config.sampling_ratio,
+            tau0=config.tau0,
+            keep_threshold=config.keep_threshold,
+            mask_threshold=config.mask_threshold,
+            logits=config.sampling_logits,
+        ),
+        attention_impl=config.attention_impl,
+    )
+
+
 def build_from_config(config: BoltzFormerConfig) -> BoltzFormer:
     """Instantiate every component of `config` with freshly initialised weights."""
     backbone = TimmBackbone(
@@ -34,27 +59,7 @@ def build_from_config(config: BoltzFormerConfig) -> BoltzFormer:
         layers=config.text_layers,
         vocab_size=config.text_vocab_size,
     )
-    decoder = BoltzFormerDecoder(
-        hidden_dim=config.hidden_dim,
-        mask_dim=config.mask_dim,
-        num_queries=config.num_queries,
-        num_heads=config.num_heads,
-        ffn_dim=config.ffn_dim,
-        num_layers=config.num_layers,
-        num_levels=config.num_levels,
-        text_prior=config.text_prior,
-        dropout=config.dropout,
-        sampling=SamplingSettings(
-            attention=config.attention,
-            sampler=config.sampler,
-            ratio=config.sampling_ratio,
-            tau0=config.tau0,
-            keep_threshold=config.keep_threshold,
-            mask_threshold=config.mask_threshold,
-            logits=config.sampling_logits,
-        ),
-        attention_impl=config.attention_impl,
-    )
+    decoder = build_decoder(config)
     pigma = PiGMA(config.num_queries, channels=config.pigma_channels, correction=config.pigma)
     return BoltzFormer(
         config=config,

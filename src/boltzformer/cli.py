@@ -12,7 +12,7 @@ import sys
 
 # Verbs in the order `--help` lists them; each names a module in boltzformer.commands.
 COMMANDS: tuple[str, ...] = (
-    "demo", "synth", "train", "evaluate", "predict", "visualize", "study", "presets",
+    "demo", "synth", "train", "evaluate", "predict", "visualize", "study", "bench", "presets",
 )
 
 

@@ -48,7 +48,7 @@ class BoltzFormerConfig:
     keep_threshold: float = 1.1
     mask_threshold: float = 0.5
     sampling_logits: str = "lowres"
-    attention_impl: str = "dense"
+    attention_impl: str = "auto"
     # Mask aggregation
     pigma: bool = True
     pigma_channels: int = 10

@@ -1,11 +1,82 @@
-"""Sine positional encoding of a 2D token grid (as in DETR and Mask2Former)."""
+"""Sine positional encoding of a 2D token grid (as in DETR and Mask2Former).
+
+The encoding is separable: the first half of a token's vector depends only on its row, the
+second half only on its column. `GridPositions` keeps the two halves apart, so a dot product
+with the encoding of any token costs two table look-ups instead of a d-vector.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class GridPositions:
+    """Positional encoding of an (h, w) grid stored as pos[y * w + x] = [rows[y], cols[x]].
+
+    rows: (h, d_r); cols: (w, d - d_r). Holds no gradient (a fixed encoding).
+    """
+
+    rows: Tensor
+    cols: Tensor
+
+    @property
+    def dim(self) -> int:
+        return self.rows.shape[1] + self.cols.shape[1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.rows.shape[0] * self.cols.shape[0]
+
+    def to(self, dtype: torch.dtype) -> GridPositions:
+        return GridPositions(self.rows.to(dtype), self.cols.to(dtype))
+
+    def dense(self) -> Tensor:
+        """The full (h * w, d) encoding, row-major."""
+        h, w = self.rows.shape[0], self.cols.shape[0]
+        return torch.cat(
+            [self.rows[:, None, :].expand(h, w, -1), self.cols[None, :, :].expand(h, w, -1)],
+            dim=-1,
+        ).reshape(h * w, self.dim)
+
+    def dot(self, vectors: Tensor, tokens: Tensor) -> Tensor:
+        """vectors (R, k, d), tokens (R, K) flat grid indices -> (R, k, K) vector . pos[token].
+
+        Exact and O(R k (h + w) d + R k K): each vector is dotted with the h row and w column
+        halves once, then the pairs are looked up.
+        """
+        split = self.rows.shape[1]
+        w = self.cols.shape[0]
+        by_row = vectors[..., :split] @ self.rows.T  # (R, k, h)
+        by_col = vectors[..., split:] @ self.cols.T  # (R, k, w)
+        k = vectors.shape[1]
+        row_of = (tokens // w)[:, None, :].expand(-1, k, -1)
+        col_of = (tokens % w)[:, None, :].expand(-1, k, -1)
+        return by_row.gather(2, row_of) + by_col.gather(2, col_of)
+
+
+def sine_positions(
+    height: int, width: int, dim: int, *, device: torch.device | None = None,
+    temperature: float = 10000.0,
+) -> GridPositions:
+    """The sine encoding of a (height, width) grid, half of `dim` for y and half for x."""
+    if dim % 4:
+        raise ValueError(f"positional encoding dim must be divisible by 4, got {dim}")
+    half = dim // 2
+    scale = 2 * math.pi
+    y = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height * scale
+    x = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * scale
+    freq = temperature ** (2 * torch.arange(half // 2, device=device) / half)
+    py = y[:, None] / freq  # (h, half/2)
+    px = x[:, None] / freq  # (w, half/2)
+    return GridPositions(
+        rows=torch.cat([py.sin(), py.cos()], dim=-1),  # (h, half)
+        cols=torch.cat([px.sin(), px.cos()], dim=-1),  # (w, half)
+    )
 
 
 def sine_position_encoding(
@@ -13,19 +84,4 @@ def sine_position_encoding(
     temperature: float = 10000.0,
 ) -> Tensor:
     """Return (height * width, dim) fixed encodings, half for y and half for x, row-major."""
-    if dim % 4:
-        raise ValueError(f"positional encoding dim must be divisible by 4, got {dim}")
-    half = dim // 2
-    scale = 2 * math.pi
-    y = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height * scale
-    x = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * scale
-    freq = temperature ** (2 * (torch.arange(half // 2, device=device) ) / half)
-    py = y[:, None] / freq  # (h, half/2)
-    px = x[:, None] / freq  # (w, half/2)
-    py = torch.cat([py.sin(), py.cos()], dim=-1)  # (h, half)
-    px = torch.cat([px.sin(), px.cos()], dim=-1)  # (w, half)
-    pos = torch.cat(
-        [py[:, None, :].expand(height, width, half), px[None, :, :].expand(height, width, half)],
-        dim=-1,
-    )
-    return pos.reshape(height * width, dim)
+    return sine_positions(height, width, dim, device=device, temperature=temperature).dense()

@@ -1,0 +1,126 @@
+"""`boltzformer bench`: time, FLOPs and memory of each attention mode (see benchmark.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from boltzformer.benchmark import (
+    MODES,
+    PARTS,
+    BenchSettings,
+    format_report,
+    run_benchmark,
+    steps_per_workload,
+    torch_threads,
+)
+from boltzformer.config import PRESETS
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 512,1024, got {text!r}"
+        ) from None
+
+
+def _names(allowed: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(t.strip() for t in text.split(",") if t.strip())
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(allowed)}"
+            )
+        return names
+
+    return parse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure time, FLOPs and memory of each attention mode",
+        description=(
+            "Measure the decoder alone (random features of the right shapes) and the whole "
+            "model (random weights, random image) in each attention mode: full, masked "
+            "(threshold 0.5), boltzmann-reference (what the authors' release computes: "
+            "full-resolution logits per layer, dense masked attention) and boltzmann-fast "
+            "(low-resolution logits, sparse attention). Reports forward and forward+backward "
+            "time (median of repeats after warm-up, modes interleaved), FLOPs counted by "
+            "torch.utils.flop_counter (total and inside cross-attention), peak memory, the "
+            "fast/full and fast/reference ratios, and how each metric grows with input size."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--preset", default="paper-hiera-s", choices=sorted(PRESETS),
+                        help="model configuration to measure")
+    parser.add_argument("--sizes", type=_ints, default="256,512",
+                        help="input sizes in pixels (square, multiples of 32), comma-separated")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="skip the whole model (its backbone dominates and is slow on CPU)")
+    parser.add_argument("--model-only", action="store_true", help="skip the decoder alone")
+    parser.add_argument("--modes", type=_names(tuple(MODES)), default=",".join(MODES),
+                        help="comma-separated attention modes")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per mode first")
+    parser.add_argument("--batch", type=int, default=1, help="images per batch")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads; none given: torch's choice, one per core")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory runs (they are slower than plain runs)")
+    parser.add_argument("--seed", type=int, default=0, help="weights, inputs and sampling")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT",
+                        help="also write every measurement to this JSON file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def command_line(args: argparse.Namespace, parts: tuple[str, ...]) -> str:
+    """The command that repeats this run, every setting spelled out."""
+    words = ["boltzformer", "bench", "--preset", args.preset,
+             "--sizes", ",".join(map(str, args.sizes)), "--modes", ",".join(args.modes),
+             "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+             "--batch", str(args.batch), "--device", args.device, "--seed", str(args.seed)]
+    if parts != PARTS:
+        words.append("--decoder-only" if parts == ("decoder",) else "--model-only")
+    if args.threads is not None:
+        words += ["--threads", str(args.threads)]
+    if args.no_memory:
+        words.append("--no-memory")
+    if args.json is not None:
+        words += ["--json", str(args.json)]
+    return " ".join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.decoder_only and args.model_only:
+        raise ValueError("--decoder-only and --model-only exclude each other; give one")
+    parts = ("decoder",) if args.decoder_only else ("model",) if args.model_only else PARTS
+    settings = BenchSettings(
+        preset=args.preset, sizes=args.sizes, parts=parts, modes=args.modes,
+        repeats=args.repeats, warmup=args.warmup, batch=args.batch, seed=args.seed,
+        device=args.device, memory=not args.no_memory,
+    )
+    from tqdm import tqdm
+
+    total = steps_per_workload(settings) * len(settings.parts) * len(settings.sizes)
+    with torch_threads(args.threads), tqdm(total=total, disable=args.quiet,
+                                           file=sys.stderr, unit="step") as bar:
+        def progress(label: str) -> None:
+            bar.set_description(label)
+            bar.update()
+
+        result = run_benchmark(settings, progress)
+    result["command"] = command_line(args, parts)
+    print(format_report(result))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
