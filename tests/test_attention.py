@@ -1,5 +1,6 @@
 """Cross-attention restricted to the sampled set (paper Step 2) and the attention modes."""
 
+import pytest
 import torch
 
 from boltzformer import build_model
@@ -13,24 +14,25 @@ def _inputs(seed=0, b=2, q=3, n=20, d=16):
             torch.randn(b, n, d, generator=g))
 
 
-def test_tokens_outside_the_sampled_set_do_not_affect_a_query():
+@pytest.mark.parametrize("impl", ["dense", "sparse"])
+def test_tokens_outside_the_sampled_set_do_not_affect_a_query(impl):
     torch.manual_seed(0)
-    attn = SampledCrossAttention(16, 4)
-    query, pos, mem = _inputs()
+    attn = SampledCrossAttention(16, 4, impl=impl)
+    query, _, mem = _inputs()
     keep = torch.rand(2, 3, 20) < 0.3
     keep[..., 0] = True
-    base = attn(query, mem + pos, mem, keep)
+    base = attn(query, mem, keep)
     outside = (~keep[0, 1]).nonzero()[0, 0]
     inside = keep[0, 1].nonzero()[0, 0]
 
     mem2 = mem.clone()
     mem2[0, outside] += 10.0
-    out = attn(query, mem2 + pos, mem2, keep)
-    assert torch.allclose(out[0, 1], base[0, 1], atol=1e-6)
+    out = attn(query, mem2, keep)
+    assert torch.allclose(out[0, 1], base[0, 1], atol=1e-5)
 
     mem3 = mem.clone()
     mem3[0, inside] += 10.0
-    out = attn(query, mem3 + pos, mem3, keep)
+    out = attn(query, mem3, keep)
     assert not torch.allclose(out[0, 1], base[0, 1], atol=1e-3)
 
 
@@ -59,7 +61,8 @@ def test_masked_mode_keeps_exactly_the_tokens_at_or_above_one_half():
     q = torch.randn(2, 10, 128, generator=g)
     semantic = torch.randn(2, 128, 16, 16, generator=g)
     level = torch.nn.functional.interpolate(semantic, size=(4, 4), mode="bilinear")
-    keep = dec._keep(q, 0, semantic, level, None)
+    logits = dec.level_logits(q, semantic, level, (4, 4))
+    keep = dec._keep(logits, 0, None)
     with torch.no_grad():
         probs = MaskHead.logits(dec.mask_head.embed(q), level).sigmoid()
     expected = probs >= 0.5
