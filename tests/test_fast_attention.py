@@ -139,6 +139,22 @@ def test_sparse_attention_matches_dense_across_chunk_boundaries(monkeypatch):
                                atol=1e-5)
 
 
+def test_sparse_attention_follows_autocast_like_dense():
+    torch.manual_seed(0)
+    attn = SampledCrossAttention(32, 4)
+    query, memory, keep, pos = _attention_inputs()
+    outs = {}
+    for impl in ("dense", "sparse"):
+        attn.impl = impl
+        memory_leaf = memory.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = attn(query, memory_leaf, keep, pos)
+        out.float().sum().backward()
+        assert out.dtype == torch.bfloat16 and memory_leaf.grad.dtype == torch.float32
+        outs[impl] = out.float()
+    torch.testing.assert_close(outs["sparse"], outs["dense"], rtol=3e-2, atol=3e-2)
+
+
 def test_gather_index_packs_each_querys_kept_tokens_sorted_by_count():
     keep = torch.tensor([[[1, 0, 1, 1], [0, 0, 0, 1]], [[1, 1, 1, 1], [0, 1, 0, 0]]]).bool()
     kept = gather_index(keep)

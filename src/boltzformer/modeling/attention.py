@@ -141,13 +141,17 @@ class GatheredAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, q: Tensor, bias: Tensor, x: Tensor, rows: Tensor,
                 chunks: Chunks) -> Tensor:
+        if not q.dtype == bias.dtype == x.dtype:
+            raise ValueError(f"q, bias and x must share a dtype, got {q.dtype}, {bias.dtype}, "
+                             f"{x.dtype}")
         out = q.new_empty(q.shape)
         probs = torch.zeros_like(bias)
-        for lo, hi, cap, xs in _gathered_chunks(x, rows, chunks):
-            scores = torch.baddbmm(bias[lo:hi, :, :cap], q[lo:hi], xs.transpose(1, 2))
-            p = torch.softmax(scores, -1)
-            probs[lo:hi, :, :cap] = p
-            torch.bmm(p, xs, out=out[lo:hi])
+        with torch.autocast(x.device.type, enabled=False):  # dtypes are fixed by the caller
+            for lo, hi, cap, xs in _gathered_chunks(x, rows, chunks):
+                scores = torch.baddbmm(bias[lo:hi, :, :cap], q[lo:hi], xs.transpose(1, 2))
+                p = torch.softmax(scores, -1, dtype=torch.float32).to(scores.dtype)
+                probs[lo:hi, :, :cap] = p
+                torch.bmm(p, xs, out=out[lo:hi])
         ctx.save_for_backward(q, x, rows, probs)
         ctx.chunks = chunks
         return out
@@ -156,6 +160,12 @@ class GatheredAttention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         q, x, rows, probs = ctx.saved_tensors
+        with torch.autocast(x.device.type, enabled=False):
+            return GatheredAttention._backward(ctx, grad_out.to(q.dtype), q, x, rows, probs)
+
+    @staticmethod
+    def _backward(ctx: FunctionCtx, grad_out: Tensor, q: Tensor, x: Tensor, rows: Tensor,
+                  probs: Tensor) -> tuple[Tensor | None, ...]:
         need_q, need_bias, need_x = ctx.needs_input_grad[:3]
         grad_q = torch.empty_like(q) if need_q else None
         grad_bias = torch.zeros_like(probs) if need_bias else None
@@ -278,8 +288,12 @@ class SampledCrossAttention(nn.Module):
         bias = bias.masked_fill(~kept.valid[:, None, :], float("-inf"))
         rows = kept.tokens + (kept.order // nq * n)[:, None]  # into memory as (B * n, d)
         chunks = plan_chunks(kept.counts, d, memory.element_size())
-        flat = memory.reshape(b * n, d).contiguous()  # gathers read whole rows
-        mixed = GatheredAttention.apply(folded, bias, flat, rows, chunks)
+        # One compute dtype: autocast's where it is on (as SDPA would run), else memory's.
+        device = query.device.type
+        dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
+                 else memory.dtype)
+        flat = memory.reshape(b * n, d).contiguous().to(dtype)  # gathers read whole rows
+        mixed = GatheredAttention.apply(folded.to(dtype), bias.to(dtype), flat, rows, chunks)
         # Values by linearity: sum a (W_V v + b_V) = W_V (sum a v) + b_V, per head.
         out = torch.einsum("rhd,hed->rhe", mixed, self.v_proj.weight.view(h, dh, d))
         out = (out + self.v_proj.bias.view(h, dh))[kept.order.argsort()]  # back to (b, q) order
