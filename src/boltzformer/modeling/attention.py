@@ -287,12 +287,12 @@ class SampledCrossAttention(nn.Module):
             bias = bias + pos.to(folded.dtype).dot(folded, kept.tokens)
         bias = bias.masked_fill(~kept.valid[:, None, :], float("-inf"))
         rows = kept.tokens + (kept.order // nq * n)[:, None]  # into memory as (B * n, d)
-        chunks = plan_chunks(kept.counts, d, memory.element_size())
         # One compute dtype: autocast's where it is on (as SDPA would run), else memory's.
         device = query.device.type
         dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
                  else memory.dtype)
         flat = memory.reshape(b * n, d).contiguous().to(dtype)  # gathers read whole rows
+        chunks = plan_chunks(kept.counts, d, flat.element_size())
         mixed = GatheredAttention.apply(folded.to(dtype), bias.to(dtype), flat, rows, chunks)
         # Values by linearity: sum a (W_V v + b_V) = W_V (sum a v) + b_V, per head.
         out = torch.einsum("rhd,hed->rhe", mixed, self.v_proj.weight.view(h, dh, d))
