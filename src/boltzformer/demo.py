@@ -31,8 +31,6 @@ from boltzformer.train.config import DataConfig, LoopConfig, ModelSpec, OptimCon
 from boltzformer.train.trainer import train
 from boltzformer.viz import GridItem, prediction_grid, sampling_figure
 
-SMALL_AREA = 0.01  # the paper's Table 2 split: small objects cover < 1 % of the image
-
 
 @dataclass(frozen=True)
 class DemoSettings:
@@ -65,8 +63,8 @@ def _train_config(s: DemoSettings, data_dir: Path) -> TrainConfig:
 def _pick_examples(rows: list[dict], count: int) -> list[int]:
     """Indices of test samples to draw: mostly small objects, varied targets, and a few large."""
     order = sorted(range(len(rows)), key=lambda i: rows[i]["area"])
-    small = [i for i in order if 0 < rows[i]["area"] < SMALL_AREA]
-    large = [i for i in order if rows[i]["area"] >= SMALL_AREA]
+    small = [i for i in order if rows[i]["size"] == "small"]
+    large = [i for i in order if rows[i]["size"] == "large"]
     picked: list[int] = []
     seen: set[str] = set()
     for i in small[::-1]:  # larger small objects first: easiest to see in a thumbnail
@@ -94,7 +92,7 @@ def _figures(model: BoltzFormer, test: BiomedParseDataset, rows: list[dict], out
 
     # The sampling figure: the smallest chest nodule the model found best, else any small one.
     nodules = [i for i, r in enumerate(rows) if r["target"] == "nodule" and r["area"] > 0]
-    pool = nodules or [i for i, r in enumerate(rows) if 0 < r["area"] < SMALL_AREA]
+    pool = nodules or [i for i, r in enumerate(rows) if r["size"] == "small"]
     best = max(pool, key=lambda i: (rows[i]["dice"], -rows[i]["area"]))
     sample = test[best]
     image = sample["image"].permute(1, 2, 0).numpy().astype(np.uint8)
