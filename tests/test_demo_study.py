@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from boltzformer.cli import main
 from boltzformer.demo import DemoSettings, run_demo
 from boltzformer.study import TABLES, StudySettings, plan
@@ -46,3 +48,22 @@ def test_quick_study_writes_every_table_and_resumes(tmp_path, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in results}
     assert main(["study", str(out), "--quick"]) == 0  # finished runs are not redone
     assert {p: p.stat().st_mtime_ns for p in results} == stamps
+
+
+def test_parallel_jobs_give_the_same_runs_as_one_at_a_time(tmp_path):
+    """--jobs trains cells in separate processes; each run is still its own seeded run."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ["--quick", "--tables", "table3_attention"]
+    assert main(["study", str(one), *args]) == 0
+    assert main(["study", str(two), *args, "--jobs", "2"]) == 0
+
+    def read(out):
+        return {p.parent.name: json.loads(p.read_text())
+                for p in (out / "runs").glob("*/result.json")}
+
+    serial, parallel = read(one), read(two)
+    assert set(serial) == set(parallel) == {"attention=full-s0", "attention=masked-s0",
+                                            "boltzmann-s0"}
+    for key in serial:
+        for metric in ("small", "large", "all"):
+            assert parallel[key][metric] == pytest.approx(serial[key][metric], abs=0.01), key

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
+import os
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -102,9 +105,10 @@ class StudySettings:
     ablation_seeds: int = 2
     images: int = 600
     image_size: int = 128
-    steps: int = 600
+    steps: int = 800
     batch_size: int = 8
-    workers: int = 2
+    workers: int = 2  # DataLoader workers, shared among the parallel jobs
+    jobs: int = 2  # runs trained at once, each in its own process with cpus / jobs threads
     tables: tuple[str, ...] = tuple(t.name for t in TABLES)
     progress: bool = True
 
@@ -112,7 +116,7 @@ class StudySettings:
     def quick(cls, out_dir: Path, **kw: Any) -> StudySettings:
         """A minutes-long smoke version: every table, one seed, a few steps, tiny data."""
         values = dict(seeds=1, ablation_seeds=1, images=16, image_size=96, steps=3,
-                      batch_size=4, workers=0)
+                      batch_size=4, workers=0, jobs=1)
         values.update(kw)
         return cls(out_dir=out_dir, **values)
 
@@ -132,7 +136,7 @@ def _train_config(s: StudySettings, data: Path, variant: Variant, seed: int) -> 
     overrides = {"image_size": s.image_size, **variant.overrides}
     return TrainConfig(
         model=ModelSpec(preset="tiny", overrides=overrides),
-        data=DataConfig(root=str(data), workers=s.workers,
+        data=DataConfig(root=str(data), workers=s.workers // s.jobs,
                         prompt=CONSTANT_PROMPT if variant.constant_prompt else None),
         optim=OptimConfig(warmup_steps=min(50, s.steps // 10)),
         train=LoopConfig(batch_size=s.batch_size, epochs=1000, patience=None,
@@ -167,20 +171,41 @@ def run_cell(s: StudySettings, data: Path, variant: Variant, seed: int) -> dict[
     return out
 
 
+def _init_job(threads: int) -> None:
+    """A parallel job's process: its share of the CPU threads."""
+    torch.set_num_threads(threads)
+
+
 def run_study(s: StudySettings) -> dict[str, Path]:
-    """Run every cell (resuming), then write the tables, the figure and the summary."""
+    """Run every cell (resuming; `s.jobs` at a time), then write the tables, the figure and
+    the summary."""
+    if s.jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {s.jobs}")
     s.out_dir.mkdir(parents=True, exist_ok=True)
     data = s.out_dir / "data"
     if not (data / "test.json").is_file():
         generate_phantoms(data, images=s.images, size=max(96, s.image_size), seed=0,
                           progress=s.progress)
-    cells = plan(s)
+    todo = list({(v.key, seed): (v, seed) for _table, v, seed in plan(s)}.values())
     results: dict[tuple[str, int], dict[str, Any]] = {}
-    bar = tqdm(cells, desc="study", unit="run", disable=not s.progress)
-    for _table, variant, seed in bar:
-        bar.set_postfix_str(f"{variant.key} s{seed}")
-        if (variant.key, seed) not in results:
+    bar = tqdm(total=len(todo), desc="study", unit="run", disable=not s.progress)
+    if s.jobs == 1:
+        for variant, seed in todo:
+            bar.set_postfix_str(f"{variant.key} s{seed}")
             results[(variant.key, seed)] = run_cell(s, data, variant, seed)
+            bar.update()
+    else:  # independent runs in parallel processes: more images/s than one run on all cores
+        threads = max(1, (os.cpu_count() or 1) // s.jobs)
+        with ProcessPoolExecutor(s.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_job, initargs=(threads,)) as pool:
+            futures = {pool.submit(run_cell, s, data, variant, seed): (variant, seed)
+                       for variant, seed in todo}
+            for future in as_completed(futures):
+                variant, seed = futures[future]
+                results[(variant.key, seed)] = future.result()
+                bar.set_postfix_str(f"done {variant.key} s{seed}")
+                bar.update()
+    bar.close()
     return write_tables(s, results)
 
 
@@ -253,11 +278,12 @@ def _figure(s: StudySettings, sections: list) -> Path:
 
 
 def _summary(s: StudySettings, tables: list[str]) -> Path:
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads() if s.jobs == 1 else max(1, (os.cpu_count() or 1) // s.jobs)
     head = [
         "# BoltzFormer study on the built-in phantom benchmark", "",
         f"- date: {date.today().isoformat()}",
-        f"- machine: {platform.machine()}, {threads} torch CPU threads, "
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs; {s.jobs} run(s) at once, "
+        f"{threads} torch thread(s) each; "
         f"{platform.python_implementation()} {platform.python_version()}, torch "
         f"{torch.__version__}",
         f"- budget per run: {s.steps} steps of batch {s.batch_size} at "
