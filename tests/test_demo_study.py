@@ -67,3 +67,10 @@ def test_parallel_jobs_give_the_same_runs_as_one_at_a_time(tmp_path):
     for key in serial:
         for metric in ("small", "large", "all"):
             assert parallel[key][metric] == pytest.approx(serial[key][metric], abs=0.01), key
+
+
+def test_demo_rejects_a_bad_image_size_before_doing_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--image-size", "100"]) == 1
+    assert "--image-size must be a multiple of 32" in capsys.readouterr().err
+    assert not out.exists()
