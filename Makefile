@@ -17,14 +17,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests docs
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(VENV)/bin/boltzformer demo --out demo_output
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests docs
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
