@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "the paper's Tables 3-8 (attention mode, tau0, sampling ratio, queries, text prior, "
         "PiGMA) plus a constant-prompt control, over several seeds. Resumable: finished runs "
         "are kept. Writes one Markdown + CSV table per paper table, study.png and summary.md "
-        "into OUT_DIR. The full study takes about 2 hours on 2 CPU cores.",
+        "into OUT_DIR. The full study (32 runs) took 91 minutes on 2 CPU cores.",
         epilog="examples:\n  boltzformer study study_out\n  boltzformer study smoke --quick\n"
         "  boltzformer study study_out --tables table3_attention text_control --seeds 5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
