@@ -171,6 +171,11 @@ def run_cell(s: StudySettings, data: Path, variant: Variant, seed: int) -> dict[
     return out
 
 
+def _threads_per_job(s: StudySettings) -> int:
+    """Torch threads for each run: all of them for one job, else an equal share of the CPUs."""
+    return torch.get_num_threads() if s.jobs == 1 else max(1, (os.cpu_count() or 1) // s.jobs)
+
+
 def _init_job(threads: int) -> None:
     """A parallel job's process: its share of the CPU threads."""
     torch.set_num_threads(threads)
@@ -195,9 +200,8 @@ def run_study(s: StudySettings) -> dict[str, Path]:
             results[(variant.key, seed)] = run_cell(s, data, variant, seed)
             bar.update()
     else:  # independent runs in parallel processes: more images/s than one run on all cores
-        threads = max(1, (os.cpu_count() or 1) // s.jobs)
         with ProcessPoolExecutor(s.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_init_job, initargs=(threads,)) as pool:
+                                 initializer=_init_job, initargs=(_threads_per_job(s),)) as pool:
             futures = {pool.submit(run_cell, s, data, variant, seed): (variant, seed)
                        for variant, seed in todo}
             for future in as_completed(futures):
@@ -286,12 +290,13 @@ def _figure(s: StudySettings, sections: list) -> Path:
 
 
 def _summary(s: StudySettings, tables: list[str], runs: list[dict[str, Any]]) -> Path:
-    threads = torch.get_num_threads() if s.jobs == 1 else max(1, (os.cpu_count() or 1) // s.jobs)
+    tables_arg = ("" if set(s.tables) == {t.name for t in TABLES}
+                  else " --tables " + " ".join(s.tables))
     head = [
         "# BoltzFormer study on the built-in phantom benchmark", "",
         f"- date: {date.today().isoformat()}",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPUs; {s.jobs} run(s) at once, "
-        f"{threads} torch thread(s) each; "
+        f"{_threads_per_job(s)} torch thread(s) each; "
         f"{platform.python_implementation()} {platform.python_version()}, torch "
         f"{torch.__version__}",
         f"- budget per run: {s.steps} steps of batch {s.batch_size} at "
@@ -299,7 +304,7 @@ def _summary(s: StudySettings, tables: list[str], runs: list[dict[str, Any]]) ->
         f"images (80 % train, of which 20 % validation; 20 % test)",
         f"- seeds: {s.seeds} for the main tables, {min(s.seeds, s.ablation_seeds)} for ablations",
         f"- command: `boltzformer study OUT_DIR --seeds {s.seeds} --steps {s.steps} --images "
-        f"{s.images} --jobs {s.jobs}`",
+        f"{s.images} --jobs {s.jobs}{tables_arg}`",
         f"- time: {len(runs)} runs, {sum(r['minutes'] for r in runs):.0f} run-minutes of training"
         f" and evaluation ({s.jobs} at once)",
         "- Dice in %, mean ± std over seeds; small = object < 1 % of the image (paper Table 2);"
