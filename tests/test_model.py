@@ -6,6 +6,7 @@ import torch
 import boltzformer.modeling.mask_decoder as mask_decoder
 from boltzformer import BoltzFormer, BoltzFormerConfig, build_model, dice_bce_loss, get_preset
 from boltzformer.config import PRESETS
+from boltzformer.evaluate import dice_batch
 
 PROMPTS = ["nodule in lung CT", "left kidney in abdomen MRI"]
 
@@ -108,8 +109,7 @@ def test_config_round_trips_through_yaml_and_rejects_unknown_keys(tmp_path):
 
 
 def _dice(logits, target):
-    pred = (logits > 0).float()
-    return float(2 * (pred * target).sum() / (pred.sum() + target.sum()).clamp_min(1))
+    return float(dice_batch(logits > 0, target > 0.5)[0])
 
 
 def test_tiny_model_overfits_one_small_object_and_prompt():

@@ -20,12 +20,8 @@ import time
 import torch
 
 from boltzformer import build_model
+from boltzformer.evaluate import dice_batch
 from boltzformer.loss import dice_bce_loss
-
-
-def _dice(logits: torch.Tensor, target: torch.Tensor) -> float:
-    pred = (logits > 0).float()
-    return float(2 * (pred * target).sum() / (pred.sum() + target.sum() + 1e-6))
 
 
 def main() -> None:
@@ -59,7 +55,7 @@ def main() -> None:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                dice = [_dice(out.logits[i].detach(), targets[i]) for i in range(len(prompts))]
+                dice = dice_batch(out.logits.detach() > 0, targets > 0.5).tolist()
                 if min(dice) > 0.9:
                     reached = step
                     break
