@@ -47,16 +47,30 @@ class ImageFeatures:
 
         return ImageFeatures([rep(t) for t in self.levels], rep(self.semantic), rep(self.pixels))
 
+    def select(self, index: Tensor) -> ImageFeatures:
+        """(N, ...) -> (P, ...): row p holds image `index[p]`'s features, so P prompts share
+        N encoded images (index (P,) long, any order, repeats allowed). Gradients of the P
+        rows add up in their image's features."""
+
+        def pick(t: Tensor) -> Tensor:
+            return t.index_select(0, index.to(t.device))
+
+        return ImageFeatures([pick(t) for t in self.levels], pick(self.semantic),
+                             pick(self.pixels))
+
 
 @dataclass
 class BoltzFormerOutput:
     """logits (B, 1, H, W) at the input resolution (sigmoid -> probability);
     query_logits (B, Q, H/4, W/4), one mask per query; keep_masks, with return_sampling=True,
-    one (B, Q, h_l, w_l) bool per decoder layer (True = the query attended to that token)."""
+    one (B, Q, h_l, w_l) bool per decoder layer (True = the query attended to that token);
+    layer_logits, with return_layers=True, the (B, Q, H/4, W/4) prediction, with gradient,
+    that drove each decoder layer's sampling (for deep supervision)."""
 
     logits: Tensor
     query_logits: Tensor
     keep_masks: list[Tensor] | None = None
+    layer_logits: list[Tensor] | None = None
 
 
 class BoltzFormer(nn.Module):
@@ -111,6 +125,7 @@ class BoltzFormer(nn.Module):
         *,
         generator: torch.Generator | None = None,
         return_sampling: bool = False,
+        return_layers: bool = False,
     ) -> BoltzFormerOutput:
         """Decoder + PiGMA; logits come back at the resolution of `image.pixels`."""
         if text.tokens.shape[0] != image.semantic.shape[0]:
@@ -120,30 +135,43 @@ class BoltzFormer(nn.Module):
             )
         out = self.decoder(
             image.levels, image.semantic, text.tokens, text.padding,
-            generator=generator, return_sampling=return_sampling,
+            generator=generator, return_sampling=return_sampling, return_layers=return_layers,
         )
         logits = self.pigma(out.query_logits, image.pixels)
         logits = F.interpolate(
             logits, size=image.pixels.shape[-2:], mode="bilinear", align_corners=False
         )
-        return BoltzFormerOutput(logits, out.query_logits, out.keep_masks)
+        return BoltzFormerOutput(logits, out.query_logits, out.keep_masks, out.layer_logits)
 
     def forward(
         self,
         images: Tensor,
         prompts: list[str],
         *,
+        image_index: Tensor | None = None,
         generator: torch.Generator | None = None,
         return_sampling: bool = False,
+        return_layers: bool = False,
     ) -> BoltzFormerOutput:
-        """images (B, 3, H, W) in 0-255 and B prompts -> BoltzFormerOutput."""
-        if len(prompts) != images.shape[0]:
+        """images (N, 3, H, W) in 0-255 and P prompts -> BoltzFormerOutput for P pairs.
+
+        Without `image_index`, P == N: prompt i goes with image i. With it, (P,) long, prompt
+        p goes with image `image_index[p]`: each image is encoded once for all its prompts
+        (training with many prompts per image).
+        """
+        if image_index is None and len(prompts) != images.shape[0]:
             raise ValueError(
                 f"{len(prompts)} prompts for {images.shape[0]} images: give one prompt per image"
             )
+        features = self.encode_image(images)
+        if image_index is not None:
+            if image_index.shape != (len(prompts),):
+                raise ValueError(f"image_index must be ({len(prompts)},), one image per prompt; "
+                                 f"got {tuple(image_index.shape)}")
+            features = features.select(image_index)
         return self.decode(
-            self.encode_image(images), self.encode_text(prompts),
-            generator=generator, return_sampling=return_sampling,
+            features, self.encode_text(prompts),
+            generator=generator, return_sampling=return_sampling, return_layers=return_layers,
         )
 
     # --- checkpoints ------------------------------------------------------------------------

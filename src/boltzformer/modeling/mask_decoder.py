@@ -10,6 +10,11 @@ feature levels coarse to fine. Each layer:
 A mask head (LayerNorm -> 3-layer MLP -> dot product with S, Eq. 1/3/7) predicts before layer
 0 and after every layer; prediction l-1 drives the sampling of layer l. The three attention
 modes (`boltzmann`, `masked`, `full`) differ only in how `keep` is made.
+
+With `return_layers=True` (training with deep supervision) the predictions that drive the
+sampling are returned at S's resolution *with* gradient, so a loss can supervise each of them;
+the sampling then uses the same mask embedding, detached. Without it (inference) they are
+computed without gradient on the level grids only (the low-resolution fast path).
 """
 
 from __future__ import annotations
@@ -41,11 +46,13 @@ RESIZE_GROUP_BYTES = 4 * 2**20
 @dataclass
 class DecoderOutput:
     """query_logits (B, Q, Hs, Ws) at S's resolution; keep_masks one (B, Q, h_l, w_l) bool per
-    layer when asked for; queries (B, Q, d) after the last layer."""
+    layer when asked for; queries (B, Q, d) after the last layer; layer_logits, when asked
+    for, the L predictions (B, Q, Hs, Ws) with gradient that drove layers 0..L-1."""
 
     query_logits: Tensor
     queries: Tensor
     keep_masks: list[Tensor] | None = None
+    layer_logits: list[Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,29 @@ class BoltzFormerDecoder(nn.Module):
             MaskHead.logits(mu, semantic), size=size, mode="bilinear", align_corners=False
         )
 
+    def supervised_logits(
+        self, queries: Tensor, semantic: Tensor, semantic_at_level: Tensor | None,
+        size: tuple[int, int],
+    ) -> tuple[Tensor, Tensor | None]:
+        """A layer's prediction for deep supervision: (B, Q, Hs, Ws) logits with gradient, and
+        the sampling logits (B, Q, h, w) derived from that same prediction, detached (None
+        under full attention). "lowres" takes the detached mask embedding's dot product with
+        S at the grid, which equals the resized prediction (bilinear resizing is linear);
+        "reference" resizes the detached prediction itself."""
+        mu = self.mask_head.embed(queries)
+        prediction = MaskHead.logits(mu, semantic)
+        if self.sampling.attention == "full":
+            return prediction, None
+        with torch.no_grad():
+            if self.sampling.logits == "lowres":
+                if semantic_at_level is None or semantic_at_level.shape[-2:] != size:
+                    raise ValueError(f"lowres logits need S resized to the level grid {size}")
+                sampling = MaskHead.logits(mu.detach(), semantic_at_level)
+            else:
+                sampling = F.interpolate(prediction.detach(), size=size, mode="bilinear",
+                                         align_corners=False)
+        return prediction, sampling
+
     @torch.no_grad()
     def _resized_semantic(self, semantic: Tensor, sizes: list[torch.Size]) -> list[Tensor | None]:
         """S resized to every level's grid once per forward pass, where the sampling uses it
@@ -206,6 +236,7 @@ class BoltzFormerDecoder(nn.Module):
         *,
         generator: torch.Generator | None = None,
         return_sampling: bool = False,
+        return_layers: bool = False,
     ) -> DecoderOutput:
         """Decode.
 
@@ -215,6 +246,8 @@ class BoltzFormerDecoder(nn.Module):
             text: (B, T, d) text tokens; text_padding (B, T) bool.
             generator: drives the random sampling (reproducible when given).
             return_sampling: also return every layer's keep masks.
+            return_layers: also return, with gradient, the prediction before each layer
+                (deep supervision); the sampling then derives from those predictions.
         """
         b = semantic.shape[0]
         levels = levels[: self.num_levels]
@@ -236,13 +269,18 @@ class BoltzFormerDecoder(nn.Module):
             q = self.prior_ffn(q)
 
         keep_masks: list[Tensor] = []
+        layer_logits: list[Tensor] = []
         for layer in range(self.num_layers):
             lvl = layer % self.num_levels
             h, w = levels[lvl].shape[-2:]
+            if return_layers:
+                prediction, logits = self.supervised_logits(q, semantic, semantic_at[lvl], (h, w))
+                layer_logits.append(prediction)
+            elif self.sampling.attention != "full":
+                logits = self.level_logits(q, semantic, semantic_at[lvl], (h, w))
             if self.sampling.attention == "full":
                 keep = None
             else:
-                logits = self.level_logits(q, semantic, semantic_at[lvl], (h, w))
                 keep = self._keep(logits, layer, generator)
             if return_sampling:
                 keep_masks.append(
@@ -256,6 +294,7 @@ class BoltzFormerDecoder(nn.Module):
 
         query_logits = MaskHead.logits(self.mask_head.embed(q), semantic)  # Eq. 1/3
         return DecoderOutput(
-            query_logits=query_logits, queries=q, keep_masks=keep_masks if return_sampling
-            else None,
+            query_logits=query_logits, queries=q,
+            keep_masks=keep_masks if return_sampling else None,
+            layer_logits=layer_logits if return_layers else None,
         )

@@ -1,0 +1,235 @@
+"""The training recipe: deep supervision, many prompts per encoded image, a learnable toy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from boltzformer import build_model
+from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluate import dice_batch, unique_images
+from boltzformer.loss import deep_supervision_loss, layer_target, training_loss
+from boltzformer.train.data import EpochView, collate_groups, split_by_image
+
+
+def _tiny(**kw):
+    torch.manual_seed(0)
+    return build_model("tiny", image_size=64, num_layers=3, **kw)
+
+
+# --- deep supervision ------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ["query", "mean"])
+def test_every_layer_prediction_receives_gradient(target):
+    model = _tiny().train()
+    x = torch.rand(2, 3, 64, 64) * 255
+    mask = (torch.rand(2, 1, 64, 64) > 0.95).float()
+    out = model(x, ["nodule in lung CT", "tumor in liver CT"], return_layers=True)
+    assert len(out.layer_logits) == model.decoder.num_layers
+    for logits in out.layer_logits:
+        assert logits.shape == (2, 10, 16, 16) and logits.requires_grad
+        logits.retain_grad()
+    loss, aux = training_loss(out.logits, mask, out.layer_logits, target=target)
+    loss.backward()
+    assert aux is not None and float(aux.detach()) > 0
+    for layer, logits in enumerate(out.layer_logits):
+        assert logits.grad is not None and logits.grad.abs().sum() > 0, f"layer {layer}"
+    # The first prediction comes from the text-conditioned prior alone: its gradient reaches
+    # the prior and the text encoder, which the final loss alone reaches only through layers.
+    assert model.decoder.prior_attn.attn.in_proj_weight.grad.abs().sum() > 0
+
+
+def test_without_deep_supervision_the_loss_is_the_papers():
+    logits = torch.randn(2, 1, 16, 16)
+    mask = (torch.rand(2, 1, 16, 16) > 0.8).float()
+    total, aux = training_loss(logits, mask, None)
+    p = logits.sigmoid()
+    dice = 1 - ((2 * (p * mask).flatten(1).sum(1) + 1)
+                / (p.flatten(1).sum(1) + mask.flatten(1).sum(1) + 1))
+    bce = F.binary_cross_entropy_with_logits(logits, mask)
+    assert aux is None and torch.allclose(total, dice.mean() + bce)
+
+
+def test_deep_supervision_targets_and_weight():
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[0, 0, 5, 6] = 1  # one pixel: still a target in its cell at low resolution
+    assert layer_target(mask, (4, 4))[0, 0].nonzero().tolist() == [[2, 3]]
+    layers = [torch.randn(1, 3, 4, 4) for _ in range(2)]
+    goal = layer_target(mask, (4, 4))
+    by_query = deep_supervision_loss(layers, mask, "query")
+    expected = torch.stack([
+        torch.stack([training_loss(t[:, q : q + 1], goal)[0] for q in range(3)]).mean()
+        for t in layers]).mean()
+    assert torch.allclose(by_query, expected)
+    by_mean = deep_supervision_loss(layers, mask, "mean")
+    expected = torch.stack([training_loss(t.mean(1, keepdim=True), goal)[0]
+                            for t in layers]).mean()
+    assert torch.allclose(by_mean, expected)
+    final = torch.randn(1, 1, 8, 8)
+    total, aux = training_loss(final, mask, layers, weight=0.5)
+    assert torch.allclose(total, training_loss(final, mask)[0] + 0.5 * by_query)
+    with pytest.raises(ValueError, match="choose one of query, mean"):
+        deep_supervision_loss(layers, mask, "median")
+
+
+@pytest.mark.parametrize("logits_mode", ["lowres", "reference"])
+def test_sampling_follows_the_supervised_prediction(monkeypatch, logits_mode):
+    """Layer l+1 samples from layer l's supervised prediction, detached: the sampling logits
+    are that prediction resized to the level grid, and inference is unchanged."""
+    import boltzformer.modeling.mask_decoder as mask_decoder
+
+    seen = []
+    real = mask_decoder.boltzmann_keep_mask
+
+    def spy(logits, **kw):
+        seen.append(logits)
+        return real(logits, **kw)
+
+    monkeypatch.setattr(mask_decoder, "boltzmann_keep_mask", spy)
+    model = _tiny(sampling_logits=logits_mode).eval()
+    x = torch.rand(1, 3, 64, 64) * 255
+    out = model(x, ["nodule in lung CT"], return_layers=True,
+                generator=torch.Generator().manual_seed(0))
+    for sampled, prediction in zip(seen, out.layer_logits, strict=True):
+        assert not sampled.requires_grad
+        size = {4: (2, 2), 16: (4, 4), 64: (8, 8)}[sampled.shape[-1]]
+        resized = F.interpolate(prediction.detach(), size=size, mode="bilinear",
+                                align_corners=False)
+        assert torch.allclose(sampled, resized.flatten(2), atol=1e-4)
+    with torch.no_grad():
+        plain = model(x, ["nodule in lung CT"], generator=torch.Generator().manual_seed(0))
+    assert plain.layer_logits is None
+    assert torch.allclose(plain.logits, out.logits.detach(), atol=1e-5)
+
+
+# --- many prompts per encoded image -----------------------------------------------------------
+@pytest.mark.parametrize("attention", ["masked", "full"])
+def test_multi_prompt_batch_matches_its_pairs_one_at_a_time(attention):
+    """Two images with 3 and 2 prompts, each image encoded once, give the loss of the five
+    (image, prompt) pairs computed one at a time. BatchNorm uses its running statistics (in
+    training mode a batch of 2 images and a batch of 1 normalise differently); the attention
+    modes here draw nothing at random, so the comparison is exact for every layer's sampling.
+    """
+    model = _tiny(attention=attention).eval()
+    images = torch.rand(2, 3, 64, 64) * 255
+    prompts = ["nodule in lung CT", "liver in abdomen CT", "aorta in abdomen CT",
+               "left kidney in abdomen MRI", "spleen in abdomen MRI"]
+    index = torch.tensor([0, 0, 0, 1, 1])
+    masks = (torch.rand(5, 1, 64, 64) > 0.9).float()
+    out = model(images, prompts, image_index=index, return_layers=True)
+    batch_loss, _ = training_loss(out.logits, masks, out.layer_logits)
+    single = []
+    for p in range(5):
+        one = model(images[index[p] : index[p] + 1], prompts[p : p + 1], return_layers=True)
+        single.append(training_loss(one.logits, masks[p : p + 1], one.layer_logits)[0])
+    assert torch.allclose(batch_loss, torch.stack(single).mean(), atol=1e-5)
+
+
+def test_groups_cover_every_pair_once_and_augment_all_masks_alike(phantoms):
+    base = BiomedParseDataset(phantoms, "train", image_size=64, train=False)
+    train_idx, _ = split_by_image(base, 0.2, seed=0)
+    one = EpochView(base, train_idx, seed=0, augment=True, prompts_per_image=1)
+    assert one.groups == [[i] for i in train_idx]  # K = 1: one pair per item, in order
+    view = EpochView(base, train_idx, seed=0, augment=True, prompts_per_image=5)
+    for epoch in (0, 1):
+        view.set_epoch(epoch)
+        flat = sorted(i for g in view.groups for i in g)
+        assert flat == sorted(train_idx)  # every pair once per epoch
+        for group in view.groups:
+            assert 1 <= len(group) <= 5
+            assert len({base.samples[i].image_path for i in group}) == 1
+    epoch1 = list(view.groups)
+    view.set_epoch(0)
+    assert view.groups != epoch1  # a new grouping each epoch, seeded
+
+    # Augmentation is drawn once per image and applied to all its masks: give every target
+    # of an image the same mask, and the augmented masks of a group must stay identical.
+    same = _SameMaskPerImage(base)
+    view_same = EpochView(same, train_idx, seed=0, augment=True, prompts_per_image=5)
+    plain = EpochView(same, train_idx, seed=0, augment=False, prompts_per_image=5)
+    moved = 0
+    for i in range(len(view_same)):
+        a, b = plain[i], view_same[i]
+        assert a["prompt"] == b["prompt"]
+        assert all(torch.equal(m, b["mask"][0]) for m in b["mask"])
+        moved += not torch.equal(a["mask"], b["mask"])
+    assert moved > 0
+
+    batch = collate_groups([view[0], view[1]])
+    n0, n1 = len(view.groups[0]), len(view.groups[1])
+    assert batch["image"].shape == (2, 3, 64, 64)
+    assert batch["mask"].shape == (n0 + n1, 1, 64, 64) and len(batch["prompt"]) == n0 + n1
+    assert batch["image_index"].tolist() == [0] * n0 + [1] * n1
+
+
+class _SameMaskPerImage:
+    """A data set whose items carry their image's first mask, whatever their target."""
+
+    def __init__(self, base: BiomedParseDataset) -> None:
+        self.base, self.samples = base, base.samples
+        self.first: dict = {}
+        for i, s in enumerate(base.samples):
+            self.first.setdefault(s.image_path, i)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.base[index]
+        item["mask"] = self.base[self.first[self.samples[index].image_path]]["mask"]
+        return item
+
+
+def test_evaluation_encodes_each_image_once():
+    a, b = torch.rand(3, 8, 8), torch.rand(3, 8, 8)
+    batch = {"image": torch.stack([a, a, b, a]), "dataset": ["d"] * 4,
+             "image_file": ["x.png", "x.png", "y.png", "x.png"]}
+    images, index = unique_images(batch)
+    assert images.shape[0] == 2 and index.tolist() == [0, 0, 1, 0]
+    batch["image"][3] = b  # same name, other pixels (e.g. augmented): kept apart
+    images, index = unique_images(batch)
+    assert images.shape[0] == 3 and index.tolist() == [0, 0, 1, 2]
+
+
+# --- it learns ----------------------------------------------------------------------------
+def test_two_prompt_toy_learns_to_read_the_prompt():
+    """Two small discs in one image, one prompt each: the model must read the text to pick
+    its disc. Measured at 64x64 with 3 layers (seed 0 here): with deep supervision every
+    prompt's Dice passes 0.9 at step 138 (seed 1: 116); with the final loss only, at step 194
+    (seed 0). The bound, 160 steps, fails if deep supervision stops working."""
+    torch.manual_seed(0)
+    size = 64
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    discs = [(((yy - 20) ** 2 + (xx - 40) ** 2) < 10).float(),
+             (((yy - 45) ** 2 + (xx - 15) ** 2) < 10).float()]
+    noise = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    image = (80 + 25 * noise + 50 * (discs[0] + discs[1])).clamp(0, 255)
+    prompts = ["nodule in lung CT", "tumor in liver CT"]
+    masks = torch.stack(discs)[:, None]
+    index = torch.zeros(2, dtype=torch.long)  # one encoded image, two prompts
+
+    model = build_model("tiny", image_size=size, num_layers=3).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    reached = None
+    for step in range(1, 161):
+        out = model(image, prompts, image_index=index, generator=generator, return_layers=True)
+        loss, _ = training_loss(out.logits, masks, out.layer_logits)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if bool((dice_batch(out.logits.detach() > 0, masks > 0.5) > 0.9).all()):
+            reached = step
+            break
+    assert reached is not None, "the toy did not separate the two prompts in 160 steps"
+
+
+def test_throughput_command_reports_each_k(phantoms, capsys):
+    from boltzformer.cli import main
+
+    code = main(["throughput", "--data", str(phantoms), "--image-size", "96", "--batch-size",
+                 "2", "--prompts-per-image", "1,3", "--steps", "1", "--warmup", "0",
+                 "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| 1 ")
+            or line.startswith("| 3 ")]
+    assert [r[1].strip() for r in rows] == ["1", "3"]
+    assert float(rows[0][2]) == 2.0 and 2.0 < float(rows[1][2]) <= 6.0  # pairs per step
