@@ -34,8 +34,9 @@ def _free_port() -> int:
 
 def test_two_gloo_processes_hold_identical_parameters(phantoms, tmp_path, small_config) -> None:
     config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump(small_config(
-        phantoms, train={"epochs": 1, "max_steps": 4, "batch_size": 2, "log_every": 2})))
+    config.write_text(yaml.safe_dump(small_config(  # 2 prompts of each image per step
+        phantoms, train={"epochs": 1, "max_steps": 4, "batch_size": 1, "prompts_per_image": 2,
+                         "log_every": 2})))
     (tmp_path / "worker.py").write_text(WORKER)
     run, weights = tmp_path / "run", tmp_path / "weights"
     weights.mkdir()
@@ -69,13 +70,13 @@ import boltzformer.train.trainer as trainer
 from boltzformer.cli import main
 
 if os.environ["RANK"] == "1":  # rank 1 breaks on its second training step
-    real, calls = trainer.dice_bce_loss, []
-    def broken(*args):
+    real, calls = trainer.training_loss, []
+    def broken(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("disk on fire")
-        return real(*args)
-    trainer.dice_bce_loss = broken
+        return real(*args, **kwargs)
+    trainer.training_loss = broken
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -71,6 +71,10 @@ def test_learning_rate_schedule() -> None:
     assert lr_factor(14, **f) == pytest.approx(0.1)
     assert lr_factor(100, **f) == pytest.approx(0.1)
     assert lr_factor(9, **{**f, "schedule": "constant"}) == 1.0
+    # Under a time budget the cosine follows the share of the minutes spent, not the steps.
+    assert lr_factor(5, **f, progress=0.5) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(5, **f, progress=1.0) == pytest.approx(0.1)
+    assert lr_factor(2, **f, progress=0.9) == pytest.approx(0.6)  # warm-up still by steps
 
 
 # --- checkpoints --------------------------------------------------------------------------------
@@ -147,7 +151,7 @@ def test_short_run_lowers_validation_loss(phantoms, tmp_path, small_config) -> N
     assert len(vals) == 4 and result.stop_reason == "epochs"
     assert min(r["val_loss"] for r in vals[1:]) < vals[0]["val_loss"]
     assert result.metrics["best_val_loss"] == min(r["val_loss"] for r in vals)
-    assert result.metrics["images_per_s"] > 0
+    assert result.metrics["pairs_per_s"] > 0
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.jsonl", "loss_curve.png"):
         assert (run / name).is_file()
@@ -171,18 +175,21 @@ def test_short_run_lowers_validation_loss(phantoms, tmp_path, small_config) -> N
 def test_resume_after_a_crash_matches_an_uninterrupted_run(
     phantoms, tmp_path, small_config, monkeypatch
 ) -> None:
-    cfg = TrainConfig.from_dict(small_config(phantoms, train={"epochs": 2, "checkpoint_every": 3}))
+    cfg = TrainConfig.from_dict(small_config(phantoms, train={
+        "epochs": 2, "checkpoint_every": 3, "batch_size": 2, "prompts_per_image": 3}))
     full = train(cfg, tmp_path / "full", progress=False)
+    per_epoch = full.metrics["step"] // 2
+    assert per_epoch >= 4  # the crash below falls in epoch 2, after its first checkpoint
 
-    real_loss, calls = trainer_module.dice_bce_loss, []
+    real_loss, calls = trainer_module.training_loss, []
 
-    def crash_on_step_5(*args):
+    def crash_in_epoch_2(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 5:  # a training step in the middle of epoch 2
+        if len(calls) == per_epoch + 4:  # a training step in the middle of epoch 2
             raise KeyboardInterrupt("simulated crash")
-        return real_loss(*args)
+        return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "dice_bce_loss", crash_on_step_5)
+    monkeypatch.setattr(trainer_module, "training_loss", crash_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "crashed", progress=False)
     monkeypatch.undo()
@@ -267,14 +274,14 @@ def _records_safe(run: Path) -> list[dict]:
 def test_non_finite_loss(phantoms, tmp_path, small_config, monkeypatch, policy) -> None:
     cfg = TrainConfig.from_dict(small_config(
         phantoms, train={"epochs": 1, "nan_policy": policy, "max_steps": 4, "batch_size": 2}))
-    real_loss, calls = trainer_module.dice_bce_loss, []
+    real_loss, calls = trainer_module.training_loss, []
 
-    def nan_on_call_3(*args):
+    def nan_on_call_3(*args, **kwargs):
         calls.append(1)
-        loss = real_loss(*args)
-        return loss * math.nan if len(calls) == 3 else loss
+        loss, aux = real_loss(*args, **kwargs)
+        return (loss * math.nan if len(calls) == 3 else loss), aux
 
-    monkeypatch.setattr(trainer_module, "dice_bce_loss", nan_on_call_3)
+    monkeypatch.setattr(trainer_module, "training_loss", nan_on_call_3)
     run = tmp_path / "run"
     if policy == "stop":
         with pytest.raises(NonFiniteLossError, match="non-finite loss .* at step 3 "):

@@ -186,13 +186,33 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     try:
         for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
-            images = batch["image"].to(device)
-            logits = model(images, batch["prompt"], generator=generator).logits.float()
+            images, index = unique_images(batch)
+            logits = model(images.to(device), batch["prompt"], image_index=index.to(device),
+                           generator=generator).logits.float()
             pred = (logits.sigmoid() > threshold).cpu()
             rows.extend(score_batch(pred, batch["mask"] > 0.5, batch, start=len(rows)))
     finally:
         model.train(was_training)
     return EvalResult(rows, aggregate(rows), seed=seed, threshold=threshold)
+
+
+def unique_images(batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """A batch's distinct images (N, 3, S, S) and the image of each item (B,) long, so each
+    image is encoded once for all its prompts. Items are the same image when their data set,
+    file name and pixels agree."""
+    images = batch["image"]
+    first: dict[tuple[str, str], list[int]] = {}
+    keep: list[int] = []
+    index: list[int] = []
+    for i, key in enumerate(zip(batch["dataset"], batch["image_file"])):
+        match = next((j for j in first.get(key, []) if torch.equal(images[keep[j]], images[i])),
+                     None)
+        if match is None:
+            match = len(keep)
+            keep.append(i)
+            first.setdefault(key, []).append(match)
+        index.append(match)
+    return images[keep], torch.tensor(index, dtype=torch.long)
 
 
 def score_batch(

@@ -1,9 +1,12 @@
 """`boltzformer study`: the paper's comparisons (Tables 3-8) on the built-in benchmark.
 
-Every run trains the `tiny` model under the same budget (steps, data, backbone, seed set) and
-is evaluated on the same test split with Table 2's size strata. Runs that share a
-configuration and seed (the default Boltzmann model appears in every table) are trained once.
-Finished runs are not redone: the study resumes where it stopped.
+Every run trains the `tiny` model under the same budget (minutes or steps, data, backbone, seed
+set) with the training recipe (deep supervision, K prompts per image; docs/training.md) and is
+evaluated on the same test split with Table 2's size strata. Beside the paper's tables: the
+recipe's own switches (deep supervision on/off, K = 1 against K) and the expert baseline, a
+U-Net with one output channel per target trained on the same data for the same minutes.
+Runs that share a configuration and seed (the default Boltzmann model appears in every table)
+are trained once. Finished runs are not redone: the study resumes where it stopped.
 
     OUT_DIR/data/                the phantom benchmark
     OUT_DIR/runs/<run>-s<seed>/  one training run each, with result.json
@@ -41,16 +44,21 @@ CONSTANT_PROMPT = "object in image"  # the text control: every prompt replaced b
 
 @dataclass(frozen=True)
 class Variant:
-    """One column of a table: model overrides (and whether the prompt is replaced)."""
+    """One row of a table: model overrides, training overrides ("section.key": value), whether
+    the prompt is replaced, or the U-Net expert baseline instead of BoltzFormer."""
 
     label: str
     overrides: dict[str, Any] = field(default_factory=dict)
     constant_prompt: bool = False
+    training: dict[str, Any] = field(default_factory=dict)
+    expert: bool = False
 
     @property
     def key(self) -> str:
         """A folder name; equal configurations share it (and so share the run)."""
-        parts = [f"{k}={v}" for k, v in sorted(self.overrides.items())]
+        if self.expert:
+            return "unet-expert"
+        parts = [f"{k}={v}" for k, v in sorted({**self.overrides, **self.training}.items())]
         if self.constant_prompt:
             parts.append("constant-prompt")
         return "_".join(parts) or "boltzmann"
@@ -93,20 +101,32 @@ TABLES: tuple[Table, ...] = (
     Table("table8_pigma", "PiGMA pixel-grounded correction (paper Table 8)",
           (Variant("query ensemble only", {"pigma": False}),
            Variant("with pixel-grounded correction"))),
+    Table("deep_supervision", "Deep supervision of every decoder layer (off: the release's loss)",
+          (Variant("final loss only (release)", training={"loss.deep_supervision": False}),
+           Variant("deep supervision"))),
+    Table("prompts_per_image", "Prompts decoded per encoded image (K)",
+          (Variant("K = 1 (one pair per image)", training={"train.prompts_per_image": 1}),
+           Variant(f"K = {LoopConfig.prompts_per_image}"))),
+    Table("expert_baseline", "Expert baseline: U-Net, one output channel per target (the "
+          "paper's nnU-Net comparison)",
+          (Variant("U-Net expert (segmentation-models-pytorch)", expert=True),
+           Variant("BoltzFormer (text prompt)")), main=True),
 )
 
 
 @dataclass(frozen=True)
 class StudySettings:
-    """The budget. Defaults: the full study, 32 runs in 91 min on 2 CPU cores (measured)."""
+    """The budget: `minutes` of training per run (a time budget, as users have), or `steps`
+    when given (reproducible to the bit, for tests)."""
 
     out_dir: Path
     seeds: int = 3
     ablation_seeds: int = 2
     images: int = 600
     image_size: int = 128
-    steps: int = 800
-    batch_size: int = 8
+    minutes: float | None = 2.0
+    steps: int | None = None
+    batch_size: int = 4  # images per step
     workers: int = 2  # DataLoader workers, shared among the parallel jobs
     jobs: int = 2  # runs trained at once, each in its own process with cpus / jobs threads
     tables: tuple[str, ...] = tuple(t.name for t in TABLES)
@@ -116,7 +136,7 @@ class StudySettings:
     def quick(cls, out_dir: Path, **kw: Any) -> StudySettings:
         """A minutes-long smoke version: every table, one seed, a few steps, tiny data."""
         values = dict(seeds=1, ablation_seeds=1, images=16, image_size=96, steps=3,
-                      batch_size=4, workers=0, jobs=1)
+                      minutes=None, batch_size=2, workers=0, jobs=1)
         values.update(kw)
         return cls(out_dir=out_dir, **values)
 
@@ -134,14 +154,16 @@ def plan(s: StudySettings) -> list[tuple[Table, Variant, int]]:
 
 def _train_config(s: StudySettings, data: Path, variant: Variant, seed: int) -> TrainConfig:
     overrides = {"image_size": s.image_size, **variant.overrides}
-    return TrainConfig(
+    cfg = TrainConfig(
         model=ModelSpec(preset="tiny", overrides=overrides),
         data=DataConfig(root=str(data), workers=s.workers // s.jobs,
                         prompt=CONSTANT_PROMPT if variant.constant_prompt else None),
-        optim=OptimConfig(warmup_steps=min(50, s.steps // 10)),
+        optim=OptimConfig(warmup_steps=min(50, s.steps // 10) if s.steps else 50),
         train=LoopConfig(batch_size=s.batch_size, epochs=1000, patience=None,
-                         max_steps=s.steps, seed=seed, checkpoint_every=max(50, s.steps // 4)),
+                         max_steps=s.steps, max_minutes=s.minutes, seed=seed,
+                         checkpoint_every=200),
     )
+    return cfg.with_overrides(variant.training) if variant.training else cfg
 
 
 def run_cell(s: StudySettings, data: Path, variant: Variant, seed: int) -> dict[str, Any]:
@@ -151,16 +173,19 @@ def run_cell(s: StudySettings, data: Path, variant: Variant, seed: int) -> dict[
     if result_file.is_file():
         return json.loads(result_file.read_text())
     started = time.monotonic()
-    cfg = _train_config(s, data, variant, seed)
-    resume = (run_dir / "last").is_dir()
-    result = train(cfg, run_dir, resume=resume, progress=False)
-    model = BoltzFormer.from_pretrained(result.last_checkpoint)
-    test = BiomedParseDataset(data, "test", image_size=s.image_size, train=False,
-                              prompt=cfg.data.prompt)
+    if variant.expert:
+        model, steps, prompt = _train_expert(s, data, run_dir, seed)
+    else:
+        cfg = _train_config(s, data, variant, seed)
+        resume = (run_dir / "last").is_dir()
+        result = train(cfg, run_dir, resume=resume, progress=False)
+        model = BoltzFormer.from_pretrained(result.last_checkpoint)
+        steps, prompt = result.metrics.get("step"), cfg.data.prompt
+    test = BiomedParseDataset(data, "test", image_size=s.image_size, train=False, prompt=prompt)
     ev = evaluate(model, test, seed=seed, progress=False)
     m = ev.metrics
     out = {
-        "variant": variant.key, "seed": seed, "steps": result.metrics.get("step"),
+        "variant": variant.key, "seed": seed, "steps": steps,
         "small": m["size_strata"]["weighted"]["small"]["dice_mean"],
         "large": m["size_strata"]["weighted"]["large"]["dice_mean"],
         "all": m["overall"]["dice_mean"],
@@ -169,6 +194,22 @@ def run_cell(s: StudySettings, data: Path, variant: Variant, seed: int) -> dict[
     }
     result_file.write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+def _train_expert(s: StudySettings, data: Path, run_dir: Path, seed: int
+                  ) -> tuple[torch.nn.Module, int | None, None]:
+    """The U-Net expert on the same split, images per step and budget (restarted if a
+    previous attempt was interrupted: it keeps no resumable state)."""
+    import shutil
+
+    from boltzformer.baselines import train_unet
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    result = train_unet(data, run_dir, minutes=s.minutes, steps=s.steps,
+                        image_size=s.image_size, batch_size=s.batch_size, seed=seed,
+                        workers=s.workers // s.jobs, progress=False)
+    return result.model, result.metrics.get("steps"), None
 
 
 def _threads_per_job(s: StudySettings) -> int:
@@ -289,6 +330,12 @@ def _figure(s: StudySettings, sections: list) -> Path:
     return path
 
 
+def _budget(s: StudySettings) -> str:
+    parts = ([f"{s.minutes:g} min of training"] if s.minutes else []) + (
+        [f"{s.steps} steps"] if s.steps else [])
+    return " or ".join(parts)
+
+
 def _summary(s: StudySettings, tables: list[str], runs: list[dict[str, Any]]) -> Path:
     tables_arg = ("" if set(s.tables) == {t.name for t in TABLES}
                   else " --tables " + " ".join(s.tables))
@@ -299,11 +346,13 @@ def _summary(s: StudySettings, tables: list[str], runs: list[dict[str, Any]]) ->
         f"{_threads_per_job(s)} torch thread(s) each; "
         f"{platform.python_implementation()} {platform.python_version()}, torch "
         f"{torch.__version__}",
-        f"- budget per run: {s.steps} steps of batch {s.batch_size} at "
-        f"{s.image_size}x{s.image_size}, `tiny` preset from scratch; data: {s.images} phantom "
-        f"images (80 % train, of which 20 % validation; 20 % test)",
+        f"- budget per run: {_budget(s)} of {s.batch_size} images per step (up to "
+        f"{LoopConfig.prompts_per_image} prompts each) at {s.image_size}x{s.image_size}, "
+        f"`tiny` preset from scratch (the U-Net: the same minutes and images per step); data: "
+        f"{s.images} phantom images (80 % train, of which 20 % validation; 20 % test)",
         f"- seeds: {s.seeds} for the main tables, {min(s.seeds, s.ablation_seeds)} for ablations",
-        f"- command: `boltzformer study OUT_DIR --seeds {s.seeds} --steps {s.steps} --images "
+        f"- command: `boltzformer study OUT_DIR --seeds {s.seeds} "
+        f"{f'--steps {s.steps}' if s.steps else f'--minutes {s.minutes:g}'} --images "
         f"{s.images} --jobs {s.jobs}{tables_arg}`",
         f"- time: {len(runs)} runs, {sum(r['minutes'] for r in runs):.0f} run-minutes of training"
         f" and evaluation ({s.jobs} at once)",

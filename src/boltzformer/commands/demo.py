@@ -7,9 +7,12 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from boltzformer.demo import DemoSettings
+
+    d = DemoSettings()
     p = subparsers.add_parser(
         "demo",
-        help="the main job end to end on built-in data (about 10 minutes on 2 CPU cores)",
+        help="the main job end to end on built-in data (about 15 minutes on 2 CPU cores)",
         description="Generate the built-in small-object phantom benchmark, train the tiny "
         "BoltzFormer on it, evaluate it on the held-out test split and draw figures. "
         "Everything is written to OUT (report.md, predictions.png, sampling.png, "
@@ -19,13 +22,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("demo_output"),
                    help="output folder (default: demo_output)")
-    p.add_argument("--minutes", type=float, default=7.0,
-                   help="training time budget in minutes: more is more accurate (default 7)")
-    p.add_argument("--images", type=int, default=1200,
-                   help="phantom images to generate, 20%% of them for testing (default 1200)")
-    p.add_argument("--image-size", type=int, default=256,
-                   help="image side in pixels, a multiple of 32 (default 256; 128 trains 4x "
-                   "the steps per minute)")
+    p.add_argument("--minutes", type=float, default=d.minutes,
+                   help=f"training time budget in minutes: more is more accurate (default "
+                   f"{d.minutes:g})")
+    p.add_argument("--images", type=int, default=d.images,
+                   help=f"phantom images to generate, 20%% of them for testing (default "
+                   f"{d.images})")
+    p.add_argument("--image-size", type=int, default=d.image_size,
+                   help=f"image side in pixels, a multiple of 32 (default {d.image_size})")
     p.add_argument("--seed", type=int, default=0, help="seed for data, training, sampling")
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
     p.set_defaults(run=run)

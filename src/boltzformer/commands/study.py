@@ -14,9 +14,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="reproduce the paper's comparisons (full/masked/Boltzmann, ablations)",
         description="Train and evaluate the tiny model under one budget for every variant of "
         "the paper's Tables 3-8 (attention mode, tau0, sampling ratio, queries, text prior, "
-        "PiGMA) plus a constant-prompt control, over several seeds. Resumable: finished runs "
-        "are kept. Writes one Markdown + CSV table per paper table, study.png and summary.md "
-        "into OUT_DIR. The full study (32 runs) took 91 minutes on 2 CPU cores.",
+        "PiGMA), a constant-prompt control, deep supervision on/off, K = 1 prompt per image "
+        "against the default K, and the expert baseline (a U-Net with one output channel per "
+        "target, needs the [baselines] extra), over several seeds. Resumable: finished runs "
+        "are kept. Writes one Markdown + CSV table per table, study.png and summary.md into "
+        "OUT_DIR. See docs/results/ for the measured time of the full study.",
         epilog="examples:\n  boltzformer study study_out\n  boltzformer study smoke --quick\n"
         "  boltzformer study study_out --tables table3_attention text_control --seeds 5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -26,8 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="a minutes-long smoke version: 1 seed, 3 steps, 16 small images")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds for the main tables (default 3; ablations use at most 2)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training minutes per run (default 2)")
     p.add_argument("--steps", type=int, default=None,
-                   help="training steps per run (default 800)")
+                   help="training steps per run instead of minutes (reproducible to the bit)")
     p.add_argument("--images", type=int, default=None, help="phantom images (default 600)")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs trained at once in separate processes, each with CPUs / jobs "
@@ -42,9 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from boltzformer.study import StudySettings, run_study
 
     given = {k: v for k, v in {"seeds": args.seeds, "steps": args.steps, "images": args.images,
-                               "jobs": args.jobs,
+                               "minutes": args.minutes, "jobs": args.jobs,
                                "tables": tuple(args.tables) if args.tables else None}.items()
              if v is not None}
+    if args.steps is not None and args.minutes is None:
+        given["minutes"] = None  # a step budget alone
     if args.quick:
         settings = StudySettings.quick(args.out_dir, **given)
     else:

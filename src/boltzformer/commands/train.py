@@ -74,6 +74,6 @@ def run(args: argparse.Namespace) -> int:
             f"val loss {m['best_val_loss']:.4f}, val Dice {m['best_val_dice']:.4f} "
             f"(epoch {m['best_epoch']})")
         print(f"finished ({m['stop_reason']}) after {m['epochs']} epochs, {m['step']} steps, "
-              f"{m['images_per_s']:.1f} images/s; best: {best}")
+              f"{m['pairs_per_s']:.1f} image-prompt pairs/s; best: {best}")
         print(f"checkpoints: {result.best_checkpoint} (best), {result.last_checkpoint} (last)")
     return 0

@@ -4,7 +4,8 @@
 model:  {preset: tiny, image_size: 128}   # a preset plus any BoltzFormerConfig field
 data:   {root: data/phantoms, val_fraction: 0.2}
 optim:  {lr: 1.0e-3, weight_decay: 1.0e-2}
-train:  {batch_size: 8, epochs: 40}
+loss:   {deep_supervision: true, weight: 1.0}
+train:  {batch_size: 8, prompts_per_image: 4, epochs: 40}
 ```
 
 Unknown sections, keys and presets are errors that list the valid ones; values are checked
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 from boltzformer.config import PRESETS, BoltzFormerConfig, check_keys, get_preset
+from boltzformer.loss import DEEP_SUPERVISION_TARGETS
 
 AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 NAN_POLICIES: tuple[str, ...] = ("stop", "skip")
@@ -99,16 +101,36 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class LossConfig:
+    """Dice + BCE on the final mask (the paper's loss), plus deep supervision: Dice + BCE on
+    every decoder layer's prediction (the masks that drive the sampling), times `weight`.
+    `deep_supervision: false` is the authors' release's loss."""
+
+    deep_supervision: bool = True
+    weight: float = 1.0
+    target: str = "query"  # "query": each query's own mask; "mean": the ensemble mean
+
+    def __post_init__(self) -> None:
+        if not self.weight >= 0:
+            raise ValueError(f"loss.weight must be >= 0, got {self.weight}")
+        if self.target not in DEEP_SUPERVISION_TARGETS:
+            raise ValueError(f"loss.target={self.target!r} is not valid; choose one of "
+                             f"{', '.join(DEEP_SUPERVISION_TARGETS)}")
+
+
+@dataclass(frozen=True)
 class LoopConfig:
     """The training loop: batches, stopping rules, checkpoints, precision."""
 
-    batch_size: int = 8  # per process
+    batch_size: int = 8  # images per step, per process
+    prompts_per_image: int = 4  # K: up to K of an image's targets per step (1: one pair each)
     epochs: int = 40  # the paper's maximum
     patience: int | None = 5  # epochs without a lower validation loss before stopping
     max_steps: int | None = None  # stop after this many optimiser steps in total
-    max_minutes: float | None = None  # stop after this much wall-clock time in one invocation
+    max_minutes: float | None = None  # stop after this much wall-clock time (all invocations)
     seed: int = 0
     checkpoint_every: int = 250  # steps between mid-epoch checkpoints (also after each epoch)
+    snapshot_minutes: float | None = None  # keep the weights every this many minutes
     log_every: int = 10  # steps between training records in metrics.jsonl
     nan_policy: str = "stop"  # a non-finite loss: "stop" the run or "skip" the step
     amp: str = "none"  # "bf16" or "fp16" autocast on CUDA
@@ -116,10 +138,11 @@ class LoopConfig:
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda"
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "epochs", "checkpoint_every", "log_every"):
+        for name in ("batch_size", "prompts_per_image", "epochs", "checkpoint_every",
+                     "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("patience", "max_steps", "max_minutes"):
+        for name in ("patience", "max_steps", "max_minutes", "snapshot_minutes"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"train.{name} must be > 0 or null, got {value}")
@@ -133,7 +156,9 @@ class LoopConfig:
             raise ValueError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
 
 
-_SECTIONS: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "train": LoopConfig}
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig, "optim": OptimConfig, "loss": LossConfig, "train": LoopConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -143,6 +168,7 @@ class TrainConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
 
     # --- construction ------------------------------------------------------------------

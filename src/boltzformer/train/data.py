@@ -1,5 +1,6 @@
-"""How the trainer uses a data set: a seeded split by image, epoch-seeded augmentation, and a
-distributed sampler that can start part-way through an epoch (for exact resumption)."""
+"""How the trainer uses a data set: a seeded split by image, groups of up to K prompts per
+image with epoch-seeded prompts and augmentation, and a distributed sampler that can start
+part-way through an epoch (for exact resumption)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from boltzformer.data import BiomedParseDataset, random_augment
+from boltzformer.data.biomedparse import collate
 
 
 def mix_seed(*parts: int) -> int:
@@ -41,38 +43,92 @@ def split_by_image(
 
 
 class EpochView(Dataset):
-    """Training items of `base` (a BiomedParseDataset built with train=False, augment=False)
-    at `indices`, with randomness that depends only on (seed, epoch, index): a random prompt
-    among the sample's sentences and the paper's A.5 augmentation. A resumed run therefore
-    sees exactly the items an uninterrupted one would, whatever the number of workers."""
+    """Training groups of `base` (a BiomedParseDataset built with train=False, augment=False):
+    each group is one image with up to `prompts_per_image` (K) of its targets.
+
+    Every epoch, each image's items among `indices` are shuffled and cut into groups of K, so
+    an epoch still sees every (image, target) pair once; with K = 1 the groups are the items
+    in order (one pair each). A group's randomness depends only on (seed, epoch, its first
+    item): a random prompt among each sample's sentences, then the paper's A.5 augmentation
+    applied once to the image and identically to all its masks. A resumed run therefore sees
+    exactly the groups an uninterrupted one would, whatever the number of workers.
+    """
 
     def __init__(
-        self, base: BiomedParseDataset, indices: Sequence[int], *, seed: int, augment: bool
+        self, base: BiomedParseDataset, indices: Sequence[int], *, seed: int, augment: bool,
+        prompts_per_image: int = 1,
     ) -> None:
+        if prompts_per_image < 1:
+            raise ValueError(f"prompts_per_image must be >= 1, got {prompts_per_image}")
         self.base = base
         self.indices = list(indices)
         self.seed = seed
         self.augment = augment
+        self.k = prompts_per_image
+        by_image: dict[str, list[int]] = {}
+        for index in self.indices:
+            by_image.setdefault(str(base.samples[index].image_path), []).append(index)
+        self.images = list(by_image.values())  # item indices of each image, in data order
         self.epoch = 0
+        self.groups = self._groups(0)
+
+    def _groups(self, epoch: int) -> list[list[int]]:
+        if self.k == 1:
+            return [[i] for i in self.indices]
+        groups = []
+        for number, items in enumerate(self.images):
+            order = torch.randperm(len(items), generator=torch.Generator().manual_seed(
+                mix_seed(self.seed, epoch, number, 2)))
+            shuffled = [items[i] for i in order.tolist()]
+            groups += [shuffled[j : j + self.k] for j in range(0, len(shuffled), self.k)]
+        return groups
 
     def set_epoch(self, epoch: int) -> None:
         """Call before building each epoch's DataLoader iterator."""
         self.epoch = epoch
+        self.groups = self._groups(epoch)
 
-    def __len__(self) -> int:
+    @property
+    def num_pairs(self) -> int:
         return len(self.indices)
 
+    def __len__(self) -> int:
+        return len(self.groups)  # the same in every epoch
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        index = self.indices[i]
-        item = self.base[index]
-        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index))
-        sample = self.base.samples[index]
-        if len(sample.sentences) > 1 and item["mask_file"] == sample.mask_file:
-            pick = int(torch.randint(len(sample.sentences), (), generator=generator))
-            item["prompt"] = sample.sentences[pick]
+        """One image: "image" (3, S, S), "mask" (k, 1, S, S), and per-target lists."""
+        group = self.groups[i]
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, group[0]))
+        items = [self.base[index] for index in group]
+        for index, item in zip(group, items):
+            sample = self.base.samples[index]
+            if len(sample.sentences) > 1 and item["mask_file"] == sample.mask_file:
+                pick = int(torch.randint(len(sample.sentences), (), generator=generator))
+                item["prompt"] = sample.sentences[pick]
+        image = items[0]["image"]
+        masks = torch.cat([item["mask"] for item in items])  # (k, S, S)
         if self.augment:
-            item["image"], item["mask"] = random_augment(item["image"], item["mask"], generator)
-        return item
+            image, masks = random_augment(image, masks, generator)
+        out: dict[str, Any] = {key: [item[key] for item in items] for key in items[0]
+                               if key not in ("image", "mask")}
+        out.update(image=image, mask=masks[:, None])
+        return out
+
+
+def collate_groups(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch EpochView groups: "image" (N, 3, S, S); "mask" (P, 1, S, S), "prompt" and the
+    other per-target lists flattened over the P pairs; "image_index" (P,) long, the image of
+    each pair."""
+    if not groups:
+        raise ValueError("cannot collate an empty batch")
+    counts = [len(g["prompt"]) for g in groups]
+    out = {key: [value for g in groups for value in g[key]] for key in groups[0]
+           if key not in ("image", "mask")}
+    out["image"] = collate([{"image": g["image"]} for g in groups])["image"]
+    out["mask"] = torch.cat([g["mask"] for g in groups])
+    out["image_index"] = torch.repeat_interleave(torch.arange(len(groups)),
+                                                 torch.tensor(counts))
+    return out
 
 
 class ResumableSampler(DistributedSampler):

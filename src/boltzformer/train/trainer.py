@@ -1,7 +1,10 @@
 """`train(cfg, out_dir)`: the paper's recipe (appendix A.4), resumable and distributed.
 
-AdamW on Dice + BCE, linear warm-up then cosine decay, gradient clipping; a seeded 20% of the
-training split (by image) for validation, validation loss and Dice after every epoch, early
+AdamW on Dice + BCE (plus deep supervision of every decoder layer, `loss` section), linear
+warm-up then cosine decay (over the steps, or over `max_minutes` when a time budget is set),
+gradient clipping; each step encodes `batch_size` images once and decodes up to
+`prompts_per_image` of each image's targets. A seeded 20% of the training split (by image)
+for validation, validation loss (the final Dice + BCE) and Dice after every epoch, early
 stopping on validation loss, `best` and `last` checkpoints in RUN_DIR. Under `torchrun` it
 trains with DistributedDataParallel (NCCL on CUDA, gloo on CPU); only rank 0 writes files.
 
@@ -31,23 +34,31 @@ from torch.utils.data import DataLoader, Subset
 
 from boltzformer.build import build_from_config
 from boltzformer.data import BiomedParseDataset, collate
-from boltzformer.evaluate import dice_batch
-from boltzformer.loss import dice_bce_loss
+from boltzformer.evaluate import dice_batch, unique_images
+from boltzformer.loss import dice_bce_loss, training_loss
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.plots import plot_loss_curve
 from boltzformer.train import checkpoint as ckpt
 from boltzformer.train.config import TrainConfig
-from boltzformer.train.data import EpochView, ResumableSampler, mix_seed, split_by_image
+from boltzformer.train.data import (
+    EpochView,
+    ResumableSampler,
+    collate_groups,
+    mix_seed,
+    split_by_image,
+)
 
 log = logging.getLogger("boltzformer.train")
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
 CURVE_NAME = "loss_curve.png"
+SNAPSHOTS = "snapshots"
 # Settings that may change when a run is resumed; anything else must match the run's config.
 RESUMABLE_CHANGES: tuple[str, ...] = (
     "data.root", "data.workers", "train.epochs", "train.patience", "train.max_steps",
-    "train.max_minutes", "train.checkpoint_every", "train.log_every", "train.nan_policy",
+    "train.max_minutes", "train.checkpoint_every", "train.snapshot_minutes", "train.log_every",
+    "train.nan_policy",
     "train.device",
 )
 
@@ -175,13 +186,33 @@ class _Trainer:
             prompt=cfg.data.prompt,
         )
         train_idx, val_idx = split_by_image(base, cfg.data.val_fraction, loop.seed)
-        self.train_set = EpochView(base, train_idx, seed=loop.seed, augment=cfg.data.augment)
+        self.train_set = EpochView(base, train_idx, seed=loop.seed, augment=cfg.data.augment,
+                                   prompts_per_image=loop.prompts_per_image)
         self.val_set = Subset(base, val_idx[cluster.rank :: cluster.world])
         self.n_train, self.n_val = len(train_idx), len(val_idx)
         self.sampler = ResumableSampler(
             self.train_set, num_replicas=cluster.world, rank=cluster.rank, seed=loop.seed
         )
         self.steps_per_epoch = self.sampler.batches_per_epoch(loop.batch_size)
+
+        # Progress through the run; saved in every checkpoint.
+        self.state: dict[str, Any] = {
+            "epoch": 0,  # completed epochs
+            "batch": 0,  # batches done in the current epoch
+            "step": 0,  # optimiser steps
+            "skipped_steps": 0,
+            "best_val_loss": math.inf,
+            "best_val_dice": None,
+            "best_epoch": None,
+            "bad_epochs": 0,  # epochs since the validation loss last improved
+            "epoch_loss_sum": 0.0,  # summed over ranks' batches of the current epoch
+            "epoch_batches": 0,
+            "records": 0,  # lines in metrics.jsonl when the checkpoint was written
+            "world_size": cluster.world,
+            "seconds": 0.0,  # wall-clock seconds of earlier invocations, up to their checkpoint
+        }
+        self.last_val: dict[str, float] | None = None
+        self.started = time.monotonic()  # this invocation's start
 
         # Model, optimiser (no weight decay on biases and norms), schedule, loss scaler.
         with torch.random.fork_rng(devices=[]):
@@ -202,10 +233,13 @@ class _Trainer:
         total = loop.epochs * self.steps_per_epoch
         if loop.max_steps is not None:
             total = min(total, loop.max_steps)
+        factor = partial(lr_factor, warmup=o.warmup_steps, total=total, schedule=o.schedule,
+                         min_ratio=o.min_lr_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            partial(lr_factor, warmup=o.warmup_steps, total=total, schedule=o.schedule,
-                    min_ratio=o.min_lr_ratio),
+            # under a time budget the decay follows the share of the minutes spent
+            factor if loop.max_minutes is None
+            else lambda step: factor(step, progress=self._budget_spent()),
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=loop.amp == "fp16")
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(loop.amp)
@@ -216,22 +250,14 @@ class _Trainer:
             )
         self.net = torch.compile(net) if loop.compile else net
 
-        # Progress through the run; saved in every checkpoint.
-        self.state: dict[str, Any] = {
-            "epoch": 0,  # completed epochs
-            "batch": 0,  # batches done in the current epoch
-            "step": 0,  # optimiser steps
-            "skipped_steps": 0,
-            "best_val_loss": math.inf,
-            "best_val_dice": None,
-            "best_epoch": None,
-            "bad_epochs": 0,  # epochs since the validation loss last improved
-            "epoch_loss_sum": 0.0,  # summed over ranks' batches of the current epoch
-            "epoch_batches": 0,
-            "records": 0,  # lines in metrics.jsonl when the checkpoint was written
-            "world_size": cluster.world,
-        }
-        self.last_val: dict[str, float] | None = None
+
+    def _elapsed(self) -> float:
+        """Seconds the run has trained, all invocations together."""
+        return self.state["seconds"] + time.monotonic() - self.started
+
+    def _budget_spent(self) -> float:
+        """Share of the `max_minutes` budget spent (0 to 1), the time schedule's progress."""
+        return min(1.0, self._elapsed() / (60 * self.cfg.train.max_minutes))
 
     # -- paths ----------------------------------------------------------------
     @property
@@ -304,8 +330,8 @@ class _Trainer:
     def run(self, resume: bool) -> TrainResult:
         self._prepare_run_dir(resume)
         loop = self.cfg.train
-        started = time.monotonic()
-        images_seen, stop = 0, None
+        self.started = started = time.monotonic()
+        pairs_seen, stop = 0, None
         while stop is None:
             stop = self._stop_before_epoch()
             if stop is not None:
@@ -315,38 +341,40 @@ class _Trainer:
             self.train_set.set_epoch(epoch)
             loader = DataLoader(
                 self.train_set, batch_size=loop.batch_size, sampler=self.sampler,
-                num_workers=self.cfg.data.workers, collate_fn=collate,
+                num_workers=self.cfg.data.workers, collate_fn=collate_groups,
                 pin_memory=self.device.type == "cuda",
                 generator=torch.Generator().manual_seed(mix_seed(loop.seed, epoch)),
             )
             bar = _progress_bar(self.progress, epoch, loop.epochs, self.steps_per_epoch,
                                 self.state["batch"])
-            window_loss, window_batches, window_images = 0.0, 0, 0
+            window_loss, window_batches, window_pairs = 0.0, 0, 0
             window_start = time.monotonic()
             for batch in loader:
                 loss = self._step(batch)
                 self.state["batch"] += 1
-                images = len(batch["prompt"]) * self.cluster.world  # all ranks
-                images_seen += images
-                window_images += images
+                pairs = len(batch["prompt"]) * self.cluster.world  # all ranks (approximately)
+                pairs_seen += pairs
+                window_pairs += pairs
                 bar.update(1)
                 if loss is not None:
                     window_loss += loss
                     window_batches += 1
                     step = self.state["step"]
                     if step % loop.log_every == 0:
-                        rate = window_images / max(time.monotonic() - window_start, 1e-9)
+                        rate = window_pairs / max(time.monotonic() - window_start, 1e-9)
                         mean = self.cluster.all_sum([window_loss])[0] / (
                             window_batches * self.cluster.world)
-                        bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{rate:.1f}")
+                        bar.set_postfix(loss=f"{mean:.4f}", pairs_s=f"{rate:.1f}")
                         self._record({"kind": "train", "epoch": epoch + 1, "step": step,
                                       "loss": mean, "lr": self.scheduler.get_last_lr()[0],
-                                      "images_per_s": rate})
-                        window_loss, window_batches, window_images = 0.0, 0, 0
+                                      "pairs_per_s": rate,
+                                      "minutes": round(self._elapsed() / 60, 4)})
+                        window_loss, window_batches, window_pairs = 0.0, 0, 0
                         window_start = time.monotonic()
                     mid_epoch = self.state["batch"] < self.steps_per_epoch
                     if step % loop.checkpoint_every == 0 and mid_epoch:
                         self._save_last()
+                    self._maybe_snapshot()
                 stop = self._stop_in_epoch(started)
                 if stop is not None:
                     break
@@ -354,7 +382,7 @@ class _Trainer:
             epoch_done = self.state["batch"] >= self.steps_per_epoch
             self._end_of_epoch(complete=epoch_done)
         elapsed = time.monotonic() - started
-        return self._finish(stop, images_seen / elapsed if elapsed > 0 else 0.0)
+        return self._finish(stop, pairs_seen / elapsed if elapsed > 0 else 0.0)
 
     def _stop_before_epoch(self) -> str | None:
         loop, s = self.cfg.train, self.state
@@ -371,7 +399,7 @@ class _Trainer:
         if loop.max_steps is not None and self.state["step"] >= loop.max_steps:
             return "max_steps"
         if loop.max_minutes is not None:
-            late = time.monotonic() - started >= 60 * loop.max_minutes
+            late = self._elapsed() >= 60 * loop.max_minutes
             if self.cluster.any(late):
                 return "max_minutes"
         return None
@@ -385,9 +413,13 @@ class _Trainer:
             torch.autocast(self.device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None else contextlib.nullcontext()
         )
+        deep = self.cfg.loss.deep_supervision
         with autocast:
-            out = self.net(images, batch["prompt"], generator=self.sampling_rng)
-        loss = dice_bce_loss(out.logits.float(), masks)
+            out = self.net(images, batch["prompt"], image_index=batch["image_index"],
+                           generator=self.sampling_rng, return_layers=deep)
+        layers = [t.float() for t in out.layer_logits] if deep else None
+        loss, _ = training_loss(out.logits.float(), masks, layers, weight=self.cfg.loss.weight,
+                                target=self.cfg.loss.target)
         if self.cluster.any(not bool(torch.isfinite(loss.detach()))):
             return self._non_finite("loss", loss.detach())
         self.scaler.scale(loss).backward()
@@ -459,17 +491,20 @@ class _Trainer:
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
         """Mean validation loss and Dice (threshold 0.5, both-empty = 1) over every rank."""
-        loader = DataLoader(self.val_set, batch_size=self.cfg.train.batch_size,
+        loop = self.cfg.train  # as many pairs per batch as a training step decodes
+        loader = DataLoader(self.val_set, batch_size=loop.batch_size * loop.prompts_per_image,
                             num_workers=self.cfg.data.workers, collate_fn=collate)
         generator = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed)
         self.model.eval()
         loss_sum = dice_sum = count = 0.0
         try:
             for batch in loader:
-                images = batch["image"].to(self.device)
+                images, index = unique_images(batch)  # each image encoded once
                 masks = batch["mask"].to(self.device)
-                logits = self.model(images, batch["prompt"], generator=generator).logits.float()
-                n = images.shape[0]
+                logits = self.model(images.to(self.device), batch["prompt"],
+                                    image_index=index.to(self.device),
+                                    generator=generator).logits.float()
+                n = masks.shape[0]
                 loss_sum += float(dice_bce_loss(logits, masks)) * n
                 dice_sum += float(dice_batch(logits > 0, masks > 0.5).sum())
                 count += n
@@ -479,6 +514,17 @@ class _Trainer:
         return {"val_loss": loss_sum / count, "val_dice": dice_sum / count}
 
     # -- files ----------------------------------------------------------------
+    def _maybe_snapshot(self) -> None:
+        """Every `snapshot_minutes`, keep the weights in snapshots/<minutes>min (rank 0), for
+        curves of a metric against training time."""
+        every = self.cfg.train.snapshot_minutes
+        if every is None or not self.cluster.main:
+            return
+        mark = math.floor(self._elapsed() / 60 / every) * every
+        path = self.run_dir / SNAPSHOTS / f"{mark:07.2f}min"
+        if mark > 0 and not path.exists():
+            self.model.save_pretrained(path)
+
     def _save_last(self) -> None:
         rng = {"torch": torch.get_rng_state(), "sampling": self.sampling_rng.get_state().cpu()}
         if self.device.type == "cuda":
@@ -491,7 +537,7 @@ class _Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "rng": every_rank,
-            "progress": dict(self.state),
+            "progress": {**self.state, "seconds": self._elapsed()},
         }
         ckpt.save_checkpoint(self.last_dir, self.model, state)
 
@@ -517,7 +563,7 @@ class _Trainer:
             os.replace(tmp, path)
         self.state["records"] = min(keep, len(lines))
 
-    def _finish(self, stop: str, images_per_s: float) -> TrainResult:
+    def _finish(self, stop: str, pairs_per_s: float) -> TrainResult:
         s = self.state
         if self.last_val is None and s["best_epoch"] is not None:
             self.last_val = {"val_loss": s["best_val_loss"], "val_dice": s["best_val_dice"]}
@@ -531,7 +577,7 @@ class _Trainer:
             "best_val_dice": s["best_val_dice"],
             "last_val_loss": self.last_val["val_loss"] if self.last_val else None,
             "last_val_dice": self.last_val["val_dice"] if self.last_val else None,
-            "images_per_s": images_per_s,
+            "pairs_per_s": pairs_per_s,
             "train_items": self.n_train,
             "val_items": self.n_val,
             "world_size": self.cluster.world,
@@ -552,14 +598,20 @@ class _Trainer:
 
 
 # --- helpers ----------------------------------------------------------------
-def lr_factor(step: int, *, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+def lr_factor(step: int, *, warmup: int, total: int, schedule: str, min_ratio: float,
+              progress: float | None = None) -> float:
     """Multiplier of the base learning rate after `step` steps: linear warm-up from
-    1/(warmup+1), then constant or a cosine decay to `min_ratio` at `total` steps."""
+    1/(warmup+1), then constant or a cosine decay to `min_ratio` at `total` steps, or, when
+    `progress` (0 to 1, e.g. the share of a time budget spent) is given, at progress 1."""
     if step < warmup:
         return (step + 1) / (warmup + 1)
-    if schedule == "constant" or total <= warmup:
+    if schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - warmup) / (total - warmup))
+    if progress is None:
+        if total <= warmup:
+            return 1.0
+        progress = (step - warmup) / (total - warmup)
+    progress = min(1.0, max(0.0, progress))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
