@@ -8,6 +8,11 @@ attention mode and seed it prints the first step at which every prompt's Dice ex
 
     python docs/results/diagnose_text.py --prompts 1
     python docs/results/diagnose_text.py --prompts 2 --steps 400
+    python docs/results/diagnose_text.py --prompts 2 --steps 300 --deep-supervision query mean
+
+`--deep-supervision` adds Dice + BCE on every decoder layer's prediction (the training
+recipe's default, `query`: each query's own mask; `mean`: the ensemble mean); `off` is the
+paper's loss alone. The image is encoded once for its prompts, as in training.
 
 Results are in docs/results/README.md.
 """
@@ -15,13 +20,14 @@ Results are in docs/results/README.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import torch
 
 from boltzformer import build_model
 from boltzformer.evaluate import dice_batch
-from boltzformer.loss import dice_bce_loss
+from boltzformer.loss import training_loss
 
 
 def main() -> None:
@@ -30,6 +36,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--modes", nargs="+", default=["full", "masked", "boltzmann"])
+    parser.add_argument("--deep-supervision", nargs="+", default=["off"],
+                        choices=["off", "query", "mean"])
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -39,19 +47,21 @@ def main() -> None:
     noise = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     image = (80 + 25 * noise + 50 * (discs[0] + discs[1])).clamp(0, 255)
     prompts = ["nodule in lung CT", "tumor in liver CT"][: args.prompts]
-    images = image.expand(len(prompts), -1, -1, -1)
+    index = torch.zeros(len(prompts), dtype=torch.long)  # one image, encoded once
     targets = torch.stack(discs[: len(prompts)])[:, None]
 
-    for mode in args.modes:
-        for seed in range(args.seeds):
+    for deep, mode, seed in itertools.product(args.deep_supervision, args.modes,
+                                              range(args.seeds)):
             torch.manual_seed(seed)
             model = build_model("tiny", image_size=128, attention=mode).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
             generator = torch.Generator().manual_seed(seed)
             started, reached = time.monotonic(), None
             for step in range(1, args.steps + 1):
-                out = model(images, prompts, generator=generator)
-                loss = dice_bce_loss(out.logits, targets)
+                out = model(image, prompts, image_index=index, generator=generator,
+                            return_layers=deep != "off")
+                loss, _ = training_loss(out.logits, targets, out.layer_logits,
+                                        target="query" if deep == "off" else deep)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -59,7 +69,8 @@ def main() -> None:
                 if min(dice) > 0.9:
                     reached = step
                     break
-            print(f"{mode:9s} seed {seed}: every prompt's Dice > 0.9 at step {reached} "
+            print(f"deep supervision {deep:5s} {mode:9s} seed {seed}: every prompt's Dice > 0.9 "
+                  f"at step {reached} "
                   f"(last Dice {', '.join(f'{d:.2f}' for d in dice)}; loss {loss.item():.3f}; "
                   f"{time.monotonic() - started:.0f} s)", flush=True)
 
