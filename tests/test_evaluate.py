@@ -151,6 +151,30 @@ def test_evaluate_matches_masks_by_hand(phantoms) -> None:
     assert everything.metrics["absent"]["false_positive_rate"] == 1.0
 
 
+class _TargetRecorder(_Constant):
+    """A stand-in expert that takes the `targets` keyword and records what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(-10.0)
+        self.seen: list[tuple[list[str], list[str]]] = []
+
+    def forward(self, images, prompts, *, generator=None, targets=None):  # noqa: ANN001
+        self.seen.append((list(prompts), list(targets)))
+        return super().forward(images, prompts, generator)
+
+
+def test_evaluate_gives_target_names_to_models_that_take_them(phantoms) -> None:
+    data = BiomedParseDataset(phantoms, "test", image_size=64)
+    model = _TargetRecorder()
+    result = evaluate(model, data, batch_size=5, progress=False)
+    prompts = [p for batch_prompts, _ in model.seen for p in batch_prompts]
+    targets = [t for _, batch_targets in model.seen for t in batch_targets]
+    assert targets == [s.target for s in data.samples] == [r["target"] for r in result.samples]
+    assert prompts == [s.sentences[0] for s in data.samples]
+    # A model without the keyword is called as before (_Constant would reject `targets`).
+    assert len(evaluate(_Constant(-10.0), data, progress=False).samples) == len(data)
+
+
 def test_evaluate_is_deterministic_given_seed_and_writes_report(
     phantoms, tmp_path, small_model
 ) -> None:
