@@ -1,17 +1,27 @@
-"""The U-Net expert baseline: channel selection, checkpoints and scoring with the common
-evaluator."""
+"""The U-Net expert baseline: channel selection, the per-image multi-target data, the masked
+loss, training, checkpoints and scoring with the common evaluator."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 
 import pytest
 import torch
 
-from boltzformer.baselines import UNetBaselineConfig, UNetExpert
-from boltzformer.data import BiomedParseDataset
+from boltzformer.baselines import (
+    ImageTargets,
+    UNetBaselineConfig,
+    UNetExpert,
+    lr_factor_at,
+    masked_dice_bce,
+    train_unet,
+)
+from boltzformer.data import BiomedParseDataset, random_augment
 from boltzformer.evaluate import CSV_COLUMNS, evaluate
+from boltzformer.loss import dice_bce_loss
+from boltzformer.train.data import mix_seed, split_by_image
 
 SMALL = {"image_size": 64, "decoder_channels": (32, 16, 16, 8, 8)}
 
@@ -71,6 +81,99 @@ def test_forward_takes_the_channel_of_real_weights_and_rejects_unknown_targets()
     for bad in ({"targets": ()}, {"targets": ("a", "a")}, {"targets": ("a",), "image_size": 70}):
         with pytest.raises(ValueError):
             UNetBaselineConfig(**bad)
+
+
+def test_image_targets_hold_every_mask_of_an_image(phantoms) -> None:
+    base = BiomedParseDataset(phantoms, "train", image_size=64)
+    targets = sorted({s.target for s in base.samples})
+    data = ImageTargets(base, range(len(base)), targets)
+    images = sorted({s.image_path for s in base.samples})
+    assert len(data) == len(images) == 4
+    for i, path in enumerate(images):
+        item = data[i]
+        assert item["image_file"] == path.name
+        mine = {s.target: j for j, s in enumerate(base.samples) if s.image_path == path}
+        assert {targets[c] for c in item["annotated"].nonzero()[:, 0].tolist()} == set(mine)
+        for c, name in enumerate(targets):
+            expected = base[mine[name]]["mask"][0] if name in mine else torch.zeros(64, 64)
+            assert torch.equal(item["masks"][c], expected), name
+        assert torch.equal(item["image"], base[next(iter(mine.values()))]["image"])
+    assert not all(data[i]["annotated"].all() for i in range(len(data)))  # chest vs abdomen
+
+
+def test_augmentation_moves_image_and_all_masks_alike(phantoms) -> None:
+    base = BiomedParseDataset(phantoms, "train", image_size=64)
+    targets = sorted({s.target for s in base.samples})
+    plain = ImageTargets(base, range(len(base)), targets)[0]
+    data = ImageTargets(base, range(len(base)), targets, seed=5, augment=True)
+    moved = 0
+    for epoch in range(6):
+        data.set_epoch(epoch)
+        item = data[0]
+        moved += not torch.equal(item["image"], plain["image"])
+        for c in plain["annotated"].nonzero()[:, 0].tolist():  # each mask as if augmented alone
+            generator = torch.Generator().manual_seed(mix_seed(5, epoch, 0))
+            image, mask = random_augment(plain["image"], plain["masks"][c : c + 1], generator)
+            assert torch.equal(image, item["image"]) and torch.equal(mask[0], item["masks"][c])
+    assert moved >= 2
+
+
+def test_loss_ignores_unannotated_channels() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    masks = (torch.rand(2, 3, 8, 8) > 0.5).float()
+    annotated = torch.tensor([[True, False, True], [False, True, False]])
+    loss = masked_dice_bce(logits, masks, annotated)
+    pairs = [(0, 0), (0, 2), (1, 1)]
+    by_hand = dice_bce_loss(torch.stack([logits[b, c] for b, c in pairs])[:, None],
+                            torch.stack([masks[b, c] for b, c in pairs])[:, None])
+    assert torch.allclose(loss, by_hand)
+    loss.backward()
+    assert (logits.grad[~annotated] == 0).all() and (logits.grad[annotated] != 0).any()
+    garbage_masks = masks.clone()
+    garbage_masks[~annotated] = 1 - garbage_masks[~annotated]
+    garbage_logits = logits.detach().clone()
+    garbage_logits[~annotated] = 50.0
+    assert torch.equal(masked_dice_bce(garbage_logits, garbage_masks, annotated), loss.detach())
+    assert not torch.allclose(masked_dice_bce(garbage_logits, garbage_masks,
+                                              torch.ones_like(annotated)), loss.detach())
+
+
+def test_schedule_warms_up_then_decays() -> None:
+    values = [lr_factor_at(i / 100) for i in range(101)]
+    assert values[0] == pytest.approx(0.05) and max(values) == pytest.approx(1.0)
+    assert values[5] == pytest.approx(1.0) and values[100] == pytest.approx(0.05)
+    assert values[:6] == sorted(values[:6]) and values[5:] == sorted(values[5:], reverse=True)
+
+
+def test_a_few_steps_on_phantoms_reduce_the_loss(phantoms, tmp_path) -> None:
+    result = train_unet(phantoms, tmp_path / "run", steps=12, image_size=64, batch_size=3,
+                        lr=1e-2, augment=False, log_every=1, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text()
+               .splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert len(losses) == 12 and records[-1]["kind"] == "end"
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
+    # The trainer's split: the same training images, all their masks, never the validation ones.
+    base = BiomedParseDataset(phantoms, "train")
+    train_idx, _ = split_by_image(base, 0.2, 0)
+    assert result.metrics["train_masks"] == len(train_idx) and result.metrics["train_images"] == 3
+    assert result.metrics["targets"] == sorted({base.samples[i].target for i in train_idx})
+    assert list(result.model.config.targets) == result.metrics["targets"]
+    with pytest.raises(FileExistsError):
+        train_unet(phantoms, tmp_path / "run", steps=1, image_size=64, progress=False)
+    with pytest.raises(ValueError, match="exactly one budget"):
+        train_unet(phantoms, tmp_path / "x", steps=1, minutes=1.0, progress=False)
+
+
+def test_training_is_deterministic_given_the_seed(phantoms, tmp_path) -> None:
+    def run(name: str, seed: int) -> dict[str, torch.Tensor]:
+        return train_unet(phantoms, tmp_path / name, steps=3, image_size=64, batch_size=2,
+                          seed=seed, progress=False).model.state_dict()
+
+    first, again, other = run("a", 0), run("b", 0), run("c", 1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first if k in other)
 
 
 def test_save_and_load_give_identical_logits(tmp_path) -> None:
