@@ -127,9 +127,9 @@ class _Constant(nn.Module):
         super().__init__()
         self.value = nn.Parameter(torch.tensor(value))
 
-    def forward(self, images, prompts, generator=None):  # noqa: ANN001 (model interface)
-        b, _, h, w = images.shape
-        return SimpleNamespace(logits=self.value.expand(b, 1, h, w))
+    def forward(self, images, prompts, image_index=None, generator=None):  # noqa: ANN001
+        _, _, h, w = images.shape
+        return SimpleNamespace(logits=self.value.expand(len(prompts), 1, h, w))
 
 
 def test_evaluate_matches_masks_by_hand(phantoms) -> None:
@@ -149,6 +149,31 @@ def test_evaluate_matches_masks_by_hand(phantoms) -> None:
         assert row["dice"] == pytest.approx(0.0 if g == 0 else 2 * g / (64 * 64 + g))
         assert row["false_positive"] == (g == 0)
     assert everything.metrics["absent"]["false_positive_rate"] == 1.0
+
+
+class _TargetRecorder(_Constant):
+    """A stand-in expert that takes the `targets` keyword and records what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(-10.0)
+        self.seen: list[tuple[list[str], list[str]]] = []
+
+    def forward(self, images, prompts, *, image_index=None, generator=None,  # noqa: ANN001
+                targets=None):
+        self.seen.append((list(prompts), list(targets)))
+        return super().forward(images, prompts, image_index, generator)
+
+
+def test_evaluate_gives_target_names_to_models_that_take_them(phantoms) -> None:
+    data = BiomedParseDataset(phantoms, "test", image_size=64)
+    model = _TargetRecorder()
+    result = evaluate(model, data, batch_size=5, progress=False)
+    prompts = [p for batch_prompts, _ in model.seen for p in batch_prompts]
+    targets = [t for _, batch_targets in model.seen for t in batch_targets]
+    assert targets == [s.target for s in data.samples] == [r["target"] for r in result.samples]
+    assert prompts == [s.sentences[0] for s in data.samples]
+    # A model without the keyword is called as before (_Constant would reject `targets`).
+    assert len(evaluate(_Constant(-10.0), data, progress=False).samples) == len(data)
 
 
 def test_evaluate_is_deterministic_given_seed_and_writes_report(

@@ -13,11 +13,16 @@ Conventions (all documented in docs/training.md):
   present targets ("all": every data set weighs 1). Means and stds are weighted alike.
 - The model samples its attention at random: a torch.Generator seeded with `seed` drives it,
   so a run is reproducible given the seed (and the batch size, which groups the draws).
+- Models are called as `model(images, prompts, image_index=..., generator=...)`: the batch's
+  distinct images once, and for each prompt the index of its image. A model whose `forward`
+  has a `targets` keyword (an expert with one output per target, such as the U-Net baseline) is
+  also given each item's target name: `targets=batch["target"]`.
 """
 
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 from collections import defaultdict
@@ -171,6 +176,7 @@ def evaluate(
 
     The model runs in eval mode on its own device; its attention sampling draws from a
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
+    If `model.forward` takes a `targets` keyword, it gets the items' target names too.
     """
     from tqdm.auto import tqdm
 
@@ -178,6 +184,7 @@ def evaluate(
 
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
+    takes_targets = "targets" in inspect.signature(model.forward).parameters
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate
     )
@@ -186,9 +193,10 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     try:
         for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
-            images, index = unique_images(batch)
+            images, index = unique_images(batch)  # each image encoded once
+            extra = {"targets": batch["target"]} if takes_targets else {}
             logits = model(images.to(device), batch["prompt"], image_index=index.to(device),
-                           generator=generator).logits.float()
+                           generator=generator, **extra).logits.float()
             pred = (logits.sigmoid() > threshold).cpu()
             rows.extend(score_batch(pred, batch["mask"] > 0.5, batch, start=len(rows)))
     finally:

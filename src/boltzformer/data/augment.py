@@ -18,10 +18,11 @@ def random_augment(
 ) -> tuple[Tensor, Tensor]:
     """With probability `p`, rotate by k x 90 degrees and take a jittered crop, identically.
 
-    image: (C, H, W) float; mask: (1, H, W) with values 0/1. The crop's centre moves by up
-    to ±`max_shift` of the image size and its side by up to ±`max_scale`; it is resampled
-    back to (H, W) (bilinear; outside the image is 0), and the mask is thresholded at 0.5
-    so it stays binary. Returns tensors of the input shapes (the inputs when not applied).
+    image: (C, H, W) float; mask: (K, H, W) with values 0/1, K masks of the image moved alike
+    (the data set passes one; the U-Net baseline one per target). The crop's centre moves by
+    up to ±`max_shift` of the image size and its side by up to ±`max_scale`; it is resampled
+    back to (H, W) (bilinear; outside the image is 0), and the masks are thresholded at 0.5
+    so they stay binary. Returns tensors of the input shapes (the inputs when not applied).
     """
     if image.shape[-2:] != mask.shape[-2:]:
         raise ValueError(f"image {tuple(image.shape)} and mask {tuple(mask.shape)} differ in size")

@@ -1,0 +1,166 @@
+"""The paper's "expert" baseline (its nnU-Net comparison): a U-Net with one output channel per
+target, told its target by the channel rather than by text.
+
+The network is `segmentation_models_pytorch.Unet` on a timm encoder (`tu-resnet10t` by
+default, randomly initialised like the `tiny` BoltzFormer). One forward pass predicts every
+target of an image; `UNetExpert.forward` then keeps, for each sample, the channel of its
+target, so the model answers the same `(images, prompts) -> .logits` call as BoltzFormer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+
+from boltzformer.modeling.boltzformer import CONFIG_FILE, PIXEL_MEAN, PIXEL_STD, WEIGHTS_FILE
+
+try:
+    import segmentation_models_pytorch as smp
+except ImportError as err:
+    raise ImportError(
+        "the U-Net baseline needs segmentation-models-pytorch: "
+        "pip install 'boltzformer[baselines]'"
+    ) from err
+
+
+@dataclass(frozen=True)
+class UNetBaselineConfig:
+    """targets: one output channel each, in this order (training sorts them); image_size:
+    the square input side (a multiple of 32); encoder: an smp encoder name ("tu-<timm
+    model>"); decoder_channels: the U-Net decoder's widths, coarse to fine (smp's default)."""
+
+    targets: tuple[str, ...]
+    image_size: int = 256
+    encoder: str = "tu-resnet10t"
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "decoder_channels", tuple(self.decoder_channels))
+        if not self.targets or len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"targets must be distinct names, at least one: {self.targets}")
+        if self.image_size < 32 or self.image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> UNetBaselineConfig:
+        return cls(**values)
+
+
+@dataclass
+class UNetOutput:
+    """logits (B, 1, H, W): each sample's target channel; channel_logits (B, C, H, W): all."""
+
+    logits: Tensor
+    channel_logits: Tensor
+
+
+class UNetExpert(nn.Module):
+    """A U-Net with one output channel per target, behind BoltzFormer's call signature."""
+
+    def __init__(self, config: UNetBaselineConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.unet = smp.Unet(
+            config.encoder,
+            encoder_weights=None,
+            decoder_channels=config.decoder_channels,
+            classes=len(config.targets),
+        )
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
+        self.channel_of = {name: i for i, name in enumerate(config.targets)}
+
+    def channel_logits(self, images: Tensor) -> Tensor:
+        """images (B, 3, H, W) RGB in 0-255, H and W multiples of 32 -> (B, C, H, W), one
+        channel per target of `config.targets`."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}")
+        return self.unet((images.float() - self.pixel_mean) / self.pixel_std)
+
+    def channels(self, targets: Sequence[str]) -> Tensor:
+        """Target names -> their channel indices (B,); an unknown name is a ValueError."""
+        unknown = sorted({t for t in targets if t not in self.channel_of})
+        if unknown:
+            raise ValueError(
+                f"unknown target(s) {unknown}: this U-Net was trained for "
+                f"{list(self.config.targets)}"
+            )
+        return torch.tensor([self.channel_of[t] for t in targets], dtype=torch.long)
+
+    def target_of_prompt(self, prompt: str) -> str:
+        """The target of a canonical prompt, `<target>` or `<target> in <site> <modality>`
+        (the longest known name that fits). Paraphrases are not guessed: a ValueError says
+        to pass `targets=` instead."""
+        fits = [t for t in self.config.targets if prompt == t or prompt.startswith(f"{t} in ")]
+        if not fits:
+            raise ValueError(
+                f"cannot tell the target of the prompt {prompt!r}: the U-Net expert reads only "
+                f"'<target> in <site> <modality>' prompts with a target among "
+                f"{list(self.config.targets)}; pass targets=[...] (evaluate() does)"
+            )
+        return max(fits, key=len)
+
+    def forward(
+        self,
+        images: Tensor,
+        prompts: Sequence[str],
+        *,
+        image_index: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        targets: Sequence[str] | None = None,
+    ) -> UNetOutput:
+        """images (N, 3, H, W) in 0-255; P prompts; optional P target names (used instead of
+        the prompts when given) -> UNetOutput with logits (P, 1, H, W), channel_logits
+        (P, C, H, W).
+
+        As with BoltzFormer, `image_index` (P,) gives each prompt's image, so each image goes
+        through the U-Net once for all its targets; without it P == N. `generator` is
+        accepted for the evaluator's sake and unused: the U-Net draws nothing.
+        """
+        if targets is None:
+            targets = [self.target_of_prompt(p) for p in prompts]
+        if image_index is None:
+            image_index = torch.arange(images.shape[0], device=images.device)
+        if len(targets) != image_index.shape[0]:
+            raise ValueError(f"{len(targets)} targets for {image_index.shape[0]} images: give "
+                             "one each")
+        channel_logits = self.channel_logits(images)[image_index.to(images.device)]
+        index = self.channels(targets).to(channel_logits.device)
+        logits = channel_logits[torch.arange(len(index), device=index.device), index]
+        return UNetOutput(logits[:, None], channel_logits)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write `config.json` and `model.safetensors` into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(self.config.to_json())
+        save_model(self, str(directory / WEIGHTS_FILE))
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, *, map_location: str | torch.device = "cpu"
+    ) -> UNetExpert:
+        """Restore a model written by `save_pretrained` (safetensors only; nothing unpickled)."""
+        directory = Path(directory)
+        for path in (directory / CONFIG_FILE, directory / WEIGHTS_FILE):
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} not found: a U-Net checkpoint folder holds {CONFIG_FILE} and "
+                    f"{WEIGHTS_FILE} (written by UNetExpert.save_pretrained or train_unet)"
+                )
+        config = UNetBaselineConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+        model = cls(config)
+        load_model(model, str(directory / WEIGHTS_FILE), device=str(map_location))
+        return model.to(map_location)

@@ -1,0 +1,223 @@
+"""Training the U-Net expert: one item per image with all its targets' masks, Dice + BCE on
+the annotated channels only, AdamW with warm-up and cosine decay over a step or time budget.
+
+The split is the BoltzFormer trainer's (`split_by_image`, same `val_fraction` and seed), so
+both models train on the same images; the held-out 20% is left unused here, like the test
+split. Given the seed, initialisation, data order and augmentation are fixed; with a `steps`
+budget the whole run is deterministic, with `minutes` the schedule follows the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from boltzformer.baselines.unet import UNetBaselineConfig, UNetExpert
+from boltzformer.data import BiomedParseDataset, random_augment
+from boltzformer.loss import dice_bce_loss
+from boltzformer.train.data import mix_seed, split_by_image
+
+METRICS_NAME = "metrics.jsonl"
+
+
+class ImageTargets(Dataset):
+    """The items of `base` at `indices` grouped by image: one item per image.
+
+    `base` is a BiomedParseDataset built with train=False, augment=False. An item is a dict:
+    "image" (3, S, S) float 0-255; "masks" (C, S, S) 0/1, channel c the mask of `targets[c]`
+    (the union if an image has several masks of one target, zeros if it has none);
+    "annotated" (C,) bool, True where the image has a mask of that target (an empty mask, an
+    absent target, counts as annotated); "image_file". With `augment`, `random_augment`
+    moves the image and all its masks alike, seeded by (seed, epoch, image index).
+    """
+
+    def __init__(
+        self,
+        base: BiomedParseDataset,
+        indices: Sequence[int],
+        targets: Sequence[str],
+        *,
+        seed: int = 0,
+        augment: bool = False,
+    ) -> None:
+        self.base = base
+        self.channel_of = {name: c for c, name in enumerate(targets)}
+        self.seed = seed
+        self.augment = augment
+        self.epoch = 0
+        groups: dict[Path, list[int]] = {}
+        for i in indices:
+            sample = base.samples[i]
+            if sample.target not in self.channel_of:
+                raise ValueError(f"{sample.mask_file}: target {sample.target!r} not in {targets}")
+            groups.setdefault(sample.image_path, []).append(i)
+        self.groups = [groups[path] for path in sorted(groups)]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch: the augmentation depends on it."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        items = [self.base[j] for j in self.groups[i]]
+        image = items[0]["image"]
+        masks = torch.zeros(len(self.channel_of), *image.shape[-2:])
+        annotated = torch.zeros(len(self.channel_of), dtype=torch.bool)
+        for item in items:
+            c = self.channel_of[item["target"]]
+            masks[c] = torch.maximum(masks[c], item["mask"][0])
+            annotated[c] = True
+        if self.augment:
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
+            image, masks = random_augment(image, masks, generator)
+        return {"image": image, "masks": masks, "annotated": annotated,
+                "image_file": items[0]["image_file"]}
+
+
+def masked_dice_bce(logits: Tensor, masks: Tensor, annotated: Tensor) -> Tensor:
+    """Dice + BCE averaged over the annotated (image, target) pairs; other channels get no
+    gradient. logits, masks (B, C, H, W); annotated (B, C) bool with at least one True."""
+    if not bool(annotated.any()):
+        raise ValueError("no annotated channel in the batch: nothing to learn from")
+    return dice_bce_loss(logits[annotated][:, None], masks[annotated][:, None])
+
+
+def lr_factor_at(progress: float, *, warmup: float = 0.05, min_ratio: float = 0.05) -> float:
+    """Learning-rate multiplier at `progress` (0-1) of the budget: linear from `min_ratio` to
+    1 over the first `warmup` of it, then a cosine decay back to `min_ratio` at 1."""
+    if progress < warmup:
+        return min_ratio + (1 - min_ratio) * progress / warmup
+    done = min(1.0, (progress - warmup) / (1 - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * done))
+
+
+@dataclass
+class UNetTrainResult:
+    """out_dir (the model: config.json + model.safetensors, and metrics.jsonl); metrics: the
+    run's "end" record (steps, seconds, images_per_s, steps_per_s, final loss, ...)."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    model: UNetExpert = field(repr=False)
+
+
+def train_unet(
+    data_root: str | Path,
+    out_dir: str | Path,
+    *,
+    minutes: float | None = None,
+    steps: int | None = None,
+    image_size: int = 256,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-2,
+    seed: int = 0,
+    augment: bool = True,
+    encoder: str = "tu-resnet10t",
+    val_fraction: float = 0.2,
+    workers: int = 0,
+    log_every: int = 10,
+    progress: bool = True,
+) -> UNetTrainResult:
+    """Train a `UNetExpert` on the "train" split of `data_root` for `minutes` or `steps`
+    (exactly one) and write it to `out_dir`. `batch_size` counts images (each with all its
+    targets). Recipe as the BoltzFormer trainer's: AdamW (no decay on biases and norms),
+    gradients clipped to norm 1, Dice + BCE; learning rate per `lr_factor_at` of the elapsed
+    share of the budget. Records "train" every `log_every` steps and "end" in metrics.jsonl.
+    """
+    from tqdm.auto import tqdm
+
+    if (minutes is None) == (steps is None):
+        raise ValueError("give exactly one budget: minutes or steps")
+    if (minutes is not None and not minutes > 0) or (steps is not None and steps < 1):
+        raise ValueError(f"the budget must be positive, got minutes={minutes}, steps={steps}")
+    out = Path(out_dir)
+    metrics_path = out / METRICS_NAME
+    if metrics_path.exists():
+        raise FileExistsError(f"{out} already holds a run ({METRICS_NAME}); choose a new folder")
+    base = BiomedParseDataset(data_root, "train", image_size=image_size, train=False,
+                              augment=False, seed=seed)
+    train_idx, val_idx = split_by_image(base, val_fraction, seed)
+    targets = sorted({base.samples[i].target for i in train_idx})
+    data = ImageTargets(base, train_idx, targets, seed=seed, augment=augment)
+    config = UNetBaselineConfig(tuple(targets), image_size=image_size, encoder=encoder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = UNetExpert(config)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
+        lr=lr,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+
+    def record(entry: dict[str, Any]) -> None:
+        with metrics_path.open("a") as f:
+            f.write(json.dumps({**entry, "time": round(time.time(), 3)}) + "\n")
+
+    bar = tqdm(total=steps, desc="unet", unit="step", disable=not progress)
+    step, epoch, images_seen, last_loss = 0, 0, 0, math.nan
+    window_loss, window_steps = 0.0, 0
+    started = time.monotonic()
+
+    def used() -> float:
+        """The share of the budget spent: steps taken, or minutes elapsed."""
+        if steps is not None:
+            return step / steps
+        return (time.monotonic() - started) / (60 * minutes)
+
+    while used() < 1:
+        data.set_epoch(epoch)
+        loader = DataLoader(data, batch_size=batch_size, shuffle=True, num_workers=workers,
+                            generator=torch.Generator().manual_seed(mix_seed(seed, epoch)))
+        for batch in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * lr_factor_at(used())
+            loss = masked_dice_bce(model.channel_logits(batch["image"]), batch["masks"],
+                                   batch["annotated"])
+            if not bool(torch.isfinite(loss)):
+                raise FloatingPointError(f"non-finite loss {float(loss)} at step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            step += 1
+            images_seen += len(batch["image"])
+            last_loss = float(loss.detach())
+            window_loss, window_steps = window_loss + last_loss, window_steps + 1
+            bar.update(1)
+            if step % log_every == 0:
+                bar.set_postfix(loss=f"{window_loss / window_steps:.4f}")
+                record({"kind": "train", "epoch": epoch + 1, "step": step,
+                        "loss": window_loss / window_steps, "lr": optimizer.param_groups[0]["lr"],
+                        "elapsed_s": round(time.monotonic() - started, 3)})
+                window_loss, window_steps = 0.0, 0
+            if used() >= 1:
+                break
+        epoch += 1
+    bar.close()
+    seconds = time.monotonic() - started
+    metrics = {
+        "steps": step, "epochs": images_seen / len(data), "images": images_seen,
+        "seconds": seconds,
+        "images_per_s": images_seen / seconds, "steps_per_s": step / seconds,
+        "final_loss": last_loss, "train_images": len(data), "train_masks": len(train_idx),
+        "val_masks_unused": len(val_idx), "targets": targets,
+    }
+    record({"kind": "end", **metrics})
+    model.eval()
+    model.save_pretrained(out)
+    return UNetTrainResult(out, metrics, model)
