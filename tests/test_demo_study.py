@@ -27,12 +27,17 @@ def test_demo_writes_report_and_figures(tmp_path):
 def test_study_plan_shares_the_default_run_across_tables():
     cells = plan(StudySettings(out_dir=None))
     keys = {(v.key, seed) for _, v, seed in cells}
-    # every paper table is there, with 3 seeds for the main ones and 2 for ablations
+    # every table is there, with 3 seeds for the main ones and 1 for the ablations
     assert {t.name for t, _, _ in cells} == {t.name for t in TABLES}
     assert sum(1 for t, v, _ in cells if t.name == "table3_attention") == 9
-    assert sum(1 for t, v, _ in cells if t.name == "table4_tau0") == 8
+    assert sum(1 for t, v, _ in cells if t.name == "table4_tau0") == 4
+    assert sum(1 for t, v, _ in cells if t.name == "deep_supervision") == 9
     # the default Boltzmann model appears in every table but is one run per seed
     assert ("boltzmann", 0) in keys and len(keys) < len(cells)
+    assert len(keys) == 34  # the full study's runs
+    # the recipe's switches are training overrides; the expert is its own run
+    assert ("loss.deep_supervision=False", 2) in keys and ("unet-expert", 2) in keys
+    assert ("train.prompts_per_image=1", 0) in keys
 
 
 def test_quick_study_writes_every_table_and_resumes(tmp_path, capsys):

@@ -273,7 +273,8 @@ def _records_safe(run: Path) -> list[dict]:
 @pytest.mark.parametrize("policy", ["stop", "skip"])
 def test_non_finite_loss(phantoms, tmp_path, small_config, monkeypatch, policy) -> None:
     cfg = TrainConfig.from_dict(small_config(
-        phantoms, train={"epochs": 1, "nan_policy": policy, "max_steps": 4, "batch_size": 2}))
+        phantoms, train={"epochs": 1, "nan_policy": policy, "max_steps": 4, "batch_size": 2,
+                         "prompts_per_image": 1}))
     real_loss, calls = trainer_module.training_loss, []
 
     def nan_on_call_3(*args, **kwargs):

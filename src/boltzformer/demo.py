@@ -50,6 +50,7 @@ class DemoSettings:
     prompts_per_image: int = 8  # K
     lr: float = 1e-3
     warmup_steps: int = 20
+    val_fraction: float = 0.05  # of the training images: validation only picks the checkpoint
     seed: int = 0
     workers: int = 2
     progress: bool = True
@@ -60,7 +61,7 @@ def _train_config(s: DemoSettings, data_dir: Path) -> TrainConfig:
     end of the budget."""
     return TrainConfig(
         model=ModelSpec(preset="tiny", overrides={"image_size": s.image_size}),
-        data=DataConfig(root=str(data_dir), workers=s.workers),
+        data=DataConfig(root=str(data_dir), workers=s.workers, val_fraction=s.val_fraction),
         optim=OptimConfig(lr=s.lr, warmup_steps=s.warmup_steps),
         train=LoopConfig(
             batch_size=s.batch_size, prompts_per_image=s.prompts_per_image, epochs=100,

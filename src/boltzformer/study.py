@@ -69,7 +69,7 @@ class Table:
     name: str
     title: str
     variants: tuple[Variant, ...]
-    main: bool = False  # main tables use every seed; ablations use at most two
+    main: bool = False  # main tables use every seed; ablations use `ablation_seeds`
 
 
 def _sweep(field_name: str, values: list[Any], fmt: str) -> tuple[Variant, ...]:
@@ -103,10 +103,11 @@ TABLES: tuple[Table, ...] = (
            Variant("with pixel-grounded correction"))),
     Table("deep_supervision", "Deep supervision of every decoder layer (off: the release's loss)",
           (Variant("final loss only (release)", training={"loss.deep_supervision": False}),
-           Variant("deep supervision"))),
+           Variant("each query's mask"),
+           Variant("ensemble mean", training={"loss.target": "mean"})), main=True),
     Table("prompts_per_image", "Prompts decoded per encoded image (K)",
           (Variant("K = 1 (one pair per image)", training={"train.prompts_per_image": 1}),
-           Variant(f"K = {LoopConfig.prompts_per_image}"))),
+           Variant(f"K = {LoopConfig.prompts_per_image}")), main=True),
     Table("expert_baseline", "Expert baseline: U-Net, one output channel per target (the "
           "paper's nnU-Net comparison)",
           (Variant("U-Net expert (segmentation-models-pytorch)", expert=True),
@@ -121,12 +122,14 @@ class StudySettings:
 
     out_dir: Path
     seeds: int = 3
-    ablation_seeds: int = 2
+    ablation_seeds: int = 1
     images: int = 600
     image_size: int = 128
-    minutes: float | None = 2.0
+    minutes: float | None = 2.5
     steps: int | None = None
     batch_size: int = 4  # images per step
+    lr: float = 2e-3
+    val_fraction: float = 0.05  # validation only logs: every run is scored at its end
     workers: int = 2  # DataLoader workers, shared among the parallel jobs
     jobs: int = 2  # runs trained at once, each in its own process with cpus / jobs threads
     tables: tuple[str, ...] = tuple(t.name for t in TABLES)
@@ -156,9 +159,9 @@ def _train_config(s: StudySettings, data: Path, variant: Variant, seed: int) -> 
     overrides = {"image_size": s.image_size, **variant.overrides}
     cfg = TrainConfig(
         model=ModelSpec(preset="tiny", overrides=overrides),
-        data=DataConfig(root=str(data), workers=s.workers // s.jobs,
+        data=DataConfig(root=str(data), workers=s.workers // s.jobs, val_fraction=s.val_fraction,
                         prompt=CONSTANT_PROMPT if variant.constant_prompt else None),
-        optim=OptimConfig(warmup_steps=min(50, s.steps // 10) if s.steps else 50),
+        optim=OptimConfig(lr=s.lr, warmup_steps=min(20, s.steps // 10) if s.steps else 20),
         train=LoopConfig(batch_size=s.batch_size, epochs=1000, patience=None,
                          max_steps=s.steps, max_minutes=s.minutes, seed=seed,
                          checkpoint_every=200),
@@ -207,8 +210,9 @@ def _train_expert(s: StudySettings, data: Path, run_dir: Path, seed: int
     if run_dir.exists():
         shutil.rmtree(run_dir)
     result = train_unet(data, run_dir, minutes=s.minutes, steps=s.steps,
-                        image_size=s.image_size, batch_size=s.batch_size, seed=seed,
-                        workers=s.workers // s.jobs, progress=False)
+                        image_size=s.image_size, batch_size=s.batch_size, lr=s.lr, seed=seed,
+                        val_fraction=s.val_fraction, workers=s.workers // s.jobs,
+                        progress=False)
     return result.model, result.metrics.get("steps"), None
 
 
@@ -347,7 +351,8 @@ def _summary(s: StudySettings, tables: list[str], runs: list[dict[str, Any]]) ->
         f"{platform.python_implementation()} {platform.python_version()}, torch "
         f"{torch.__version__}",
         f"- budget per run: {_budget(s)} of {s.batch_size} images per step (up to "
-        f"{LoopConfig.prompts_per_image} prompts each) at {s.image_size}x{s.image_size}, "
+        f"{LoopConfig.prompts_per_image} prompts each), peak learning rate {s.lr:g}, at "
+        f"{s.image_size}x{s.image_size}, "
         f"`tiny` preset from scratch (the U-Net: the same minutes and images per step); data: "
         f"{s.images} phantom images (80 % train, of which 20 % validation; 20 % test)",
         f"- seeds: {s.seeds} for the main tables, {min(s.seeds, s.ablation_seeds)} for ablations",

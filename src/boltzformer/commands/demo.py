@@ -30,6 +30,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    f"{d.images})")
     p.add_argument("--image-size", type=int, default=d.image_size,
                    help=f"image side in pixels, a multiple of 32 (default {d.image_size})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"images per training step (default {d.batch_size})")
+    p.add_argument("--prompts-per-image", type=int, default=d.prompts_per_image,
+                   help=f"targets decoded per encoded image, K (default {d.prompts_per_image})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
     p.add_argument("--seed", type=int, default=0, help="seed for data, training, sampling")
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
     p.set_defaults(run=run)
@@ -40,12 +45,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.minutes <= 0 or args.images < 10:
         raise ValueError("--minutes must be > 0 and --images at least 10")
+    if args.batch_size < 1 or args.prompts_per_image < 1 or not args.lr > 0:
+        raise ValueError("--batch-size and --prompts-per-image must be at least 1, --lr > 0")
     if args.image_size < 96 or args.image_size % 32:
         raise ValueError(f"--image-size must be a multiple of 32 and at least 96, got "
                          f"{args.image_size}")
     result = run_demo(DemoSettings(out_dir=args.out, minutes=args.minutes, images=args.images,
-                                   image_size=args.image_size, seed=args.seed,
-                                   workers=args.workers))
+                                   image_size=args.image_size, batch_size=args.batch_size,
+                                   prompts_per_image=args.prompts_per_image, lr=args.lr,
+                                   seed=args.seed, workers=args.workers))
     strata = result["metrics"]["size_strata"]["weighted"]
     small, large = strata["small"]["dice_mean"], strata["large"]["dice_mean"]
     overall = result["metrics"]["overall"]["dice_mean"]

@@ -5,7 +5,7 @@ model:  {preset: tiny, image_size: 128}   # a preset plus any BoltzFormerConfig 
 data:   {root: data/phantoms, val_fraction: 0.2}
 optim:  {lr: 1.0e-3, weight_decay: 1.0e-2}
 loss:   {deep_supervision: true, weight: 1.0}
-train:  {batch_size: 8, prompts_per_image: 4, epochs: 40}
+train:  {batch_size: 8, prompts_per_image: 8, epochs: 40}
 ```
 
 Unknown sections, keys and presets are errors that list the valid ones; values are checked
@@ -123,7 +123,7 @@ class LoopConfig:
     """The training loop: batches, stopping rules, checkpoints, precision."""
 
     batch_size: int = 8  # images per step, per process
-    prompts_per_image: int = 4  # K: up to K of an image's targets per step (1: one pair each)
+    prompts_per_image: int = 8  # K: up to K of an image's targets per step (1: one pair each)
     epochs: int = 40  # the paper's maximum
     patience: int | None = 5  # epochs without a lower validation loss before stopping
     max_steps: int | None = None  # stop after this many optimiser steps in total
