@@ -43,12 +43,12 @@ class DemoSettings:
     gives the measured time and Dice of the defaults."""
 
     out_dir: Path = Path("demo_output")
-    minutes: float = 10.0  # training time budget
+    minutes: float = 9.0  # training time budget
     images: int = 1200  # phantom images (80 % train, 20 % test)
     image_size: int = 256
     batch_size: int = 4  # images per step
     prompts_per_image: int = 8  # K
-    lr: float = 1e-3
+    lr: float = 2e-3  # measured against 1e-3 (val Dice 11.6 vs 10.5 %), 3e-3 and 5 queries
     warmup_steps: int = 20
     val_fraction: float = 0.05  # of the training images: validation only picks the checkpoint
     seed: int = 0
