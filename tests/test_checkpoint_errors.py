@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SRC
 
 import boltzformer
 from boltzformer import BoltzFormer, CheckpointError, Predictor, cli
 from boltzformer.train import TrainConfig, train
-
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _corrupt_weights(ckpt: Path) -> str:

@@ -12,7 +12,8 @@ import sys
 
 # Verbs in the order `--help` lists them; each names a module in boltzformer.commands.
 COMMANDS: tuple[str, ...] = (
-    "demo", "synth", "train", "evaluate", "predict", "visualize", "study", "bench", "presets",
+    "demo", "synth", "train", "evaluate", "predict", "visualize", "serve", "study", "bench",
+    "presets",
 )
 
 
