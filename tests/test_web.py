@@ -21,7 +21,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import boltzformer
-from boltzformer import Predictor, cli, web
+from boltzformer import Predictor, cli, viz, web
 from boltzformer.commands import serve
 from boltzformer.commands._inference import read_plane, read_volume
 from boltzformer.data.medio import nifti_slices, read_image
@@ -241,6 +241,22 @@ def test_phantom_examples_are_one_click_away(server, client):
     _load(client, _path(file["value"]))
     out = _segment(client, prompts["value"])
     assert len(out["downloads"]) == 3 and _png(out["downloads"][0]).shape == (256, 256)
+
+
+# --- the figures --------------------------------------------------------------------------------
+def test_each_prompt_is_tinted_in_its_own_colour(make_disc):
+    """Two prompts' masks on a black image: each shows up tinted in its colour, where it is."""
+    probs = np.stack([make_disc(64, 16, 32, 10), make_disc(64, 48, 32, 10)]).astype(np.float32)
+    figure = viz.to_array(viz.prompts_overlay(np.zeros((64, 64)), probs, ["left", "right"]))
+    columns = []
+    for p in range(2):
+        rgb = np.array([int(viz.prompt_color(p)[i : i + 2], 16) for i in (1, 3, 5)])
+        tinted = np.abs(figure.astype(int) - np.round(0.35 * rgb)).max(axis=-1) <= 2
+        assert tinted.sum() > 500
+        columns.append(np.nonzero(tinted)[1].mean())
+    assert columns[0] < figure.shape[1] / 2 < columns[1]
+    maps = viz.to_array(viz.probability_maps(probs, ["left", "right"]))
+    assert maps.shape[1] > maps.shape[0]  # side by side
 
 
 # --- the command -------------------------------------------------------------------------------
