@@ -299,7 +299,9 @@ def test_the_serve_command_serves_the_page(checkpoint):
         page = wait_for(f"http://127.0.0.1:{port}/", proc)
         assert "<title>BoltzFormer" in page or "BoltzFormer" in page
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C, as soon as the page answers
         output = proc.communicate(timeout=60)[0]
-    assert f"serving {checkpoint}" in output and "Traceback" not in output
+    assert proc.returncode == 0, output
+    assert f"serving {checkpoint}" in output and "Traceback" not in output, output
+    assert output.rstrip().endswith("stopped")
 

@@ -89,7 +89,12 @@ def run(args: argparse.Namespace) -> int:
             limits=web.Limits(max_voxels=args.max_voxels),
             title=f"BoltzFormer: {args.checkpoint}",
         )
-        print(f"serving {args.checkpoint} at http://{args.host}:{args.port} (Ctrl-C stops)")
-        web.launch(app, host=args.host, port=args.port, work_dir=work_dir,
-                   max_file_size_mb=args.max_file_size)
+        print(f"serving {args.checkpoint} at http://{args.host}:{args.port} (Ctrl-C stops)",
+              flush=True)
+        try:
+            web.launch(app, host=args.host, port=args.port, work_dir=work_dir,
+                       max_file_size_mb=args.max_file_size)
+        except KeyboardInterrupt:  # Ctrl-C while gradio was still starting (once it serves,
+            app.close()            # gradio takes Ctrl-C itself)
+    print("stopped")
     return 0
