@@ -191,6 +191,9 @@ def test_nifti_volume_slices_and_exports_aligned_masks(client, model, encodes, t
     assert areas["headers"] == ["prompt", "colour", "voxels", "% of volume"]
     assert "all 6 slices" in status
 
+    preview, slider, *_ = _load(client, path, "abdomen", axis=0)  # slices along axis 0
+    assert slider["maximum"] == 39 and _png(preview).shape[:2] == (32, 6)
+
 
 def _error(call) -> str:
     with pytest.raises(AppError) as err:

@@ -7,9 +7,9 @@ upload (or a change of slice, axis or window) is encoded once, and every set of 
 it reuses that encoding. Reading, windowing and NIfTI write-back are `commands._inference`
 and `data.medio`; the figures are `viz`.
 
-API (what `gradio_client` calls, besides the page):
-    /load     (file, window, axis)        -> preview, slice, window, axis, export, status
-    /slice    (index)                     -> preview, status
+API (what `gradio_client` calls; one Client is one session):
+    /load     (file, window, axis)          -> preview, slice, window, axis, status
+    /slice    (index)                       -> preview, status
     /segment  (prompts, samples, threshold) -> overlay, probability, sampling, uncertainty,
                                                areas, downloads, status
     /export   (prompts, samples, threshold) -> areas, downloads, status   (NIfTI volumes)
