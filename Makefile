@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SHOT   := build/web.png
 
-.PHONY: install test lint demo clean
+.PHONY: install test test-browser web-screenshot lint demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +21,17 @@ install: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests docs
 	$(PY) -m pytest -q
+
+# The web page in headless Chromium (Debian's chromium + chromium-driver, installed if missing);
+# the screenshot it takes goes to $(SHOT).
+test-browser: $(STAMP)
+	[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver; }
+	BOLTZFORMER_SCREENSHOT=$(CURDIR)/$(SHOT) $(PY) -m pytest -q -m browser tests/test_web_browser.py
+
+# The README's screenshot of the web app, taken by the browser test.
+web-screenshot: test-browser
+	cp $(SHOT) docs/web.png
 
 demo: $(STAMP)
 	$(VENV)/bin/boltzformer demo --out demo_output

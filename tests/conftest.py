@@ -4,6 +4,10 @@ CPU-fast model configuration."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +17,9 @@ import torch
 from PIL import Image
 
 from boltzformer.data import generate_phantoms
+
+#: This checkout's sources, for the commands tests start in their own processes.
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(scope="session")
@@ -145,3 +152,24 @@ def small_config():
     """small_config(data, **sections) -> a TrainConfig dict for the small model on `data`,
     with `sections` ({"train": {...}}) updating the defaults."""
     return _small_config
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> str:
+    """The page at `url` once the server `proc` answers; fails if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited with {proc.returncode}: {proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {timeout:.0f} s")

@@ -3,7 +3,7 @@
 from boltzformer.build import build_from_config, build_model
 from boltzformer.config import PRESETS, BoltzFormerConfig, get_preset
 from boltzformer.loss import dice_bce_loss
-from boltzformer.modeling.boltzformer import BoltzFormer, BoltzFormerOutput
+from boltzformer.modeling.boltzformer import BoltzFormer, BoltzFormerOutput, CheckpointError
 from boltzformer.predictor import Prediction, Predictor, SamplingTrace
 
 __version__ = "0.1.0"
@@ -13,6 +13,7 @@ __all__ = [
     "BoltzFormer",
     "BoltzFormerConfig",
     "BoltzFormerOutput",
+    "CheckpointError",
     "Prediction",
     "Predictor",
     "SamplingTrace",

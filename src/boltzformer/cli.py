@@ -12,8 +12,8 @@ import sys
 
 # Verbs in the order `--help` lists them; each names a module in boltzformer.commands.
 COMMANDS: tuple[str, ...] = (
-    "demo", "synth", "train", "evaluate", "predict", "visualize", "study", "bench", "throughput",
-    "presets",
+    "demo", "synth", "train", "evaluate", "predict", "visualize", "serve", "study", "bench",
+    "throughput", "presets",
 )
 
 

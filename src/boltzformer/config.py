@@ -87,8 +87,15 @@ class BoltzFormerConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BoltzFormerConfig:
-        """Build from a dict; an unknown key is an error that lists the valid ones."""
+        """Build from a dict; an unknown key or a value of the wrong type is an error that
+        names it (an int is accepted where a float is expected)."""
         check_keys(values, cls.field_names(), what="model config")
+        for f in fields(cls):
+            if f.name in values and not _same_kind(values[f.name], f.default):
+                raise ValueError(
+                    f"model config key {f.name} must be of type {type(f.default).__name__}, got "
+                    f"{values[f.name]!r}"
+                )
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +114,15 @@ class BoltzFormerConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether `value` has the type of the field's `default` (bool is not a number here)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
 
 
 def check_keys(values: dict[str, Any], valid: list[str], *, what: str) -> None:

@@ -7,6 +7,9 @@ Colours follow the paper's figures: ground truth outlined in red, prediction in 
 - `sampling_figure`: per decoder layer, the tokens one query attended to (bright = sampled,
   the rest dimmed), plus the final prediction (the paper's Fig. 4 and appendix C.1).
 - `uncertainty_figure`: image, mean probability and pixel-wise std over sampling draws.
+- `prompts_overlay`: several prompts' masks on one image, each in its own colour.
+- `probability_maps`: one probability panel per prompt.
+- `to_array`: any of these figures as an RGB array (for the web app).
 
 Every function returns the `matplotlib.figure.Figure` and writes it to `path` when given.
 Images are (H, W) grey or (H, W, 3) RGB, uint8 or floats in [0, 255]; probabilities and masks
@@ -31,6 +34,9 @@ PRED_COLOR = "#20e020"
 PRED_TINT = (0.1, 0.9, 0.1)
 DIM_ALPHA = 0.75  # how dark the tokens a query did not attend to are drawn
 PANEL_INCHES = 3.2
+#: One colour per prompt, in order (the first is the prediction green), then repeated.
+PROMPT_COLORS = ("#20e020", "#ff9f1c", "#2ec4ff", "#ff4fd8", "#ffe019", "#a98bff", "#ff5a5a",
+                 "#00d1a0")
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,15 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _tint(ax, mask: np.ndarray, rgb: Sequence[float], outline: str) -> None:
+    """Tint a binary (H, W) mask with `rgb` (0-1 floats) and outline it in `outline`."""
+    tint = np.zeros((*mask.shape, 4), np.float32)
+    tint[..., :3] = rgb
+    tint[..., 3] = 0.35 * mask
+    ax.imshow(tint, interpolation="nearest")
+    _outline(ax, mask, outline, 1.0)
+
+
 def draw_overlay(
     ax, image: np.ndarray, prob: np.ndarray, gt: np.ndarray | None = None, *,
     caption: str = "", threshold: float = 0.5,
@@ -113,11 +128,7 @@ def draw_overlay(
     _check_plane("gt", gt, size)
     mask = np.asarray(prob) >= threshold
     ax.imshow(rgb, interpolation="antialiased")
-    tint = np.zeros((*size, 4), np.float32)
-    tint[..., :3] = PRED_TINT
-    tint[..., 3] = 0.35 * mask
-    ax.imshow(tint, interpolation="nearest")
-    _outline(ax, mask, PRED_COLOR, 1.0)
+    _tint(ax, mask, PRED_TINT, PRED_COLOR)
     if gt is not None:
         _outline(ax, gt, GT_COLOR)
     _caption(ax, caption)
@@ -254,3 +265,78 @@ def uncertainty_figure(
     fig.subplots_adjust(left=0.01, right=0.95, top=0.86, bottom=0.1, wspace=0.18)
     _legend(fig, gt is not None)
     return _save(fig, path)
+
+
+def prompt_color(index: int) -> str:
+    """The colour of prompt number `index` (0-based) in `prompts_overlay` and `probability_maps`."""
+    return PROMPT_COLORS[index % len(PROMPT_COLORS)]
+
+
+def prompts_overlay(
+    image: np.ndarray, probs: np.ndarray, prompts: Sequence[str], *, threshold: float = 0.5,
+    title: str = "", path: str | Path | None = None,
+) -> Figure:
+    """One panel: each prompt's mask (probs[p] >= threshold) tinted and outlined in its own
+    colour (`prompt_color(p)`), with a legend of the prompts and their areas.
+
+    probs: (P, H, W) at the image's size, one plane per prompt, in the order of `prompts`.
+    """
+    rgb = _image(image)
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or len(probs) != len(prompts):
+        raise ValueError(f"probs must be (P, H, W) for {len(prompts)} prompts, got {probs.shape}")
+    _check_plane("probs[0]", probs[0], rgb.shape[:2])
+    legend_rows = math.ceil(len(prompts) / 2)
+    height = PANEL_INCHES * 1.6 + 0.25 * legend_rows + 0.4
+    fig = _new_figure(PANEL_INCHES * 1.6, height)
+    bottom = (0.25 * legend_rows + 0.1) / height
+    ax = fig.add_axes((0.02, bottom, 0.96, 1 - bottom - 0.35 / height))
+    ax.imshow(rgb, interpolation="antialiased")
+    handles = []
+    for p, (prob, prompt) in enumerate(zip(probs, prompts)):
+        mask = prob >= threshold
+        color = prompt_color(p)
+        _tint(ax, mask, _rgb01(color), color)
+        label = f"{prompt}: {int(mask.sum())} px ({mask.mean():.2%})"
+        handles.append(Line2D([], [], color=color, lw=4, label=textwrap.shorten(label, 60)))
+    _caption(ax, title, 60)
+    _bare(ax)
+    fig.legend(handles=handles, loc="lower center", ncols=min(2, len(handles)), frameon=False,
+               fontsize=7)
+    return _save(fig, path)
+
+
+def probability_maps(
+    probs: np.ndarray, prompts: Sequence[str], *, ncols: int = 3, path: str | Path | None = None,
+) -> Figure:
+    """One panel per prompt: its probability (P, H, W) in [0, 1] (viridis, one shared colour
+    bar), titled with the prompt in its `prompts_overlay` colour."""
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or len(probs) != len(prompts) or not len(prompts):
+        raise ValueError(f"probs must be (P, H, W) for {len(prompts)} prompts, got {probs.shape}")
+    ncols = max(1, min(ncols, len(prompts)))
+    nrows = math.ceil(len(prompts) / ncols)
+    fig = _new_figure(PANEL_INCHES * ncols + 0.8, PANEL_INCHES * nrows + 0.3)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for p, (ax, prob, prompt) in enumerate(zip(axes.flat, probs, prompts)):
+        shown = ax.imshow(prob, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="antialiased")
+        ax.set_title(textwrap.fill(prompt, 34), fontsize=9, color=prompt_color(p))
+        _bare(ax)
+    for ax in list(axes.flat)[len(prompts):]:
+        ax.set_axis_off()
+    fig.subplots_adjust(left=0.01, right=0.88, top=0.9, bottom=0.03, wspace=0.05, hspace=0.2)
+    bar = fig.colorbar(shown, cax=fig.add_axes((0.9, 0.1, 0.02, 0.75)))
+    bar.set_label("probability", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    return _save(fig, path)
+
+
+def to_array(fig: Figure) -> np.ndarray:
+    """A figure rendered to an (H, W, 3) uint8 RGB array (at its dpi)."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _rgb01(color: str) -> tuple[float, float, float]:
+    """'#rrggbb' -> (r, g, b) floats in [0, 1]."""
+    return tuple(int(color[i : i + 2], 16) / 255 for i in (1, 3, 5))

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from boltzformer.data.medio import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_VOXELS,
     IMAGE_EXTENSIONS,
     WINDOWS,
     apply_window,
@@ -95,12 +97,15 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.round(values), 0, 255).astype(np.uint8)
 
 
-def read_plane(path: Path, window: str | None) -> np.ndarray:
-    """A 2-D input (image or single-frame DICOM) -> (H, W, 3) uint8 for display and the model."""
+def read_plane(
+    path: Path, window: str | None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """A 2-D input (image or single-frame DICOM) -> (H, W, 3) uint8 for display and the model.
+    Inputs over `max_pixels` are refused before they are decoded."""
     check_window(window)
     if window is not None and path.name.lower().endswith(IMAGE_EXTENSIONS):
         raise ValueError(f"--window applies to DICOM and NIfTI inputs, not to {path.name}; drop it")
-    planes = load_any(path, window=window)
+    planes = load_any(path, window=window, max_pixels=max_pixels)
     if planes.shape[0] != 1:
         raise ValueError(
             f"{path}: a multi-frame DICOM ({planes.shape[0]} frames); convert it to NIfTI to "
@@ -117,11 +122,14 @@ class Volume:
     reference: object  # nibabel SpatialImage: affine and header for the outputs
 
 
-def read_volume(path: Path, window: str | None, axis: int) -> Volume:
+def read_volume(
+    path: Path, window: str | None, axis: int, *, max_voxels: int = DEFAULT_MAX_VOXELS
+) -> Volume:
     """A NIfTI volume windowed as `medio.load_any` does: --window in HU, else the volume's
-    0.5-99.5 percentiles mapped to 0-255. Checks that `axis` exists."""
+    0.5-99.5 percentiles mapped to 0-255. Checks that `axis` exists; volumes over
+    `max_voxels` are refused before their data is read."""
     check_window(window)
-    volume, reference = read_nifti(path)
+    volume, reference = read_nifti(path, max_voxels=max_voxels)
     if volume.ndim == 4 and volume.shape[3] == 1:  # (X, Y, Z, 1): one time point
         volume = volume[..., 0]
     if volume.ndim != 3:

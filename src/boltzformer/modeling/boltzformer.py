@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
@@ -24,6 +25,11 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+_SAVE_AGAIN = "save the model again, or copy the checkpoint folder again"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the one-line message names the file and the fix."""
 
 
 @dataclass
@@ -190,6 +196,9 @@ class BoltzFormer(nn.Module):
         """Restore a model written by `save_pretrained` (safetensors only; nothing unpickled).
 
         `overrides` change settings that do not alter the weights (e.g. attention="full").
+        A missing file raises FileNotFoundError; a config.json that is not valid JSON or holds
+        unknown keys, and weights that are corrupt or do not fit the config, raise
+        `CheckpointError` (a ValueError) with a one-line message naming the file.
         """
         from boltzformer.build import build_from_config
 
@@ -201,9 +210,84 @@ class BoltzFormer(nn.Module):
                     f"{path} not found: a checkpoint folder holds {CONFIG_FILE} and "
                     f"{WEIGHTS_FILE} (written by model.save_pretrained or boltzformer train)"
                 )
-        config = BoltzFormerConfig.from_dict(json.loads(cfg_path.read_text()))
+        config = read_config(cfg_path)
         if overrides:
             config = config.override(**overrides)
         model = build_from_config(config)
-        load_model(model, str(weights), device=str(map_location))
+        load_weights(model, weights, model_from=str(cfg_path),
+                     fix=f"use the {CONFIG_FILE} saved with these weights")
         return model.to(map_location)
+
+
+def read_config(path: Path) -> BoltzFormerConfig:
+    """A checkpoint's config.json -> BoltzFormerConfig; CheckpointError naming the file if it
+    is not JSON, not an object, or holds unknown keys or bad values."""
+    fix = f"restore the {CONFIG_FILE} saved with the weights"
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); {fix}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: cannot be read ({err}); {fix}") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(
+            f"{path}: expected a JSON object of model settings, got a {type(values).__name__}; "
+            f"{fix}"
+        )
+    try:
+        return BoltzFormerConfig.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {err}; {fix}") from None
+
+
+def load_weights(
+    model: nn.Module, weights: Path, *, model_from: str, fix: str,
+    device: str | torch.device = "cpu",
+) -> None:
+    """Load a safetensors file into `model` (built from `model_from`, e.g. a config file).
+
+    Raises CheckpointError (one line: the file, what is wrong, `fix`) when the file is not a
+    readable safetensors file, or when its tensors' names or shapes differ from the model's.
+    """
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(
+            f"{weights}: not a readable safetensors file, corrupt or incomplete ({err}); "
+            f"{_SAVE_AGAIN}"
+        ) from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    differences = _differences(shapes, expected)
+    if differences:
+        raise CheckpointError(
+            f"{weights} does not match the model of {model_from}: {differences}; {fix}"
+        )
+    try:
+        load_model(model, str(weights), device=str(device))
+    except (SafetensorError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{weights}: cannot load the weights ({first}); {_SAVE_AGAIN}"
+        ) from None
+
+
+def _differences(found: dict[str, tuple], expected: dict[str, tuple]) -> str:
+    """What differs between a file's tensor shapes and a model's, in one short phrase."""
+    shape = [k for k in expected if k in found and found[k] != expected[k]]
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    parts = []
+    if shape:
+        k = shape[0]
+        parts.append(
+            f"{len(shape)} tensor(s) differ in shape (first {k}: {list(found[k])} in the file, "
+            f"{list(expected[k])} in the model)"
+        )
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing from the file (first {missing[0]})")
+    if extra:
+        parts.append(f"{len(extra)} tensor(s) the model does not have (first {extra[0]})")
+    return ", ".join(parts)

@@ -20,11 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from boltzformer.modeling.boltzformer import CONFIG_FILE, WEIGHTS_FILE, BoltzFormer
+from boltzformer.modeling.boltzformer import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    BoltzFormer,
+    CheckpointError,
+)
 
 STATE_FILE = "trainer_state.safetensors"
 _META_KEY = "boltzformer.trainer_state"
@@ -74,12 +79,20 @@ def load_state(directory: str | Path, map_location: str | torch.device = "cpu") 
             f"checkpoint of a run holds {STATE_FILE})"
         )
     tensors: dict[str, Tensor] = {}
-    with safe_open(str(path), framework="pt", device=str(map_location)) as f:
-        meta = (f.metadata() or {}).get(_META_KEY)
-        for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
-            tensors[key] = f.get_tensor(key)
+    try:
+        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+            meta = (f.metadata() or {}).get(_META_KEY)
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                tensors[key] = f.get_tensor(key)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file, corrupt or incomplete ({err}); resume "
+            "from another copy of the run, or train into a new folder"
+        ) from None
     if meta is None:
-        raise ValueError(f"{path} has no {_META_KEY} metadata: not written by boltzformer train")
+        raise CheckpointError(
+            f"{path} has no {_META_KEY} metadata: not written by boltzformer train"
+        )
     return unflatten_state(json.loads(meta), tensors)
 
 

@@ -36,7 +36,7 @@ from boltzformer.build import build_from_config
 from boltzformer.data import BiomedParseDataset, collate
 from boltzformer.evaluate import dice_batch, unique_images
 from boltzformer.loss import dice_bce_loss, training_loss
-from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.boltzformer import BoltzFormer, load_weights
 from boltzformer.plots import plot_loss_curve
 from boltzformer.train import checkpoint as ckpt
 from boltzformer.train.config import TrainConfig
@@ -300,9 +300,11 @@ class _Trainer:
                               "step": self.state["step"]})
 
     def _restore(self, directory: Path) -> None:
-        from safetensors.torch import load_model
-
-        load_model(self.model, str(directory / ckpt.WEIGHTS_FILE), device=str(self.device))
+        load_weights(
+            self.model, directory / ckpt.WEIGHTS_FILE, device=self.device,
+            model_from=f"this run's model settings ({self.run_dir / CONFIG_NAME})",
+            fix="resume with the settings the run was started with, or train into a new folder",
+        )
         saved = ckpt.load_state(directory, map_location=self.device)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])

@@ -1,0 +1,420 @@
+"""The web app behind `boltzformer serve`: upload a scan, type prompts, see the masks.
+
+`build_app(model, ...)` returns a Gradio `Blocks`; `launch(app, ...)` serves it with the
+settings that keep it offline (no analytics, no share link, system fonts, client-side
+rendering). Each browser session holds its own `Predictor` around the one shared model: an
+upload (or a change of slice, axis or window) is encoded once, and every set of prompts after
+it reuses that encoding. Reading, windowing and NIfTI write-back are `commands._inference`
+and `data.medio`; the figures are `viz`.
+
+API (what `gradio_client` calls; one Client is one session):
+    /load     (file, window, axis)          -> preview, slice, window, axis, status
+    /slice    (index)                       -> preview, status
+    /segment  (prompts, samples, threshold) -> overlay, probability, sampling, uncertainty,
+                                               areas, downloads, status
+    /export   (prompts, samples, threshold) -> areas, downloads, status   (NIfTI volumes)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
+
+from boltzformer import viz
+from boltzformer.commands._inference import Volume, is_volume, read_plane, read_volume
+from boltzformer.commands.predict import file_names
+from boltzformer.data import generate_phantoms
+from boltzformer.data.medio import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    WINDOWS,
+    nifti_slices,
+    stack_slices,
+    write_nifti_mask,
+)
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+AUTO_WINDOW = "auto"
+MAX_PROMPTS = 8
+MAX_SAMPLES = 16
+#: Largest NIfTI volume the app reads by default: 2**28 voxels (256 MiB as uint8 display).
+DEFAULT_MAX_VOXELS = 2**28
+_EXPECTED = (ValueError, OSError, RuntimeError, MemoryError)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server: pixels per image, voxels per volume (and, for a
+    volume's export, prompts x voxels)."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_voxels: int = DEFAULT_MAX_VOXELS
+
+
+@dataclass
+class Scan:
+    """An uploaded input as display slices: slices (N, H, W) or (N, H, W, 3) uint8, N = 1 for
+    an image or DICOM slice; `volume` (NIfTI only) keeps the affine and header."""
+
+    name: str
+    slices: np.ndarray
+    volume: Volume | None
+    axis: int
+    windowable: bool
+
+
+@dataclass
+class Session:
+    """One browser session: its scan, the slice shown, and the Predictor that holds that
+    slice's encoding. `folder` (made under `work_dir` when first needed) holds its downloads."""
+
+    predictor: Predictor
+    work_dir: Path
+    scan: Scan | None = None
+    index: int = 0
+    folder: Path | None = None
+    runs: int = 0
+
+    def run_folder(self) -> Path:
+        """A new folder for one request's files."""
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=self.work_dir))
+        self.runs += 1
+        path = self.folder / f"run{self.runs}"
+        path.mkdir()
+        return path
+
+    def close(self) -> None:
+        """Delete the session's files."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def read_scan(path: Path, window: str | None, axis: int, limits: Limits) -> Scan:
+    """Read an upload the way `boltzformer predict` does; `window` applies to DICOM and
+    NIfTI only (ignored for PNG/JPG/TIFF)."""
+    if is_volume(path):
+        volume = read_volume(path, window, axis, max_voxels=limits.max_voxels)
+        volume.reference.uncache()  # the float volume nibabel kept: the display copy suffices
+        return Scan(path.name, nifti_slices(volume.display, axis), volume, axis, True)
+    windowable = not path.name.lower().endswith(IMAGE_EXTENSIONS)
+    plane = read_plane(path, window if windowable else None, max_pixels=limits.max_pixels)
+    return Scan(path.name, plane[None], None, axis, windowable)
+
+
+def parse_prompts(text: str | None) -> list[str]:
+    """One prompt per line (blank lines skipped): 1 to MAX_PROMPTS of them."""
+    prompts = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError("no prompt: type what to segment, one per line, e.g. 'nodule in lung CT'")
+    if len(prompts) > MAX_PROMPTS:
+        raise ValueError(f"{len(prompts)} prompts: give at most {MAX_PROMPTS} at a time")
+    return prompts
+
+
+def make_examples(folder: Path, images: int = 3) -> list[list[str]]:
+    """Draw a few phantoms into `folder`; per image its path and three prompts (the two
+    smallest targets and the largest), chest CT first."""
+    generate_phantoms(folder, images=images, size=256, seed=0, test_fraction=0.0, workers=1)
+    data = json.loads((folder / "train.json").read_text())
+    examples = []
+    for image in data["images"]:
+        masks = sorted((a for a in data["annotations"] if a["image_id"] == image["id"]),
+                       key=lambda a: a["area_fraction"])
+        chosen = [*masks[:2], masks[-1]]
+        prompts = "\n".join(a["sentences"][0]["sent"] for a in chosen)
+        examples.append([str(folder / "train" / image["file_name"]), prompts])
+    return sorted(examples, key=lambda e: "chest" not in e[0])
+
+
+def _guard(fn: Callable) -> Callable:
+    """Turn any error of a handler into a one-line message in the page (gr.Error); the
+    traceback of an unexpected one goes to the server's log only."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except _EXPECTED as err:
+            message = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            if isinstance(err, MemoryError):
+                message = "out of memory: try a smaller file, fewer prompts or fewer samples"
+            raise gr.Error(message, print_exception=False) from None
+        except Exception as err:
+            log.exception("request failed")
+            raise gr.Error(f"internal error ({type(err).__name__}: {err}); the server "
+                           "keeps running", print_exception=False) from None
+
+    return wrapper
+
+
+class _Handlers:
+    """The app's event handlers; state lives in each call's `Session`."""
+
+    def __init__(self, model: BoltzFormer, seed: int, limits: Limits, work_dir: Path) -> None:
+        self.model, self.seed, self.limits, self.work_dir = model, seed, limits, work_dir
+
+    @staticmethod
+    def end_session(session: Session | None) -> None:
+        if session is not None:
+            session.close()
+
+    @staticmethod
+    def _scan(session: Session | None) -> Scan:
+        if session is None or session.scan is None:
+            raise ValueError("no scan loaded: upload an image, a DICOM slice or a volume first")
+        return session.scan
+
+    @staticmethod
+    def _encode(session: Session, index: int) -> np.ndarray:
+        """Encode slice `index` of the session's scan (once); its display image."""
+        session.index = index
+        session.predictor.set_image(session.scan.slices[index])
+        return session.predictor.image
+
+    @staticmethod
+    def _where(session: Session) -> str:
+        scan = session.scan
+        if scan.volume is None:
+            return scan.name
+        return f"{scan.name}, slice {session.index} of {len(scan.slices)} along axis {scan.axis}"
+
+    @_guard
+    def load(self, session: Session | None, file: str | None, window: str, axis: int) -> tuple:
+        """Read the upload and encode its (middle) slice; show or hide the scan's controls.
+        Starts the browser session's `Session` (its Predictor) on the first call."""
+        session = session or Session(Predictor(self.model, seed=self.seed), self.work_dir)
+        session.scan = None
+        if file is None:
+            hide = gr.update(visible=False)
+            return (session, None, hide, hide, hide, hide,
+                    "Upload an image, a DICOM slice or a volume.")
+        path = Path(file)
+        try:
+            scan = read_scan(path, None if window == AUTO_WINDOW else window, int(axis),
+                             self.limits)
+        except (ValueError, OSError) as err:  # name the upload, not the server's copy of it
+            raise ValueError(str(err).replace(str(path), path.name)) from None
+        session.scan = scan
+        image = self._encode(session, len(scan.slices) // 2)
+        is_vol = scan.volume is not None
+        slider = gr.update(visible=is_vol, minimum=0, maximum=max(len(scan.slices) - 1, 1),
+                           value=session.index)
+        kind = "volume" if is_vol else ("DICOM slice" if scan.windowable else "image")
+        status = (f"**{self._where(session)}** ({kind}, {image.shape[1]}x{image.shape[0]}) "
+                  "encoded once; every prompt below reuses it.")
+        show = gr.update(visible=is_vol)
+        return session, image, slider, gr.update(visible=scan.windowable), show, show, status
+
+    @_guard
+    def show_slice(self, session: Session, index: int) -> tuple:
+        """Encode another slice of the volume (nothing to do if it is the one shown)."""
+        scan, index = self._scan(session), int(index)
+        if not 0 <= index < len(scan.slices):
+            raise ValueError(f"slice {index} does not exist: the scan has slices "
+                             f"0..{len(scan.slices) - 1}")
+        if index != session.index:
+            self._encode(session, index)
+        return session.predictor.image, f"**{self._where(session)}** encoded once."
+
+    @_guard
+    def segment(self, session: Session, text: str, samples: int, threshold: float) -> tuple:
+        """Answer the prompts on the encoded slice: overlay, probability, sampling panels,
+        uncertainty (samples > 1), areas, mask PNGs."""
+        scan = self._scan(session)
+        prompts, samples = parse_prompts(text), int(samples)
+        predictor, image = session.predictor, session.predictor.image
+        pred = predictor.predict(prompts, samples=samples)
+        masks = Predictor.threshold(pred.prob, threshold)
+        where = self._where(session)
+        overlay = viz.to_array(viz.prompts_overlay(image, pred.prob, prompts,
+                                                   threshold=threshold, title=where))
+        probability = viz.to_array(viz.probability_maps(pred.prob, prompts))
+        traces = [predictor.sampling(p) for p in prompts]  # one decoder pass per prompt
+        sampling = _stack([
+            viz.sampling_figure(image, t.keep_masks, t.prob, title=f'"{t.prompt}"',
+                                threshold=threshold)
+            for t in traces
+        ])
+        uncertainty = gr.update(value=None, visible=False)
+        if pred.std is not None:
+            uncertainty = gr.update(visible=True, value=_stack([
+                viz.uncertainty_figure(image, pred.prob[i], pred.std[i], caption=p,
+                                       samples=samples, threshold=threshold)
+                for i, p in enumerate(prompts)
+            ]))
+        folder = session.run_folder()
+        suffix = "" if scan.volume is None else f"_slice{session.index}"
+        downloads = []
+        for mask, name in zip(masks, file_names(prompts)):
+            path = folder / f"{name}{suffix}_mask.png"
+            Image.fromarray(mask.astype(np.uint8) * np.uint8(255)).save(path)
+            downloads.append(str(path))
+        areas = _areas(prompts, masks, "pixels", "image")
+        status = f"**{where}**: {len(prompts)} prompt(s), {samples} sampling draw(s)."
+        return overlay, probability, sampling, uncertainty, areas, downloads, status
+
+    def refresh(self, session: Session, text: str, samples: int, threshold: float) -> tuple:
+        """After a new upload or slice: segment again if there are prompts, else keep the
+        results as they are."""
+        if session is None or session.scan is None or not (text or "").strip():
+            return tuple(gr.skip() for _ in range(7))
+        return self.segment(session, text, samples, threshold)
+
+    @_guard
+    def export(self, session: Session, text: str, samples: int, threshold: float,
+               progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
+        """Segment every slice of the NIfTI volume; masks as NIfTI with the input's affine.
+        (`progress`: gradio shows predict_slices' progress bar in the page.)"""
+        scan = self._scan(session)
+        if scan.volume is None:
+            raise ValueError("whole-volume masks need a NIfTI volume: upload a .nii or .nii.gz")
+        prompts = parse_prompts(text)
+        if len(prompts) * scan.slices.size > self.limits.max_voxels:
+            raise ValueError(
+                f"{len(prompts)} prompts x {scan.slices.size} voxels is over this server's "
+                f"limit of {self.limits.max_voxels}: export fewer prompts at a time"
+            )
+        pred = session.predictor.predict_slices(scan.slices, prompts, samples=int(samples),
+                                                progress=True)
+        masks = Predictor.threshold(pred.prob, threshold)  # (P, N, A, B)
+        folder, reference = session.run_folder(), scan.volume.reference
+        downloads = []
+        for mask, name in zip(masks, file_names(prompts)):
+            path = folder / f"{name}_mask.nii.gz"
+            write_nifti_mask(stack_slices(mask, scan.axis).reshape(reference.shape), reference,
+                             path)
+            downloads.append(str(path))
+        status = (f"**{scan.name}**: {len(prompts)} prompt(s) on all {len(scan.slices)} slices; "
+                  "the NIfTI masks keep the input's affine and header.")
+        return _areas(prompts, masks, "voxels", "volume"), downloads, status
+
+
+AREA_COLUMNS = ("prompt", "colour", "pixels", "% of image")
+
+
+def _stack(figures: list[Figure]) -> np.ndarray:
+    """Figures one above the other, as one (H, W, 3) uint8 image (narrower ones padded white)."""
+    arrays = [viz.to_array(f) for f in figures]
+    width = max(a.shape[1] for a in arrays)
+    return np.concatenate([
+        np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=255) for a in arrays
+    ])
+
+
+def _areas(prompts: list[str], masks: np.ndarray, unit: str, of: str) -> pd.DataFrame:
+    """Per prompt: its colour, the mask's size in `unit` and its share of the `of` (image or
+    volume), in %, from masks (P, ...) bool."""
+    return pd.DataFrame({
+        "prompt": prompts,
+        "colour": [viz.prompt_color(i) for i in range(len(prompts))],
+        unit: [int(m.sum()) for m in masks],
+        f"% of {of}": [round(100 * float(m.mean()), 3) for m in masks],
+    })
+
+
+INTRO = """# BoltzFormer: segment small objects from a text prompt
+Upload a PNG/JPG/TIFF image, a DICOM slice or a NIfTI volume, type one prompt per line
+(e.g. *nodule in lung CT*) and press **Segment**. The image is encoded once; new prompts reuse
+it. Each prompt's mask has its own colour; the sampling panels show which image tokens the
+decoder's first query attended to, layer by layer (the paper's Fig. 4)."""
+
+
+def build_app(
+    model: BoltzFormer, *, work_dir: Path, examples: list[list[str]] | None = None,
+    seed: int = 0, limits: Limits | None = None, title: str = "BoltzFormer",
+) -> gr.Blocks:
+    """The page and its API around `model` (moved nowhere; eval mode). `work_dir` holds the
+    sessions' downloads; `examples` are [file, prompts] rows (see `make_examples`)."""
+    handlers = _Handlers(model, seed, limits or Limits(), work_dir)
+    queue = {"concurrency_limit": 1, "concurrency_id": "model"}  # one request on the CPU at once
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        session = gr.State(None, time_to_live=3 * 3600, delete_callback=handlers.end_session)
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=1):
+                file = gr.File(label="image, DICOM slice or NIfTI volume", elem_id="upload")
+                window = gr.Dropdown([AUTO_WINDOW, *WINDOWS], value=AUTO_WINDOW,
+                                     allow_custom_value=True, visible=False,
+                                     label="CT window (a preset or WIDTH,LEVEL)")
+                axis = gr.Radio([0, 1, 2], value=2, label="slice along axis", visible=False)
+                index = gr.Slider(0, 1, value=0, step=1, label="slice", visible=False)
+                preview = gr.Image(label="input", type="numpy", format="png",
+                                   interactive=False, height=300)
+            with gr.Column(scale=1):
+                prompts = gr.Textbox(label="prompts, one per line", lines=4, elem_id="prompts",
+                                     placeholder="nodule in lung CT\nleft lung in lung CT")
+                samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="sampling draws "
+                                    "(more than 1 adds the uncertainty map)")
+                threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="mask threshold")
+                run = gr.Button("Segment", variant="primary", elem_id="segment")
+                export = gr.Button("Segment the whole volume (NIfTI masks)", visible=False)
+                status = gr.Markdown("Upload an image, a DICOM slice or a volume.",
+                                     elem_id="status")
+        if examples:
+            gr.Examples(examples, inputs=[file, prompts], label="phantom examples")
+        with gr.Row():
+            overlay = gr.Image(label="masks", format="png", interactive=False, elem_id="overlay")
+            probability = gr.Image(label="probability", format="png", interactive=False,
+                                   elem_id="probability")
+        with gr.Row():
+            areas = gr.Dataframe(headers=list(AREA_COLUMNS), label="object size",
+                                 interactive=False, elem_id="areas")
+            downloads = gr.File(label="masks to download", file_count="multiple",
+                                interactive=False, height=140, elem_id="downloads")
+        sampling = gr.Image(label="Boltzmann sampling per decoder layer, one figure per prompt",
+                            format="png", interactive=False, elem_id="sampling")
+        uncertainty = gr.Image(label="uncertainty over the sampling draws, one figure per prompt",
+                               format="png", interactive=False, visible=False,
+                               elem_id="uncertainty")
+
+        results = [overlay, probability, sampling, uncertainty, areas, downloads, status]
+        seg_inputs = [session, prompts, samples, threshold]
+        loaded = [session, preview, index, window, axis, export, status]
+        refresh = {"fn": handlers.refresh, "inputs": seg_inputs, "outputs": results,
+                   "api_visibility": "private", **queue}
+        for n, event in enumerate((file.change, window.input, axis.input)):
+            visibility = "public" if n == 0 else "private"  # one /load in the API
+            event(handlers.load, [session, file, window, axis], loaded, api_name="load",
+                  api_visibility=visibility, **queue).success(**refresh)
+        index.release(handlers.show_slice, [session, index], [preview, status],
+                      api_name="slice", **queue).success(**refresh)
+        run.click(handlers.segment, seg_inputs, results, api_name="segment", **queue)
+        prompts.submit(handlers.segment, seg_inputs, results, api_visibility="private", **queue)
+        export.click(handlers.export, seg_inputs, [areas, downloads, status], api_name="export",
+                     **queue)
+    return app
+
+
+def launch(
+    app: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, work_dir: Path,
+    max_file_size_mb: int = 1024, block: bool = True, quiet: bool = False,
+) -> None:
+    """Serve `app` offline: no share link, no analytics, system fonts (no web fonts fetched),
+    client-side rendering, the sessions' files under `work_dir` only."""
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])
+    app.launch(
+        server_name=host, server_port=port, share=False, ssr_mode=False, pwa=False,
+        mcp_server=False, run_history=False, footer_links=["api", "settings"], theme=theme,
+        max_file_size=max_file_size_mb * 1024 * 1024, allowed_paths=[str(work_dir)],
+        prevent_thread_lock=not block, quiet=quiet, show_error=False,
+    )

@@ -1,0 +1,310 @@
+"""The web app (`boltzformer serve`) through its API, as `gradio_client` sees it: a real server
+on a free local port, a tiny untrained model, real images, DICOM and a NIfTI volume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import SMALL_MODEL, SRC, free_port, wait_for
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import boltzformer
+from boltzformer import Predictor, cli, viz, web
+from boltzformer.commands import serve
+from boltzformer.commands._inference import read_plane, read_volume
+from boltzformer.data.medio import nifti_slices, read_image
+
+LIMITS = web.Limits(max_pixels=1100 * 1100, max_voxels=20_000)
+AUTO = web.AUTO_WINDOW
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> boltzformer.BoltzFormer:
+    torch.manual_seed(0)
+    overrides = {k: v for k, v in SMALL_MODEL.items() if k != "preset"}
+    return boltzformer.build_model("tiny", **overrides).eval()
+
+
+@pytest.fixture(scope="module")
+def encodes(model) -> list[tuple]:
+    """Every `encode_image` call the server makes: one (B, 3, S, S) shape per call."""
+    calls: list[tuple] = []
+    original = model.encode_image
+
+    def counting(images: torch.Tensor):
+        calls.append(tuple(images.shape))
+        return original(images)
+
+    model.encode_image = counting
+    return calls
+
+
+@pytest.fixture(scope="module")
+def server(model, encodes, tmp_path_factory) -> Iterator[tuple[str, gr.Blocks]]:
+    work = tmp_path_factory.mktemp("web")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")  # gradio_client reads it too
+        app = web.build_app(model, work_dir=work, examples=web.make_examples(work / "examples"),
+                            limits=LIMITS)
+        port = free_port()
+        web.launch(app, port=port, work_dir=work, block=False, quiet=True, max_file_size_mb=1)
+        try:
+            yield f"http://127.0.0.1:{port}/", app
+        finally:
+            app.close()
+
+
+@pytest.fixture
+def client(server) -> Client:
+    """A new browser session (its own state) on the server."""
+    return Client(server[0], verbose=False, download_files=False)
+
+
+@pytest.fixture
+def lung(shared_dir) -> Path:
+    return shared_dir / "data" / "biomedparse-demo" / "demo" / "01_CT_lung.png"
+
+
+def _path(value) -> Path:
+    """A file output (a FileData dict with download_files=False, or a path) -> local path."""
+    return Path(value["path"] if isinstance(value, dict) else value)
+
+
+def _png(value) -> np.ndarray:
+    return np.asarray(Image.open(_path(value)))
+
+
+def _load(client: Client, path: Path, window: str = AUTO, axis: int = 2) -> tuple:
+    """preview, slice slider, window, axis, status (the export button is not in the API)."""
+    return client.predict(handle_file(str(path)), window, axis, api_name="/load")
+
+
+def _segment(client: Client, prompts: str, samples: int = 1, threshold: float = 0.5) -> dict:
+    out = client.predict(prompts, samples, threshold, api_name="/segment")
+    names = ["overlay", "probability", "sampling", "uncertainty", "areas", "downloads", "status"]
+    return dict(zip(names, out))
+
+
+def test_image_is_encoded_once_and_answers_many_prompts(client, model, encodes, lung):
+    before = len(encodes)
+    preview, slider, window, axis, status = _load(client, lung)
+    assert len(encodes) == before + 1  # the upload is encoded once
+    image = read_image(lung)
+    np.testing.assert_array_equal(_png(preview), image)
+    assert not slider["visible"] and not window["visible"] and not axis["visible"]
+    assert "01_CT_lung.png" in status and "encoded once" in status
+
+    prompts = ["nodule in lung CT", "left lung in lung CT", "heart in chest CT"]
+    out = _segment(client, "\n".join(prompts) + "\n\n")  # blank lines are skipped
+    assert len(encodes) == before + 1  # the prompts reused the encoding
+    reference = Predictor(model, seed=0)
+    reference.set_image(image)
+    expected = Predictor.threshold(reference.predict(prompts).prob)  # (3, H, W)
+    assert len(encodes) == before + 2  # (the reference's own encoding)
+    assert [row[0] for row in out["areas"]["data"]] == prompts
+    assert [_path(f).name for f in out["downloads"]] == [
+        "nodule-in-lung-ct_mask.png", "left-lung-in-lung-ct_mask.png", "heart-in-chest-ct_mask.png"]
+    for row, download, mask in zip(out["areas"]["data"], out["downloads"], expected):
+        np.testing.assert_array_equal(_png(download) > 0, mask)
+        assert row[2] == mask.sum() and row[3] == pytest.approx(100 * mask.mean(), abs=1e-3)
+    assert _png(out["overlay"]).shape[2] in (3, 4) and _png(out["probability"]).size > 0
+    assert not out["uncertainty"]["visible"]  # one draw: no uncertainty map
+
+    again = _segment(client, "liver in abdomen CT", samples=3)
+    assert len(encodes) == before + 2  # still no new encoding
+    assert "3 sampling draw(s)" in again["status"]
+    # one sampling (and uncertainty) figure per prompt, one above the other
+    assert _png(out["sampling"]).shape[0] == 3 * _png(again["sampling"]).shape[0]
+    assert _png(_path(again["uncertainty"]["value"])).shape[1] > 600
+
+
+def test_dicom_window_presets_reencode(client, encodes, shared_dir):
+    dcm = shared_dir / "data" / "dicom" / "CT_lung_nodule.dcm"
+    before = len(encodes)
+    lung_preview, _, window, _, status = _load(client, dcm, "lung")
+    assert window["visible"] and "DICOM slice" in status
+    np.testing.assert_array_equal(_png(lung_preview), read_plane(dcm, "lung"))
+    bone_preview = _load(client, dcm, "bone")[0]
+    np.testing.assert_array_equal(_png(bone_preview), read_plane(dcm, "bone"))
+    assert len(encodes) == before + 2  # one encoding per window
+    out = _segment(client, "nodule in lung CT")
+    assert len(encodes) == before + 2
+    assert _png(out["downloads"][0]).shape == read_plane(dcm, None).shape[:2]
+
+
+def _write_volume(path: Path, shape=(40, 32, 6)) -> nib.Nifti1Image:
+    rng = np.random.default_rng(0)
+    data = rng.normal(0, 300, shape).astype(np.float32)
+    data[10:20, 8:16, :] += 1000  # a bright block
+    affine = np.diag([0.8, 0.7, 2.5, 1.0])
+    affine[:3, 3] = [-12.0, 30.0, 5.0]
+    image = nib.Nifti1Image(data, affine)
+    nib.save(image, path)
+    return image
+
+
+def test_nifti_volume_slices_and_exports_aligned_masks(client, model, encodes, tmp_path):
+    path = tmp_path / "ct.nii.gz"
+    _write_volume(path)
+    source = nib.load(path)  # the affine as the file stores it
+    before = len(encodes)
+    preview, slider, window, axis, status = _load(client, path, "abdomen")
+    assert slider["visible"] and slider["maximum"] == 5 and slider["value"] == 3
+    assert window["visible"] and axis["visible"]
+    slices = nifti_slices(read_volume(path, "abdomen", 2).display, 2)
+    np.testing.assert_array_equal(_png(preview)[..., 0], slices[3])
+    assert "slice 3 of 6 along axis 2" in status
+    client.predict(1, api_name="/slice")
+    client.predict(1, api_name="/slice")  # the slice shown: nothing to encode
+    assert len(encodes) == before + 2
+
+    out = _segment(client, "liver in abdomen CT\nleft kidney in abdomen CT")
+    assert [_path(f).name for f in out["downloads"]] == [
+        "liver-in-abdomen-ct_slice1_mask.png", "left-kidney-in-abdomen-ct_slice1_mask.png"]
+    assert _png(out["downloads"][0]).shape == (40, 32)
+
+    areas, downloads, status = client.predict(
+        "liver in abdomen CT\nleft kidney in abdomen CT", 1, 0.5, api_name="/export")
+    expected = Predictor.threshold(
+        Predictor(model, seed=0).predict_slices(slices, ["liver in abdomen CT",
+                                                         "left kidney in abdomen CT"]).prob)
+    for download, row, mask in zip(downloads, areas["data"], expected):
+        written = nib.load(_path(download))
+        assert _path(download).name.endswith("_mask.nii.gz")
+        np.testing.assert_array_equal(written.affine, source.affine)
+        assert written.shape == source.shape and written.get_data_dtype() == np.uint8
+        np.testing.assert_array_equal(np.asarray(written.dataobj) > 0,
+                                      np.moveaxis(mask, 0, 2))
+        assert row[2] == mask.sum()
+    assert areas["headers"] == ["prompt", "colour", "voxels", "% of volume"]
+    assert "all 6 slices" in status
+
+    preview, slider, *_ = _load(client, path, "abdomen", axis=0)  # slices along axis 0
+    assert slider["maximum"] == 39 and _png(preview).shape[:2] == (32, 6)
+
+
+def _error(call) -> str:
+    with pytest.raises(AppError) as err:
+        call()
+    message = str(err.value)
+    assert "Traceback" not in message and "/tmp/gradio" not in message
+    return message
+
+
+def test_bad_input_is_a_message_and_the_next_request_works(client, server, lung, tmp_path):
+    assert "no scan loaded" in _error(lambda: _segment(client, "nodule"))
+    broken = tmp_path / "broken.png"
+    broken.write_text("this is not a PNG")
+    assert "broken.png: not a readable image" in _error(lambda: _load(client, broken))
+    big = tmp_path / "big.png"
+    Image.new("L", (1200, 1200)).save(big)
+    assert "big.png: 1200x1200 = 1440000 pixels is over the limit" in _error(
+        lambda: _load(client, big))
+    huge = tmp_path / "huge.nii.gz"
+    _write_volume(huge, shape=(40, 40, 20))
+    assert "over the limit of 20000 voxels" in _error(lambda: _load(client, huge))
+    heavy = tmp_path / "heavy.nii"
+    heavy.write_bytes(bytes(1100 * 1024))
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 1048576 bytes"):
+        _load(client, heavy)  # refused before the upload (the server refuses it too)
+    unknown = tmp_path / "notes.txt"
+    unknown.write_text("hello")
+    assert "unknown file type" in _error(lambda: _load(client, unknown))
+    # a failed upload leaves no image behind to answer prompts on
+    assert "no scan loaded" in _error(lambda: _segment(client, "nodule"))
+
+    _load(client, lung)
+    assert "no prompt" in _error(lambda: _segment(client, " \n  "))
+    assert "at most 8" in _error(lambda: _segment(client, "\n".join("abcdefghi")))
+    assert "NIfTI volume" in _error(lambda: client.predict("liver", 1, 0.5, api_name="/export"))
+    out = _segment(client, "nodule in lung CT")
+    assert _png(out["downloads"][0]).shape == (1024, 1024)
+    # another session is unaffected by this one's errors
+    other = Client(server[0], verbose=False, download_files=False)
+    assert "no scan loaded" in _error(lambda: _segment(other, "nodule"))
+
+
+def test_phantom_examples_are_one_click_away(server, client):
+    """Clicking an example (what /load_example answers) fills in a phantom and its prompts."""
+    for index, site in enumerate(["CT_chest", "CT_abdomen", "MRI_abdomen"]):
+        file, prompts = client.predict(index, api_name="/load_example")
+        assert site in file["value"]["orig_name"] and len(prompts["value"].splitlines()) == 3
+    _load(client, _path(file["value"]))
+    out = _segment(client, prompts["value"])
+    assert len(out["downloads"]) == 3 and _png(out["downloads"][0]).shape == (256, 256)
+
+
+# --- the figures --------------------------------------------------------------------------------
+def test_each_prompt_is_tinted_in_its_own_colour(make_disc):
+    """Two prompts' masks on a black image: each shows up tinted in its colour, where it is."""
+    probs = np.stack([make_disc(64, 16, 32, 10), make_disc(64, 48, 32, 10)]).astype(np.float32)
+    figure = viz.to_array(viz.prompts_overlay(np.zeros((64, 64)), probs, ["left", "right"]))
+    columns = []
+    for p in range(2):
+        rgb = np.array([int(viz.prompt_color(p)[i : i + 2], 16) for i in (1, 3, 5)])
+        tinted = np.abs(figure.astype(int) - np.round(0.35 * rgb)).max(axis=-1) <= 2
+        assert tinted.sum() > 500
+        columns.append(np.nonzero(tinted)[1].mean())
+    assert columns[0] < figure.shape[1] / 2 < columns[1]
+    maps = viz.to_array(viz.probability_maps(probs, ["left", "right"]))
+    assert maps.shape[1] > maps.shape[0]  # side by side
+
+
+# --- the command -------------------------------------------------------------------------------
+@pytest.fixture
+def checkpoint(model, tmp_path) -> Path:
+    return model.save_pretrained(tmp_path / "ckpt")
+
+
+def test_serve_without_a_model_says_how_to_get_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "make demo" in err and "boltzformer train" in err
+    (tmp_path / "demo_output" / "run" / "last").mkdir(parents=True)
+    (tmp_path / "demo_output" / "run" / "last" / "model.safetensors").touch()
+    assert serve.resolve_checkpoint(None) == Path("demo_output/run/last")
+
+
+@pytest.mark.parametrize("broken", ["weights", "config"])
+def test_serve_with_a_broken_checkpoint_is_one_line(checkpoint, broken, capsys):
+    if broken == "weights":
+        (checkpoint / "model.safetensors").write_bytes(b"\0" * 40)
+    else:
+        (checkpoint / "config.json").write_text("{")
+    assert cli.main(["serve", "--checkpoint", str(checkpoint), "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("boltzformer serve: error: ") and str(checkpoint) in err
+
+
+def test_the_serve_command_serves_the_page(checkpoint):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boltzformer.cli", "serve", "--checkpoint", str(checkpoint),
+         "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        page = wait_for(f"http://127.0.0.1:{port}/", proc)
+        assert "<title>BoltzFormer" in page or "BoltzFormer" in page
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C, as soon as the page answers
+        output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, output
+    assert f"serving {checkpoint}" in output and "Traceback" not in output, output
+    assert output.rstrip().endswith("stopped")
+
