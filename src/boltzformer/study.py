@@ -262,7 +262,9 @@ def _stats(values: list[float]) -> str:
     if not values:
         return "n/a"
     arr = 100 * np.asarray(values, dtype=float)
-    return f"{arr.mean():.1f} ± {arr.std(ddof=1) if len(arr) > 1 else 0.0:.1f}"
+    if len(arr) == 1:
+        return f"{arr[0]:.1f}"  # one seed: no spread to show
+    return f"{arr.mean():.1f} ± {arr.std(ddof=1):.1f}"
 
 
 def write_tables(s: StudySettings, results: dict[tuple[str, int], dict[str, Any]]
@@ -361,8 +363,9 @@ def _summary(s: StudySettings, tables: list[str], runs: list[dict[str, Any]]) ->
         f"{s.images} --jobs {s.jobs}{tables_arg}`",
         f"- time: {len(runs)} runs, {sum(r['minutes'] for r in runs):.0f} run-minutes of training"
         f" and evaluation ({s.jobs} at once)",
-        "- Dice in %, mean ± std over seeds; small = object < 1 % of the image (paper Table 2);"
-        " failure rate = share of present targets missed completely", "",
+        "- Dice in %, mean ± std over seeds (one value where one seed ran); small = object < 1 %"
+        " of the image (paper Table 2); failure rate = share of present targets missed"
+        " completely", "",
         "![study](study.png)", "",
     ]
     path = s.out_dir / "summary.md"
