@@ -190,6 +190,26 @@ def test_save_and_load_give_identical_logits(tmp_path) -> None:
         UNetExpert.from_pretrained(tmp_path)
 
 
+def test_broken_checkpoints_are_one_line_errors_naming_the_file(tmp_path) -> None:
+    from boltzformer.modeling.boltzformer import CheckpointError
+
+    ckpt = _model(("liver", "nodule")).save_pretrained(tmp_path / "ckpt")
+    weights = ckpt / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(CheckpointError, match=str(weights)) as err:
+        UNetExpert.from_pretrained(ckpt)
+    assert "\n" not in str(err.value)
+    weights.write_bytes(good)
+    other = ckpt / "config.json"
+    other.write_text(other.read_text().replace('"nodule"', '"nodule", "aorta"'))  # 3 channels
+    with pytest.raises(CheckpointError, match=str(weights)):
+        UNetExpert.from_pretrained(ckpt)
+    other.write_text("{not json")
+    with pytest.raises(CheckpointError, match=str(other)):
+        UNetExpert.from_pretrained(ckpt)
+
+
 def test_evaluate_scores_every_test_sample_with_its_own_channel(phantoms) -> None:
     model = _model(_all_targets(phantoms))
     head = model.unet.segmentation_head[0]

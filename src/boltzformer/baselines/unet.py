@@ -16,10 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import Tensor, nn
 
-from boltzformer.modeling.boltzformer import CONFIG_FILE, PIXEL_MEAN, PIXEL_STD, WEIGHTS_FILE
+from boltzformer.modeling.boltzformer import (
+    CONFIG_FILE,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    WEIGHTS_FILE,
+    CheckpointError,
+    load_weights,
+)
 
 try:
     import segmentation_models_pytorch as smp
@@ -152,7 +159,9 @@ class UNetExpert(nn.Module):
     def from_pretrained(
         cls, directory: str | Path, *, map_location: str | torch.device = "cpu"
     ) -> UNetExpert:
-        """Restore a model written by `save_pretrained` (safetensors only; nothing unpickled)."""
+        """Restore a model written by `save_pretrained` (safetensors only; nothing unpickled).
+        A config.json that cannot be read and weights that are corrupt or do not fit it raise
+        `CheckpointError` (a ValueError) with a one-line message naming the file."""
         directory = Path(directory)
         for path in (directory / CONFIG_FILE, directory / WEIGHTS_FILE):
             if not path.is_file():
@@ -160,7 +169,13 @@ class UNetExpert(nn.Module):
                     f"{path} not found: a U-Net checkpoint folder holds {CONFIG_FILE} and "
                     f"{WEIGHTS_FILE} (written by UNetExpert.save_pretrained or train_unet)"
                 )
-        config = UNetBaselineConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+        cfg_path = directory / CONFIG_FILE
+        try:
+            config = UNetBaselineConfig.from_dict(json.loads(cfg_path.read_text()))
+        except (ValueError, TypeError) as err:  # bad JSON, unknown keys, bad values
+            raise CheckpointError(f"{cfg_path}: not a U-Net config ({err}); restore the "
+                                  f"{CONFIG_FILE} saved with the weights") from None
         model = cls(config)
-        load_model(model, str(directory / WEIGHTS_FILE), device=str(map_location))
+        load_weights(model, directory / WEIGHTS_FILE, model_from=str(cfg_path),
+                     fix=f"use the {CONFIG_FILE} saved with these weights", device=map_location)
         return model.to(map_location)
