@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from boltzformer.commands._inference import load_predictor
@@ -91,10 +93,19 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"serving {args.checkpoint} at http://{args.host}:{args.port} (Ctrl-C stops)",
               flush=True)
+        # Ctrl-C (or SIGTERM) sets an event instead of raising KeyboardInterrupt wherever the
+        # main thread happens to be (inside gradio's start-up, a KeyboardInterrupt could
+        # leave the server running and the process hanging).
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             web.launch(app, host=args.host, port=args.port, work_dir=work_dir,
-                       max_file_size_mb=args.max_file_size)
-        except KeyboardInterrupt:  # Ctrl-C while gradio was still starting (once it serves,
-            app.close()            # gradio takes Ctrl-C itself)
+                       max_file_size_mb=args.max_file_size, block=False)
+            stop.wait()
+        finally:
+            app.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     print("stopped")
     return 0
