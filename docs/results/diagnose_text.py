@@ -14,7 +14,8 @@ attention mode and seed it prints the first step at which every prompt's Dice ex
 recipe's default, `query`: each query's own mask; `mean`: the ensemble mean); `off` is the
 paper's loss alone. The image is encoded once for its prompts, as in training.
 
-Results are in docs/results/README.md.
+Results: docs/training.md (deep supervision off/query/mean) and docs/results/previous_recipe.md
+(the first study, before the training recipe).
 """
 
 from __future__ import annotations
