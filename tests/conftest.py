@@ -4,8 +4,10 @@ CPU-fast model configuration."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -159,6 +161,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_serve(checkpoint: Path) -> tuple[subprocess.Popen, str]:
+    """`boltzformer serve --checkpoint` on a free port in its own process (output piped,
+    text); returns it and the page's URL. Ctrl-C (SIGINT) stops it."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boltzformer.cli", "serve", "--checkpoint", str(checkpoint),
+         "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return proc, f"http://127.0.0.1:{port}/"
 
 
 def wait_for(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> str:

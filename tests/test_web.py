@@ -3,10 +3,7 @@ on a free local port, a tiny untrained model, real images, DICOM and a NIfTI vol
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_MODEL, SRC, free_port, wait_for
+from conftest import SMALL_MODEL, free_port, start_serve, wait_for
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -291,15 +288,9 @@ def test_serve_with_a_broken_checkpoint_is_one_line(checkpoint, broken, capsys):
 
 
 def test_the_serve_command_serves_the_page(checkpoint):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "boltzformer.cli", "serve", "--checkpoint", str(checkpoint),
-         "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, url = start_serve(checkpoint)
     try:
-        page = wait_for(f"http://127.0.0.1:{port}/", proc)
+        page = wait_for(url, proc)
         assert "<title>BoltzFormer" in page or "BoltzFormer" in page
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C, as soon as the page answers

@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import SRC, free_port, wait_for
+from conftest import start_serve, wait_for
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -40,14 +38,7 @@ def page_url(tmp_path, small_model) -> str:
     """`boltzformer serve` on a free port with a tiny untrained checkpoint."""
     torch.manual_seed(0)
     ckpt = boltzformer.build_model("tiny", **small_model).save_pretrained(tmp_path / "ckpt")
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "boltzformer.cli", "serve", "--checkpoint", str(ckpt),
-         "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}/"
+    proc, url = start_serve(ckpt)
     try:
         wait_for(url, proc)
         yield url

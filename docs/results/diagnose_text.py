@@ -9,6 +9,8 @@ attention mode and seed it prints the first step at which every prompt's Dice ex
     python docs/results/diagnose_text.py --prompts 1
     python docs/results/diagnose_text.py --prompts 2 --steps 400
     python docs/results/diagnose_text.py --prompts 2 --steps 300 --deep-supervision query mean
+    python docs/results/diagnose_text.py --prompts 2 --steps 300 --modes boltzmann \\
+        --deep-supervision query off --size 64 --radius2 10 --layers 3   # the unit test's toy
 
 `--deep-supervision` adds Dice + BCE on every decoder layer's prediction (the training
 recipe's default, `query`: each query's own mask; `mean`: the ensemble mean); `off` is the
@@ -39,13 +41,18 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["full", "masked", "boltzmann"])
     parser.add_argument("--deep-supervision", nargs="+", default=["off"],
                         choices=["off", "query", "mean"])
+    parser.add_argument("--size", type=int, default=128,
+                        help="image side; the disc centres scale with it")
+    parser.add_argument("--radius2", type=float, default=25, help="squared disc radius")
+    parser.add_argument("--layers", type=int, default=9, help="decoder layers")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    yy, xx = torch.meshgrid(torch.arange(128), torch.arange(128), indexing="ij")
-    discs = [(((yy - 40) ** 2 + (xx - 80) ** 2) < 25).float(),
-             (((yy - 90) ** 2 + (xx - 30) ** 2) < 25).float()]
-    noise = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    n, at = args.size, args.size / 128
+    yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    discs = [(((yy - 40 * at) ** 2 + (xx - 80 * at) ** 2) < args.radius2).float(),
+             (((yy - 90 * at) ** 2 + (xx - 30 * at) ** 2) < args.radius2).float()]
+    noise = torch.randn(1, 3, n, n, generator=torch.Generator().manual_seed(0))
     image = (80 + 25 * noise + 50 * (discs[0] + discs[1])).clamp(0, 255)
     prompts = ["nodule in lung CT", "tumor in liver CT"][: args.prompts]
     index = torch.zeros(len(prompts), dtype=torch.long)  # one image, encoded once
@@ -54,7 +61,8 @@ def main() -> None:
     for deep, mode, seed in itertools.product(args.deep_supervision, args.modes,
                                               range(args.seeds)):
             torch.manual_seed(seed)
-            model = build_model("tiny", image_size=128, attention=mode).train()
+            model = build_model("tiny", image_size=n, attention=mode,
+                                num_layers=args.layers).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
             generator = torch.Generator().manual_seed(seed)
             started, reached = time.monotonic(), None

@@ -177,7 +177,8 @@ def run_cell(s: StudySettings, data: Path, variant: Variant, seed: int) -> dict[
         return json.loads(result_file.read_text())
     started = time.monotonic()
     if variant.expert:
-        model, steps, prompt = _train_expert(s, data, run_dir, seed)
+        model, steps = _train_expert(s, data, run_dir, seed)
+        prompt = None
     else:
         cfg = _train_config(s, data, variant, seed)
         resume = (run_dir / "last").is_dir()
@@ -200,7 +201,7 @@ def run_cell(s: StudySettings, data: Path, variant: Variant, seed: int) -> dict[
 
 
 def _train_expert(s: StudySettings, data: Path, run_dir: Path, seed: int
-                  ) -> tuple[torch.nn.Module, int | None, None]:
+                  ) -> tuple[torch.nn.Module, int]:
     """The U-Net expert on the same split, images per step and budget (restarted if a
     previous attempt was interrupted: it keeps no resumable state)."""
     import shutil
@@ -213,7 +214,7 @@ def _train_expert(s: StudySettings, data: Path, run_dir: Path, seed: int
                         image_size=s.image_size, batch_size=s.batch_size, lr=s.lr, seed=seed,
                         val_fraction=s.val_fraction, workers=s.workers // s.jobs,
                         progress=False)
-    return result.model, result.metrics.get("steps"), None
+    return result.model, result.metrics["steps"]
 
 
 def _threads_per_job(s: StudySettings) -> int:

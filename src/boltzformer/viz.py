@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -296,7 +297,7 @@ def prompts_overlay(
     for p, (prob, prompt) in enumerate(zip(probs, prompts)):
         mask = prob >= threshold
         color = prompt_color(p)
-        _tint(ax, mask, _rgb01(color), color)
+        _tint(ax, mask, to_rgb(color), color)
         label = f"{prompt}: {int(mask.sum())} px ({mask.mean():.2%})"
         handles.append(Line2D([], [], color=color, lw=4, label=textwrap.shorten(label, 60)))
     _caption(ax, title, 60)
@@ -335,8 +336,3 @@ def to_array(fig: Figure) -> np.ndarray:
     """A figure rendered to an (H, W, 3) uint8 RGB array (at its dpi)."""
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-
-def _rgb01(color: str) -> tuple[float, float, float]:
-    """'#rrggbb' -> (r, g, b) floats in [0, 1]."""
-    return tuple(int(color[i : i + 2], 16) / 255 for i in (1, 3, 5))

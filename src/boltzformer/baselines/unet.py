@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_model
 from torch import Tensor, nn
 
 from boltzformer.modeling.boltzformer import (
     CONFIG_FILE,
     PIXEL_MEAN,
     PIXEL_STD,
-    WEIGHTS_FILE,
     CheckpointError,
+    checkpoint_files,
     load_weights,
+    write_checkpoint,
 )
 
 try:
@@ -149,11 +149,7 @@ class UNetExpert(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `config.json` and `model.safetensors` into `directory`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(self.config.to_json())
-        save_model(self, str(directory / WEIGHTS_FILE))
-        return directory
+        return write_checkpoint(self, self.config.to_json(), directory)
 
     @classmethod
     def from_pretrained(
@@ -162,20 +158,14 @@ class UNetExpert(nn.Module):
         """Restore a model written by `save_pretrained` (safetensors only; nothing unpickled).
         A config.json that cannot be read and weights that are corrupt or do not fit it raise
         `CheckpointError` (a ValueError) with a one-line message naming the file."""
-        directory = Path(directory)
-        for path in (directory / CONFIG_FILE, directory / WEIGHTS_FILE):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} not found: a U-Net checkpoint folder holds {CONFIG_FILE} and "
-                    f"{WEIGHTS_FILE} (written by UNetExpert.save_pretrained or train_unet)"
-                )
-        cfg_path = directory / CONFIG_FILE
+        cfg_path, weights = checkpoint_files(
+            directory, written_by="UNetExpert.save_pretrained or train_unet")
         try:
             config = UNetBaselineConfig.from_dict(json.loads(cfg_path.read_text()))
         except (ValueError, TypeError) as err:  # bad JSON, unknown keys, bad values
             raise CheckpointError(f"{cfg_path}: not a U-Net config ({err}); restore the "
                                   f"{CONFIG_FILE} saved with the weights") from None
         model = cls(config)
-        load_weights(model, directory / WEIGHTS_FILE, model_from=str(cfg_path),
+        load_weights(model, weights, model_from=str(cfg_path),
                      fix=f"use the {CONFIG_FILE} saved with these weights", device=map_location)
         return model.to(map_location)

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from boltzformer.baselines.unet import UNetBaselineConfig, UNetExpert
 from boltzformer.data import BiomedParseDataset, random_augment
 from boltzformer.loss import dice_bce_loss
-from boltzformer.train.data import mix_seed, split_by_image
+from boltzformer.train.data import group_by_image, mix_seed, split_by_image
+from boltzformer.train.trainer import cosine_factor, decay_groups
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -54,13 +55,12 @@ class ImageTargets(Dataset):
         self.seed = seed
         self.augment = augment
         self.epoch = 0
-        groups: dict[Path, list[int]] = {}
         for i in indices:
             sample = base.samples[i]
             if sample.target not in self.channel_of:
                 raise ValueError(f"{sample.mask_file}: target {sample.target!r} not in {targets}")
-            groups.setdefault(sample.image_path, []).append(i)
-        self.groups = [groups[path] for path in sorted(groups)]
+        self.groups = sorted(group_by_image(base, indices),
+                             key=lambda group: base.samples[group[0]].image_path)
 
     def set_epoch(self, epoch: int) -> None:
         """Call before each epoch: the augmentation depends on it."""
@@ -98,8 +98,7 @@ def lr_factor_at(progress: float, *, warmup: float = 0.05, min_ratio: float = 0.
     1 over the first `warmup` of it, then a cosine decay back to `min_ratio` at 1."""
     if progress < warmup:
         return min_ratio + (1 - min_ratio) * progress / warmup
-    done = min(1.0, (progress - warmup) / (1 - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * done))
+    return cosine_factor((progress - warmup) / (1 - warmup), min_ratio)
 
 
 @dataclass
@@ -156,12 +155,7 @@ def train_unet(
         torch.manual_seed(seed)
         model = UNetExpert(config)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
-        lr=lr,
-    )
+    optimizer = torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr)
     out.mkdir(parents=True, exist_ok=True)
 
     def record(entry: dict[str, Any]) -> None:
@@ -192,7 +186,7 @@ def train_unet(
                 raise FloatingPointError(f"non-finite loss {float(loss)} at step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
             images_seen += len(batch["image"])

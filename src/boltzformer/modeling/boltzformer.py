@@ -183,11 +183,7 @@ class BoltzFormer(nn.Module):
     # --- checkpoints ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `config.json` and `model.safetensors` into `directory`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(self.config.to_json())
-        save_model(self, str(directory / WEIGHTS_FILE))
-        return directory
+        return write_checkpoint(self, self.config.to_json(), directory)
 
     @classmethod
     def from_pretrained(
@@ -202,14 +198,8 @@ class BoltzFormer(nn.Module):
         """
         from boltzformer.build import build_from_config
 
-        directory = Path(directory)
-        cfg_path, weights = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        for path in (cfg_path, weights):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} not found: a checkpoint folder holds {CONFIG_FILE} and "
-                    f"{WEIGHTS_FILE} (written by model.save_pretrained or boltzformer train)"
-                )
+        cfg_path, weights = checkpoint_files(
+            directory, written_by="model.save_pretrained or boltzformer train")
         config = read_config(cfg_path)
         if overrides:
             config = config.override(**overrides)
@@ -217,6 +207,29 @@ class BoltzFormer(nn.Module):
         load_weights(model, weights, model_from=str(cfg_path),
                      fix=f"use the {CONFIG_FILE} saved with these weights")
         return model.to(map_location)
+
+
+def write_checkpoint(model: nn.Module, config_json: str, directory: str | Path) -> Path:
+    """A checkpoint folder: `config.json` (the model's settings) and `model.safetensors`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(config_json)
+    save_model(model, str(directory / WEIGHTS_FILE))
+    return directory
+
+
+def checkpoint_files(directory: str | Path, *, written_by: str) -> tuple[Path, Path]:
+    """(config.json, model.safetensors) of a checkpoint folder; FileNotFoundError naming the
+    missing one and what writes it."""
+    directory = Path(directory)
+    paths = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: a checkpoint folder holds {CONFIG_FILE} and "
+                f"{WEIGHTS_FILE} (written by {written_by})"
+            )
+    return paths
 
 
 def read_config(path: Path) -> BoltzFormerConfig:

@@ -12,9 +12,10 @@ A mask head (LayerNorm -> 3-layer MLP -> dot product with S, Eq. 1/3/7) predicts
 modes (`boltzmann`, `masked`, `full`) differ only in how `keep` is made.
 
 With `return_layers=True` (training with deep supervision) the predictions that drive the
-sampling are returned at S's resolution *with* gradient, so a loss can supervise each of them;
-the sampling then uses the same mask embedding, detached. Without it (inference) they are
-computed without gradient on the level grids only (the low-resolution fast path).
+sampling are also returned at S's resolution *with* gradient, so a loss can supervise each of
+them; the sampling logits are the same prediction on the level grid, detached. Without it
+(inference) they are computed without gradient on the level grids only (the low-resolution
+fast path).
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ class BoltzFormerDecoder(nn.Module):
     @torch.no_grad()
     def level_logits(
         self, queries: Tensor, semantic: Tensor, semantic_at_level: Tensor | None,
-        size: tuple[int, int],
+        size: tuple[int, int], *, embedding: Tensor | None = None,
+        prediction: Tensor | None = None,
     ) -> Tensor:
         """Confidence logits (B, Q, h, w) of every query on a level's (h, w) token grid.
 
@@ -159,39 +161,18 @@ class BoltzFormerDecoder(nn.Module):
         "reference" takes mu . S at S's full resolution and resizes the Q maps, as the release
         does. Bilinear resizing is linear, so both give the same logits; "lowres" costs
         Q D h w multiply-adds instead of Q D Hs Ws. Detached: no gradient flows into the
-        sampling (as in the release).
+        sampling (as in the release). Under deep supervision the layer's prediction is already
+        computed: `embedding` (its mu) and `prediction` (its mu . S) are then reused, not
+        recomputed.
         """
-        mu = self.mask_head.embed(queries)
+        mu = self.mask_head.embed(queries) if embedding is None else embedding
         if self.sampling.logits == "lowres":
             if semantic_at_level is None or semantic_at_level.shape[-2:] != size:
                 raise ValueError(f"lowres logits need S resized to the level grid {size}")
             return MaskHead.logits(mu, semantic_at_level)
-        return F.interpolate(
-            MaskHead.logits(mu, semantic), size=size, mode="bilinear", align_corners=False
-        )
-
-    def supervised_logits(
-        self, queries: Tensor, semantic: Tensor, semantic_at_level: Tensor | None,
-        size: tuple[int, int],
-    ) -> tuple[Tensor, Tensor | None]:
-        """A layer's prediction for deep supervision: (B, Q, Hs, Ws) logits with gradient, and
-        the sampling logits (B, Q, h, w) derived from that same prediction, detached (None
-        under full attention). "lowres" takes the detached mask embedding's dot product with
-        S at the grid, which equals the resized prediction (bilinear resizing is linear);
-        "reference" resizes the detached prediction itself."""
-        mu = self.mask_head.embed(queries)
-        prediction = MaskHead.logits(mu, semantic)
-        if self.sampling.attention == "full":
-            return prediction, None
-        with torch.no_grad():
-            if self.sampling.logits == "lowres":
-                if semantic_at_level is None or semantic_at_level.shape[-2:] != size:
-                    raise ValueError(f"lowres logits need S resized to the level grid {size}")
-                sampling = MaskHead.logits(mu.detach(), semantic_at_level)
-            else:
-                sampling = F.interpolate(prediction.detach(), size=size, mode="bilinear",
-                                         align_corners=False)
-        return prediction, sampling
+        if prediction is None:
+            prediction = MaskHead.logits(mu, semantic)
+        return F.interpolate(prediction, size=size, mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def _resized_semantic(self, semantic: Tensor, sizes: list[torch.Size]) -> list[Tensor | None]:
@@ -273,14 +254,15 @@ class BoltzFormerDecoder(nn.Module):
         for layer in range(self.num_layers):
             lvl = layer % self.num_levels
             h, w = levels[lvl].shape[-2:]
-            if return_layers:
-                prediction, logits = self.supervised_logits(q, semantic, semantic_at[lvl], (h, w))
-                layer_logits.append(prediction)
-            elif self.sampling.attention != "full":
-                logits = self.level_logits(q, semantic, semantic_at[lvl], (h, w))
+            reuse = {}
+            if return_layers:  # deep supervision: this layer's prediction, with gradient
+                mu = self.mask_head.embed(q)
+                layer_logits.append(MaskHead.logits(mu, semantic))
+                reuse = {"embedding": mu.detach(), "prediction": layer_logits[-1].detach()}
             if self.sampling.attention == "full":
                 keep = None
-            else:
+            else:  # sampled from that same prediction, detached
+                logits = self.level_logits(q, semantic, semantic_at[lvl], (h, w), **reuse)
                 keep = self._keep(logits, layer, generator)
             if return_sampling:
                 keep_masks.append(

@@ -12,7 +12,6 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from boltzformer.data import BiomedParseDataset, random_augment
-from boltzformer.data.biomedparse import collate
 
 
 def mix_seed(*parts: int) -> int:
@@ -42,6 +41,14 @@ def split_by_image(
     return train, val
 
 
+def group_by_image(dataset: BiomedParseDataset, indices: Sequence[int]) -> list[list[int]]:
+    """The item `indices` of each image of `dataset`, images in order of first appearance."""
+    by_image: dict[str, list[int]] = {}
+    for index in indices:
+        by_image.setdefault(str(dataset.samples[index].image_path), []).append(index)
+    return list(by_image.values())
+
+
 class EpochView(Dataset):
     """Training groups of `base` (a BiomedParseDataset built with train=False, augment=False):
     each group is one image with up to `prompts_per_image` (K) of its targets.
@@ -65,10 +72,7 @@ class EpochView(Dataset):
         self.seed = seed
         self.augment = augment
         self.k = prompts_per_image
-        by_image: dict[str, list[int]] = {}
-        for index in self.indices:
-            by_image.setdefault(str(base.samples[index].image_path), []).append(index)
-        self.images = list(by_image.values())  # item indices of each image, in data order
+        self.images = group_by_image(base, self.indices)
         self.epoch = 0
         self.groups = self._groups(0)
 
@@ -87,10 +91,6 @@ class EpochView(Dataset):
         """Call before building each epoch's DataLoader iterator."""
         self.epoch = epoch
         self.groups = self._groups(epoch)
-
-    @property
-    def num_pairs(self) -> int:
-        return len(self.indices)
 
     def __len__(self) -> int:
         return len(self.groups)  # the same in every epoch
@@ -124,7 +124,7 @@ def collate_groups(groups: list[dict[str, Any]]) -> dict[str, Any]:
     counts = [len(g["prompt"]) for g in groups]
     out = {key: [value for g in groups for value in g[key]] for key in groups[0]
            if key not in ("image", "mask")}
-    out["image"] = collate([{"image": g["image"]} for g in groups])["image"]
+    out["image"] = torch.stack([g["image"] for g in groups])
     out["mask"] = torch.cat([g["mask"] for g in groups])
     out["image_index"] = torch.repeat_interleave(torch.arange(len(groups)),
                                                  torch.tensor(counts))

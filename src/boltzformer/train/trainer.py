@@ -58,8 +58,7 @@ SNAPSHOTS = "snapshots"
 RESUMABLE_CHANGES: tuple[str, ...] = (
     "data.root", "data.workers", "train.epochs", "train.patience", "train.max_steps",
     "train.max_minutes", "train.checkpoint_every", "train.snapshot_minutes", "train.log_every",
-    "train.nan_policy",
-    "train.device",
+    "train.nan_policy", "train.device",
 )
 
 
@@ -212,7 +211,7 @@ class _Trainer:
             "seconds": 0.0,  # wall-clock seconds of earlier invocations, up to their checkpoint
         }
         self.last_val: dict[str, float] | None = None
-        self.started = time.monotonic()  # this invocation's start
+        self.started = time.monotonic()  # this invocation's start (reset when `run` starts)
 
         # Model, optimiser (no weight decay on biases and norms), schedule, loss scaler.
         with torch.random.fork_rng(devices=[]):
@@ -221,15 +220,9 @@ class _Trainer:
         torch.manual_seed(mix_seed(loop.seed, cluster.rank))
         self.sampling_rng = torch.Generator(device=self.device)
         self.sampling_rng.manual_seed(mix_seed(loop.seed, cluster.rank, 1))
-        params = [p for p in self.model.parameters() if p.requires_grad]
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": [p for p in params if p.ndim > 1], "weight_decay": o.weight_decay},
-                {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-            ],
-            lr=o.lr, betas=(o.beta1, o.beta2),
-        )
+        self.optimizer = torch.optim.AdamW(decay_groups(self.model, o.weight_decay), lr=o.lr,
+                                           betas=(o.beta1, o.beta2))
         total = loop.epochs * self.steps_per_epoch
         if loop.max_steps is not None:
             total = min(total, loop.max_steps)
@@ -256,8 +249,8 @@ class _Trainer:
         return self.state["seconds"] + time.monotonic() - self.started
 
     def _budget_spent(self) -> float:
-        """Share of the `max_minutes` budget spent (0 to 1), the time schedule's progress."""
-        return min(1.0, self._elapsed() / (60 * self.cfg.train.max_minutes))
+        """Share of the `max_minutes` budget spent, the time schedule's progress."""
+        return self._elapsed() / (60 * self.cfg.train.max_minutes)  # lr_factor clamps it
 
     # -- paths ----------------------------------------------------------------
     @property
@@ -332,7 +325,7 @@ class _Trainer:
     def run(self, resume: bool) -> TrainResult:
         self._prepare_run_dir(resume)
         loop = self.cfg.train
-        self.started = started = time.monotonic()
+        self.started = time.monotonic()
         pairs_seen, stop = 0, None
         while stop is None:
             stop = self._stop_before_epoch()
@@ -377,13 +370,13 @@ class _Trainer:
                     if step % loop.checkpoint_every == 0 and mid_epoch:
                         self._save_last()
                     self._maybe_snapshot()
-                stop = self._stop_in_epoch(started)
+                stop = self._stop_in_epoch()
                 if stop is not None:
                     break
             bar.close()
             epoch_done = self.state["batch"] >= self.steps_per_epoch
             self._end_of_epoch(complete=epoch_done)
-        elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - self.started
         return self._finish(stop, pairs_seen / elapsed if elapsed > 0 else 0.0)
 
     def _stop_before_epoch(self) -> str | None:
@@ -396,7 +389,7 @@ class _Trainer:
             return "epochs"
         return None
 
-    def _stop_in_epoch(self, started: float) -> str | None:
+    def _stop_in_epoch(self) -> str | None:
         loop = self.cfg.train
         if loop.max_steps is not None and self.state["step"] >= loop.max_steps:
             return "max_steps"
@@ -613,8 +606,21 @@ def lr_factor(step: int, *, warmup: int, total: int, schedule: str, min_ratio: f
         if total <= warmup:
             return 1.0
         progress = (step - warmup) / (total - warmup)
+    return cosine_factor(progress, min_ratio)
+
+
+def cosine_factor(progress: float, min_ratio: float) -> float:
+    """A cosine from 1 at progress 0 down to `min_ratio` at progress 1 (clamped to [0, 1])."""
     progress = min(1.0, max(0.0, progress))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: `weight_decay` on weight matrices and kernels, none on biases
+    and norm weights (1-D parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def check_resumable(saved: TrainConfig, new: TrainConfig, where: Path) -> None:
