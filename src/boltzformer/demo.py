@@ -56,7 +56,7 @@ class DemoSettings:
     progress: bool = True
 
 
-def _train_config(s: DemoSettings, data_dir: Path) -> TrainConfig:
+def train_config(s: DemoSettings, data_dir: Path) -> TrainConfig:
     """Train until the time budget is spent; the learning rate warms up, then decays to the
     end of the budget."""
     return TrainConfig(
@@ -131,7 +131,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a demo starts from scratch; `boltzformer train` resumes
     print(f"[2/4] training the tiny model for {s.minutes:g} min in {run_dir}")
-    result = train(_train_config(s, data_dir), run_dir, progress=s.progress)
+    result = train(train_config(s, data_dir), run_dir, progress=s.progress)
     checkpoint = result.best_checkpoint or result.last_checkpoint
 
     print(f"[3/4] evaluating {checkpoint} on the test split")

@@ -7,6 +7,9 @@ Conventions (all documented in docs/training.md):
 - Dice statistics cover present targets. Absent targets are counted separately: an empty
   prediction is correct, anything else a false positive.
 - Failure: a present target that the prediction misses completely (no overlapping pixel).
+- Grounding (`grounding.py`): which of the image's annotated targets each prediction overlaps
+  most (prompt accuracy, confusion) and how alike an image's predictions for different
+  prompts are (hedging).
 - Size strata (Table 2): small if the object covers < 1% of the original image, else large.
   Per data set, each stratum's Dice mean and std (population std, ddof=0); across data sets,
   the average of the per-data-set values weighted by the stratum's share of that data set's
@@ -35,12 +38,17 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from boltzformer.data import collate
+from boltzformer.grounding import GroundingCollector, image_key
+from boltzformer.plots import plot_confusion, plot_dice_vs_size
 
 SMALL_AREA = 0.01  # the paper's small/large threshold: 1% of the image area
 CSV_COLUMNS: tuple[str, ...] = (
     "index", "dataset", "image_file", "mask_file", "target", "modality", "site", "prompt",
     "area", "size", "gt_pixels", "pred_pixels", "intersection", "dice", "missed",
-    "false_positive",
+    "false_positive", "best_match", "best_match_dice",
 )
 
 
@@ -178,10 +186,6 @@ def evaluate(
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
     If `model.forward` takes a `targets` keyword, it gets the items' target names too.
     """
-    from tqdm.auto import tqdm
-
-    from boltzformer.data import collate
-
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     takes_targets = "targets" in inspect.signature(model.forward).parameters
@@ -191,6 +195,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     rows: list[dict[str, Any]] = []
+    grounding = GroundingCollector(_items_per_image(dataset))
     try:
         for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
             images, index = unique_images(batch)  # each image encoded once
@@ -198,10 +203,26 @@ def evaluate(
             logits = model(images.to(device), batch["prompt"], image_index=index.to(device),
                            generator=generator, **extra).logits.float()
             pred = (logits.sigmoid() > threshold).cpu()
-            rows.extend(score_batch(pred, batch["mask"] > 0.5, batch, start=len(rows)))
+            gt = batch["mask"] > 0.5
+            batch_rows = score_batch(pred, gt, batch, start=len(rows))
+            grounding.add(batch_rows, pred, gt)
+            rows.extend(batch_rows)
     finally:
         model.train(was_training)
-    return EvalResult(rows, aggregate(rows), seed=seed, threshold=threshold)
+    metrics = {**aggregate(rows), "grounding": grounding.finish(rows)}
+    return EvalResult(rows, metrics, seed=seed, threshold=threshold)
+
+
+def _items_per_image(dataset: Dataset) -> dict[tuple[str, str], int] | None:
+    """How many items each image has, when the data set lists its samples (so grounding can
+    score an image as soon as its last item is predicted)."""
+    samples, name = getattr(dataset, "samples", None), getattr(dataset, "name", None)
+    if samples is None or name is None:
+        return None
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for sample in samples:
+        counts[image_key({"dataset": name, "image_file": sample.image_file})] += 1
+    return dict(counts)
 
 
 def unique_images(batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
@@ -247,6 +268,8 @@ def score_batch(
                 "dice": 1.0 if total == 0 else 2.0 * inter[i] / total,
                 "missed": group != "absent" and inter[i] == 0,
                 "false_positive": group == "absent" and p_pix[i] > 0,
+                "best_match": "",  # set by grounding
+                "best_match_dice": math.nan,
             }
         )
     return rows
@@ -254,9 +277,8 @@ def score_batch(
 
 # --- the report ----------------------------------------------------------------------------------
 def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write metrics.json, per_sample.csv, dice_vs_size.png and report.md into `out_dir`."""
-    from boltzformer.plots import plot_dice_vs_size
-
+    """Write metrics.json, per_sample.csv, dice_vs_size.png, confusion.png (when grounding
+    was measured) and report.md into `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -272,7 +294,10 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows({k: row[k] for k in CSV_COLUMNS} for row in result.samples)
-    plot_dice_vs_size(result.samples, paths["scatter"])
+    plot_dice_vs_size(result.samples, paths["scatter"], small=SMALL_AREA)
+    if result.metrics.get("grounding", {}).get("n"):
+        paths["confusion"] = plot_confusion(result.metrics["grounding"]["confusion"],
+                                            out / "confusion.png")
     paths["report"].write_text(render_markdown(result, scatter=paths["scatter"].name))
     return paths
 
@@ -320,6 +345,7 @@ def render_markdown(result: EvalResult, *, scatter: str) -> str:
         lines += [f"## By {title}", "",
                   *_table([title, "n", "Dice", "failure rate"],
                           [_stat_row(k, v) for k, v in m[key].items()]), ""]
+    lines += _grounding_section(m.get("grounding"))
     absent = m["absent"]
     lines += ["## Absent targets", ""]
     if absent["n"]:
@@ -334,6 +360,35 @@ def render_markdown(result: EvalResult, *, scatter: str) -> str:
     else:
         lines.append("None in this split.")
     return "\n".join(lines) + "\n"
+
+
+def _grounding_section(g: dict[str, Any] | None) -> list[str]:
+    """Prompt accuracy, hedging and the per-target confusion, when grounding was measured."""
+    if not g or not g["n"]:
+        return []
+
+    def pct(v: float) -> str:
+        return "–" if not math.isfinite(v) else f"{100 * v:.1f} %"
+
+    return [
+        "## Grounding: does the prediction follow the prompt?",
+        "",
+        "For each present target, the image's annotated target that the prediction overlaps "
+        "most (\"none\": it overlaps none). Hedging: mean Dice between an image's predictions "
+        "for different prompts (0: each prompt its own object, 100 %: the same mask for all); "
+        "the ground truth's own figure is what a perfect model scores.",
+        "",
+        f"- prompt accuracy: **{pct(g['prompt_accuracy'])}** of {g['n']} present targets",
+        f"- hedging: **{pct(g['hedging'])}** over {g['hedging_pairs']} pairs of prompts "
+        f"(ground truth: {pct(g['hedging_gt'])})",
+        "",
+        *_table(["prompted target", "n", "prompt accuracy", "most common other match"],
+                [[t, v["n"], pct(v["accuracy"]), v["most_common_wrong"] or "–"]
+                 for t, v in g["by_target"].items()]),
+        "",
+        "![prompted target against best-matching target](confusion.png)",
+        "",
+    ]
 
 
 def _stat_row(name: str, s: dict[str, Any]) -> list[Any]:

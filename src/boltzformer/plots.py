@@ -9,8 +9,6 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from boltzformer.evaluate import SMALL_AREA
-
 GROUP_COLOURS = {"small": "tab:red", "large": "tab:blue"}
 
 
@@ -48,8 +46,10 @@ def plot_loss_curve(records: Sequence[dict[str, Any]], path: str | Path) -> Path
     return Path(path)
 
 
-def plot_dice_vs_size(samples: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Dice against object area (% of the image, log axis) for present targets -> PNG."""
+def plot_dice_vs_size(samples: Sequence[dict[str, Any]], path: str | Path, *, small: float
+                      ) -> Path:
+    """Dice against object area (% of the image, log axis) for present targets -> PNG; a
+    dotted line at the small/large threshold `small` (an area fraction)."""
     fig = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -58,7 +58,7 @@ def plot_dice_vs_size(samples: Sequence[dict[str, Any]], path: str | Path) -> Pa
         if pts:
             ax.scatter([100 * s["area"] for s in pts], [s["dice"] for s in pts], s=12,
                        alpha=0.6, color=colour, label=f"{group} (n={len(pts)})")
-    ax.axvline(100 * SMALL_AREA, color="k", ls=":", lw=1, label="1% of the image")
+    ax.axvline(100 * small, color="k", ls=":", lw=1, label=f"{100 * small:g}% of the image")
     ax.set_xscale("log")
     ax.set_xlabel("object area (% of the image, log scale)")
     ax.set_ylabel("Dice")
@@ -66,6 +66,35 @@ def plot_dice_vs_size(samples: Sequence[dict[str, Any]], path: str | Path) -> Pa
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     ax.set_title("Dice against object size")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_confusion(confusion: dict[str, dict[str, int]], path: str | Path) -> Path:
+    """Prompted target (rows) against best-matching target (columns, "none" last), each row
+    as shares of its prompts -> PNG. `confusion` as `grounding.summarize_grounding` gives."""
+    rows = sorted(confusion)
+    columns = sorted({c for counts in confusion.values() for c in counts} - {"none"} | set(rows))
+    columns.append("none")
+    shares = [[confusion[r].get(c, 0) / max(1, sum(confusion[r].values())) for c in columns]
+              for r in rows]
+    side = 0.32 * len(columns) + 3
+    fig = Figure(figsize=(side, 0.32 * len(rows) + 2.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i, row in enumerate(shares):
+        for j, v in enumerate(row):
+            if v >= 0.05:
+                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if v > 0.6 else "black")
+    ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_xlabel("best-matching annotated target")
+    ax.set_ylabel("prompted target")
+    ax.set_title("Grounding: where each prompt's prediction lands (% of its prompts)")
+    fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     fig.savefig(path)
     return Path(path)

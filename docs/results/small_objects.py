@@ -1,0 +1,160 @@
+"""Issue 18's controls: where the demo's model fails on small objects.
+
+Trains one variant of the demo's model (or the U-Net expert) on the demo's phantoms for a
+fixed number of minutes, evaluates it on the test split (Dice, grounding), and writes
+`result.json` beside the run. `table` gathers the results of many runs into one Markdown table.
+
+    python docs/results/small_objects.py train sentences --data DATA --out RUNS --minutes 6
+    python docs/results/small_objects.py train unet      --data DATA --out RUNS --minutes 6
+    python docs/results/small_objects.py eval RUNS/sentences-s0 --data DATA   # score again
+    python docs/results/small_objects.py table RUNS
+
+DATA is a phantom set as the demo makes it (`boltzformer synth DATA --images 1200 --size 256
+--seed 0`). Compare variants trained side by side (two 1-thread runs at once) in one sitting:
+a run's steps depend on what else the machine is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from boltzformer.baselines import UNetExpert, train_unet
+from boltzformer.data import BiomedParseDataset
+from boltzformer.demo import DemoSettings, train_config
+from boltzformer.evaluate import evaluate, write_report
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.train.trainer import train
+
+# name -> TrainConfig overrides on top of the demo's configuration; None: the U-Net expert.
+VARIANTS: dict[str, dict[str, Any] | None] = {
+    "sentences": {},  # the demo as it is: the data's paraphrases, the builtin text encoder
+    "labels": {"model.text_encoder": "labels"},  # one learned token per target (no reading)
+    "labels-full": {"model.text_encoder": "labels", "model.attention": "full"},
+    "labels-masked": {"model.text_encoder": "labels", "model.attention": "masked"},
+    "labels-512": {"model.text_encoder": "labels", "model.image_size": 512},
+    "labels-s2": {"model.text_encoder": "labels", "model.semantic_stride": 2},
+    "sentences-s2": {"model.semantic_stride": 2},
+    "unet": None,
+}
+
+
+def run(variant: str, data: Path, out: Path, *, minutes: float, seed: int, threads: int,
+        workers: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    run_dir = out / f"{variant}-s{seed}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    started = time.monotonic()
+    settings = DemoSettings(minutes=minutes, seed=seed, workers=workers, progress=False)
+    overrides = VARIANTS[variant]
+    image_size = settings.image_size
+    if overrides is None:
+        result = train_unet(data, run_dir / "run", minutes=minutes, image_size=image_size,
+                            seed=seed, val_fraction=settings.val_fraction, workers=workers,
+                            progress=False)
+        model: torch.nn.Module = result.model
+        steps, images = result.metrics["steps"], result.metrics["images"]
+    else:
+        cfg = train_config(settings, data).with_overrides(overrides)
+        image_size = cfg.model.resolve().image_size
+        trained = train(cfg, run_dir / "run", progress=False)
+        model = BoltzFormer.from_pretrained(trained.best_checkpoint or trained.last_checkpoint)
+        steps = trained.metrics.get("step")
+        images = steps * settings.batch_size if steps else None
+    info = {"variant": variant, "seed": seed, "minutes": minutes, "threads": threads,
+            "steps": steps, "images_seen": images, "image_size": image_size,
+            "train_minutes": (time.monotonic() - started) / 60}
+    (run_dir / "train.json").write_text(json.dumps(info, indent=2) + "\n")
+    return score(run_dir, data, model)
+
+
+def load(run_dir: Path) -> torch.nn.Module:
+    """The trained model of a run folder: BoltzFormer's best (else last) or the U-Net."""
+    run = run_dir / "run"
+    if (run / "model.safetensors").is_file():
+        return UNetExpert.from_pretrained(run)
+    return BoltzFormer.from_pretrained(run / "best" if (run / "best").is_dir() else run / "last")
+
+
+def score(run_dir: Path, data: Path, model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Evaluate a run's model on the test split; write eval/ and result.json."""
+    info = json.loads((run_dir / "train.json").read_text())
+    model = model if model is not None else load(run_dir)
+    test = BiomedParseDataset(data, "test", image_size=info["image_size"], train=False)
+    ev = evaluate(model, test, seed=info["seed"], progress=False)
+    write_report(ev, run_dir / "eval")
+    m = ev.metrics
+    summary = {
+        **info,
+        "small": m["size_strata"]["weighted"]["small"]["dice_mean"],
+        "large": m["size_strata"]["weighted"]["large"]["dice_mean"],
+        "all": m["overall"]["dice_mean"],
+        "failure_rate": m["overall"]["failure_rate"],
+        "prompt_accuracy": m.get("grounding", {}).get("prompt_accuracy"),
+        "hedging": m.get("grounding", {}).get("hedging"),
+        "by_target": {k: v["dice_mean"] for k, v in m["by_target"].items()},
+    }
+    (run_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def table(folders: list[Path]) -> str:
+    rows = []
+    for folder in folders:
+        rows += [json.loads(p.read_text()) for p in sorted(folder.glob("*/result.json"))]
+    head = ("| run | steps | small | large | all | failures | prompt acc. | hedging |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|")
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    lines = [head] + [
+        f"| {r['variant']} s{r['seed']} | {r['steps']} | {pct(r['small'])} | {pct(r['large'])} "
+        f"| {pct(r['all'])} | {pct(r['failure_rate'])} % | {pct(r['prompt_accuracy'])} | "
+        f"{pct(r['hedging'])} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    t = sub.add_parser("train", help="train and evaluate one variant")
+    t.add_argument("variant", choices=sorted(VARIANTS))
+    t.add_argument("--data", type=Path, required=True)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--minutes", type=float, default=6.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--workers", type=int, default=1)
+    e = sub.add_parser("eval", help="evaluate a trained run folder again")
+    e.add_argument("run_dirs", type=Path, nargs="+")
+    e.add_argument("--data", type=Path, required=True)
+    e.add_argument("--threads", type=int, default=1)
+    s = sub.add_parser("table", help="a Markdown table of the runs' result.json")
+    s.add_argument("folders", type=Path, nargs="+")
+    args = parser.parse_args()
+    if args.verb == "train":
+        print(json.dumps(run(args.variant, args.data, args.out, minutes=args.minutes,
+                             seed=args.seed, threads=args.threads, workers=args.workers),
+                         indent=2))
+    elif args.verb == "eval":
+        torch.set_num_threads(args.threads)
+        for run_dir in args.run_dirs:
+            print(json.dumps(score(run_dir, args.data), indent=2))
+    else:
+        print(table(args.folders))
+
+
+if __name__ == "__main__":
+    main()
