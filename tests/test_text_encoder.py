@@ -90,3 +90,41 @@ def test_model_with_a_hugging_face_text_encoder_round_trips(local_bert, tmp_path
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ValueError, match="not a timm model"):
         build_model("tiny", backbone="no_such_net")
+
+
+def test_label_encoder_reads_names_and_canonical_prompts_and_refuses_others():
+    enc = build_text_encoder("labels", out_dim=16, trainable=True, max_tokens=8, width=8,
+                             layers=1, vocab_size=8, labels=("liver", "liver tumor", "nodule"))
+    assert enc.labels == ("liver", "liver tumor", "nodule")
+    out = enc(["nodule", "liver tumor in abdomen CT", "liver in abdomen MRI", "liver"])
+    assert out.tokens.shape == (4, 1, 16) and not out.padding.any()
+    tokens = out.tokens.detach()
+    assert torch.equal(tokens[2], tokens[3])  # a label and its canonical prompt: one token
+    assert not torch.allclose(tokens[1], tokens[2])  # the longest fitting label wins
+    with pytest.raises(ValueError, match=r"unknown label 'a small round lesion'.*liver, liver "
+                                         r"tumor, nodule"):
+        enc(["a small round lesion"])
+    with pytest.raises(ValueError, match="needs text_labels"):
+        build_text_encoder("labels", out_dim=16, trainable=True, max_tokens=8, width=8,
+                           layers=1, vocab_size=8)
+
+
+def test_label_model_reads_targets_and_round_trips_its_vocabulary(tmp_path, small_model):
+    torch.manual_seed(0)
+    model = build_model("tiny", **small_model, text_encoder="labels",
+                        text_labels=["kidney", "nodule"]).eval()
+    images = torch.rand(1, 3, 64, 64) * 255
+    generator = torch.Generator().manual_seed(0)
+    by_target = model(images, ["a sentence the model cannot read"], targets=["nodule"],
+                      generator=generator).logits
+    by_prompt = model(images, ["nodule in chest CT"],
+                      generator=generator.manual_seed(0)).logits
+    assert torch.equal(by_target, by_prompt)  # targets replace the prompt
+
+    model.save_pretrained(tmp_path / "m")
+    again = type(model).from_pretrained(tmp_path / "m").eval()
+    assert again.config.text_labels == ("kidney", "nodule")
+    assert torch.equal(again(images, ["nodule"], generator=generator.manual_seed(0)).logits,
+                       by_prompt)
+    with pytest.raises(ValueError, match="unknown label 'liver'"):
+        again(images, ["liver"])

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from boltzformer.cli import main
+from boltzformer.data import BiomedParseDataset
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train import NonFiniteLossError, TrainConfig, train
 from boltzformer.train import checkpoint as ckpt
@@ -320,3 +321,14 @@ def test_time_budget_stops_mid_epoch_with_a_validated_checkpoint(
     assert (state["epoch"], state["batch"]) == (0, 1)  # a later --resume continues mid-epoch
     val = [r for r in _records(tmp_path / "run") if r["kind"] == "val"]
     assert len(val) == 1 and val[0]["complete"] is False
+
+
+def test_a_label_model_learns_its_vocabulary_from_the_data(phantoms, tmp_path,
+                                                           small_config) -> None:
+    cfg = TrainConfig.from_dict(small_config(phantoms, model={"text_encoder": "labels"},
+                                             train={"epochs": 1, "max_steps": 2}))
+    result = train(cfg, tmp_path / "run", progress=False)
+    model = BoltzFormer.from_pretrained(result.last_checkpoint)
+    targets = {s.target for s in BiomedParseDataset(phantoms, "train", image_size=64).samples}
+    assert model.config.text_labels == tuple(sorted(targets))
+    assert model.text_encoder.labels == model.config.text_labels

@@ -58,6 +58,7 @@ def build_from_config(config: BoltzFormerConfig) -> BoltzFormer:
         width=config.text_width,
         layers=config.text_layers,
         vocab_size=config.text_vocab_size,
+        labels=config.text_labels,
     )
     decoder = build_decoder(config)
     pigma = PiGMA(config.num_queries, channels=config.pigma_channels, correction=config.pigma)

@@ -25,8 +25,10 @@ class BoltzFormerConfig:
     pixel_decoder_layers: int = 1
     hidden_dim: int = 128
     mask_dim: int = 128
-    # Text encoder: "builtin" (offline, trained from scratch) or a Hugging Face name or path
+    # Text encoder: "builtin" (offline, trained from scratch), "labels" (a closed vocabulary:
+    # one learned token per name in text_labels) or a Hugging Face name or path
     text_encoder: str = "builtin"
+    text_labels: tuple[str, ...] = ()  # "labels" only; `boltzformer train` reads them from data
     text_max_tokens: int = 77
     text_trainable: bool = True
     text_width: int = 128
@@ -54,6 +56,11 @@ class BoltzFormerConfig:
     pigma_channels: int = 10
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "text_labels", tuple(self.text_labels))  # JSON/YAML give lists
+        if len(set(self.text_labels)) != len(self.text_labels) or not all(
+                isinstance(t, str) and t.strip() for t in self.text_labels):
+            raise ValueError(f"text_labels must be distinct non-empty names, got "
+                             f"{list(self.text_labels)}")
         from boltzformer.modeling.attention import CROSS_ATTENTION_IMPLS
         from boltzformer.modeling.sampling import SAMPLERS
 
@@ -99,7 +106,9 @@ class BoltzFormerConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["text_labels"] = list(self.text_labels)
+        return values
 
     def override(self, **changes: Any) -> BoltzFormerConfig:
         check_keys(changes, self.field_names(), what="model config")
@@ -120,6 +129,8 @@ def _same_kind(value: Any, default: Any) -> bool:
     """Whether `value` has the type of the field's `default` (bool is not a number here)."""
     if isinstance(default, bool) or isinstance(value, bool):
         return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, tuple):
+        return isinstance(value, list | tuple)
     if isinstance(default, float):
         return isinstance(value, int | float)
     return isinstance(value, type(default))

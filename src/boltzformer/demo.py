@@ -88,6 +88,11 @@ def _pick_examples(rows: list[dict], count: int) -> list[int]:
     return picked
 
 
+def _prompt(model: BoltzFormer, sample: dict[str, Any]) -> str:
+    """The item's sentence, or its target name for a closed-vocabulary ("labels") model."""
+    return sample["prompt"] if model.text_encoder.labels is None else sample["target"]
+
+
 def _figures(model: BoltzFormer, test: BiomedParseDataset, rows: list[dict], out: Path,
              seed: int) -> dict[str, Path]:
     predictor = Predictor(model, seed=seed)
@@ -96,7 +101,7 @@ def _figures(model: BoltzFormer, test: BiomedParseDataset, rows: list[dict], out
         sample = test[i]
         image = sample["image"].permute(1, 2, 0).numpy().astype(np.uint8)
         predictor.set_image(image)
-        prob = predictor.predict([sample["prompt"]]).prob[0]
+        prob = predictor.predict([_prompt(model, sample)]).prob[0]
         items.append(GridItem(image=image, prob=prob, gt=sample["mask"][0].numpy() > 0.5,
                               caption=f"{sample['prompt']} ({100 * sample['area']:.2f} %)"))
     prediction_grid(items, out / "predictions.png")
@@ -108,7 +113,7 @@ def _figures(model: BoltzFormer, test: BiomedParseDataset, rows: list[dict], out
     sample = test[best]
     image = sample["image"].permute(1, 2, 0).numpy().astype(np.uint8)
     predictor.set_image(image)
-    trace = predictor.sampling(sample["prompt"])
+    trace = predictor.sampling(_prompt(model, sample))
     sampling_figure(image, trace.keep_masks, trace.prob, sample["mask"][0].numpy() > 0.5,
                     path=out / "sampling.png", title=f"\"{sample['prompt']}\"")
     return {"predictions": out / "predictions.png", "sampling": out / "sampling.png"}

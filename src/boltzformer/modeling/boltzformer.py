@@ -120,8 +120,16 @@ class BoltzFormer(nn.Module):
         levels, semantic = self.pixel_decoder(self.backbone(pixels))
         return ImageFeatures(levels=levels, semantic=semantic, pixels=pixels)
 
-    def encode_text(self, prompts: list[str]) -> TextFeatures:
-        """prompts, B strings -> TextFeatures (tokens (B, T, d), padding (B, T))."""
+    def encode_text(self, prompts: list[str], targets: list[str] | None = None) -> TextFeatures:
+        """prompts, B strings -> TextFeatures (tokens (B, T, d), padding (B, T)).
+
+        `targets`, the B items' target names, replace the prompts for a closed-vocabulary
+        ("labels") text encoder, which reads names, not sentences; open encoders ignore them.
+        """
+        if targets is not None and self.text_encoder.labels is not None:
+            if len(targets) != len(prompts):
+                raise ValueError(f"{len(targets)} targets for {len(prompts)} prompts")
+            return self.text_encoder(list(targets))
         return self.text_encoder(prompts)
 
     def decode(
@@ -155,11 +163,15 @@ class BoltzFormer(nn.Module):
         prompts: list[str],
         *,
         image_index: Tensor | None = None,
+        targets: list[str] | None = None,
         generator: torch.Generator | None = None,
         return_sampling: bool = False,
         return_layers: bool = False,
     ) -> BoltzFormerOutput:
         """images (N, 3, H, W) in 0-255 and P prompts -> BoltzFormerOutput for P pairs.
+
+        `targets` (P target names, optional) are what a closed-vocabulary ("labels") model
+        reads instead of the prompts (training and evaluation pass them); see `encode_text`.
 
         Without `image_index`, P == N: prompt i goes with image i. With it, (P,) long, prompt
         p goes with image `image_index[p]`: each image is encoded once for all its prompts
@@ -176,7 +188,7 @@ class BoltzFormer(nn.Module):
                                  f"got {tuple(image_index.shape)}")
             features = features.select(image_index)
         return self.decode(
-            features, self.encode_text(prompts),
+            features, self.encode_text(prompts, targets),
             generator=generator, return_sampling=return_sampling, return_layers=return_layers,
         )
 

@@ -3,6 +3,10 @@
 - "builtin": works with no download. A word-level tokenizer that hashes words into a fixed
   vocabulary (CRC-32, stable across runs and machines, no vocabulary file), followed by a
   small transformer trained from scratch with the rest of the model.
+- "labels": a closed vocabulary, for a fixed label set (most clinical projects): one learned
+  token per label name. A prompt is a label ("nodule") or a canonical prompt
+  ("nodule in chest CT"); anything else is a one-line error listing the labels. Training
+  gives the model each item's target name (`targets=`), whatever its sentence says.
 - any other name: a Hugging Face `transformers` encoder by hub name or local path (CLIP's
   text tower, BiomedBERT, ...). Its last hidden states are projected to the decoder width.
 """
@@ -100,6 +104,41 @@ class BuiltinTextEncoder(nn.Module):
         return self.norm(x), padding
 
 
+class LabelTextEncoder(nn.Module):
+    """One learned token per label of a closed vocabulary: (B,) labels -> (B, 1, width)."""
+
+    def __init__(self, labels: tuple[str, ...] | list[str], *, width: int) -> None:
+        super().__init__()
+        if not labels:
+            raise ValueError("text_encoder='labels' needs text_labels, the label names "
+                             "(boltzformer train reads them from the training data)")
+        self.labels = tuple(labels)
+        self.index = {label: i for i, label in enumerate(self.labels)}
+        self.embed = nn.Embedding(len(self.labels), width)
+        self.norm = nn.LayerNorm(width)
+        self.width = width
+
+    def label_of(self, prompt: str) -> str:
+        """The label a prompt names: the label itself or `<label> in <site> <modality>` (the
+        longest label that fits); ValueError listing the labels otherwise."""
+        text = prompt.strip()
+        fits = [t for t in self.labels if text == t or text.startswith(f"{t} in ")]
+        if not fits:
+            raise ValueError(
+                f"unknown label {prompt!r}: this model knows only the labels "
+                f"{', '.join(self.labels)} (prompt with one of them, e.g. "
+                f"'{self.labels[0]}')"
+            )
+        return max(fits, key=len)
+
+    def forward(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """prompts (B strings, labels or canonical prompts) -> (B, 1, width), padding (B, 1)."""
+        ids = torch.tensor([self.index[self.label_of(p)] for p in check_prompts(prompts)],
+                           device=self.embed.weight.device)
+        hidden = self.norm(self.embed(ids))[:, None]
+        return hidden, torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+
+
 class HFTextEncoder(nn.Module):
     """A Hugging Face encoder by hub name or local path; returns its last hidden states."""
 
@@ -140,6 +179,11 @@ class HFTextEncoder(nn.Module):
 class TextEncoder(nn.Module):
     """An encoder plus a linear projection to the decoder width, optionally frozen."""
 
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """The closed vocabulary of a "labels" encoder; None for an open one."""
+        return self.encoder.labels if isinstance(self.encoder, LabelTextEncoder) else None
+
     def __init__(self, encoder: nn.Module, *, out_dim: int, trainable: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
@@ -163,11 +207,14 @@ class TextEncoder(nn.Module):
 
 def build_text_encoder(
     name: str, *, out_dim: int, trainable: bool, max_tokens: int, width: int, layers: int,
-    vocab_size: int,
+    vocab_size: int, labels: tuple[str, ...] = (),
 ) -> TextEncoder:
-    """"builtin" or a Hugging Face name/path -> TextEncoder projecting to `out_dim`."""
-    if name == "builtin":
-        encoder: nn.Module = BuiltinTextEncoder(
+    """"builtin", "labels" (with `labels`) or a Hugging Face name/path -> TextEncoder
+    projecting to `out_dim`."""
+    if name == "labels":
+        encoder: nn.Module = LabelTextEncoder(labels, width=width)
+    elif name == "builtin":
+        encoder = BuiltinTextEncoder(
             width=width, layers=layers, vocab_size=vocab_size, max_tokens=max_tokens
         )
     else:

@@ -185,6 +185,10 @@ class _Trainer:
             prompt=cfg.data.prompt,
         )
         train_idx, val_idx = split_by_image(base, cfg.data.val_fraction, loop.seed)
+        if self.model_config.text_encoder == "labels" and not self.model_config.text_labels:
+            # a closed vocabulary: the data's target names, saved with the checkpoint
+            self.model_config = self.model_config.override(
+                text_labels=tuple(sorted({sample.target for sample in base.samples})))
         self.train_set = EpochView(base, train_idx, seed=loop.seed, augment=cfg.data.augment,
                                    prompts_per_image=loop.prompts_per_image)
         self.val_set = Subset(base, val_idx[cluster.rank :: cluster.world])
@@ -411,7 +415,7 @@ class _Trainer:
         deep = self.cfg.loss.deep_supervision
         with autocast:
             out = self.net(images, batch["prompt"], image_index=batch["image_index"],
-                           generator=self.sampling_rng, return_layers=deep)
+                           targets=batch["target"], generator=self.sampling_rng, return_layers=deep)
         layers = [t.float() for t in out.layer_logits] if deep else None
         loss, _ = training_loss(out.logits.float(), masks, layers, weight=self.cfg.loss.weight,
                                 target=self.cfg.loss.target)
@@ -497,7 +501,7 @@ class _Trainer:
                 images, index = unique_images(batch)  # each image encoded once
                 masks = batch["mask"].to(self.device)
                 logits = self.model(images.to(self.device), batch["prompt"],
-                                    image_index=index.to(self.device),
+                                    image_index=index.to(self.device), targets=batch["target"],
                                     generator=generator).logits.float()
                 n = masks.shape[0]
                 loss_sum += float(dice_bce_loss(logits, masks)) * n
