@@ -32,6 +32,8 @@ from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.trainer import train
 
+UNET_BATCH = 8  # images per U-Net step
+
 # name -> TrainConfig overrides on top of the demo's configuration; None: the U-Net expert.
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "sentences": {},  # the demo as it is: the data's paraphrases, the builtin text encoder
@@ -45,31 +47,38 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 }
 
 
-def run(variant: str, data: Path, out: Path, *, minutes: float, seed: int, threads: int,
-        workers: int) -> dict[str, Any]:
+def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: int | None,
+        seed: int, threads: int, workers: int) -> dict[str, Any]:
+    """Train `variant` for `minutes` or for `steps` of the demo's batch (4 images; the U-Net
+    takes 8 images a step, so it gets half the steps: the same images seen)."""
     torch.set_num_threads(threads)
     run_dir = out / f"{variant}-s{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     started = time.monotonic()
-    settings = DemoSettings(minutes=minutes, seed=seed, workers=workers, progress=False)
+    settings = DemoSettings(minutes=minutes or 1.0, seed=seed, workers=workers, progress=False)
     overrides = VARIANTS[variant]
     image_size = settings.image_size
+    unet_steps = None if steps is None else steps * settings.batch_size // UNET_BATCH
     if overrides is None:
-        result = train_unet(data, run_dir / "run", minutes=minutes, image_size=image_size,
+        result = train_unet(data, run_dir / "run", minutes=minutes, steps=unet_steps,
+                            batch_size=UNET_BATCH, image_size=image_size,
                             seed=seed, val_fraction=settings.val_fraction, workers=workers,
                             progress=False)
         model: torch.nn.Module = result.model
         steps, images = result.metrics["steps"], result.metrics["images"]
     else:
-        cfg = train_config(settings, data).with_overrides(overrides)
+        budget = ({"train.max_minutes": None, "train.max_steps": steps,
+                   "train.snapshot_minutes": None} if steps else {})
+        cfg = train_config(settings, data).with_overrides({**overrides, **budget})
         image_size = cfg.model.resolve().image_size
         trained = train(cfg, run_dir / "run", progress=False)
         model = BoltzFormer.from_pretrained(trained.best_checkpoint or trained.last_checkpoint)
         steps = trained.metrics.get("step")
         images = steps * settings.batch_size if steps else None
     info = {"variant": variant, "seed": seed, "minutes": minutes, "threads": threads,
+            "budget_steps": steps,
             "steps": steps, "images_seen": images, "image_size": image_size,
             "train_minutes": (time.monotonic() - started) / 60}
     (run_dir / "train.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -133,7 +142,10 @@ def main() -> None:
     t.add_argument("variant", choices=sorted(VARIANTS))
     t.add_argument("--data", type=Path, required=True)
     t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--minutes", type=float, default=6.0)
+    budget = t.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float)
+    budget.add_argument("--steps", type=int, help="steps of 4 images (the U-Net: half as "
+                                                  "many of 8)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--workers", type=int, default=1)
@@ -145,9 +157,9 @@ def main() -> None:
     s.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
     if args.verb == "train":
-        print(json.dumps(run(args.variant, args.data, args.out, minutes=args.minutes,
-                             seed=args.seed, threads=args.threads, workers=args.workers),
-                         indent=2))
+        result = run(args.variant, args.data, args.out, minutes=args.minutes, steps=args.steps,
+                     seed=args.seed, threads=args.threads, workers=args.workers)
+        print(json.dumps(result, indent=2))
     elif args.verb == "eval":
         torch.set_num_threads(args.threads)
         for run_dir in args.run_dirs:

@@ -7,6 +7,7 @@ from typing import Any
 from boltzformer.config import BoltzFormerConfig, get_preset
 from boltzformer.modeling.backbone import TimmBackbone
 from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.fine_semantic import FineSemantic
 from boltzformer.modeling.mask_decoder import BoltzFormerDecoder, SamplingSettings
 from boltzformer.modeling.pigma import PiGMA
 from boltzformer.modeling.pixel_decoder import PixelDecoder
@@ -35,13 +36,16 @@ def build_decoder(config: BoltzFormerConfig) -> BoltzFormerDecoder:
             logits=config.sampling_logits,
         ),
         attention_impl=config.attention_impl,
+        layer_pool=4 // config.semantic_stride,
     )
 
 
 def build_from_config(config: BoltzFormerConfig) -> BoltzFormer:
     """Instantiate every component of `config` with freshly initialised weights."""
+    fine = config.semantic_stride == 2
     backbone = TimmBackbone(
-        config.backbone, pretrained=config.backbone_pretrained, image_size=config.image_size
+        config.backbone, pretrained=config.backbone_pretrained, image_size=config.image_size,
+        stride2=fine,
     )
     pixel_decoder = PixelDecoder(
         backbone.channels,
@@ -62,6 +66,8 @@ def build_from_config(config: BoltzFormerConfig) -> BoltzFormer:
     )
     decoder = build_decoder(config)
     pigma = PiGMA(config.num_queries, channels=config.pigma_channels, correction=config.pigma)
+    fine_semantic = (FineSemantic(config.mask_dim, in_channels=backbone.stride2_channels)
+                     if fine else None)
     return BoltzFormer(
         config=config,
         backbone=backbone,
@@ -69,6 +75,7 @@ def build_from_config(config: BoltzFormerConfig) -> BoltzFormer:
         text_encoder=text_encoder,
         decoder=decoder,
         pigma=pigma,
+        fine_semantic=fine_semantic,
     )
 
 

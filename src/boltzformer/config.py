@@ -25,6 +25,10 @@ class BoltzFormerConfig:
     pixel_decoder_layers: int = 1
     hidden_dim: int = 128
     mask_dim: int = 128
+    # Stride of the semantic map S that the final masks are taken on: 4 (the paper) or 2 (a
+    # finer S from the backbone's stride-2 features, for objects of a few pixels; see
+    # modeling/fine_semantic.py). Decoder layers are supervised at stride 4 either way.
+    semantic_stride: int = 4
     # Text encoder: "builtin" (offline, trained from scratch), "labels" (a closed vocabulary:
     # one learned token per name in text_labels) or a Hugging Face name or path
     text_encoder: str = "builtin"
@@ -76,6 +80,8 @@ class BoltzFormerConfig:
                     f"{name}={getattr(self, name)!r} is not valid; choose one of "
                     f"{', '.join(allowed)}"
                 )
+        if self.semantic_stride not in (2, 4):
+            raise ValueError(f"semantic_stride must be 4 or 2, got {self.semantic_stride}")
         if self.image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
         if self.tau0 <= 0:

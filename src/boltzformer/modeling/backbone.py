@@ -1,4 +1,5 @@
-"""Image backbones from timm, as multi-scale feature extractors (strides 4, 8, 16, 32)."""
+"""Image backbones from timm, as multi-scale feature extractors (strides 4, 8, 16, 32, and
+2 where the model has it and it is asked for)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ class TimmBackbone(nn.Module):
     populated Hugging Face cache.
     """
 
-    def __init__(self, name: str, *, pretrained: bool = False, image_size: int | None = None):
+    def __init__(self, name: str, *, pretrained: bool = False, image_size: int | None = None,
+                 stride2: bool = False):
         super().__init__()
         self.model = _create(name, pretrained=pretrained, image_size=image_size)
         reductions = list(self.model.feature_info.reduction())
@@ -29,11 +31,17 @@ class TimmBackbone(nn.Module):
         self.indices = [reductions.index(s) for s in STRIDES]
         channels = self.model.feature_info.channels()
         self.channels: list[int] = [channels[i] for i in self.indices]
+        # With stride2=True, the stride-2 map too, when the model has one (a ResNet's stem).
+        self.stride2_index = reductions.index(2) if stride2 and 2 in reductions else None
+        self.stride2_channels = (None if self.stride2_index is None
+                                 else channels[self.stride2_index])
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        """images (B, 3, H, W) normalised -> [(B, C_i, H/s, W/s) for s in 4, 8, 16, 32]."""
+        """images (B, 3, H, W) normalised -> [(B, C_i, H/s, W/s) for s in 4, 8, 16, 32],
+        preceded by the stride-2 map when `stride2_channels` is not None."""
         feats = self.model(images)
-        return [feats[i] for i in self.indices]
+        first = [] if self.stride2_index is None else [feats[self.stride2_index]]
+        return first + [feats[i] for i in self.indices]
 
 
 def _create(name: str, *, pretrained: bool, image_size: int | None) -> nn.Module:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from boltzformer.config import BoltzFormerConfig
 from boltzformer.modeling.backbone import TimmBackbone
+from boltzformer.modeling.fine_semantic import FineSemantic
 from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
 from boltzformer.modeling.pigma import PiGMA
 from boltzformer.modeling.pixel_decoder import PixelDecoder
@@ -36,8 +37,9 @@ class CheckpointError(ValueError):
 class ImageFeatures:
     """What the decoder needs from an image, computed once per image.
 
-    levels: decoder feature maps coarse to fine, each (B, d, h, w); semantic: S (B, D, H/4,
-    W/4); pixels: the normalised image (B, 3, H, W) that PiGMA grounds on.
+    levels: decoder feature maps coarse to fine, each (B, d, h, w); semantic: S (B, D, H/s,
+    W/s), s the config's semantic_stride (4, or 2); pixels: the normalised image (B, 3, H, W)
+    that PiGMA grounds on.
     """
 
     levels: list[Tensor]
@@ -91,11 +93,13 @@ class BoltzFormer(nn.Module):
         text_encoder: TextEncoder,
         decoder: BoltzFormerDecoder,
         pigma: PiGMA,
+        fine_semantic: FineSemantic | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
+        self.fine_semantic = fine_semantic
         self.text_encoder = text_encoder
         self.decoder = decoder
         self.pigma = pigma
@@ -117,7 +121,10 @@ class BoltzFormer(nn.Module):
                 f"{self.config.image_size}x{self.config.image_size} (the Predictor does this)"
             )
         pixels = (images.float() - self.pixel_mean) / self.pixel_std
-        levels, semantic = self.pixel_decoder(self.backbone(pixels))
+        feats = self.backbone(pixels)
+        levels, semantic = self.pixel_decoder(feats[-4:])
+        if self.fine_semantic is not None:  # S at stride 2
+            semantic = self.fine_semantic(semantic, feats[0] if len(feats) == 5 else pixels)
         return ImageFeatures(levels=levels, semantic=semantic, pixels=pixels)
 
     def encode_text(self, prompts: list[str], targets: list[str] | None = None) -> TextFeatures:
