@@ -9,10 +9,10 @@ from boltzformer.demo import DemoSettings, run_demo
 from boltzformer.study import TABLES, StudySettings, plan
 
 
-def test_demo_writes_report_and_figures(tmp_path):
+def test_demo_writes_report_and_figures_beside_the_experts(tmp_path):
     out = tmp_path / "demo"
     result = run_demo(DemoSettings(out_dir=out, minutes=0.05, images=12, image_size=96,
-                                   batch_size=4, workers=0, progress=False))
+                                   batch_size=4, workers=0, progress=False, expert=True))
     for name in ("report.md", "predictions.png", "sampling.png", "loss_curve.png",
                  "dice_vs_size.png", "metrics.json", "per_sample.csv"):
         assert (out / name).is_file(), name
@@ -22,6 +22,11 @@ def test_demo_writes_report_and_figures(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_samples"] == result["metrics"]["n_samples"] > 0
     assert (out / "run" / "last" / "model.safetensors").is_file()
+    # --expert: the U-Net trained for the same minutes, scored alike, side by side
+    assert "Against the U-Net expert" in report and "| U-Net expert |" in report
+    expert = json.loads((out / "expert" / "metrics.json").read_text())
+    assert expert["n_present"] == result["metrics"]["n_present"] and "grounding" in expert
+    assert result["expert"]["n_samples"] == result["metrics"]["n_samples"]
 
 
 def test_study_plan_shares_the_default_run_across_tables():

@@ -7,6 +7,7 @@ fixed number of minutes, evaluates it on the test split (Dice, grounding), and w
     python docs/results/small_objects.py train sentences --data DATA --out RUNS --minutes 6
     python docs/results/small_objects.py train unet      --data DATA --out RUNS --minutes 6
     python docs/results/small_objects.py eval RUNS/sentences-s0 --data DATA   # score again
+    python docs/results/small_objects.py search RUNS/labels-s0 --data DATA  # where it samples
     python docs/results/small_objects.py table RUNS
 
 DATA is a phantom set as the demo makes it (`boltzformer synth DATA --images 1200 --size 256
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from boltzformer.baselines import UNetExpert, train_unet
 from boltzformer.data import BiomedParseDataset
@@ -115,6 +117,51 @@ def score(run_dir: Path, data: Path, model: torch.nn.Module | None = None) -> di
     return summary
 
 
+@torch.no_grad()
+def search(run_dir: Path, data: Path, *, items: int = 400, seed: int = 0) -> dict[str, Any]:
+    """Where the decoder looks: for the first `items` present targets of the test split, per
+    layer, the share of the target's cells (on the layer's token grid) that at least one
+    query sampled ("coverage"), and the share of sampled tokens on the target against the
+    target's share of the grid ("focus", 1 = no better than uniform). Small targets only and
+    all. Writes search.json in the run folder."""
+    model = load(run_dir).eval()
+    info = json.loads((run_dir / "train.json").read_text())
+    test = BiomedParseDataset(data, "test", image_size=info["image_size"], train=False)
+    generator = torch.Generator().manual_seed(seed)
+    stats: dict[str, list[list[tuple[float, float]]]] = {"small": [], "all": []}
+    taken = 0
+    for i in range(len(test)):
+        item = test[i]
+        if not item["mask"].any():
+            continue
+        taken += 1
+        if taken > items:
+            break
+        prompt = item["target"] if model.text_encoder.labels is not None else item["prompt"]
+        out = model(item["image"][None], [prompt], generator=generator, return_sampling=True)
+        per_layer = []
+        for keep in out.keep_masks:  # (1, Q, h, w)
+            cells = F.adaptive_max_pool2d(item["mask"][None], keep.shape[-2:])[0, 0] > 0
+            union = keep[0].any(0)
+            coverage = float((union & cells).sum() / cells.sum())
+            kept = keep[0].float().sum()
+            on_target = float((keep[0] & cells).float().sum() / kept.clamp_min(1))
+            per_layer.append((coverage, on_target / float(cells.float().mean())))
+        for group in ("small", "all"):
+            if group == "all" or item["area"] < 0.01:
+                stats[group].append(per_layer)
+    summary = {
+        group: {"n": len(rows),
+                "coverage": [float(sum(r[l][0] for r in rows) / len(rows))
+                             for l in range(len(rows[0]))] if rows else [],
+                "focus": [float(sum(r[l][1] for r in rows) / len(rows))
+                          for l in range(len(rows[0]))] if rows else []}
+        for group, rows in stats.items()
+    }
+    (run_dir / "search.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def table(folders: list[Path]) -> str:
     rows = []
     for folder in folders:
@@ -153,6 +200,11 @@ def main() -> None:
     e.add_argument("run_dirs", type=Path, nargs="+")
     e.add_argument("--data", type=Path, required=True)
     e.add_argument("--threads", type=int, default=1)
+    r = sub.add_parser("search", help="where a trained run's queries sample, per layer")
+    r.add_argument("run_dirs", type=Path, nargs="+")
+    r.add_argument("--data", type=Path, required=True)
+    r.add_argument("--items", type=int, default=400)
+    r.add_argument("--threads", type=int, default=1)
     s = sub.add_parser("table", help="a Markdown table of the runs' result.json")
     s.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
@@ -164,6 +216,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         for run_dir in args.run_dirs:
             print(json.dumps(score(run_dir, args.data), indent=2))
+    elif args.verb == "search":
+        torch.set_num_threads(args.threads)
+        for run_dir in args.run_dirs:
+            result = search(run_dir, args.data, items=args.items)
+            for group, v in result.items():
+                print(f"{run_dir.name} {group} (n={v['n']}): coverage "
+                      f"{' '.join(f'{c:.2f}' for c in v['coverage'])}; focus "
+                      f"{' '.join(f'{f:.1f}' for f in v['focus'])}")
     else:
         print(table(args.folders))
 

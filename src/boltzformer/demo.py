@@ -54,6 +54,7 @@ class DemoSettings:
     seed: int = 0
     workers: int = 2
     progress: bool = True
+    expert: bool = False  # also train the U-Net expert for the same minutes and compare
 
 
 def train_config(s: DemoSettings, data_dir: Path) -> TrainConfig:
@@ -69,6 +70,32 @@ def train_config(s: DemoSettings, data_dir: Path) -> TrainConfig:
             snapshot_minutes=2.0,
         ),
     )
+
+
+def _comparison(ours: dict[str, Any], train_metrics: dict[str, Any], expert: dict[str, Any],
+                s: DemoSettings) -> list[str]:
+    """A table of BoltzFormer against the U-Net expert trained for the same minutes."""
+
+    def row(name: str, m: dict[str, Any], steps: str) -> str:
+        w, g = m["size_strata"]["weighted"], m["grounding"]
+        return (f"| {name} | {steps} | {100 * w['small']['dice_mean']:.1f} | "
+                f"{100 * w['large']['dice_mean']:.1f} | {100 * m['overall']['dice_mean']:.1f} | "
+                f"{100 * m['overall']['failure_rate']:.1f} % | "
+                f"{100 * g['prompt_accuracy']:.1f} % | {100 * g['hedging']:.1f} % |")
+
+    unet = expert["train"]
+    return [
+        f"## Against the U-Net expert (same data, same {s.minutes:g} training minutes)",
+        "",
+        "| model | steps | small | large | all | failures | prompt accuracy | hedging |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        row("BoltzFormer tiny", ours,
+            f"{train_metrics.get('step')} x {s.batch_size} images"),
+        row("U-Net expert", expert["metrics"], f"{unet['steps']} x 8 images"),
+        "",
+        "The expert's own report: [expert/report.md](expert/report.md).",
+        "",
+    ]
 
 
 def _pick_examples(rows: list[dict], count: int) -> list[int]:
@@ -151,14 +178,37 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     if curve.is_file():
         shutil.copy(curve, out / "loss_curve.png")
         paths["loss_curve"] = out / "loss_curve.png"
+    expert = _expert(s, data_dir, test, out / "expert") if s.expert else None
     minutes = (time.monotonic() - started) / 60
-    _write_demo_report(out, paths, result.metrics, s, minutes)
-    return {"metrics": ev.metrics, "paths": paths, "minutes": minutes}
+    _write_demo_report(out, paths, result.metrics, s, minutes, expert, ev.metrics)
+    return {"metrics": ev.metrics, "paths": paths, "minutes": minutes,
+            "expert": expert["metrics"] if expert else None}
+
+
+def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
+            ) -> dict[str, Any]:
+    """The U-Net expert (one output channel per target) on the same split, images and
+    minutes; its evaluation is written to `out` (the [baselines] extra is needed)."""
+    try:
+        from boltzformer.baselines import train_unet  # an optional extra: imported on use
+    except ImportError as err:
+        raise RuntimeError("--expert needs the U-Net baseline: pip install -e '.[baselines]' "
+                           f"({err})") from None
+    print(f"[+] training the U-Net expert for the same {s.minutes:g} min in {out}")
+    if out.exists():
+        shutil.rmtree(out)
+    result = train_unet(data_dir, out / "model", minutes=s.minutes, image_size=s.image_size,
+                        seed=s.seed, val_fraction=s.val_fraction, workers=s.workers,
+                        progress=s.progress)
+    ev = evaluate(result.model, test, seed=s.seed, progress=s.progress)
+    write_report(ev, out)
+    return {"metrics": ev.metrics, "train": result.metrics}
 
 
 def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[str, Any],
-                       s: DemoSettings, minutes: float) -> None:
-    """Prepend what ran and the figures to the evaluation report."""
+                       s: DemoSettings, minutes: float, expert: dict[str, Any] | None,
+                       metrics: dict[str, Any]) -> None:
+    """Prepend what ran, the comparison with the expert and the figures to the report."""
     body = paths["report"].read_text()
     head = [
         "# BoltzFormer demo",
@@ -170,6 +220,7 @@ def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[st
         f"{s.prompts_per_image} prompts each), "
         f"evaluated on the held-out test split. Whole demo: {minutes:.1f} min.",
         "",
+        *(_comparison(metrics, train_metrics, expert, s) if expert else []),
         "![test predictions](predictions.png)",
         "",
         "Ground truth outlined in red, prediction in green.",

@@ -17,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "BoltzFormer on it, evaluate it on the held-out test split and draw figures. "
         "Everything is written to OUT (report.md, predictions.png, sampling.png, "
         "loss_curve.png, dice_vs_size.png, metrics.json, per_sample.csv, run/, data/).",
-        epilog="examples:\n  boltzformer demo\n  boltzformer demo --minutes 30 --images 3000",
+        epilog="examples:\n  boltzformer demo\n  boltzformer demo --minutes 30 --images 3000\n"
+        "  boltzformer demo --expert          # and the U-Net expert, side by side",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("demo_output"),
@@ -37,6 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
     p.add_argument("--seed", type=int, default=0, help="seed for data, training, sampling")
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
+    p.add_argument("--expert", action="store_true",
+                   help="also train the U-Net expert (one output per target; needs the "
+                   "[baselines] extra) for the same minutes and compare both in report.md "
+                   "(doubles the training time)")
     p.set_defaults(run=run)
 
 
@@ -53,11 +58,17 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(DemoSettings(out_dir=args.out, minutes=args.minutes, images=args.images,
                                    image_size=args.image_size, batch_size=args.batch_size,
                                    prompts_per_image=args.prompts_per_image, lr=args.lr,
-                                   seed=args.seed, workers=args.workers))
+                                   seed=args.seed, workers=args.workers,
+                                   expert=args.expert))
     strata = result["metrics"]["size_strata"]["weighted"]
     small, large = strata["small"]["dice_mean"], strata["large"]["dice_mean"]
     overall = result["metrics"]["overall"]["dice_mean"]
     print(f"\ndone in {result['minutes']:.1f} min. Test Dice: small objects {100 * small:.1f}, "
           f"large {100 * large:.1f}, all {100 * overall:.1f}")
+    if result["expert"]:
+        e = result["expert"]["size_strata"]["weighted"]
+        print(f"U-Net expert, same minutes: small objects {100 * e['small']['dice_mean']:.1f}, "
+              f"large {100 * e['large']['dice_mean']:.1f}, "
+              f"all {100 * result['expert']['overall']['dice_mean']:.1f}")
     print(f"results: {args.out / 'report.md'} (figures beside it)")
     return 0
