@@ -42,13 +42,25 @@ def test_the_default_model_has_no_fine_path(small_model) -> None:
 
 
 def test_a_backbone_without_stride_2_gets_a_stem_on_the_image() -> None:
-    fine = FineSemantic(16, in_channels=None)
+    fine = FineSemantic(16, in_channels=None, width=8)
     s4 = torch.randn(2, 16, 8, 8, requires_grad=True)
-    pixels = torch.randn(2, 3, 32, 32)
-    s2 = fine(s4, pixels)
-    assert s2.shape == (2, 16, 16, 16)
-    s2.sum().backward()
+    x = fine(s4, torch.randn(2, 3, 32, 32))
+    assert x.shape == (2, 8, 16, 16)
+    x.sum().backward()
     assert s4.grad.abs().sum() > 0 and fine.stem[0].weight.grad.abs().sum() > 0
+
+
+def test_fine_masks_equal_the_dot_product_on_the_stride_2_map() -> None:
+    """mu . S_2 with S_2 = up2(S) + W x + b, computed without building S_2."""
+    torch.manual_seed(0)
+    fine = FineSemantic(16, in_channels=4, width=8)
+    s4, mu = torch.randn(2, 16, 8, 8), torch.randn(2, 3, 16)
+    x = fine(s4, torch.randn(2, 4, 16, 16))
+    s2 = (torch.nn.functional.interpolate(s4, size=(16, 16), mode="bilinear")
+          + fine.proj(x))
+    expected = torch.einsum("bqd,bdhw->bqhw", mu, s2)
+    got = fine.masks(torch.einsum("bqd,bdhw->bqhw", mu, s4), mu, x)
+    assert torch.allclose(got, expected, atol=1e-4)
 
 
 def test_semantic_stride_must_be_4_or_2(small_model) -> None:

@@ -36,7 +36,6 @@ def build_decoder(config: BoltzFormerConfig) -> BoltzFormerDecoder:
             logits=config.sampling_logits,
         ),
         attention_impl=config.attention_impl,
-        layer_pool=4 // config.semantic_stride,
     )
 
 

@@ -37,14 +37,15 @@ class CheckpointError(ValueError):
 class ImageFeatures:
     """What the decoder needs from an image, computed once per image.
 
-    levels: decoder feature maps coarse to fine, each (B, d, h, w); semantic: S (B, D, H/s,
-    W/s), s the config's semantic_stride (4, or 2); pixels: the normalised image (B, 3, H, W)
-    that PiGMA grounds on.
+    levels: decoder feature maps coarse to fine, each (B, d, h, w); semantic: S (B, D, H/4,
+    W/4); pixels: the normalised image (B, 3, H, W) that PiGMA grounds on; fine, with
+    semantic_stride 2, the stride-2 residual of the finer mask path (B, C, H/2, W/2).
     """
 
     levels: list[Tensor]
     semantic: Tensor
     pixels: Tensor
+    fine: Tensor | None = None
 
     def repeat(self, n: int) -> ImageFeatures:
         """(N, ...) -> (N * n, ...): each image's features n times in a row (image-major), so
@@ -53,7 +54,8 @@ class ImageFeatures:
         def rep(t: Tensor) -> Tensor:
             return t.unsqueeze(1).expand(t.shape[0], n, *t.shape[1:]).reshape(-1, *t.shape[1:])
 
-        return ImageFeatures([rep(t) for t in self.levels], rep(self.semantic), rep(self.pixels))
+        return ImageFeatures([rep(t) for t in self.levels], rep(self.semantic), rep(self.pixels),
+                             None if self.fine is None else rep(self.fine))
 
     def select(self, index: Tensor) -> ImageFeatures:
         """(N, ...) -> (P, ...): row p holds image `index[p]`'s features, so P prompts share
@@ -64,7 +66,7 @@ class ImageFeatures:
             return t.index_select(0, index.to(t.device))
 
         return ImageFeatures([pick(t) for t in self.levels], pick(self.semantic),
-                             pick(self.pixels))
+                             pick(self.pixels), None if self.fine is None else pick(self.fine))
 
 
 @dataclass
@@ -123,9 +125,10 @@ class BoltzFormer(nn.Module):
         pixels = (images.float() - self.pixel_mean) / self.pixel_std
         feats = self.backbone(pixels)
         levels, semantic = self.pixel_decoder(feats[-4:])
-        if self.fine_semantic is not None:  # S at stride 2
-            semantic = self.fine_semantic(semantic, feats[0] if len(feats) == 5 else pixels)
-        return ImageFeatures(levels=levels, semantic=semantic, pixels=pixels)
+        fine = None
+        if self.fine_semantic is not None:  # the stride-2 mask path
+            fine = self.fine_semantic(semantic, feats[0] if len(feats) == 5 else pixels)
+        return ImageFeatures(levels=levels, semantic=semantic, pixels=pixels, fine=fine)
 
     def encode_text(self, prompts: list[str], targets: list[str] | None = None) -> TextFeatures:
         """prompts, B strings -> TextFeatures (tokens (B, T, d), padding (B, T)).
@@ -158,11 +161,14 @@ class BoltzFormer(nn.Module):
             image.levels, image.semantic, text.tokens, text.padding,
             generator=generator, return_sampling=return_sampling, return_layers=return_layers,
         )
-        logits = self.pigma(out.query_logits, image.pixels)
+        query_logits = out.query_logits
+        if self.fine_semantic is not None and image.fine is not None:  # Eq. 1 on S at stride 2
+            query_logits = self.fine_semantic.masks(query_logits, out.mask_embedding, image.fine)
+        logits = self.pigma(query_logits, image.pixels)
         logits = F.interpolate(
             logits, size=image.pixels.shape[-2:], mode="bilinear", align_corners=False
         )
-        return BoltzFormerOutput(logits, out.query_logits, out.keep_masks, out.layer_logits)
+        return BoltzFormerOutput(logits, query_logits, out.keep_masks, out.layer_logits)
 
     def forward(
         self,

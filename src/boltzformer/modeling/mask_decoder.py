@@ -48,11 +48,12 @@ RESIZE_GROUP_BYTES = 4 * 2**20
 class DecoderOutput:
     """query_logits (B, Q, Hs, Ws) at S's resolution; keep_masks one (B, Q, h_l, w_l) bool per
     layer when asked for; queries (B, Q, d) after the last layer; layer_logits, when asked
-    for, the L predictions (B, Q, Hs/p, Ws/p) with gradient that drove layers 0..L-1 (p the
-    decoder's layer_pool)."""
+    for, the L predictions (B, Q, Hs, Ws) with gradient that drove layers 0..L-1;
+    mask_embedding (B, Q, D), the final mu (Eq. 3) that query_logits take on S."""
 
     query_logits: Tensor
     queries: Tensor
+    mask_embedding: Tensor
     keep_masks: list[Tensor] | None = None
     layer_logits: list[Tensor] | None = None
 
@@ -105,14 +106,9 @@ class BoltzFormerDecoder(nn.Module):
         dropout: float = 0.0,
         sampling: SamplingSettings | None = None,
         attention_impl: str = "auto",
-        layer_pool: int = 1,
     ) -> None:
         super().__init__()
         self.num_levels = num_levels
-        # The layers' predictions (deep supervision, sampling) are taken on S average-pooled by
-        # this factor (2 when S is at stride 2: they stay at stride 4, a quarter of the cost;
-        # avg_pool(mu . S) = mu . avg_pool(S)); only the final masks use S's full resolution.
-        self.layer_pool = layer_pool
         self.sampling = sampling or SamplingSettings()
         self.query_feat = nn.Embedding(num_queries, hidden_dim)  # content
         self.query_pos = nn.Embedding(num_queries, hidden_dim)  # positional
@@ -229,7 +225,7 @@ class BoltzFormerDecoder(nn.Module):
 
         Args:
             levels: feature maps coarse to fine, each (B, d, h_i, w_i) (at least num_levels).
-            semantic: S, (B, D, Hs, Ws); the layers' predictions are at (Hs, Ws) / layer_pool.
+            semantic: S, (B, D, Hs, Ws).
             text: (B, T, d) text tokens; text_padding (B, T) bool.
             generator: drives the random sampling (reproducible when given).
             return_sampling: also return every layer's keep masks.
@@ -246,8 +242,7 @@ class BoltzFormerDecoder(nn.Module):
             memory.append((feat.flatten(2).transpose(1, 2) + self.level_embed.weight[i])
                           .contiguous())
             memory_pos.append(sine_positions(h, w, d, device=feat.device).to(feat.dtype))
-        coarse = semantic if self.layer_pool == 1 else F.avg_pool2d(semantic, self.layer_pool)
-        semantic_at = self._resized_semantic(coarse, [f.shape[-2:] for f in levels])
+        semantic_at = self._resized_semantic(semantic, [f.shape[-2:] for f in levels])
 
         q = self.query_feat.weight.expand(b, -1, -1)
         q_pos = self.query_pos.weight.expand(b, -1, -1)
@@ -264,12 +259,12 @@ class BoltzFormerDecoder(nn.Module):
             reuse = {}
             if return_layers:  # deep supervision: this layer's prediction, with gradient
                 mu = self.mask_head.embed(q)
-                layer_logits.append(MaskHead.logits(mu, coarse))
+                layer_logits.append(MaskHead.logits(mu, semantic))
                 reuse = {"embedding": mu.detach(), "prediction": layer_logits[-1].detach()}
             if self.sampling.attention == "full":
                 keep = None
             else:  # sampled from that same prediction, detached
-                logits = self.level_logits(q, coarse, semantic_at[lvl], (h, w), **reuse)
+                logits = self.level_logits(q, semantic, semantic_at[lvl], (h, w), **reuse)
                 keep = self._keep(logits, layer, generator)
             if return_sampling:
                 keep_masks.append(
@@ -281,9 +276,10 @@ class BoltzFormerDecoder(nn.Module):
             q, t = self._joint(q, t, q_pos, t_pos, text_padding, self.self_attn[layer])  # Eq. 6
             q = self.ffn[layer](q)
 
-        query_logits = MaskHead.logits(self.mask_head.embed(q), semantic)  # Eq. 1/3
+        mu = self.mask_head.embed(q)
+        query_logits = MaskHead.logits(mu, semantic)  # Eq. 1/3
         return DecoderOutput(
-            query_logits=query_logits, queries=q,
+            query_logits=query_logits, queries=q, mask_embedding=mu,
             keep_masks=keep_masks if return_sampling else None,
             layer_logits=layer_logits if return_layers else None,
         )
