@@ -128,3 +128,9 @@ def test_label_model_reads_targets_and_round_trips_its_vocabulary(tmp_path, smal
                        by_prompt)
     with pytest.raises(ValueError, match="unknown label 'liver'"):
         again(images, ["liver"])
+
+
+def test_builtin_encoder_without_transformer_layers():
+    enc = _builtin(layers=0)
+    out = enc(["nodule in lung CT", "liver"])
+    assert out.tokens.shape == (2, 4, 32) and out.padding[1].tolist() == [False, True, True, True]

@@ -11,6 +11,7 @@ attention mode and seed it prints the first step at which every prompt's Dice ex
     python docs/results/diagnose_text.py --prompts 2 --steps 300 --deep-supervision query mean
     python docs/results/diagnose_text.py --prompts 2 --steps 300 --modes boltzmann \\
         --deep-supervision query off --size 64 --radius2 10 --layers 3   # the unit test's toy
+    python docs/results/diagnose_text.py ... --set text_layers=0     # any model override
 
 `--deep-supervision` adds Dice + BCE on every decoder layer's prediction (the training
 recipe's default, `query`: each query's own mask; `mean`: the ensemble mean); `off` is the
@@ -27,6 +28,7 @@ import itertools
 import time
 
 import torch
+import yaml
 
 from boltzformer import build_model
 from boltzformer.evaluate import dice_batch
@@ -45,7 +47,14 @@ def main() -> None:
                         help="image side; the disc centres scale with it")
     parser.add_argument("--radius2", type=float, default=25, help="squared disc radius")
     parser.add_argument("--layers", type=int, default=9, help="decoder layers")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="model config overrides (YAML values), e.g. text_layers=0; "
+                        "text_encoder=labels reads the target names nodule and tumor")
     args = parser.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    if overrides.get("text_encoder") == "labels":
+        overrides["text_labels"] = ["nodule", "tumor"]
     torch.set_num_threads(1)
 
     n, at = args.size, args.size / 128
@@ -61,9 +70,9 @@ def main() -> None:
     for deep, mode, seed in itertools.product(args.deep_supervision, args.modes,
                                               range(args.seeds)):
             torch.manual_seed(seed)
-            model = build_model("tiny", image_size=n, attention=mode,
-                                num_layers=args.layers).train()
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            model = build_model("tiny", image_size=n, attention=mode, num_layers=args.layers,
+                                **overrides).train()
+            opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
             generator = torch.Generator().manual_seed(seed)
             started, reached = time.monotonic(), None
             for step in range(1, args.steps + 1):

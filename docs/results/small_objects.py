@@ -8,6 +8,7 @@ fixed number of minutes, evaluates it on the test split (Dice, grounding), and w
     python docs/results/small_objects.py train unet      --data DATA --out RUNS --minutes 6
     python docs/results/small_objects.py eval RUNS/sentences-s0 --data DATA   # score again
     python docs/results/small_objects.py search RUNS/labels-s0 --data DATA  # where it samples
+    python docs/results/small_objects.py ceiling --data DATA --out ceiling.json  # resolution
     python docs/results/small_objects.py table RUNS
 
 DATA is a phantom set as the demo makes it (`boltzformer synth DATA --images 1200 --size 256
@@ -30,7 +31,8 @@ import torch.nn.functional as F
 from boltzformer.baselines import UNetExpert, train_unet
 from boltzformer.data import BiomedParseDataset
 from boltzformer.demo import DemoSettings, train_config
-from boltzformer.evaluate import evaluate, write_report
+from boltzformer.evaluate import dice_batch, evaluate, write_report
+from boltzformer.loss import dice_loss
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.trainer import train
 
@@ -115,6 +117,47 @@ def score(run_dir: Path, data: Path, model: torch.nn.Module | None = None) -> di
     }
     (run_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def ceiling(data: Path, *, per_target: int = 60, steps: int = 150) -> dict[str, Any]:
+    """The resolution ceiling: the best any model predicting logits at stride s can do.
+
+    For each small target of the test split (the first `per_target` of each kind), logits at
+    stride s are optimised freely (Adam, `steps` steps of Dice + BCE, starting from the logit of
+    each cell's coverage) so that, bilinearly upsampled to the input as the model upsamples,
+    they match the mask; the Dice of the result thresholded at 0 is the ceiling. "coverage" is
+    the unoptimised start: the logit of the share of each cell the object covers."""
+    torch.set_num_threads(1)
+    test = BiomedParseDataset(data, "test", image_size=256, train=False)
+    masks: dict[str, list[torch.Tensor]] = {}
+    for i, sample in enumerate(test.samples):
+        if sample.area is not None and 0 < sample.area < 0.01:
+            group = masks.setdefault(sample.target, [])
+            if len(group) < per_target:
+                group.append(test[i]["mask"])
+    out: dict[str, Any] = {}
+    for target, group in sorted(masks.items()):
+        m = torch.stack(group)
+        size = m.shape[-2:]
+        out[target] = {"n": len(group)}
+        for stride in (2, 4, 8):
+            z = torch.logit(F.avg_pool2d(m, stride).clamp(1e-3, 1 - 1e-3))
+            start = F.interpolate(z, size=size, mode="bilinear", align_corners=False)
+            z.requires_grad_(True)
+            opt = torch.optim.Adam([z], lr=0.1)
+            for _ in range(steps):
+                up = F.interpolate(z, size=size, mode="bilinear", align_corners=False)
+                loss = dice_loss(up, m) + F.binary_cross_entropy_with_logits(up, m)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                up = F.interpolate(z, size=size, mode="bilinear", align_corners=False)
+                out[target][f"stride{stride}"] = float(dice_batch(up > 0, m > 0.5).mean())
+                out[target][f"coverage{stride}"] = float(dice_batch(start > 0, m > 0.5).mean())
+        print(target, {k: round(100 * v, 1) if k != "n" else v for k, v in out[target].items()},
+              flush=True)
+    return out
 
 
 @torch.no_grad()
@@ -205,6 +248,9 @@ def main() -> None:
     r.add_argument("--data", type=Path, required=True)
     r.add_argument("--items", type=int, default=400)
     r.add_argument("--threads", type=int, default=1)
+    c = sub.add_parser("ceiling", help="the Dice a mask at stride 2, 4 or 8 can reach at best")
+    c.add_argument("--data", type=Path, required=True)
+    c.add_argument("--out", type=Path, required=True, help="a JSON file for the results")
     s = sub.add_parser("table", help="a Markdown table of the runs' result.json")
     s.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
@@ -216,6 +262,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         for run_dir in args.run_dirs:
             print(json.dumps(score(run_dir, args.data), indent=2))
+    elif args.verb == "ceiling":
+        args.out.write_text(json.dumps(ceiling(args.data), indent=2) + "\n")
     elif args.verb == "search":
         torch.set_num_threads(args.threads)
         for run_dir in args.run_dirs:

@@ -25,6 +25,7 @@ def build_decoder(config: BoltzFormerConfig) -> BoltzFormerDecoder:
         num_layers=config.num_layers,
         num_levels=config.num_levels,
         text_prior=config.text_prior,
+        query_init_std=config.query_init_std,
         dropout=config.dropout,
         sampling=SamplingSettings(
             attention=config.attention,

@@ -46,6 +46,7 @@ class BoltzFormerConfig:
     num_levels: int = 3
     dropout: float = 0.0
     text_prior: bool = True
+    query_init_std: float = 1.0  # std of the learnable initial queries Q (Eq. 4) at init
     # Attention sampling
     attention: str = "boltzmann"
     sampler: str = "bernoulli"

@@ -106,11 +106,14 @@ class BoltzFormerDecoder(nn.Module):
         dropout: float = 0.0,
         sampling: SamplingSettings | None = None,
         attention_impl: str = "auto",
+        query_init_std: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_levels = num_levels
         self.sampling = sampling or SamplingSettings()
         self.query_feat = nn.Embedding(num_queries, hidden_dim)  # content
+        # N(0, 1) (nn.Embedding's, as Mask2Former); smaller: the text dominates Q0 (Eq. 4)
+        nn.init.normal_(self.query_feat.weight, std=query_init_std)
         self.query_pos = nn.Embedding(num_queries, hidden_dim)  # positional
         self.level_embed = nn.Embedding(num_levels, hidden_dim)
         if text_prior:  # Eq. 4

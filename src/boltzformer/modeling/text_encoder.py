@@ -91,7 +91,9 @@ class BuiltinTextEncoder(nn.Module):
         layer = nn.TransformerEncoderLayer(
             width, max(1, width // 64), 4 * width, dropout=0.0, batch_first=True, norm_first=True
         )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        # layers=0: the word embeddings (with positions) alone
+        self.encoder = (nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+                        if layers > 0 else None)
         self.norm = nn.LayerNorm(width)
         self.width = width
 
@@ -100,7 +102,8 @@ class BuiltinTextEncoder(nn.Module):
         ids, padding = self.tokenizer(prompts)
         ids, padding = ids.to(self.pos.device), padding.to(self.pos.device)
         x = self.embed(ids) + self.pos[: ids.shape[1]]
-        x = self.encoder(x, src_key_padding_mask=padding)
+        if self.encoder is not None:
+            x = self.encoder(x, src_key_padding_mask=padding)
         return self.norm(x), padding
 
 
