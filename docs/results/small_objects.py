@@ -47,6 +47,11 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "labels-512": {"model.text_encoder": "labels", "model.image_size": 512},
     "labels-s2": {"model.text_encoder": "labels", "model.semantic_stride": 2},
     "sentences-s2": {"model.semantic_stride": 2},
+    # reading made fast (the toy's measurements): small initial queries, no text transformer
+    "reading": {"model.query_init_std": 0.02, "model.text_layers": 0},
+    "reading-s2": {"model.query_init_std": 0.02, "model.text_layers": 0,
+                   "model.semantic_stride": 2},
+    "labels-q": {"model.text_encoder": "labels", "model.query_init_std": 0.02},
     "unet": None,
 }
 
