@@ -71,9 +71,16 @@ def test_sampling_is_reproducible_from_a_generator_and_carries_no_gradient():
     assert a.dtype == torch.bool and not a.requires_grad
 
 
-def test_number_of_draws_is_the_ratio_of_tokens():
+def test_number_of_draws_is_the_ratio_of_tokens_truncated_as_in_the_release():
     assert num_draws(1024, 0.1) == 102
-    assert num_draws(4, 0.1) == 1
+    assert num_draws(256, 0.1) == 25  # 25.6, not rounded to 26
+    assert num_draws(4096, 0.1) == 409
+    assert num_draws(4, 0.1) == 0
+
+
+def test_zero_draws_keep_every_token():
+    keep = boltzmann_keep_mask(torch.randn(2, 3, 4), tau=1.0, ratio=0.1)
+    assert keep.all()
 
 
 def test_always_keep_threshold_and_empty_rows():
