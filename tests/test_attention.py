@@ -62,7 +62,7 @@ def test_masked_mode_keeps_exactly_the_tokens_at_or_above_one_half():
     semantic = torch.randn(2, 128, 16, 16, generator=g)
     level = torch.nn.functional.interpolate(semantic, size=(4, 4), mode="bilinear")
     logits = dec.level_logits(q, semantic, level, (4, 4))
-    keep = dec._keep(logits, 0, None)
+    keep = dec._keep(logits, 0, None).view(2, 10, 4, 4)
     with torch.no_grad():
         probs = MaskHead.logits(dec.mask_head.embed(q), level).sigmoid()
     expected = probs >= 0.5
