@@ -58,6 +58,18 @@ def boltzmann_distribution(logits: Tensor, tau: float) -> Tensor:
 
 
 @torch.no_grad()
+def boltzmann_distribution_over(logits: Tensor, tau: float, *, keep_threshold: float) -> Tensor:
+    """Eq. 5 over the tokens that are not always kept (sigmoid(logit) >= keep_threshold),
+    renormalised over them, as the release samples; 0 at the always-kept tokens. With a
+    threshold above 1 it is `boltzmann_distribution`. (..., n) -> (..., n)."""
+    p = boltzmann_distribution(logits, tau)
+    if keep_threshold > 1.0:
+        return p
+    p = p.masked_fill(torch.sigmoid(logits.float()) >= keep_threshold, 0.0)
+    return p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+
+
+@torch.no_grad()
 def inclusion_probability(p: Tensor, draws: int) -> Tensor:
     """Probability that a token is drawn at least once in `draws` draws: 1 - (1 - p)^N.
 
@@ -128,10 +140,7 @@ def boltzmann_keep_mask(
         no token is given every token (as the release does).
     """
     kept = torch.sigmoid(logits.float()) >= keep_threshold  # always kept (none when > 1)
-    p = boltzmann_distribution(logits, tau)
-    if keep_threshold <= 1.0:  # the distribution over the tokens not always kept
-        p = p.masked_fill(kept, 0.0)
-        p = p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+    p = boltzmann_distribution_over(logits, tau, keep_threshold=keep_threshold)
     if heads is not None:
         p, kept = p[:, None].expand(-1, heads, -1, -1), kept[:, None]
     keep = sample_keep_mask(p, num_draws(logits.shape[-1], ratio), sampler=sampler,
