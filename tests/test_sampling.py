@@ -5,6 +5,7 @@ import torch
 
 from boltzformer.modeling.sampling import (
     boltzmann_distribution,
+    boltzmann_distribution_over,
     boltzmann_keep_mask,
     entropy,
     inclusion_probability,
@@ -91,3 +92,26 @@ def test_always_keep_threshold_and_empty_rows():
     masked = threshold_keep_mask(logits, 0.5)
     assert masked[0, 0].sum() == 1 and masked[0, 0, 3]
     assert masked[0, 1].all()  # a query that would see nothing sees everything
+
+
+def test_always_kept_tokens_leave_the_distribution_which_is_renormalised():
+    logits = torch.tensor([[[4.0, 3.0, -1.0, -2.0, 0.0]]])  # sigmoid: .98 .95 .27 .12 .5
+    p = boltzmann_distribution_over(logits, 0.5, keep_threshold=0.9)
+    assert p[0, 0, 0] == 0 and p[0, 0, 1] == 0
+    rest = torch.softmax(torch.sigmoid(logits[0, 0, 2:]) / 0.5, -1)
+    torch.testing.assert_close(p[0, 0, 2:], rest)
+    # above 1 nothing is always kept: Eq. 5 over every token
+    torch.testing.assert_close(boltzmann_distribution_over(logits, 0.5, keep_threshold=1.1),
+                               boltzmann_distribution(logits, 0.5))
+
+
+def test_per_head_draws_are_independent_with_the_same_distribution():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 400, generator=g)
+    keep = boltzmann_keep_mask(logits, tau=1.0, ratio=0.1, heads=8, generator=g)
+    assert keep.shape == (2, 8, 3, 400)
+    assert not torch.equal(keep[:, 0], keep[:, 1])  # independent draws
+    # each head keeps what one draw keeps: about 1 - (1 - 1/n)^N of the tokens at random logits
+    share = keep.float().mean()
+    assert abs(float(share) - float(keep[:, 0].float().mean())) < 0.03
+    assert keep.any(1).float().mean() > 2 * share  # the union over heads is larger
