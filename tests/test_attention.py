@@ -62,7 +62,7 @@ def test_masked_mode_keeps_exactly_the_tokens_at_or_above_one_half():
     semantic = torch.randn(2, 128, 16, 16, generator=g)
     level = torch.nn.functional.interpolate(semantic, size=(4, 4), mode="bilinear")
     logits = dec.level_logits(q, semantic, level, (4, 4))
-    keep = dec._keep(logits, 0, None)
+    keep = dec._keep(logits, 0, None).view(2, 10, 4, 4)
     with torch.no_grad():
         probs = MaskHead.logits(dec.mask_head.embed(q), level).sigmoid()
     expected = probs >= 0.5
@@ -71,3 +71,42 @@ def test_masked_mode_keeps_exactly_the_tokens_at_or_above_one_half():
     assert torch.equal(keep[nonempty], expected[nonempty])
     assert keep[~nonempty].all()  # queries that would see nothing see everything
 
+
+
+def test_per_head_sampling_draws_per_head_and_reports_the_union():
+    model = _model(sampling_per_head=True)
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        out = model(x, ["nodule in lung CT"], return_sampling=True,
+                    generator=torch.Generator().manual_seed(0))
+    assert [k.shape for k in out.keep_masks[:3]] == [(1, 10, 2, 2), (1, 10, 4, 4), (1, 10, 8, 8)]
+    seen = []
+    real = model.decoder.cross[2].attn.forward
+
+    def spy(query, memory, keep, pos=None):
+        seen.append(keep)
+        return real(query, memory, keep, pos)
+
+    model.decoder.cross[2].attn.forward = spy
+    with torch.no_grad():
+        out = model(x, ["nodule in lung CT"], return_sampling=True,
+                    generator=torch.Generator().manual_seed(0))
+    assert seen[0].shape == (1, 4, 10, 64)  # (B, heads, Q, n): one draw per head
+    assert not torch.equal(seen[0][:, 0], seen[0][:, 1])
+    assert torch.equal(out.keep_masks[2].flatten(2), seen[0].any(1))
+
+
+def test_given_keep_masks_replace_the_sampling():
+    model = _model()
+    feats = model.encode_image(torch.rand(1, 3, 64, 64) * 255)
+    text = model.encode_text(["nodule in lung CT"])
+    every = [torch.ones(1, 10, s, s, dtype=torch.bool) for s in (2, 4, 8) * 3]
+    with torch.no_grad():
+        given = model.decoder(feats.levels, feats.semantic, text.tokens, text.padding,
+                              given_keep=every).query_logits
+        model.decoder.sampling = type(model.decoder.sampling)(attention="full")
+        full = model.decoder(feats.levels, feats.semantic, text.tokens, text.padding).query_logits
+    torch.testing.assert_close(given, full, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="2 keep masks given for 9 layers"):
+        model.decoder(feats.levels, feats.semantic, text.tokens, text.padding,
+                      given_keep=every[:2])

@@ -123,6 +123,29 @@ def test_sparse_attention_equals_dense_outputs_and_gradients(seed, with_pos):
         torch.testing.assert_close(sparse_grads[name], g, rtol=1e-4, atol=atol, msg=name)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_head_keep_masks_sparse_equals_dense_and_heads_differ(seed):
+    torch.manual_seed(seed)
+    attn = SampledCrossAttention(32, 4)
+    query, memory, _, pos = _attention_inputs(seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.rand(2, 4, 5, 42, generator=g) < 0.2  # (B, heads, Q, n)
+    keep[0, 1, 2] = False
+    keep[0, 1, 2, 5] = True  # one head of one query keeps one token
+    keep |= ~keep.any(-1, keepdim=True)
+    dense_out, dense_grads = _run(attn, "dense", query, memory, keep, pos)
+    sparse_out, sparse_grads = _run(attn, "sparse", query, memory, keep, pos)
+    torch.testing.assert_close(sparse_out, dense_out, rtol=1e-5, atol=1e-6)
+    for name, g_dense in dense_grads.items():
+        atol = 1e-6 if name == "k_proj.bias" else 1e-5
+        torch.testing.assert_close(sparse_grads[name], g_dense, rtol=1e-4, atol=atol, msg=name)
+    # the same mask for every head is the shared mask
+    shared = keep[:, 0]
+    torch.testing.assert_close(_run(attn, "sparse", query, memory, shared[:, None].expand_as(keep),
+                                    pos)[0], _run(attn, "dense", query, memory, shared, pos)[0],
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_sparse_attention_matches_dense_across_chunk_boundaries(monkeypatch):
     import boltzformer.modeling.attention as attention
 

@@ -5,6 +5,7 @@ import torch
 
 from boltzformer.modeling.sampling import (
     boltzmann_distribution,
+    boltzmann_distribution_over,
     boltzmann_keep_mask,
     entropy,
     inclusion_probability,
@@ -71,9 +72,16 @@ def test_sampling_is_reproducible_from_a_generator_and_carries_no_gradient():
     assert a.dtype == torch.bool and not a.requires_grad
 
 
-def test_number_of_draws_is_the_ratio_of_tokens():
+def test_number_of_draws_is_the_ratio_of_tokens_truncated_as_in_the_release():
     assert num_draws(1024, 0.1) == 102
-    assert num_draws(4, 0.1) == 1
+    assert num_draws(256, 0.1) == 25  # 25.6, not rounded to 26
+    assert num_draws(4096, 0.1) == 409
+    assert num_draws(4, 0.1) == 0
+
+
+def test_zero_draws_keep_every_token():
+    keep = boltzmann_keep_mask(torch.randn(2, 3, 4), tau=1.0, ratio=0.1)
+    assert keep.all()
 
 
 def test_always_keep_threshold_and_empty_rows():
@@ -84,3 +92,26 @@ def test_always_keep_threshold_and_empty_rows():
     masked = threshold_keep_mask(logits, 0.5)
     assert masked[0, 0].sum() == 1 and masked[0, 0, 3]
     assert masked[0, 1].all()  # a query that would see nothing sees everything
+
+
+def test_always_kept_tokens_leave_the_distribution_which_is_renormalised():
+    logits = torch.tensor([[[4.0, 3.0, -1.0, -2.0, 0.0]]])  # sigmoid: .98 .95 .27 .12 .5
+    p = boltzmann_distribution_over(logits, 0.5, keep_threshold=0.9)
+    assert p[0, 0, 0] == 0 and p[0, 0, 1] == 0
+    rest = torch.softmax(torch.sigmoid(logits[0, 0, 2:]) / 0.5, -1)
+    torch.testing.assert_close(p[0, 0, 2:], rest)
+    # above 1 nothing is always kept: Eq. 5 over every token
+    torch.testing.assert_close(boltzmann_distribution_over(logits, 0.5, keep_threshold=1.1),
+                               boltzmann_distribution(logits, 0.5))
+
+
+def test_per_head_draws_are_independent_with_the_same_distribution():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 400, generator=g)
+    keep = boltzmann_keep_mask(logits, tau=1.0, ratio=0.1, heads=8, generator=g)
+    assert keep.shape == (2, 8, 3, 400)
+    assert not torch.equal(keep[:, 0], keep[:, 1])  # independent draws
+    # each head keeps what one draw keeps: about 1 - (1 - 1/n)^N of the tokens at random logits
+    share = keep.float().mean()
+    assert abs(float(share) - float(keep[:, 0].float().mean())) < 0.03
+    assert keep.any(1).float().mean() > 2 * share  # the union over heads is larger

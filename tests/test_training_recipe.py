@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from boltzformer import build_model
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import dice_batch, unique_images
-from boltzformer.loss import deep_supervision_loss, layer_target, training_loss
+from boltzformer.loss import (
+    deep_supervision_loss,
+    dice_bce_loss,
+    dice_loss,
+    layer_target,
+    training_loss,
+)
 from boltzformer.train.data import EpochView, collate_groups, split_by_image
 
 
@@ -48,6 +54,30 @@ def test_without_deep_supervision_the_loss_is_the_papers():
                 / (p.flatten(1).sum(1) + mask.flatten(1).sum(1) + 1))
     bce = F.binary_cross_entropy_with_logits(logits, mask)
     assert aux is None and torch.allclose(total, dice.mean() + bce)
+
+
+def test_vnet_dice_is_the_papers_citation_and_weighs_a_small_object_as_the_issue_says():
+    # A 13-pixel object at 256², predicted +6 inside and -6 outside (issue #15): Dice + BCE
+    # with the V-Net form 1 - (2 sum pt + 1e-5) / (sum p^2 + sum t^2 + 1e-5) is small, with
+    # Mask2Former's 1 - (2 sum pt + 1) / (sum p + sum t + 1) it is not (the soft background
+    # mass counts).
+    yy, xx = torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij")
+    mask = (((yy - 100) ** 2 + (xx - 60) ** 2) <= 4).float()[None, None]
+    assert int(mask.sum()) == 13
+    logits = 12 * mask - 6
+    assert float(dice_bce_loss(logits, mask, "vnet")) == pytest.approx(0.018, abs=1e-3)
+    assert float(dice_bce_loss(logits, mask, "mask2former")) == pytest.approx(0.860, abs=1e-3)
+    with pytest.raises(ValueError, match="mask2former, vnet"):
+        dice_loss(logits, mask, "soft")
+
+
+def test_a_prediction_at_another_size_is_resized_to_the_mask_bicubically():
+    logits = torch.randn(2, 1, 8, 8)
+    mask = (torch.rand(2, 1, 16, 16) > 0.7).float()
+    up = F.interpolate(logits, size=(16, 16), mode="bicubic", align_corners=False,
+                       antialias=True)
+    torch.testing.assert_close(dice_bce_loss(logits, mask, "vnet"),
+                               dice_bce_loss(up, mask, "vnet"))
 
 
 def test_deep_supervision_targets_and_weight():

@@ -66,8 +66,9 @@ MODES: dict[str, Mode] = {
     "masked": Mode("masked", "auto", "lowres", "Mask2Former masked attention, threshold 0.5"),
     "boltzmann-reference": Mode(
         "boltzmann", "dense", "reference",
-        "Boltzmann sampling as the authors' release computes it: full-resolution logits of "
-        "every query at every layer, dense attention with a boolean mask",
+        "Boltzmann sampling computed as the authors' release computes it: full-resolution "
+        "logits of every query at every layer, dense attention with a boolean mask (one draw "
+        "per query; the release draws per head, sampling_per_head)",
     ),
     "boltzmann-fast": Mode(
         "boltzmann", "auto", "lowres",

@@ -35,6 +35,7 @@ def build_decoder(config: BoltzFormerConfig) -> BoltzFormerDecoder:
             keep_threshold=config.keep_threshold,
             mask_threshold=config.mask_threshold,
             logits=config.sampling_logits,
+            per_head=config.sampling_per_head,
         ),
         attention_impl=config.attention_impl,
     )
@@ -53,6 +54,7 @@ def build_from_config(config: BoltzFormerConfig) -> BoltzFormer:
         mask_dim=config.mask_dim,
         encoder_layers=config.pixel_decoder_layers,
         num_heads=config.num_heads,
+        ffn_dim=config.ffn_dim,
     )
     text_encoder = build_text_encoder(
         config.text_encoder,

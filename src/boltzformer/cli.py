@@ -10,10 +10,11 @@ import argparse
 import importlib
 import sys
 
-# Verbs in the order `--help` lists them; each names a module in boltzformer.commands.
+# Verbs in the order `--help` lists them; each names a module in boltzformer.commands (with
+# "_" for "-").
 COMMANDS: tuple[str, ...] = (
     "demo", "synth", "train", "evaluate", "predict", "visualize", "serve", "study", "bench",
-    "throughput", "presets",
+    "throughput", "presets", "convert-release",
 )
 
 
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"boltzformer.commands.{name}")
+        module = importlib.import_module(f"boltzformer.commands.{name.replace('-', '_')}")
         module.add_parser(sub)
     return parser
 

@@ -59,6 +59,8 @@ class BoltzFormerConfig:
     # Mask aggregation
     pigma: bool = True
     pigma_channels: int = 10
+    # Fidelity switches (docs/fidelity.md): where the paper and the authors' release differ
+    sampling_per_head: bool = False  # True: one draw per query and head (the release)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_labels", tuple(self.text_labels))  # JSON/YAML give lists

@@ -1,9 +1,19 @@
 """The training loss: Dice + binary cross-entropy (paper Sec. 3.3), plus deep supervision.
 
-The paper and the authors' release supervise only the final PiGMA output. Deep supervision
+Two Dice forms (`dice=`, the `loss.dice` setting), per sample and averaged over the batch:
+
+- "mask2former": 1 - (2 sum pt + 1) / (sum p + sum t + 1), Mask2Former's Dice loss (linear
+  denominator, smoothing 1); this package's original form.
+- "vnet": 1 - (2 sum pt + 1e-5) / (sum p^2 + sum t^2 + 1e-5), the V-Net Dice the paper cites
+  [18] (Milletari et al. 2016), as the authors' release computes it (MONAI's DiceLoss with
+  sigmoid=True, squared_pred=True).
+
+A prediction at another resolution than the mask is resized to the mask bicubically with
+antialiasing first, as the release does. The paper and the release supervise only the final
+PiGMA output (`deep_supervision: false`, with "vnet": the release's loss). Deep supervision
 (Mask2Former's auxiliary losses) adds Dice + BCE on each decoder layer's prediction, the
 masks that drive the next layer's Boltzmann sampling; see docs/training.md for why and for
-what it measured.
+what it measured, and docs/fidelity.md for the choice of the default Dice form.
 """
 
 from __future__ import annotations
@@ -13,20 +23,43 @@ import torch.nn.functional as F
 from torch import Tensor
 
 DEEP_SUPERVISION_TARGETS: tuple[str, ...] = ("query", "mean")
+DICE_FORMS: tuple[str, ...] = ("mask2former", "vnet")
+DEFAULT_DICE = "mask2former"  # chosen by the demo measurement in docs/fidelity.md
 
 
-def dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
-    """Soft Dice loss per sample, averaged: logits, target (B, 1, H, W) -> scalar."""
+def check_dice(form: str) -> str:
+    """Return `form` if it names a Dice form, else raise."""
+    if form not in DICE_FORMS:
+        raise ValueError(f"Dice form {form!r} is not valid; choose one of {', '.join(DICE_FORMS)}")
+    return form
+
+
+def dice_loss(logits: Tensor, target: Tensor, form: str = DEFAULT_DICE) -> Tensor:
+    """Dice loss per sample, averaged: logits, target (B, 1, H, W) -> scalar (see module doc
+    for the forms)."""
     p = logits.sigmoid().flatten(1)
     t = target.flatten(1)
-    dice = (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)
+    if check_dice(form) == "vnet":
+        dice = (2 * (p * t).sum(1) + 1e-5) / ((p * p).sum(1) + (t * t).sum(1) + 1e-5)
+    else:
+        dice = (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
     return (1 - dice).mean()
 
 
-def dice_bce_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Dice + pixel-wise BCE, equal weights. logits, target (B, 1, H, W); target in {0, 1}."""
+def resize_to_mask(logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """logits (B, C, h, w) at the mask's (H, W): bicubic with antialiasing, as the release."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bicubic", align_corners=False,
+                         antialias=True)
+
+
+def dice_bce_loss(logits: Tensor, target: Tensor, dice: str = DEFAULT_DICE) -> Tensor:
+    """Dice + pixel-wise BCE (mean), equal weights. logits (B, 1, h, w), resized to the
+    target's (B, 1, H, W) when they differ; target in {0, 1}."""
+    logits = resize_to_mask(logits, target.shape[-2:])
     target = target.to(logits.dtype)
-    return dice_loss(logits, target) + F.binary_cross_entropy_with_logits(logits, target)
+    return dice_loss(logits, target, dice) + F.binary_cross_entropy_with_logits(logits, target)
 
 
 def layer_target(mask: Tensor, size: tuple[int, int]) -> Tensor:
@@ -37,8 +70,8 @@ def layer_target(mask: Tensor, size: tuple[int, int]) -> Tensor:
     return F.adaptive_max_pool2d(mask.float(), size)
 
 
-def deep_supervision_loss(layer_logits: list[Tensor], mask: Tensor, target: str = "query"
-                          ) -> Tensor:
+def deep_supervision_loss(layer_logits: list[Tensor], mask: Tensor, target: str = "query",
+                          dice: str = DEFAULT_DICE) -> Tensor:
     """Mean over layers of Dice + BCE on each layer's prediction.
 
     layer_logits: L tensors (B, Q, h, w) (the predictions that drove layers 0..L-1);
@@ -53,22 +86,23 @@ def deep_supervision_loss(layer_logits: list[Tensor], mask: Tensor, target: str 
     for logits in layer_logits:
         b, q, h, w = logits.shape
         if target == "mean":
-            losses.append(dice_bce_loss(logits.mean(1, keepdim=True), goal))
+            losses.append(dice_bce_loss(logits.mean(1, keepdim=True), goal, dice))
         else:  # every query its own sample: (B * Q, 1, h, w) against its pair's mask
             per_query = goal.expand(b, q, h, w).reshape(b * q, 1, h, w)
-            losses.append(dice_bce_loss(logits.reshape(b * q, 1, h, w), per_query))
+            losses.append(dice_bce_loss(logits.reshape(b * q, 1, h, w), per_query, dice))
     return torch.stack(losses).mean()
 
 
 def training_loss(logits: Tensor, mask: Tensor, layer_logits: list[Tensor] | None = None, *,
-                  weight: float = 1.0, target: str = "query") -> tuple[Tensor, Tensor | None]:
-    """(total, deep-supervision term) for final logits (B, 1, H, W) and mask (B, 1, H, W).
+                  weight: float = 1.0, target: str = "query", dice: str = DEFAULT_DICE,
+                  ) -> tuple[Tensor, Tensor | None]:
+    """(total, deep-supervision term) for final logits (B, 1, h, w) and mask (B, 1, H, W).
 
-    Without `layer_logits` it is the paper's (and the release's) loss, Dice + BCE on the final
-    output; with them, `weight` times `deep_supervision_loss` is added.
+    Without `layer_logits` it is the paper's loss, Dice + BCE on the final output (the
+    release's with dice="vnet"); with them, `weight` times `deep_supervision_loss` is added.
     """
-    final = dice_bce_loss(logits, mask)
+    final = dice_bce_loss(logits, mask, dice)
     if not layer_logits:
         return final, None
-    aux = deep_supervision_loss(layer_logits, mask, target)
+    aux = deep_supervision_loss(layer_logits, mask, target, dice)
     return final + weight * aux, aux

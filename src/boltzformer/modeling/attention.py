@@ -18,6 +18,9 @@ any of them and gives the same result:
   (Paper Sec. 3.2.2, Step 2: the equations for alpha and H_j.)
 - "auto" (the default): "sparse" where it is predicted to be faster (`prefers_sparse`), else
   "dense"; full attention (no keep mask) is always dense.
+
+A keep mask is (B, Q, n), one set per query shared by its heads (the paper), or (B, h, Q, n),
+one set per query and head (the authors' release draws them so; `sampling_per_head`).
 """
 
 from __future__ import annotations
@@ -203,8 +206,8 @@ class SampledCrossAttention(nn.Module):
     """Multi-head cross-attention restricted to each query's kept tokens.
 
     Keys are `memory + pos`, values are `memory` (the release adds the positional encoding
-    to keys only). Every head of a query shares that query's keep mask (as in the paper and
-    release).
+    to keys only). A (B, Q, n) keep mask is shared by every head of a query (the paper); a
+    (B, h, Q, n) one gives each head its own (the release).
     """
 
     def __init__(self, dim: int, num_heads: int, *, impl: str = "auto") -> None:
@@ -231,7 +234,8 @@ class SampledCrossAttention(nn.Module):
         Args:
             query: (B, Q, d) queries (positional embedding already added).
             memory: (B, n, d) image tokens: the values, and the keys once `pos` is added.
-            keep: (B, Q, n) bool, True where a query may attend; None attends to every token.
+            keep: (B, Q, n) bool, True where a query may attend, or (B, h, Q, n) per head;
+                None attends to every token.
             pos: the positional encoding of the n tokens, added to the keys; None adds none.
         Returns:
             (B, Q, d) the attention output (before the residual), Eq. for H_j and W^O.
@@ -245,12 +249,13 @@ class SampledCrossAttention(nn.Module):
             )
         if keep is None or self.impl == "dense":
             return self._dense(query, memory, keep, pos)
-        if keep.shape != (b, nq, n):
+        if keep.shape not in ((b, nq, n), (b, self.num_heads, nq, n)):
             raise ValueError(f"keep mask is {tuple(keep.shape)}; expected (B, Q, n) = "
-                             f"{(b, nq, n)}")
-        if self.impl == "auto" and not prefers_sparse(
-            b, nq, n, d, self.num_heads, kept_pairs=int(keep.sum())
-        ):
+                             f"{(b, nq, n)} or (B, h, Q, n) = {(b, self.num_heads, nq, n)}")
+        per_head = keep.ndim == 4
+        # per head, each (query, head) pair costs what a query costs for all heads, / h
+        pairs = int(keep.sum()) // (self.num_heads if per_head else 1)
+        if self.impl == "auto" and not prefers_sparse(b, nq, n, d, self.num_heads, pairs):
             return self._dense(query, memory, keep, pos)
         return self._sparse(query, memory, keep, pos)
 
@@ -262,7 +267,8 @@ class SampledCrossAttention(nn.Module):
         q = self._heads(self.q_proj(query))
         k = self._heads(self.k_proj(key))
         v = self._heads(self.v_proj(memory))
-        mask = None if keep is None else keep[:, None]  # shared by all heads: (B, 1, Q, n)
+        # (B, 1, Q, n): shared by all heads; (B, h, Q, n): one per head
+        mask = keep if keep is None or keep.ndim == 4 else keep[:, None]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         b, _, nq, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, nq, -1))
@@ -278,15 +284,21 @@ class SampledCrossAttention(nn.Module):
             raise ValueError(
                 "a query keeps no token at all; give it every token (sampling.ensure_nonempty)"
             )
-        kept = gather_index(keep)  # rows sorted by kept count
-        q = self.q_proj(query).view(b * nq, h, dh)[kept.order] * dh**-0.5
+        q = self.q_proj(query).view(b * nq, h, dh) * dh**-0.5
         # Keys by linearity: q . (W_K k + b_K) = (W_K^T q) . k + q . b_K, per head.
         folded = torch.einsum("rhe,hed->rhd", q, self.k_proj.weight.view(h, dh, d))
-        bias = (q * self.k_proj.bias.view(h, dh)).sum(-1, keepdim=True)  # (R, h, 1)
+        bias = (q * self.k_proj.bias.view(h, dh)).sum(-1, keepdim=True)  # (B Q, h, 1)
+        per_batch = nq
+        if keep.ndim == 4:  # one row per (query, head), each with its own tokens
+            keep = keep.transpose(1, 2).reshape(b, nq * h, n)
+            folded, bias = folded.reshape(b * nq * h, 1, d), bias.reshape(b * nq * h, 1, 1)
+            per_batch = nq * h
+        kept = gather_index(keep)  # rows sorted by kept count
+        folded, bias = folded[kept.order], bias[kept.order]
         if pos is not None:
             bias = bias + pos.to(folded.dtype).dot(folded, kept.tokens)
         bias = bias.masked_fill(~kept.valid[:, None, :], float("-inf"))
-        rows = kept.tokens + (kept.order // nq * n)[:, None]  # into memory as (B * n, d)
+        rows = kept.tokens + (kept.order // per_batch * n)[:, None]  # into memory as (B n, d)
         # One compute dtype: autocast's where it is on (as SDPA would run), else memory's.
         device = query.device.type
         dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
@@ -294,9 +306,10 @@ class SampledCrossAttention(nn.Module):
         flat = memory.reshape(b * n, d).contiguous().to(dtype)  # gathers read whole rows
         chunks = plan_chunks(kept.counts, d, flat.element_size())
         mixed = GatheredAttention.apply(folded.to(dtype), bias.to(dtype), flat, rows, chunks)
+        mixed = mixed[kept.order.argsort()].reshape(b * nq, h, d)  # back to (b, q) order
         # Values by linearity: sum a (W_V v + b_V) = W_V (sum a v) + b_V, per head.
         out = torch.einsum("rhd,hed->rhe", mixed, self.v_proj.weight.view(h, dh, d))
-        out = (out + self.v_proj.bias.view(h, dh))[kept.order.argsort()]  # back to (b, q) order
+        out = out + self.v_proj.bias.view(h, dh)
         return self.out_proj(out.reshape(b, nq, d))
 
 
@@ -313,8 +326,8 @@ class CrossAttentionLayer(nn.Module):
         self, q: Tensor, q_pos: Tensor, memory: Tensor, memory_pos: GridPositions,
         keep: Tensor | None,
     ) -> Tensor:
-        """q (B, Q, d); memory (B, n, d) with positions of its n tokens; keep (B, Q, n)
-        -> (B, Q, d)."""
+        """q (B, Q, d); memory (B, n, d) with positions of its n tokens; keep (B, Q, n), or
+        (B, h, Q, n) per head -> (B, Q, d)."""
         out = self.attn(q + q_pos, memory, keep, memory_pos)
         return self.norm(q + self.dropout(out))
 

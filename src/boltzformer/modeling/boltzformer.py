@@ -298,7 +298,7 @@ def load_weights(
             f"{_SAVE_AGAIN}"
         ) from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    differences = _differences(shapes, expected)
+    differences = describe_differences(shapes, expected)
     if differences:
         raise CheckpointError(
             f"{weights} does not match the model of {model_from}: {differences}; {fix}"
@@ -312,7 +312,7 @@ def load_weights(
         ) from None
 
 
-def _differences(found: dict[str, tuple], expected: dict[str, tuple]) -> str:
+def describe_differences(found: dict[str, tuple], expected: dict[str, tuple]) -> str:
     """What differs between a file's tensor shapes and a model's, in one short phrase."""
     shape = [k for k in expected if k in found and found[k] != expected[k]]
     missing = [k for k in expected if k not in found]

@@ -47,9 +47,10 @@ RESIZE_GROUP_BYTES = 4 * 2**20
 @dataclass
 class DecoderOutput:
     """query_logits (B, Q, Hs, Ws) at S's resolution; keep_masks one (B, Q, h_l, w_l) bool per
-    layer when asked for; queries (B, Q, d) after the last layer; layer_logits, when asked
-    for, the L predictions (B, Q, Hs, Ws) with gradient that drove layers 0..L-1;
-    mask_embedding (B, Q, D), the final mu (Eq. 3) that query_logits take on S."""
+    layer when asked for (sampling per head: the tokens a query attended to with any head);
+    queries (B, Q, d) after the last layer; layer_logits, when asked for, the L predictions
+    (B, Q, Hs, Ws) with gradient that drove layers 0..L-1; mask_embedding (B, Q, D), the
+    final mu (Eq. 3) that query_logits take on S."""
 
     query_logits: Tensor
     queries: Tensor
@@ -69,6 +70,9 @@ class SamplingSettings:
     keep_threshold: float = 1.1  # always-keep threshold under Boltzmann sampling (release)
     mask_threshold: float = 0.5  # Mask2Former's threshold for "masked"
     logits: str = "lowres"  # "lowres": resize S, then dot; "reference": dot, then resize
+    # Fidelity switch (docs/fidelity.md): False draws one token set per query, shared by its
+    # heads (the paper); True draws one per query and head, as the authors' release does.
+    per_head: bool = False
 
 
 class MaskHead(nn.Module):
@@ -201,17 +205,17 @@ class BoltzFormerDecoder(nn.Module):
 
     @torch.no_grad()
     def _keep(self, logits: Tensor, layer: int, generator: torch.Generator | None) -> Tensor:
-        """The (B, Q, h, w) keep mask of `layer` from the level logits of the layer before."""
+        """The keep mask of `layer` from the level logits (B, Q, h, w) of the layer before:
+        (B, Q, n), or (B, heads, Q, n) when sampling per head."""
         flat = logits.flatten(2).float()
         s = self.sampling
         if s.attention == "masked":
-            keep = threshold_keep_mask(flat, s.mask_threshold)
-        else:
-            keep = boltzmann_keep_mask(
-                flat, tau=temperature(layer, s.tau0), ratio=s.ratio, sampler=s.sampler,
-                keep_threshold=s.keep_threshold, generator=generator,
-            )
-        return keep.view(*logits.shape)
+            return threshold_keep_mask(flat, s.mask_threshold)
+        heads = self.cross[layer].attn.num_heads if s.per_head else None
+        return boltzmann_keep_mask(
+            flat, tau=temperature(layer, s.tau0), ratio=s.ratio, sampler=s.sampler,
+            keep_threshold=s.keep_threshold, heads=heads, generator=generator,
+        )
 
     def forward(
         self,
@@ -223,6 +227,7 @@ class BoltzFormerDecoder(nn.Module):
         generator: torch.Generator | None = None,
         return_sampling: bool = False,
         return_layers: bool = False,
+        given_keep: list[Tensor] | None = None,
     ) -> DecoderOutput:
         """Decode.
 
@@ -234,7 +239,12 @@ class BoltzFormerDecoder(nn.Module):
             return_sampling: also return every layer's keep masks.
             return_layers: also return, with gradient, the prediction before each layer
                 (deep supervision); the sampling then derives from those predictions.
+            given_keep: one given keep mask per layer, (B, Q, h_l, w_l) or per head
+                (B, heads, Q, h_l, w_l) bool, used instead of the attention mode's (e.g. to
+                replay another implementation's random draws).
         """
+        if given_keep is not None and len(given_keep) != self.num_layers:
+            raise ValueError(f"{len(given_keep)} keep masks given for {self.num_layers} layers")
         b = semantic.shape[0]
         levels = levels[: self.num_levels]
         memory: list[Tensor] = []
@@ -264,18 +274,20 @@ class BoltzFormerDecoder(nn.Module):
                 mu = self.mask_head.embed(q)
                 layer_logits.append(MaskHead.logits(mu, semantic))
                 reuse = {"embedding": mu.detach(), "prediction": layer_logits[-1].detach()}
-            if self.sampling.attention == "full":
+            if given_keep is not None:
+                keep = given_keep[layer].flatten(-2)
+            elif self.sampling.attention == "full":
                 keep = None
             else:  # sampled from that same prediction, detached
                 logits = self.level_logits(q, semantic, semantic_at[lvl], (h, w), **reuse)
                 keep = self._keep(logits, layer, generator)
-            if return_sampling:
+            if return_sampling:  # per head: the tokens a query attended to with any head
+                seen = keep.any(1) if keep is not None and keep.ndim == 4 else keep
                 keep_masks.append(
-                    keep if keep is not None
+                    seen.view(b, -1, h, w) if seen is not None
                     else torch.ones(b, q.shape[1], h, w, dtype=torch.bool, device=q.device)
                 )
-            flat_keep = None if keep is None else keep.flatten(2)
-            q = self.cross[layer](q, q_pos, memory[lvl], memory_pos[lvl], flat_keep)  # Step 2
+            q = self.cross[layer](q, q_pos, memory[lvl], memory_pos[lvl], keep)  # Step 2
             q, t = self._joint(q, t, q_pos, t_pos, text_padding, self.self_attn[layer])  # Eq. 6
             q = self.ffn[layer](q)
 

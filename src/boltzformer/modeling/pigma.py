@@ -1,12 +1,13 @@
 """PiGMA: pixel-grounded mask aggregation (paper Sec. 3.3, Fig. 3).
 
     ensemble   = mean_i(query logits), upsampled x2                                 (Eq. 7)
-    correction = Conv1x1([ConvT_k4s2([query logits, image@S]), image@2S])
+    correction = Conv1x1([image@2S, ConvT_k4s2([image@S, query logits])])
     output     = (ensemble + correction) / 2       -> sigmoid is the probability
 
-With `correction=False` the output is the ensemble alone (the paper's Table 8 ablation). The
-authors' release, as described in NOTES.md, has no non-linearity between the two
-convolutions; none is added here.
+With `correction=False` the output is the ensemble alone (the paper's Table 8 ablation). As in
+the authors' release, the (normalised) image comes first in both concatenations, so its
+weights load here, and there is no non-linearity between the two convolutions. The release
+resizes the image to a fixed 256² and 512² (S and 2S at its 1024² input); here to S and 2S.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from torch import Tensor, nn
 
 
 class PiGMA(nn.Module):
-    """(B, Q, Hs, Ws) query logits + (B, 3, H, W) image -> (B, 1, 2Hs, 2Ws) mask logits."""
+    """(B, Q, Hs, Ws) query logits + (B, 3, H, W) normalised image -> (B, 1, 2Hs, 2Ws) mask
+    logits."""
 
     def __init__(self, num_queries: int, *, channels: int = 10, correction: bool = True):
         super().__init__()
@@ -36,6 +38,6 @@ class PiGMA(nn.Module):
             return ensemble
         img_s = F.interpolate(image, size=(hs, ws), mode="bilinear", align_corners=False)
         img_2s = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        x = self.up(torch.cat([query_logits, img_s], 1))
-        correction = self.out(torch.cat([x, img_2s], 1))
+        x = self.up(torch.cat([img_s, query_logits], 1))
+        correction = self.out(torch.cat([img_2s, x], 1))
         return (ensemble + correction) / 2

@@ -1,4 +1,10 @@
-"""Sine positional encoding of a 2D token grid (as in DETR and Mask2Former).
+"""Sine positional encoding of a 2D token grid: DETR's and Mask2Former's, as the authors'
+release uses it for the decoder's keys and the pixel decoder's encoder.
+
+A token in row i, column j of an (h, w) grid has the normalised positions
+y = (i + 1) / (h + 1e-6) * 2 pi and x = (j + 1) / (w + 1e-6) * 2 pi; with d/2 features per
+axis and frequencies f_k = T^(2k / (d/2)), the y half is [sin(y/f_0), cos(y/f_0), sin(y/f_1),
+cos(y/f_1), ...] (sine and cosine interleaved per frequency pair), then the x half alike.
 
 The encoding is separable: the first half of a token's vector depends only on its row, the
 second half only on its column. `GridPositions` keeps the two halves apart, so a dot product
@@ -67,16 +73,17 @@ def sine_positions(
     if dim % 4:
         raise ValueError(f"positional encoding dim must be divisible by 4, got {dim}")
     half = dim // 2
-    scale = 2 * math.pi
-    y = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height * scale
-    x = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * scale
-    freq = temperature ** (2 * torch.arange(half // 2, device=device) / half)
-    py = y[:, None] / freq  # (h, half/2)
-    px = x[:, None] / freq  # (w, half/2)
-    return GridPositions(
-        rows=torch.cat([py.sin(), py.cos()], dim=-1),  # (h, half)
-        cols=torch.cat([px.sin(), px.cos()], dim=-1),  # (w, half)
-    )
+    freq = temperature ** (2 * torch.arange(half // 2, device=device) / half)  # (half/2,)
+    return GridPositions(rows=_axis(height, freq), cols=_axis(width, freq))
+
+
+def _axis(size: int, freq: Tensor) -> Tensor:
+    """(size, 2 * len(freq)): [sin(a/f_0), cos(a/f_0), sin(a/f_1), ...] at the cumulative
+    positions a = (i + 1) / (size + 1e-6) * 2 pi, in float32 as DETR computes them."""
+    a = torch.arange(1, size + 1, device=freq.device, dtype=torch.float32)
+    a = a / (size + 1e-6) * (2 * math.pi)
+    angle = a[:, None] / freq  # (size, half/2)
+    return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(1)
 
 
 def sine_position_encoding(

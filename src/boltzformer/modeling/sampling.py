@@ -5,7 +5,10 @@ and it returns which tokens each query may attend to.
 
     logits (B, Q, n)  --sigmoid-->  U (Eq. 1)
     p = softmax(U / tau)                          (Eq. 5, the Boltzmann distribution)
-    keep ~ Bernoulli(1 - (1 - p)^N)               (footnote 1; N = ratio * n draws)
+    keep ~ Bernoulli(1 - (1 - p)^N)               (footnote 1; N = int(ratio * n) draws)
+
+The paper draws one attention set per query. The authors' release draws one per query and
+head (`heads=`): a query then attends, over its heads, to the union of their draws.
 
 All functions run under `torch.no_grad()` semantics: nothing here carries a gradient.
 """
@@ -29,10 +32,12 @@ def temperature(layer: int, tau0: float) -> float:
 
 
 def num_draws(num_tokens: int, ratio: float) -> int:
-    """N, the number of independent draws: `ratio` of the tokens at that level, at least 1."""
+    """N, the number of independent draws: `ratio` of the tokens at that level, truncated as
+    the release does (int(0.1 * 256) = 25). N = 0 keeps no token by sampling, and a query
+    left with none attends to every token (`ensure_nonempty`), as in the release."""
     if not ratio > 0:
         raise ValueError(f"sampling ratio must be > 0, got {ratio}")
-    return max(1, round(ratio * num_tokens))
+    return int(num_tokens * ratio)
 
 
 @torch.no_grad()
@@ -50,6 +55,18 @@ def boltzmann_distribution(logits: Tensor, tau: float) -> Tensor:
         raise ValueError(f"temperature must be > 0, got {tau}")
     u = torch.sigmoid(logits.float())
     return torch.softmax(u / tau, dim=-1)
+
+
+@torch.no_grad()
+def boltzmann_distribution_over(logits: Tensor, tau: float, *, keep_threshold: float) -> Tensor:
+    """Eq. 5 over the tokens that are not always kept (sigmoid(logit) >= keep_threshold),
+    renormalised over them, as the release samples; 0 at the always-kept tokens. With a
+    threshold above 1 it is `boltzmann_distribution`. (..., n) -> (..., n)."""
+    p = boltzmann_distribution(logits, tau)
+    if keep_threshold > 1.0:
+        return p
+    p = p.masked_fill(torch.sigmoid(logits.float()) >= keep_threshold, 0.0)
+    return p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
 
 
 @torch.no_grad()
@@ -86,6 +103,8 @@ def sample_keep_mask(
         noise = torch.rand(p.shape, generator=generator, device=p.device, dtype=keep_prob.dtype)
         return noise < keep_prob
     if sampler == "multinomial":
+        if draws == 0:
+            return torch.zeros(p.shape, dtype=torch.bool, device=p.device)
         flat = p.reshape(-1, p.shape[-1])
         idx = torch.multinomial(flat, draws, replacement=True, generator=generator)
         keep = torch.zeros_like(flat, dtype=torch.bool)
@@ -102,6 +121,7 @@ def boltzmann_keep_mask(
     ratio: float,
     sampler: Sampler = "bernoulli",
     keep_threshold: float = 1.1,
+    heads: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Which tokens each query attends to under Boltzmann sampling.
@@ -110,17 +130,22 @@ def boltzmann_keep_mask(
         logits: (B, Q, n) confidence logits of each query over the n tokens of one level.
         tau: this layer's temperature.
         ratio: N / n.
-        keep_threshold: tokens with sigmoid(logit) >= threshold are always kept (the authors'
-            release; its BoltzFormer configs use 1.1, i.e. never).
+        keep_threshold: tokens with sigmoid(logit) >= threshold are always kept and the
+            Boltzmann distribution covers the others only (renormalised over them), as in the
+            authors' release; its BoltzFormer configs use 1.1, i.e. pure sampling.
+        heads: None draws one set per query (the paper); h draws one per query and head,
+            independently, as the release does.
     Returns:
-        (B, Q, n) bool; a query left with no token is given every token (as the release does).
+        (B, Q, n) bool, or (B, h, Q, n) with `heads`; a query (or query and head) left with
+        no token is given every token (as the release does).
     """
-    p = boltzmann_distribution(logits, tau)
+    kept = torch.sigmoid(logits.float()) >= keep_threshold  # always kept (none when > 1)
+    p = boltzmann_distribution_over(logits, tau, keep_threshold=keep_threshold)
+    if heads is not None:
+        p, kept = p[:, None].expand(-1, heads, -1, -1), kept[:, None]
     keep = sample_keep_mask(p, num_draws(logits.shape[-1], ratio), sampler=sampler,
                             generator=generator)
-    if keep_threshold <= 1.0:
-        keep |= torch.sigmoid(logits) >= keep_threshold
-    return ensure_nonempty(keep)
+    return ensure_nonempty(keep | kept)
 
 
 @torch.no_grad()

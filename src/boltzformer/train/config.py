@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from boltzformer.config import PRESETS, BoltzFormerConfig, check_keys, get_preset
-from boltzformer.loss import DEEP_SUPERVISION_TARGETS
+from boltzformer.loss import DEEP_SUPERVISION_TARGETS, DEFAULT_DICE, DICE_FORMS
 
 AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
 NAN_POLICIES: tuple[str, ...] = ("stop", "skip")
@@ -104,11 +104,14 @@ class OptimConfig:
 class LossConfig:
     """Dice + BCE on the final mask (the paper's loss), plus deep supervision: Dice + BCE on
     every decoder layer's prediction (the masks that drive the sampling), times `weight`.
-    `deep_supervision: false` is the authors' release's loss."""
+    `dice` is the Dice form (loss.py): "mask2former" (linear denominator) or "vnet" (the
+    paper's citation and the release's); `deep_supervision: false, dice: vnet` is the
+    authors' release's loss."""
 
     deep_supervision: bool = True
     weight: float = 1.0
     target: str = "query"  # "query": each query's own mask; "mean": the ensemble mean
+    dice: str = DEFAULT_DICE  # "mask2former" | "vnet" (docs/fidelity.md)
 
     def __post_init__(self) -> None:
         if not self.weight >= 0:
@@ -116,6 +119,9 @@ class LossConfig:
         if self.target not in DEEP_SUPERVISION_TARGETS:
             raise ValueError(f"loss.target={self.target!r} is not valid; choose one of "
                              f"{', '.join(DEEP_SUPERVISION_TARGETS)}")
+        if self.dice not in DICE_FORMS:
+            raise ValueError(f"loss.dice={self.dice!r} is not valid; choose one of "
+                             f"{', '.join(DICE_FORMS)}")
 
 
 @dataclass(frozen=True)

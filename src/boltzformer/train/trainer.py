@@ -418,7 +418,7 @@ class _Trainer:
                            targets=batch["target"], generator=self.sampling_rng, return_layers=deep)
         layers = [t.float() for t in out.layer_logits] if deep else None
         loss, _ = training_loss(out.logits.float(), masks, layers, weight=self.cfg.loss.weight,
-                                target=self.cfg.loss.target)
+                                target=self.cfg.loss.target, dice=self.cfg.loss.dice)
         if self.cluster.any(not bool(torch.isfinite(loss.detach()))):
             return self._non_finite("loss", loss.detach())
         self.scaler.scale(loss).backward()
@@ -504,7 +504,7 @@ class _Trainer:
                                     image_index=index.to(self.device), targets=batch["target"],
                                     generator=generator).logits.float()
                 n = masks.shape[0]
-                loss_sum += float(dice_bce_loss(logits, masks)) * n
+                loss_sum += float(dice_bce_loss(logits, masks, self.cfg.loss.dice)) * n
                 dice_sum += float(dice_batch(logits > 0, masks > 0.5).sum())
                 count += n
         finally:
