@@ -469,7 +469,8 @@ def build_app(
     """The page and its API around `model` (moved nowhere; eval mode). `work_dir` holds the
     sessions' files; `examples` are [file, prompts] rows (see `make_examples`); `cache` holds
     the sessions' encodings (default: `EncodingCache()`)."""
-    handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache or EncodingCache())
+    cache = EncodingCache() if cache is None else cache  # (an empty cache is falsy)
+    handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache)
     queue = {"concurrency_limit": 1, "concurrency_id": "model"}  # one request on the CPU at once
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         # the session's small state (its key, its files): the encodings live in the cache
