@@ -23,10 +23,13 @@ API (what `gradio_client` calls; one Client is one session):
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import threading
 import uuid
@@ -42,6 +45,9 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from boltzformer import viz
 from boltzformer.commands._inference import Volume, is_volume, read_plane, read_volume
@@ -69,6 +75,11 @@ DEFAULT_MAX_VOXELS = 2**28
 #: Sessions whose small state (not their encodings) gradio keeps; older ones start afresh.
 STATE_SESSIONS = 2000
 _EXPECTED = (ValueError, OSError, RuntimeError, MemoryError)
+# glibc's allocator: the web server's threads would each grow a heap of their own and keep
+# what they freed; `_release_memory` gives it back (None elsewhere: other allocators differ)
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+_GLIBC = _LIBC is not None and hasattr(_LIBC, "malloc_trim") and hasattr(_LIBC, "mallopt")
+_M_ARENA_MAX = -8
 
 
 @dataclass(frozen=True)
@@ -239,9 +250,16 @@ def make_examples(folder: Path, images: int = 3) -> list[list[str]]:
     return sorted(examples, key=lambda e: "chest" not in e[0])
 
 
+def _release_memory() -> None:
+    """Hand the memory glibc holds free back to the system (its heaps keep it otherwise, and
+    the server's resident memory would creep up with every request)."""
+    if _GLIBC:
+        _LIBC.malloc_trim(0)
+
+
 def _guard(fn: Callable) -> Callable:
     """Turn any error of a handler into a one-line message in the page (gr.Error); the
-    traceback of an unexpected one goes to the server's log only."""
+    traceback of an unexpected one goes to the server's log only. Frees memory after."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -258,6 +276,8 @@ def _guard(fn: Callable) -> Callable:
             log.exception("request failed")
             raise gr.Error(f"internal error ({type(err).__name__}: {err}); the server "
                            "keeps running", print_exception=False) from None
+        finally:
+            _release_memory()
 
     return wrapper
 
@@ -531,6 +551,21 @@ def build_app(
     return app
 
 
+class QuietDisconnects:
+    """ASGI middleware: a client that goes away mid-request (an upload cut off, a closed tab)
+    is one line in the server's log, not an "Exception in ASGI application" traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            log.warning("the client went away during %s %s", scope.get("method"),
+                        scope.get("path"))
+
+
 def launch(
     app: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, work_dir: Path,
     max_file_size_mb: int = 1024, block: bool = True, quiet: bool = False,
@@ -539,6 +574,8 @@ def launch(
     """Serve `app` offline: no share link, no analytics, no monitoring page, system fonts (no
     web fonts fetched), client-side rendering, the sessions' files under `work_dir` only.
     With `auth` ((user, password) pairs) the page, its files and the API need a login."""
+    if _GLIBC:  # two heaps for all the server's threads (before they start)
+        _LIBC.mallopt(_M_ARENA_MAX, 2)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
     app.launch(
@@ -548,4 +585,5 @@ def launch(
         prevent_thread_lock=not block, quiet=quiet, show_error=False, enable_monitoring=False,
         auth=auth or None, auth_message="BoltzFormer: log in with the account you were given.",
         state_session_capacity=STATE_SESSIONS,
+        app_kwargs={"middleware": [Middleware(QuietDisconnects)]},
     )
