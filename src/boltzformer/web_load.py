@@ -48,7 +48,7 @@ from boltzformer.web import make_examples
 
 LOGIN = ("loadtest", "not-a-secret")
 #: Seconds a client waits for the server (httpx's default of 5 s is too short on a busy CPU).
-TIMEOUT = 120.0
+TIMEOUT = 600.0
 #: Memory after the last wave may be at most this much of memory after the first (5 % more).
 MEMORY_BOUND = 1.05
 #: The bad requests and the start of the one-line message each must get.
@@ -245,7 +245,7 @@ def run(checkpoint: Path, sessions: int, waves: int, work: Path, size: int = 256
         proc, url = spawn(checkpoint, "--cached-sessions", str(sessions),
                           "--auth-file", str(logins), stdout=log)
         try:
-            wait_until_up(url, proc, timeout=300)
+            wait_until_up(url, proc, timeout=TIMEOUT)
             report.rss_mb["start"] = rss_mb(proc.pid)
             with ThreadPoolExecutor(max_workers=sessions) as pool:
                 for wave in range(waves):
