@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SHOT   := build/web.png
 
-.PHONY: install test test-browser web-screenshot lint demo clean
+.PHONY: install test test-browser web-screenshot load-test lint demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test-browser: $(STAMP)
 # The README's screenshot of the web app, taken by the browser test.
 web-screenshot: test-browser
 	cp $(SHOT) docs/web.png
+
+# `boltzformer serve` under load: 12 concurrent gradio_client sessions x 10 waves (see
+# src/boltzformer/web_load.py; its short version is tests/test_web_load.py).
+load-test: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m boltzformer.web_load --sessions 12 --waves 10
 
 demo: $(STAMP)
 	$(VENV)/bin/boltzformer demo --out demo_output

@@ -4,12 +4,7 @@ CPU-fast model configuration."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from boltzformer.commands.serve import spawn, wait_until_up
 from boltzformer.data import generate_phantoms
 
 #: This checkout's sources, for the commands tests start in their own processes.
@@ -156,35 +152,16 @@ def small_config():
     return _small_config
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (for a server a test starts)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_serve(checkpoint: Path) -> tuple[subprocess.Popen, str]:
-    """`boltzformer serve --checkpoint` on a free port in its own process (output piped,
-    text); returns it and the page's URL. Ctrl-C (SIGINT) stops it."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "boltzformer.cli", "serve", "--checkpoint", str(checkpoint),
-         "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )
-    return proc, f"http://127.0.0.1:{port}/"
+def start_serve(checkpoint: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """`boltzformer serve --checkpoint CHECKPOINT ARGS` on a free port in its own process
+    (output piped, text); returns it and the page's URL. Ctrl-C (SIGINT) stops it."""
+    return spawn(checkpoint, *args)
 
 
 def wait_for(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> str:
     """The page at `url` once the server `proc` answers; fails if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited with {proc.returncode}: {proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.read().decode()
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout:.0f} s")
+    try:
+        return wait_until_up(url, proc, timeout)
+    except RuntimeError as err:
+        output = proc.stdout.read() if proc.poll() is not None else ""
+        pytest.fail(f"{err}: {output}")

@@ -3,16 +3,18 @@ on a free local port, a tiny untrained model, real images, DICOM and a NIfTI vol
 
 from __future__ import annotations
 
+import io
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
+import httpx
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_MODEL, free_port, start_serve, wait_for
+from conftest import SMALL_MODEL, start_serve, wait_for
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -55,7 +57,7 @@ def server(model, encodes, tmp_path_factory) -> Iterator[tuple[str, gr.Blocks]]:
         mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")  # gradio_client reads it too
         app = web.build_app(model, work_dir=work, examples=web.make_examples(work / "examples"),
                             limits=LIMITS)
-        port = free_port()
+        port = serve.free_port()
         web.launch(app, port=port, work_dir=work, block=False, quiet=True, max_file_size_mb=1)
         try:
             yield f"http://127.0.0.1:{port}/", app
@@ -243,6 +245,138 @@ def test_phantom_examples_are_one_click_away(server, client):
     assert len(out["downloads"]) == 3 and _png(out["downloads"][0]).shape == (256, 256)
 
 
+# --- bounded memory, login ---------------------------------------------------------------------
+LOGIN = ("ana", "s3cret:x")  # a colon in the password is allowed
+
+
+@pytest.fixture(scope="module")
+def guarded(model, tmp_path_factory) -> Iterator[str]:
+    """A server with a login and room for one session's encoding."""
+    work = tmp_path_factory.mktemp("guarded")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        app = web.build_app(model, work_dir=work, limits=LIMITS,
+                            cache=web.EncodingCache(max_sessions=1))
+        port = serve.free_port()
+        web.launch(app, port=port, work_dir=work, block=False, quiet=True, auth=[LOGIN])
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            app.close()
+
+
+def _expected_mask(model, image: np.ndarray, prompt: str) -> np.ndarray:
+    reference = Predictor(model, seed=0)
+    reference.set_image(image)
+    return Predictor.threshold(reference.predict([prompt]).prob)[0]
+
+
+def test_an_evicted_session_is_told_to_load_again(guarded, model, lung, shared_dir):
+    """The cache holds one session: a second session's upload evicts the first, which then
+    gets a one-line message, never an answer from the other session's image."""
+    heart = shared_dir / "data" / "biomedparse-demo" / "demo" / "08_MRI_heart.png"
+    first, second = (Client(guarded, auth=LOGIN, verbose=False, download_files=False)
+                     for _ in range(2))
+    _load(first, lung)
+    _load(second, heart)
+    message = _error(lambda: _segment(first, "nodule in lung CT"))
+    assert message.count("\n") == 0 and message.startswith("01_CT_lung.png was dropped")
+    assert "1 most recently used" in message and message.endswith("load it again")
+    heart_mask = _png(_segment(second, "left ventricle")["downloads"][0]) > 0
+    np.testing.assert_array_equal(heart_mask,
+                                  _expected_mask(model, read_image(heart), "left ventricle"))
+    _load(first, lung)  # loaded again, it answers on its own image
+    lung_mask = _png(_segment(first, "nodule in lung CT")["downloads"][0]) > 0
+    np.testing.assert_array_equal(lung_mask,
+                                  _expected_mask(model, read_image(lung), "nodule in lung CT"))
+    assert "was dropped" in _error(lambda: _segment(second, "left ventricle"))
+
+
+def test_the_encoding_cache_evicts_the_least_recently_used(model):
+    one = Predictor(model)
+    one.set_image(np.zeros((100, 100), np.uint8))
+    scan = web.Scan("a.png", np.zeros((1, 100, 100), np.uint8), None, 2, False)
+    encoding = web.Encoding(scan, 0, one, web.feature_bytes(model))
+    size = encoding.nbytes
+    assert size == 100 * 100 + 100 * 100 * 3 + web.feature_bytes(model) > 40_000
+    cache = web.EncodingCache(max_sessions=3, max_bytes=2 * size)
+    cache.put("a", encoding)
+    cache.put("b", encoding)
+    assert cache.get("a") is encoding  # "a" is now the most recently used: "b" goes first
+    cache.put("c", encoding)  # over the bytes (not the sessions): one evicted
+    assert cache.get("b") is None and cache.get("a") is encoding and len(cache) == 2
+    assert cache.nbytes == 2 * size
+    small = web.EncodingCache(max_sessions=3, max_bytes=size - 1)
+    with pytest.raises(ValueError, match=r"^a\.png needs 0 MB in memory, over this server's"):
+        small.put("a", encoding)
+    assert len(small) == 0
+
+
+def test_the_login_guards_the_page_the_api_and_the_files(guarded, lung):
+    with pytest.raises(ValueError):
+        Client(guarded, verbose=False)  # no login: not even the API's description
+    with pytest.raises(ValueError, match="Could not login"):
+        Client(guarded, auth=("ana", "s3cret"), verbose=False)
+    client = Client(guarded, auth=LOGIN, verbose=False, download_files=False)
+    preview = _load(client, lung)[0]
+    file_url = preview["url"]
+    for url in (guarded + "config", guarded + "gradio_api/info", file_url):
+        assert httpx.get(url).status_code == 401, url
+    assert httpx.post(guarded + "gradio_api/upload",
+                      files={"files": ("a.png", lung.read_bytes())}).status_code == 401
+    assert httpx.post(guarded + "gradio_api/queue/join", json={
+        "data": ["nodule", 1, 0.5], "fn_index": 0, "session_hash": "x"}).status_code == 401
+    with httpx.Client() as session:  # the right login opens everything
+        assert session.post(guarded + "login", data=dict(zip(("username", "password"),
+                                                              LOGIN))).status_code == 200
+        response = session.get(file_url)
+        assert response.status_code == 200
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(response.content))),
+                                      read_image(lung))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.1.1", "::1", "[::1]", "localhost"])
+def test_loopback_hosts(host):
+    assert serve.is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "lab-server"])
+def test_hosts_beyond_this_machine(host):
+    assert not serve.is_loopback(host)
+
+
+def test_serve_beyond_localhost_needs_a_login(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(serve.AUTH_ENV, raising=False)
+    base = ["serve", "--checkpoint", str(checkpoint), "--port", str(serve.free_port())]
+
+    def error(*args: str) -> str:
+        assert cli.main([*base, *args]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        return err
+
+    err = error("--host", "0.0.0.0")
+    assert "--host 0.0.0.0 serves scans" in err and "--auth-file" in err
+    assert "BOLTZFORMER_AUTH=user:password" in err and "--no-auth" in err
+    logins = tmp_path / "logins.txt"
+    logins.write_text("# lab\nana:s3cret\n\nbob-without-password\n")
+    err = error("--host", "0.0.0.0", "--auth-file", str(logins))
+    assert f"--auth-file {logins}, line 4: expected user:password" in err and "s3cret" not in err
+    err = error("--auth-file", str(tmp_path / "missing.txt"))
+    assert "missing.txt: cannot read it" in err
+    monkeypatch.setenv(serve.AUTH_ENV, "ana:s3cret")
+    assert "--no-auth and $BOLTZFORMER_AUTH contradict" in error("--host", "0.0.0.0",
+                                                                 "--no-auth")
+    assert serve.resolve_auth("0.0.0.0", None, False, {serve.AUTH_ENV: "ana:s3:cret"}) == [
+        ("ana", "s3:cret")]
+    assert serve.resolve_auth("0.0.0.0", None, True, {}) is None
+    assert serve.resolve_auth("127.0.0.1", None, False, {}) is None
+    good = tmp_path / "good.txt"
+    good.write_text("ana:s3cret\n bob : pass word \n")
+    assert serve.resolve_auth("127.0.0.1", good, False, {}) == [("ana", "s3cret"),
+                                                                ("bob", " pass word")]
+
+
 # --- the figures --------------------------------------------------------------------------------
 def test_each_prompt_is_tinted_in_its_own_colour(make_disc):
     """Two prompts' masks on a black image: each shows up tinted in its colour, where it is."""
@@ -281,7 +415,8 @@ def test_serve_with_a_broken_checkpoint_is_one_line(checkpoint, broken, capsys):
         (checkpoint / "model.safetensors").write_bytes(b"\0" * 40)
     else:
         (checkpoint / "config.json").write_text("{")
-    assert cli.main(["serve", "--checkpoint", str(checkpoint), "--port", str(free_port())]) == 1
+    port = str(serve.free_port())
+    assert cli.main(["serve", "--checkpoint", str(checkpoint), "--port", port]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("boltzformer serve: error: ") and str(checkpoint) in err

@@ -2,10 +2,16 @@
 
 `build_app(model, ...)` returns a Gradio `Blocks`; `launch(app, ...)` serves it with the
 settings that keep it offline (no analytics, no share link, system fonts, client-side
-rendering). Each browser session holds its own `Predictor` around the one shared model: an
-upload (or a change of slice, axis or window) is encoded once, and every set of prompts after
-it reuses that encoding. Reading, windowing and NIfTI write-back are `commands._inference`
-and `data.medio`; the figures are `viz`.
+rendering) and, given `auth`, a login for the page and the API. Each browser session has
+its own `Predictor` around the one shared model: an upload (or a change of slice, axis or
+window) is encoded once, and every set of prompts after it reuses that encoding. The
+encodings (and the scans they came from) live in one `EncodingCache` of the most recently
+used sessions, not in the sessions' state, so the server's memory is bounded whatever the
+number of sessions: a session evicted from it is told to load its image again. Reading,
+windowing and NIfTI write-back are `commands._inference` and `data.medio`; the figures are
+`viz`. Every image the server sends is a PNG file of the request's own folder (gradio copies
+files into its cache atomically; the arrays it encodes itself it rewrites in place, which a
+concurrent download of an identical image can see half-written).
 
 API (what `gradio_client` calls; one Client is one session):
     /load     (file, window, axis)          -> preview, slice, window, axis, status
@@ -17,25 +23,36 @@ API (what `gradio_client` calls; one Client is one session):
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import json
 import logging
 import shutil
+import sys
 import tempfile
+import threading
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 from PIL import Image
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from boltzformer import viz
 from boltzformer.commands._inference import Volume, is_volume, read_plane, read_volume
 from boltzformer.commands.predict import file_names
+from boltzformer.commands.serve import CACHE_MB, CACHED_SESSIONS
 from boltzformer.data import generate_phantoms
 from boltzformer.data.medio import (
     DEFAULT_MAX_PIXELS,
@@ -45,7 +62,7 @@ from boltzformer.data.medio import (
     stack_slices,
     write_nifti_mask,
 )
-from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
 from boltzformer.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -55,7 +72,14 @@ MAX_PROMPTS = 8
 MAX_SAMPLES = 16
 #: Largest NIfTI volume the app reads by default: 2**28 voxels (256 MiB as uint8 display).
 DEFAULT_MAX_VOXELS = 2**28
+#: Sessions whose small state (not their encodings) gradio keeps; older ones start afresh.
+STATE_SESSIONS = 2000
 _EXPECTED = (ValueError, OSError, RuntimeError, MemoryError)
+# glibc's allocator: the web server's threads would each grow a heap of their own and keep
+# what they freed; `_release_memory` gives it back (None elsewhere: other allocators differ)
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+_GLIBC = _LIBC is not None and hasattr(_LIBC, "malloc_trim") and hasattr(_LIBC, "mallopt")
+_M_ARENA_MAX = -8
 
 
 @dataclass(frozen=True)
@@ -80,14 +104,97 @@ class Scan:
 
 
 @dataclass
-class Session:
-    """One browser session: its scan, the slice shown, and the Predictor that holds that
-    slice's encoding. `folder` (made under `work_dir` when first needed) holds its downloads."""
+class Encoding:
+    """What a session has loaded: its scan, the slice shown, and the Predictor holding that
+    slice's encoding (the memory a session costs; `EncodingCache` bounds it)."""
 
+    scan: Scan
+    index: int
     predictor: Predictor
+    feature_bytes: int  # the model's encoding of one image (`feature_bytes(model)`)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the scan's slices, the display image and the encoded features."""
+        image = self.predictor.image
+        return self.scan.slices.nbytes + (0 if image is None else image.nbytes) + \
+            self.feature_bytes
+
+
+def feature_bytes(model: BoltzFormer) -> int:
+    """Bytes of `model`'s encoding of one image (the same for every image: it sees them all
+    at its `image_size`)."""
+    size = model.config.image_size
+    with torch.inference_mode():
+        feats: ImageFeatures = model.encode_image(
+            torch.zeros(1, 3, size, size, device=model.device))
+    return sum(t.nbytes for t in (*feats.levels, feats.semantic, feats.pixels))
+
+
+class EncodingCache:
+    """The encodings of the `max_sessions` most recently used sessions, `max_bytes` at most in
+    all; older ones are evicted (least recently used first). Thread-safe."""
+
+    def __init__(self, max_sessions: int = CACHED_SESSIONS,
+                 max_bytes: int = CACHE_MB * 2**20) -> None:
+        if max_sessions < 1 or max_bytes < 1:
+            raise ValueError("the encoding cache needs room for at least one session")
+        self.max_sessions, self.max_bytes = max_sessions, max_bytes
+        self._entries: OrderedDict[str, Encoding] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all cached encodings."""
+        with self._lock:
+            return sum(e.nbytes for e in self._entries.values())
+
+    def check_fits(self, nbytes: int, name: str) -> None:
+        """A one-line ValueError when an encoding of `nbytes` could never be cached."""
+        if nbytes > self.max_bytes:
+            raise ValueError(f"{name} needs {nbytes / 2**20:.0f} MB in memory, over this "
+                             f"server's cache of {self.max_bytes / 2**20:.0f} MB: load a "
+                             "smaller file")
+
+    def put(self, key: str, encoding: Encoding) -> None:
+        """Cache `encoding` as `key`'s (the most recently used), evicting the least recently
+        used ones while over either limit."""
+        self.check_fits(encoding.nbytes, encoding.scan.name)
+        with self._lock:
+            self._entries[key] = encoding
+            self._entries.move_to_end(key)
+            total = sum(e.nbytes for e in self._entries.values())
+            while len(self._entries) > self.max_sessions or total > self.max_bytes:
+                evicted, old = self._entries.popitem(last=False)
+                total -= old.nbytes
+                log.info("evicted the encoding of session %s (%s)", evicted, old.scan.name)
+
+    def get(self, key: str) -> Encoding | None:
+        """`key`'s encoding (now the most recently used), or None when it has none."""
+        with self._lock:
+            encoding = self._entries.get(key)
+            if encoding is not None:
+                self._entries.move_to_end(key)
+            return encoding
+
+    def pop(self, key: str) -> None:
+        """Forget `key`'s encoding, if any."""
+        with self._lock:
+            self._entries.pop(key, None)
+
+
+@dataclass
+class Session:
+    """One browser session's own small state: its key in the `EncodingCache`, the name of the
+    scan it loaded last (to tell an evicted encoding from none), and `folder` (made under
+    `work_dir` when first needed) for its downloads and figures."""
+
     work_dir: Path
-    scan: Scan | None = None
-    index: int = 0
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    loaded: str | None = None
     folder: Path | None = None
     runs: int = 0
 
@@ -143,9 +250,16 @@ def make_examples(folder: Path, images: int = 3) -> list[list[str]]:
     return sorted(examples, key=lambda e: "chest" not in e[0])
 
 
+def _release_memory() -> None:
+    """Hand the memory glibc holds free back to the system (its heaps keep it otherwise, and
+    the server's resident memory would creep up with every request)."""
+    if _GLIBC:
+        _LIBC.malloc_trim(0)
+
+
 def _guard(fn: Callable) -> Callable:
     """Turn any error of a handler into a one-line message in the page (gr.Error); the
-    traceback of an unexpected one goes to the server's log only."""
+    traceback of an unexpected one goes to the server's log only. Frees memory after."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -162,47 +276,58 @@ def _guard(fn: Callable) -> Callable:
             log.exception("request failed")
             raise gr.Error(f"internal error ({type(err).__name__}: {err}); the server "
                            "keeps running", print_exception=False) from None
+        finally:
+            _release_memory()
 
     return wrapper
 
 
 class _Handlers:
-    """The app's event handlers; state lives in each call's `Session`."""
+    """The app's event handlers: each call's `Session` says whose encoding in `cache` to use."""
 
-    def __init__(self, model: BoltzFormer, seed: int, limits: Limits, work_dir: Path) -> None:
+    def __init__(self, model: BoltzFormer, seed: int, limits: Limits, work_dir: Path,
+                 cache: EncodingCache) -> None:
         self.model, self.seed, self.limits, self.work_dir = model, seed, limits, work_dir
+        self.cache, self.feature_bytes = cache, feature_bytes(model)
 
-    @staticmethod
-    def end_session(session: Session | None) -> None:
+    def end_session(self, session: Session | None) -> None:
+        """Gradio's delete_callback: the session expired; free its encoding and files."""
         if session is not None:
+            self.cache.pop(session.key)
             session.close()
 
-    @staticmethod
-    def _scan(session: Session | None) -> Scan:
-        if session is None or session.scan is None:
+    def _loaded(self, session: Session | None) -> Encoding:
+        """The session's encoding; a one-line error when it loaded nothing or was evicted."""
+        if session is None or session.loaded is None:
             raise ValueError("no scan loaded: upload an image, a DICOM slice or a volume first")
-        return session.scan
+        encoding = self.cache.get(session.key)
+        if encoding is None:
+            raise ValueError(
+                f"{session.loaded} was dropped from this server's memory to make room for "
+                f"other sessions (it keeps the {self.cache.max_sessions} most recently used): "
+                "load it again")
+        return encoding
 
     @staticmethod
-    def _encode(session: Session, index: int) -> np.ndarray:
-        """Encode slice `index` of the session's scan (once); its display image."""
-        session.index = index
-        session.predictor.set_image(session.scan.slices[index])
-        return session.predictor.image
-
-    @staticmethod
-    def _where(session: Session) -> str:
-        scan = session.scan
+    def _where(encoding: Encoding) -> str:
+        scan = encoding.scan
         if scan.volume is None:
             return scan.name
-        return f"{scan.name}, slice {session.index} of {len(scan.slices)} along axis {scan.axis}"
+        return (f"{scan.name}, slice {encoding.index} of {len(scan.slices)} along axis "
+                f"{scan.axis}")
+
+    @staticmethod
+    def _preview(session: Session, encoding: Encoding) -> str:
+        """The encoded slice as a PNG of a new folder of the session's."""
+        return _save_png(session.run_folder() / "input.png", encoding.predictor.image)
 
     @_guard
     def load(self, session: Session | None, file: str | None, window: str, axis: int) -> tuple:
         """Read the upload and encode its (middle) slice; show or hide the scan's controls.
-        Starts the browser session's `Session` (its Predictor) on the first call."""
-        session = session or Session(Predictor(self.model, seed=self.seed), self.work_dir)
-        session.scan = None
+        Starts the browser session's `Session` on the first call."""
+        session = session or Session(self.work_dir)
+        self.cache.pop(session.key)  # a failed upload leaves no image to answer prompts on
+        session.loaded = None
         if file is None:
             hide = gr.update(visible=False)
             return (session, None, hide, hide, hide, hide,
@@ -213,38 +338,47 @@ class _Handlers:
                              self.limits)
         except (ValueError, OSError) as err:  # name the upload, not the server's copy of it
             raise ValueError(str(err).replace(str(path), path.name)) from None
-        session.scan = scan
-        image = self._encode(session, len(scan.slices) // 2)
+        predictor = Predictor(self.model, seed=self.seed)
+        index = len(scan.slices) // 2
+        encoding = Encoding(scan, index, predictor, self.feature_bytes)
+        predictor.set_image(scan.slices[index])
+        self.cache.put(session.key, encoding)
+        session.loaded = scan.name
+        image = predictor.image
         is_vol = scan.volume is not None
         slider = gr.update(visible=is_vol, minimum=0, maximum=max(len(scan.slices) - 1, 1),
-                           value=session.index)
+                           value=index)
         kind = "volume" if is_vol else ("DICOM slice" if scan.windowable else "image")
-        status = (f"**{self._where(session)}** ({kind}, {image.shape[1]}x{image.shape[0]}) "
+        status = (f"**{self._where(encoding)}** ({kind}, {image.shape[1]}x{image.shape[0]}) "
                   "encoded once; every prompt below reuses it.")
         show = gr.update(visible=is_vol)
-        return session, image, slider, gr.update(visible=scan.windowable), show, show, status
+        return (session, self._preview(session, encoding), slider,
+                gr.update(visible=scan.windowable), show, show, status)
 
     @_guard
     def show_slice(self, session: Session, index: int) -> tuple:
         """Encode another slice of the volume (nothing to do if it is the one shown)."""
-        scan, index = self._scan(session), int(index)
+        encoding, index = self._loaded(session), int(index)
+        scan = encoding.scan
         if not 0 <= index < len(scan.slices):
             raise ValueError(f"slice {index} does not exist: the scan has slices "
                              f"0..{len(scan.slices) - 1}")
-        if index != session.index:
-            self._encode(session, index)
-        return session.predictor.image, f"**{self._where(session)}** encoded once."
+        if index != encoding.index:
+            encoding.predictor.set_image(scan.slices[index])
+            encoding.index = index
+        return self._preview(session, encoding), f"**{self._where(encoding)}** encoded once."
 
     @_guard
     def segment(self, session: Session, text: str, samples: int, threshold: float) -> tuple:
         """Answer the prompts on the encoded slice: overlay, probability, sampling panels,
         uncertainty (samples > 1), areas, mask PNGs."""
-        scan = self._scan(session)
+        encoding = self._loaded(session)
         prompts, samples = parse_prompts(text), int(samples)
-        predictor, image = session.predictor, session.predictor.image
+        predictor, image = encoding.predictor, encoding.predictor.image
         pred = predictor.predict(prompts, samples=samples)
         masks = Predictor.threshold(pred.prob, threshold)
-        where = self._where(session)
+        where = self._where(encoding)
+        folder = session.run_folder()
         overlay = viz.to_array(viz.prompts_overlay(image, pred.prob, prompts,
                                                    threshold=threshold, title=where))
         probability = viz.to_array(viz.probability_maps(pred.prob, prompts))
@@ -256,26 +390,28 @@ class _Handlers:
         ])
         uncertainty = gr.update(value=None, visible=False)
         if pred.std is not None:
-            uncertainty = gr.update(visible=True, value=_stack([
-                viz.uncertainty_figure(image, pred.prob[i], pred.std[i], caption=p,
-                                       samples=samples, threshold=threshold)
-                for i, p in enumerate(prompts)
-            ]))
-        folder = session.run_folder()
-        suffix = "" if scan.volume is None else f"_slice{session.index}"
+            uncertainty = gr.update(visible=True, value=_save_png(
+                folder / "uncertainty.png", _stack([
+                    viz.uncertainty_figure(image, pred.prob[i], pred.std[i], caption=p,
+                                           samples=samples, threshold=threshold)
+                    for i, p in enumerate(prompts)
+                ])))
+        suffix = "" if encoding.scan.volume is None else f"_slice{encoding.index}"
         downloads = []
         for mask, name in zip(masks, file_names(prompts)):
-            path = folder / f"{name}{suffix}_mask.png"
-            Image.fromarray(mask.astype(np.uint8) * np.uint8(255)).save(path)
-            downloads.append(str(path))
+            downloads.append(_save_png(folder / f"{name}{suffix}_mask.png",
+                                       mask.astype(np.uint8) * np.uint8(255)))
         areas = _areas(prompts, masks, "pixels", "image")
         status = f"**{where}**: {len(prompts)} prompt(s), {samples} sampling draw(s)."
-        return overlay, probability, sampling, uncertainty, areas, downloads, status
+        return (_save_png(folder / "overlay.png", overlay),
+                _save_png(folder / "probability.png", probability),
+                _save_png(folder / "sampling.png", sampling),
+                uncertainty, areas, downloads, status)
 
     def refresh(self, session: Session, text: str, samples: int, threshold: float) -> tuple:
         """After a new upload or slice: segment again if there are prompts, else keep the
         results as they are."""
-        if session is None or session.scan is None or not (text or "").strip():
+        if session is None or session.loaded is None or not (text or "").strip():
             return tuple(gr.skip() for _ in range(7))
         return self.segment(session, text, samples, threshold)
 
@@ -284,7 +420,8 @@ class _Handlers:
                progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
         """Segment every slice of the NIfTI volume; masks as NIfTI with the input's affine.
         (`progress`: gradio shows predict_slices' progress bar in the page.)"""
-        scan = self._scan(session)
+        encoding = self._loaded(session)
+        scan = encoding.scan
         if scan.volume is None:
             raise ValueError("whole-volume masks need a NIfTI volume: upload a .nii or .nii.gz")
         prompts = parse_prompts(text)
@@ -293,8 +430,8 @@ class _Handlers:
                 f"{len(prompts)} prompts x {scan.slices.size} voxels is over this server's "
                 f"limit of {self.limits.max_voxels}: export fewer prompts at a time"
             )
-        pred = session.predictor.predict_slices(scan.slices, prompts, samples=int(samples),
-                                                progress=True)
+        pred = encoding.predictor.predict_slices(scan.slices, prompts, samples=int(samples),
+                                                 progress=True)
         masks = Predictor.threshold(pred.prob, threshold)  # (P, N, A, B)
         folder, reference = session.run_folder(), scan.volume.reference
         downloads = []
@@ -309,6 +446,12 @@ class _Handlers:
 
 
 AREA_COLUMNS = ("prompt", "colour", "pixels", "% of image")
+
+
+def _save_png(path: Path, array: np.ndarray) -> str:
+    """Write `array` (H, W) or (H, W, 3) uint8 as a PNG at `path`; its path as a string."""
+    Image.fromarray(array).save(path)
+    return str(path)
 
 
 def _stack(figures: list[Figure]) -> np.ndarray:
@@ -340,13 +483,17 @@ decoder's first query attended to, layer by layer (the paper's Fig. 4)."""
 
 def build_app(
     model: BoltzFormer, *, work_dir: Path, examples: list[list[str]] | None = None,
-    seed: int = 0, limits: Limits | None = None, title: str = "BoltzFormer",
+    seed: int = 0, limits: Limits | None = None, cache: EncodingCache | None = None,
+    title: str = "BoltzFormer",
 ) -> gr.Blocks:
     """The page and its API around `model` (moved nowhere; eval mode). `work_dir` holds the
-    sessions' downloads; `examples` are [file, prompts] rows (see `make_examples`)."""
-    handlers = _Handlers(model, seed, limits or Limits(), work_dir)
+    sessions' files; `examples` are [file, prompts] rows (see `make_examples`); `cache` holds
+    the sessions' encodings (default: `EncodingCache()`)."""
+    cache = EncodingCache() if cache is None else cache  # (an empty cache is falsy)
+    handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache)
     queue = {"concurrency_limit": 1, "concurrency_id": "model"}  # one request on the CPU at once
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        # the session's small state (its key, its files): the encodings live in the cache
         session = gr.State(None, time_to_live=3 * 3600, delete_callback=handlers.end_session)
         gr.Markdown(INTRO)
         with gr.Row():
@@ -404,17 +551,39 @@ def build_app(
     return app
 
 
+class QuietDisconnects:
+    """ASGI middleware: a client that goes away mid-request (an upload cut off, a closed tab)
+    is one line in the server's log, not an "Exception in ASGI application" traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            log.warning("the client went away during %s %s", scope.get("method"),
+                        scope.get("path"))
+
+
 def launch(
     app: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, work_dir: Path,
     max_file_size_mb: int = 1024, block: bool = True, quiet: bool = False,
+    auth: list[tuple[str, str]] | None = None,
 ) -> None:
-    """Serve `app` offline: no share link, no analytics, system fonts (no web fonts fetched),
-    client-side rendering, the sessions' files under `work_dir` only."""
+    """Serve `app` offline: no share link, no analytics, no monitoring page, system fonts (no
+    web fonts fetched), client-side rendering, the sessions' files under `work_dir` only.
+    With `auth` ((user, password) pairs) the page, its files and the API need a login."""
+    if _GLIBC:  # two heaps for all the server's threads (before they start)
+        _LIBC.mallopt(_M_ARENA_MAX, 2)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
     app.launch(
         server_name=host, server_port=port, share=False, ssr_mode=False, pwa=False,
         mcp_server=False, run_history=False, footer_links=["api", "settings"], theme=theme,
         max_file_size=max_file_size_mb * 1024 * 1024, allowed_paths=[str(work_dir)],
-        prevent_thread_lock=not block, quiet=quiet, show_error=False,
+        prevent_thread_lock=not block, quiet=quiet, show_error=False, enable_monitoring=False,
+        auth=auth or None, auth_message="BoltzFormer: log in with the account you were given.",
+        state_session_capacity=STATE_SESSIONS,
+        app_kwargs={"middleware": [Middleware(QuietDisconnects)]},
     )

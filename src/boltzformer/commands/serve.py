@@ -3,22 +3,46 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from boltzformer.commands._inference import load_predictor
 
 #: Where `make demo` (`boltzformer demo --out demo_output`) leaves its model, best first.
 DEMO_CHECKPOINTS = (Path("demo_output/run/best"), Path("demo_output/run/last"))
+#: The environment variable that holds one login, user:password.
+AUTH_ENV = "BOLTZFORMER_AUTH"
+#: The encoding cache by default (`web.EncodingCache`): the 32 most recently used sessions'
+#: scans and encodings, 2048 MB at most.
+CACHED_SESSIONS, CACHE_MB = 32, 2048
 
 EPILOG = """\
 examples:
   boltzformer serve                                   # the model `make demo` trained
   boltzformer serve --checkpoint runs/tiny/best --port 8080
-  boltzformer serve --checkpoint ckpt/ --host 0.0.0.0 --device cuda   # reachable on the LAN
+  boltzformer serve --checkpoint ckpt/ --host 0.0.0.0 --auth-file logins.txt   # on the LAN
+  BOLTZFORMER_AUTH=ana:s3cret boltzformer serve --host 0.0.0.0 --device cuda
+
+Login: on this machine only (--host 127.0.0.1, the default) there is none unless one is
+given. Any other --host (reachable from the network) needs one: --auth-file FILE, lines of
+user:password (blank lines and # comments skipped), or BOLTZFORMER_AUTH=user:password in the
+environment; or --no-auth to serve scans to anyone who can reach the port. Passwords never go
+on the command line. The page asks for the login; gradio_client passes it as
+Client(url, auth=(user, password)). The login travels unencrypted over http.
+
+Memory: each session's loaded scan and its encoding stay in memory for its next prompts, for
+the --cached-sessions most recently used sessions and --cache-mb in all; an older session is
+told to load its image again.
 
 The page: upload a PNG/JPG/TIFF image, a DICOM slice or a NIfTI volume (a slice slider and
 the CT window presets appear for volumes and DICOM), type one prompt per line, press Segment.
@@ -45,7 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         f"`make demo` wrote ({DEMO_CHECKPOINTS[0]}, else {DEMO_CHECKPOINTS[1]})",
     )
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only)")
+                        help="address to listen on (default 127.0.0.1: this machine only; "
+                        "0.0.0.0: the network, which needs a login or --no-auth)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
@@ -55,6 +80,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-voxels", type=int, default=2**28, metavar="N",
                         help="largest NIfTI volume read, in voxels (default 2**28); an export's "
                         "prompts x voxels are held to it too")
+    parser.add_argument("--cached-sessions", type=int, default=CACHED_SESSIONS, metavar="N",
+                        help="keep the loaded scan and encoding of the N most recently used "
+                        f"sessions (default {CACHED_SESSIONS})")
+    parser.add_argument("--cache-mb", type=int, default=CACHE_MB, metavar="MB",
+                        help="and at most MB megabytes of them in all (default "
+                        f"{CACHE_MB}); a scan that needs more alone is refused")
+    parser.add_argument("--auth-file", type=Path, metavar="FILE",
+                        help="logins, one user:password per line; the page and the API need "
+                        f"one (default: ${AUTH_ENV}, else none)")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="serve a --host beyond this machine without a login")
     parser.set_defaults(run=run)
 
 
@@ -71,10 +107,66 @@ def resolve_checkpoint(checkpoint: Path | None) -> Path:
     )
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def parse_logins(text: str, source: str) -> list[tuple[str, str]]:
+    """user:password lines (blank lines and # comments skipped) -> (user, password) pairs;
+    a one-line error naming `source` and the line number (never the line) if one is not."""
+    logins = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user.strip() or not password:
+            raise ValueError(f"{source}, line {number}: expected user:password")
+        logins.append((user.strip(), password))
+    if not logins:
+        raise ValueError(f"{source}: no user:password line")
+    return logins
+
+
+def resolve_auth(host: str, auth_file: Path | None, no_auth: bool,
+                 environ: dict[str, str]) -> list[tuple[str, str]] | None:
+    """The logins to require: from `auth_file`, else $BOLTZFORMER_AUTH, else none; none on a
+    non-loopback `host` only with `no_auth`. One-line errors otherwise."""
+    from_env = environ.get(AUTH_ENV)
+    if no_auth:
+        if auth_file is not None or from_env:
+            given = "--auth-file" if auth_file is not None else f"${AUTH_ENV}"
+            raise ValueError(f"--no-auth and {given} contradict each other: drop one")
+        return None
+    if auth_file is not None:
+        try:
+            text = auth_file.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"--auth-file {auth_file}: cannot read it ({err})") from None
+        return parse_logins(text, f"--auth-file {auth_file}")
+    if from_env:
+        return parse_logins(from_env, f"${AUTH_ENV}")
+    if not is_loopback(host):
+        raise ValueError(
+            f"--host {host} serves scans and masks to anyone who can reach the port: give "
+            f"logins with --auth-file FILE (lines user:password) or {AUTH_ENV}=user:password, "
+            "or pass --no-auth to serve without a login"
+        )
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     args.checkpoint = resolve_checkpoint(args.checkpoint)
-    if args.max_file_size < 1 or args.max_voxels < 1:
-        raise ValueError("--max-file-size and --max-voxels must be at least 1")
+    if min(args.max_file_size, args.max_voxels, args.cached_sessions, args.cache_mb) < 1:
+        raise ValueError("--max-file-size, --max-voxels, --cached-sessions and --cache-mb "
+                         "must be at least 1")
+    auth = resolve_auth(args.host, args.auth_file, args.no_auth, dict(os.environ))
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by gradio at import and launch
     try:
         from boltzformer import web
@@ -89,10 +181,12 @@ def run(args: argparse.Namespace) -> int:
         app = web.build_app(
             predictor.model, work_dir=work_dir, examples=examples, seed=args.seed,
             limits=web.Limits(max_voxels=args.max_voxels),
+            cache=web.EncodingCache(args.cached_sessions, args.cache_mb * 2**20),
             title=f"BoltzFormer: {args.checkpoint}",
         )
-        print(f"serving {args.checkpoint} at http://{args.host}:{args.port} (Ctrl-C stops)",
-              flush=True)
+        login = f"login required ({len(auth)} account(s))" if auth else "no login"
+        print(f"serving {args.checkpoint} at http://{args.host}:{args.port}, {login} "
+              "(Ctrl-C stops)", flush=True)
         # Ctrl-C (or SIGTERM) sets an event instead of raising KeyboardInterrupt wherever the
         # main thread happens to be (inside gradio's start-up, a KeyboardInterrupt could
         # leave the server running and the process hanging).
@@ -101,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             web.launch(app, host=args.host, port=args.port, work_dir=work_dir,
-                       max_file_size_mb=args.max_file_size, block=False)
+                       max_file_size_mb=args.max_file_size, block=False, auth=auth)
             stop.wait()
         finally:
             app.close()
@@ -109,3 +203,45 @@ def run(args: argparse.Namespace) -> int:
                 signal.signal(sig, handler)
     print("stopped")
     return 0
+
+
+# --- a server in its own process (the tests and the load test) ----------------------------------
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn(checkpoint: Path, *args: str, env: dict[str, str] | None = None,
+          stdout: int | object = subprocess.PIPE) -> tuple[subprocess.Popen, str]:
+    """`boltzformer serve --checkpoint CHECKPOINT --port P ARGS` on a free port P in its own
+    process, on this package's sources, one OpenMP thread, `env` added to the environment;
+    output (text) to `stdout`. Returns it and the page's URL; Ctrl-C (SIGINT) stops it."""
+    port = free_port()
+    source = str(Path(__file__).resolve().parents[2])  # the folder holding boltzformer/
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boltzformer.cli", "serve", "--checkpoint", str(checkpoint),
+         "--port", str(port), *args], env=env, stdout=stdout, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return proc, f"http://127.0.0.1:{port}/"
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> str:
+    """The page at `url` once the server `proc` answers (with any HTTP status: a login's 401
+    too). RuntimeError if it exits first or does not answer within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.read().decode()
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")

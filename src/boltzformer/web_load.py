@@ -1,0 +1,313 @@
+"""Load test of `boltzformer serve`: concurrent `gradio_client` sessions against a real server.
+
+    python -m boltzformer.web_load [--checkpoint DIR] [--sessions 12] [--waves 10]
+    make load-test
+
+Starts `boltzformer serve` in its own process, with a login (a temporary --auth-file, as on a
+network) and, without --checkpoint, an untrained model of the `tiny` preset (the architecture
+`make demo` trains). Then `waves` times: `sessions` concurrent sessions, each one client that
+logs in, loads a phantom and segments two prompts (the good requests), then sends three bad
+ones: a blank prompt, a corrupt PNG and a text file named .dcm. A login with a wrong password,
+a request without one, an upload cut off mid-body and a download dropped after its first
+bytes come along with every wave. Reported: requests answered, latency (p50/p95 of the good
+ones, queueing included), errors, the server's resident memory (/proc, Linux) at start, after
+the first wave and after the last, and whether the server's log holds a traceback.
+
+Checks (exit status 1 if one fails): every good request answered; every bad one answered
+with its one-line message; no answer without the login; sessions isolated (each phantom's
+figures and masks identical in every session, and different between phantoms); no traceback
+in the server's log; memory after the last wave at most `memory_bound` (ratio) of memory
+after the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from boltzformer.build import build_model
+from boltzformer.commands.serve import spawn, wait_until_up
+from boltzformer.web import make_examples
+
+LOGIN = ("loadtest", "not-a-secret")
+#: Seconds a client waits for the server (httpx's default of 5 s is too short on a busy CPU).
+TIMEOUT = 600.0
+#: Memory after the last wave may be at most this much of memory after the first (5 % more).
+MEMORY_BOUND = 1.05
+#: The bad requests and the start of the one-line message each must get.
+BAD = {"blank prompt": "no prompt", "corrupt PNG": "corrupt.png: not a readable image",
+       "text named .dcm": "notes.dcm: "}
+
+
+@dataclass
+class Report:
+    """What a load test saw (`run` fills it in)."""
+
+    sessions: int
+    waves: int
+    good: int = 0
+    answered: int = 0
+    latencies: list[float] = field(default_factory=list)
+    bad: int = 0
+    bad_answered: int = 0
+    errors: list[str] = field(default_factory=list)
+    refused: int = 0  # requests without (or with a wrong) login that got nothing
+    dropped: int = 0  # connections the test cut off mid-request
+    results: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    tracebacks: int = 0
+    first_traceback: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def isolated(self) -> bool:
+        """Each phantom got one result in all sessions, and the phantoms' results differ."""
+        fingerprints = [next(iter(r)) for r in self.results.values() if len(r) == 1]
+        return len(fingerprints) == len(self.results) == len(set(fingerprints)) > 1
+
+    def memory_ok(self, bound: float) -> bool:
+        return self.rss_mb["last"] <= bound * self.rss_mb["first"]
+
+    def passed(self, bound: float) -> bool:
+        return (self.answered == self.good and self.bad_answered == self.bad
+                and not self.errors and self.isolated and self.tracebacks == 0
+                and self.refused == 2 * self.waves and self.memory_ok(bound))
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
+
+    def summary(self, bound: float) -> str:
+        n, total = self.sessions, self.sessions * self.waves
+        rss = self.rss_mb
+        growth = rss["last"] / rss["first"] - 1
+        lines = [
+            f"{n} concurrent sessions x {self.waves} waves = {total} sessions",
+            f"good requests: {self.answered} of {self.good} answered; latency p50 "
+            f"{self.percentile(50):.2f} s, p95 {self.percentile(95):.2f} s (queueing included)",
+            f"bad requests: {self.bad_answered} of {self.bad} answered with their one-line "
+            "message",
+            f"without a login: {self.refused} of {2 * self.waves} requests got nothing",
+            f"errors: {len(self.errors)}" + "".join(f"\n  {e}" for e in self.errors[:10]),
+            f"sessions isolated: {'yes' if self.isolated else 'NO'} ({len(self.results)} "
+            "phantoms, " + ", ".join(str(len(r)) for r in self.results.values())
+            + " distinct result(s) each)",
+            f"server log: {self.tracebacks} traceback(s), after {self.dropped} connections "
+            "cut off by the client",
+            f"resident memory: start {rss['start']:.0f} MB, after {n} sessions "
+            f"{rss['first']:.0f} MB, after {total} sessions {rss['last']:.0f} MB "
+            f"({growth:+.1%}; bound {bound - 1:+.0%}: {'ok' if self.memory_ok(bound) else 'OVER'})",
+        ]
+        if self.first_traceback:
+            lines.append(f"the server log's first traceback:\n{self.first_traceback}")
+        return "\n".join(lines)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` in MB (VmRSS of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def _digest(path: str | Path) -> str:
+    """A fingerprint of an image file's pixels."""
+    return hashlib.sha256(np.asarray(Image.open(path)).tobytes()).hexdigest()[:16]
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())[:300] or type(err).__name__
+
+
+def _session(url: str, phantom: tuple[str, str], bad: dict[str, Path], downloads: Path,
+             report: Report) -> None:
+    """One client: load a phantom, segment its two prompts; then the three bad requests."""
+    image, prompts = phantom
+    try:
+        client = Client(url, auth=LOGIN, verbose=False, download_files=str(downloads),
+                        httpx_kwargs={"timeout": TIMEOUT})
+    except Exception as err:  # a failed session start is a failed good request
+        with report.lock:
+            report.good += 2
+            report.errors.append(f"connect: {_one_line(err)}")
+        return
+    good = [("load", (handle_file(image), "auto", 2), "/load"),
+            ("segment", (prompts, 1, 0.5), "/segment")]
+    for name, args, api in good:
+        start = time.perf_counter()
+        try:
+            out = client.predict(*args, api_name=api)
+        except Exception as err:
+            with report.lock:
+                report.good += 1
+                report.errors.append(f"{name} {Path(image).name}: {_one_line(err)}")
+            return
+        with report.lock:
+            report.good += 1
+            report.answered += 1
+            report.latencies.append(time.perf_counter() - start)
+    overlay, _, sampling, _, _, masks, _ = out
+    fingerprint = "/".join(_digest(p) for p in (overlay, sampling, *masks))
+    with report.lock:
+        report.results[Path(image).name].add(fingerprint)
+    calls = {"blank prompt": (" \n ", 1, 0.5, "/segment"),
+             "corrupt PNG": (handle_file(str(bad["corrupt PNG"])), "auto", 2, "/load"),
+             "text named .dcm": (handle_file(str(bad["text named .dcm"])), "auto", 2, "/load")}
+    for name, (*args, api) in calls.items():
+        try:
+            client.predict(*args, api_name=api)
+            message = "answered as if it were good"
+        except Exception as err:
+            message = str(err)
+        ok = message.startswith(BAD[name]) and "\n" not in message and "Traceback" not in message
+        with report.lock:
+            report.bad += 1
+            report.bad_answered += ok
+            if not ok:
+                report.errors.append(f"{name}: {_one_line(Exception(message))}")
+
+
+def _intruders(url: str, report: Report) -> None:
+    """A login with a wrong password and a request without one: both must get nothing."""
+    with httpx.Client(timeout=TIMEOUT) as anonymous:
+        if anonymous.post(url + "login", data={"username": LOGIN[0],
+                                               "password": "wrong"}).status_code >= 400:
+            report.refused += 1
+        if anonymous.get(url + "gradio_api/info").status_code == 401:
+            report.refused += 1
+
+
+def _cut_off(url: str, report: Report) -> None:
+    """Requests whose client goes away (both with the login): an upload that stops mid-body,
+    and a segment request whose result stream is dropped after its first bytes (a browser
+    tab closed while it waits)."""
+    split = urlsplit(url)
+    address = (split.hostname, split.port)
+    with httpx.Client(timeout=TIMEOUT) as client:
+        client.post(url + "login", data=dict(zip(("username", "password"), LOGIN)))
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        config = client.get(url + "config").json()
+        segment = next(d["id"] for d in config["dependencies"] if d["api_name"] == "segment")
+        session = f"cut-{time.monotonic_ns()}"
+        client.post(url + "gradio_api/queue/join", json={
+            "data": [None, "nodule", 1, 0.5], "fn_index": segment, "session_hash": session})
+    head = f"Host: {address[0]}:{address[1]}\r\nCookie: {cookie}\r\n"
+    with socket.create_connection(address, timeout=TIMEOUT) as sock:
+        sock.sendall(f"GET /gradio_api/queue/data?session_hash={session} HTTP/1.1\r\n{head}"
+                     "\r\n".encode())
+        sock.recv(64)
+    boundary = "loadtestboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+            "filename=\"cut.png\"\r\nContent-Type: image/png\r\n\r\n").encode() + bytes(5000)
+    with socket.create_connection(address, timeout=TIMEOUT) as sock:
+        sock.sendall(f"POST /gradio_api/upload HTTP/1.1\r\n{head}Content-Type: multipart/"
+                     f"form-data; boundary={boundary}\r\nContent-Length: 1000000\r\n\r\n"
+                     .encode() + body)
+    with report.lock:
+        report.dropped += 2
+
+
+def run(checkpoint: Path, sessions: int, waves: int, work: Path, size: int = 256) -> Report:
+    """Serve `checkpoint` and put it under load with `size` x `size` phantoms (module
+    docstring); the report."""
+    logins = work / "logins.txt"
+    logins.write_text(":".join(LOGIN) + "\n")
+    phantoms = []  # (file, two prompts)
+    for path, prompts in make_examples(work / "phantoms"):  # 256 x 256, three prompts each
+        if size != 256:  # scaled up (drawing big phantoms takes minutes)
+            scaled = work / f"{Path(path).stem}-{size}.png"
+            Image.open(path).resize((size, size), Image.Resampling.NEAREST).save(scaled)
+            path = str(scaled)
+        phantoms.append((path, "\n".join(prompts.splitlines()[:2])))
+    bad = {"corrupt PNG": work / "corrupt.png", "text named .dcm": work / "notes.dcm"}
+    bad["corrupt PNG"].write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    bad["text named .dcm"].write_text("patient notes, not a DICOM file\n")
+    log_path = work / "server.log"
+    report = Report(sessions, waves)
+    with log_path.open("w") as log:
+        proc, url = spawn(checkpoint, "--cached-sessions", str(sessions),
+                          "--auth-file", str(logins), stdout=log)
+        try:
+            wait_until_up(url, proc, timeout=TIMEOUT)
+            report.rss_mb["start"] = rss_mb(proc.pid)
+            with ThreadPoolExecutor(max_workers=sessions) as pool:
+                for wave in range(waves):
+                    jobs = [pool.submit(_session, url, phantoms[i % len(phantoms)], bad,
+                                        work / "downloads" / f"{wave}-{i}", report)
+                            for i in range(sessions)]
+                    for extra in (_intruders, _cut_off):
+                        try:
+                            extra(url, report)
+                        except (httpx.HTTPError, OSError) as err:
+                            with report.lock:
+                                report.errors.append(f"{extra.__name__}: {_one_line(err)}")
+                    for job in jobs:
+                        job.result()
+                    report.rss_mb["first" if wave == 0 else "last"] = rss_mb(proc.pid)
+                    print(f"wave {wave + 1}/{waves}: {report.answered} of {report.good} good "
+                          f"answered, {len(report.errors)} errors, "
+                          f"{report.rss_mb['first' if wave == 0 else 'last']:.0f} MB",
+                          flush=True)
+            report.rss_mb.setdefault("last", report.rss_mb["first"])
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    log_text = log_path.read_text()
+    report.tracebacks = log_text.count("Traceback")
+    if report.tracebacks:
+        start = log_text.index("Traceback")
+        report.first_traceback = "\n".join(log_text[start:].splitlines()[:40])
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m boltzformer.web_load",
+        description="Load test of `boltzformer serve` (see this module's docstring).")
+    parser.add_argument("--checkpoint", type=Path, metavar="DIR",
+                        help="model to serve (default: an untrained `tiny` model, the "
+                        "architecture `make demo` trains)")
+    parser.add_argument("--sessions", type=int, default=12, metavar="N",
+                        help="concurrent sessions per wave (default 12)")
+    parser.add_argument("--waves", type=int, default=10, metavar="W",
+                        help="waves of N sessions, one after the other (default 10)")
+    parser.add_argument("--size", type=int, default=256, metavar="PX",
+                        help="side of the phantoms the sessions load (default 256)")
+    parser.add_argument("--memory-bound", type=float, default=MEMORY_BOUND, metavar="R",
+                        help="memory after the last wave at most R x memory after the first "
+                        f"(default {MEMORY_BOUND})")
+    args = parser.parse_args(argv)
+    if args.sessions < 1 or args.waves < 2 or args.size < 64:
+        parser.error("--sessions must be at least 1, --waves at least 2, --size at least 64")
+    with tempfile.TemporaryDirectory(prefix="boltzformer-load-") as tmp:
+        work = Path(tmp)
+        checkpoint = args.checkpoint or build_model("tiny").save_pretrained(work / "model")
+        started = time.perf_counter()
+        report = run(checkpoint, args.sessions, args.waves, work, args.size)
+        print(report.summary(args.memory_bound))
+        print(f"({time.perf_counter() - started:.0f} s in all)")
+    return 0 if report.passed(args.memory_bound) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
