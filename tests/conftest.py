@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from boltzformer.commands.serve import spawn, wait_until_up
 from boltzformer.data import generate_phantoms
+from boltzformer.web_load import spawn, wait_until_up
 
 #: This checkout's sources, for the commands tests start in their own processes.
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -122,7 +122,7 @@ def test_tiny_model_overfits_one_small_object_and_prompt():
     prompt = ["round lesion in liver CT"]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
-    hits = 0  # consecutive steps above 0.95: one lucky step can be undone by its update
+    hits = 0  # consecutive steps above 0.95: a few lucky steps can be undone by updates
     for _ in range(200):
         out = model(image, prompt, generator=g)
         loss = dice_bce_loss(out.logits, target)
@@ -130,7 +130,7 @@ def test_tiny_model_overfits_one_small_object_and_prompt():
         loss.backward()
         opt.step()
         hits = hits + 1 if _dice(out.logits.detach(), target) > 0.95 else 0
-        if hits == 3:
+        if hits == 10:
             break
     with torch.no_grad():  # a fresh sampling draw finds it too (batch-norm statistics of
         # this one image are kept: train mode)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import signal
 import socket
 import subprocess
@@ -31,6 +32,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,7 +46,6 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from boltzformer.build import build_model
-from boltzformer.commands.serve import spawn, wait_until_up
 from boltzformer.web import make_examples
 
 LOGIN = ("loadtest", "not-a-secret")
@@ -307,6 +309,48 @@ def main(argv: list[str] | None = None) -> int:
         print(report.summary(args.memory_bound))
         print(f"({time.perf_counter() - started:.0f} s in all)")
     return 0 if report.passed(args.memory_bound) else 1
+
+
+# --- a server in its own process (the load test and the tests) ---------------------------------
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn(checkpoint: Path, *args: str, env: dict[str, str] | None = None,
+          stdout: int | object = subprocess.PIPE) -> tuple[subprocess.Popen, str]:
+    """`boltzformer serve --checkpoint CHECKPOINT --port P ARGS` on a free port P in its own
+    process, on this package's sources, one OpenMP thread, `env` added to the environment;
+    output (text) to `stdout`. Returns it and the page's URL; Ctrl-C (SIGINT) stops it."""
+    port = free_port()
+    source = str(Path(__file__).resolve().parents[1])  # the folder holding boltzformer/
+    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boltzformer.cli", "serve", "--checkpoint", str(checkpoint),
+         "--port", str(port), *args], env=env, stdout=stdout, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return proc, f"http://127.0.0.1:{port}/"
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> str:
+    """The page at `url` once the server `proc` answers (with any HTTP status: a login's 401
+    too). RuntimeError if it exits first or does not answer within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.read().decode()
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 if __name__ == "__main__":

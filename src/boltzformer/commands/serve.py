@@ -6,14 +6,8 @@ import argparse
 import ipaddress
 import os
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from boltzformer.commands._inference import load_predictor
@@ -203,45 +197,3 @@ def run(args: argparse.Namespace) -> int:
                 signal.signal(sig, handler)
     print("stopped")
     return 0
-
-
-# --- a server in its own process (the tests and the load test) ----------------------------------
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def spawn(checkpoint: Path, *args: str, env: dict[str, str] | None = None,
-          stdout: int | object = subprocess.PIPE) -> tuple[subprocess.Popen, str]:
-    """`boltzformer serve --checkpoint CHECKPOINT --port P ARGS` on a free port P in its own
-    process, on this package's sources, one OpenMP thread, `env` added to the environment;
-    output (text) to `stdout`. Returns it and the page's URL; Ctrl-C (SIGINT) stops it."""
-    port = free_port()
-    source = str(Path(__file__).resolve().parents[2])  # the folder holding boltzformer/
-    path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "boltzformer.cli", "serve", "--checkpoint", str(checkpoint),
-         "--port", str(port), *args], env=env, stdout=stdout, stderr=subprocess.STDOUT,
-        text=True,
-    )
-    return proc, f"http://127.0.0.1:{port}/"
-
-
-def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> str:
-    """The page at `url` once the server `proc` answers (with any HTTP status: a login's 401
-    too). RuntimeError if it exits first or does not answer within `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.read().decode()
-        except urllib.error.HTTPError as err:
-            return err.read().decode()
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
