@@ -36,6 +36,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts-per-image", type=int, default=d.prompts_per_image,
                    help=f"targets decoded per encoded image, K (default {d.prompts_per_image})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
+    p.add_argument("--text-encoder", choices=("labels", "builtin"), default=d.text_encoder,
+                   help="labels (default): one learned token per target name, prompts are "
+                   "names such as 'nodule' or 'nodule in chest CT'; builtin: read the data's "
+                   "sentences with the offline text encoder (slower to learn: it hedges)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, training, sampling")
     p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
     p.add_argument("--expert", action="store_true",
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                                    image_size=args.image_size, batch_size=args.batch_size,
                                    prompts_per_image=args.prompts_per_image, lr=args.lr,
                                    seed=args.seed, workers=args.workers,
-                                   expert=args.expert))
+                                   text_encoder=args.text_encoder, expert=args.expert))
     strata = result["metrics"]["size_strata"]["weighted"]
     small, large = strata["small"]["dice_mean"], strata["large"]["dice_mean"]
     overall = result["metrics"]["overall"]["dice_mean"]
