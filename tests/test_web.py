@@ -20,7 +20,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import boltzformer
-from boltzformer import Predictor, cli, viz, web
+from boltzformer import Predictor, cli, viz, web, web_load
 from boltzformer.commands import serve
 from boltzformer.commands._inference import read_plane, read_volume
 from boltzformer.data.medio import nifti_slices, read_image
@@ -57,7 +57,7 @@ def server(model, encodes, tmp_path_factory) -> Iterator[tuple[str, gr.Blocks]]:
         mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")  # gradio_client reads it too
         app = web.build_app(model, work_dir=work, examples=web.make_examples(work / "examples"),
                             limits=LIMITS)
-        port = serve.free_port()
+        port = web_load.free_port()
         web.launch(app, port=port, work_dir=work, block=False, quiet=True, max_file_size_mb=1)
         try:
             yield f"http://127.0.0.1:{port}/", app
@@ -257,7 +257,7 @@ def guarded(model, tmp_path_factory) -> Iterator[str]:
         mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
         app = web.build_app(model, work_dir=work, limits=LIMITS,
                             cache=web.EncodingCache(max_sessions=1))
-        port = serve.free_port()
+        port = web_load.free_port()
         web.launch(app, port=port, work_dir=work, block=False, quiet=True, auth=[LOGIN])
         try:
             yield f"http://127.0.0.1:{port}/"
@@ -347,7 +347,7 @@ def test_hosts_beyond_this_machine(host):
 
 def test_serve_beyond_localhost_needs_a_login(checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv(serve.AUTH_ENV, raising=False)
-    base = ["serve", "--checkpoint", str(checkpoint), "--port", str(serve.free_port())]
+    base = ["serve", "--checkpoint", str(checkpoint), "--port", str(web_load.free_port())]
 
     def error(*args: str) -> str:
         assert cli.main([*base, *args]) == 1
@@ -415,7 +415,7 @@ def test_serve_with_a_broken_checkpoint_is_one_line(checkpoint, broken, capsys):
         (checkpoint / "model.safetensors").write_bytes(b"\0" * 40)
     else:
         (checkpoint / "config.json").write_text("{")
-    port = str(serve.free_port())
+    port = str(web_load.free_port())
     assert cli.main(["serve", "--checkpoint", str(checkpoint), "--port", port]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
