@@ -9,6 +9,7 @@ fixed number of minutes, evaluates it on the test split (Dice, grounding), and w
     python docs/results/small_objects.py eval RUNS/sentences-s0 --data DATA   # score again
     python docs/results/small_objects.py search RUNS/labels-s0 --data DATA  # where it samples
     python docs/results/small_objects.py ceiling --data DATA --out ceiling.json  # resolution
+    python docs/results/small_objects.py cost   # seconds per step, semantic_stride 4 and 2
     python docs/results/small_objects.py table RUNS
 
 DATA is a phantom set as the demo makes it (`boltzformer synth DATA --images 1200 --size 256
@@ -29,10 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from boltzformer.baselines import UNetExpert, train_unet
+from boltzformer.build import build_model
 from boltzformer.data import BiomedParseDataset
 from boltzformer.demo import DemoSettings, train_config
 from boltzformer.evaluate import dice_batch, evaluate, write_report
-from boltzformer.loss import dice_loss
+from boltzformer.loss import dice_loss, training_loss
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.trainer import train
 
@@ -165,6 +167,28 @@ def ceiling(data: Path, *, per_target: int = 60, steps: int = 150) -> dict[str, 
     return out
 
 
+def cost(strides: tuple[int, ...] = (4, 2), rounds: int = 4) -> dict[int, list[float]]:
+    """Seconds per training step (forward + backward, deep supervision) of `tiny` at 256^2,
+    4 images x 8 targets, 1 thread, for each semantic_stride, interleaved round by round."""
+    torch.set_num_threads(1)
+    labels = [f"t{i}" for i in range(8)]
+    models = {s: build_model("tiny", semantic_stride=s, text_encoder="labels",
+                             text_labels=labels).train() for s in strides}
+    images = torch.rand(4, 3, 256, 256) * 255
+    index = torch.arange(4).repeat_interleave(8)
+    targets = labels * 4
+    masks = (torch.rand(32, 1, 256, 256) > 0.99).float()
+    times: dict[int, list[float]] = {s: [] for s in strides}
+    for _ in range(rounds):
+        for stride, model in models.items():
+            started = time.perf_counter()
+            out = model(images, targets, image_index=index, targets=targets,
+                        return_layers=True)
+            training_loss(out.logits, masks, out.layer_logits)[0].backward()
+            times[stride].append(time.perf_counter() - started)
+    return times
+
+
 @torch.no_grad()
 def search(run_dir: Path, data: Path, *, items: int = 400, seed: int = 0) -> dict[str, Any]:
     """Where the decoder looks: for the first `items` present targets of the test split, per
@@ -256,6 +280,7 @@ def main() -> None:
     c = sub.add_parser("ceiling", help="the Dice a mask at stride 2, 4 or 8 can reach at best")
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True, help="a JSON file for the results")
+    sub.add_parser("cost", help="seconds per training step at semantic_stride 4 and 2")
     s = sub.add_parser("table", help="a Markdown table of the runs' result.json")
     s.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
@@ -267,6 +292,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         for run_dir in args.run_dirs:
             print(json.dumps(score(run_dir, args.data), indent=2))
+    elif args.verb == "cost":
+        for stride, seconds in cost().items():
+            print(f"semantic_stride {stride}: " + " ".join(f"{t:.2f}" for t in seconds) + " s")
     elif args.verb == "ceiling":
         args.out.write_text(json.dumps(ceiling(args.data), indent=2) + "\n")
     elif args.verb == "search":
