@@ -9,7 +9,8 @@ minutes=${2:-6}
 bf="${PYTHON:-python} -m boltzformer"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 [ -f "$out/data/test.json" ] || $bf synth "$out/data" --images 1200 --size 256 --seed 0
-demo=(model.preset=tiny model.image_size=256 data.workers=2 data.val_fraction=0.05
+demo=(model.preset=tiny model.image_size=256 model.text_encoder=labels data.workers=2
+      data.val_fraction=0.05
       optim.lr=2e-3 optim.warmup_steps=20 train.batch_size=4 train.prompts_per_image=8
       train.epochs=100 train.patience=null "train.max_minutes=$minutes" train.seed=0
       train.checkpoint_every=200)
