@@ -219,13 +219,19 @@ def test_evaluation_encodes_each_image_once():
 
 
 # --- it learns ----------------------------------------------------------------------------
-def test_two_prompt_toy_learns_to_read_the_prompt():
+@pytest.mark.parametrize(("overrides", "bound"), [
+    ({}, 160),
+    ({"text_encoder": "labels", "text_labels": ["nodule", "tumor"], "query_init_std": 0.02}, 80),
+])
+def test_two_prompt_toy_learns_to_read_the_prompt(overrides, bound):
     """Two small discs in one image, one prompt each: the model must read the text to pick
-    its disc. Measured at 64x64 with 3 layers (seed 0 here): with deep supervision every
-    prompt's Dice passes 0.9 at step 138 (seed 1: 116); with the final loss only, at step 194
-    (seed 0), by `python docs/results/diagnose_text.py --prompts 2 --steps 300 --modes
-    boltzmann --deep-supervision query off --size 64 --radius2 10 --layers 3`. The bound, 160
-    steps, fails if deep supervision stops working."""
+    its disc. Measured at 64x64 with 3 layers, seeds 0-4 (docs/results/small_objects.md,
+    `python docs/results/diagnose_text.py --prompts 2 --steps 300 --seeds 5 --modes boltzmann
+    --deep-supervision query --size 64 --radius2 10 --layers 3 [--set ...]`): as shipped, every
+    prompt's Dice passes 0.9 at steps 138/116/140/118/129 (the final loss alone: 194 at seed 0);
+    with one token per target and small initial queries at 53/41/36/48/44 (both measured
+    before the release's pixel decoder was adopted; both bounds hold after). Seed 0 here; the
+    bounds fail if deep supervision, or the fast reading, stops working."""
     torch.manual_seed(0)
     size = 64
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
@@ -237,11 +243,11 @@ def test_two_prompt_toy_learns_to_read_the_prompt():
     masks = torch.stack(discs)[:, None]
     index = torch.zeros(2, dtype=torch.long)  # one encoded image, two prompts
 
-    model = build_model("tiny", image_size=size, num_layers=3).train()
+    model = build_model("tiny", image_size=size, num_layers=3, **overrides).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     reached = None
-    for step in range(1, 161):
+    for step in range(1, bound + 1):
         out = model(image, prompts, image_index=index, generator=generator, return_layers=True)
         loss, _ = training_loss(out.logits, masks, out.layer_logits)
         opt.zero_grad()
@@ -250,7 +256,7 @@ def test_two_prompt_toy_learns_to_read_the_prompt():
         if bool((dice_batch(out.logits.detach() > 0, masks > 0.5) > 0.9).all()):
             reached = step
             break
-    assert reached is not None, "the toy did not separate the two prompts in 160 steps"
+    assert reached is not None, f"the toy did not separate the two prompts in {bound} steps"
 
 
 def test_throughput_command_reports_each_k(phantoms, capsys):
