@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from boltzformer.data import collate
-from boltzformer.grounding import GroundingCollector, image_key
+from boltzformer.grounding import GroundingCollector
 from boltzformer.plots import plot_confusion, plot_dice_vs_size
 
 SMALL_AREA = 0.01  # the paper's small/large threshold: 1% of the image area
@@ -221,7 +221,7 @@ def _items_per_image(dataset: Dataset) -> dict[tuple[str, str], int] | None:
         return None
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for sample in samples:
-        counts[image_key({"dataset": name, "image_file": sample.image_file})] += 1
+        counts[(str(name), sample.image_file)] += 1
     return dict(counts)
 
 

@@ -27,6 +27,7 @@ from boltzformer.modeling.boltzformer import (
     load_weights,
     write_checkpoint,
 )
+from boltzformer.modeling.text_encoder import label_of_prompt
 
 try:
     import segmentation_models_pytorch as smp
@@ -109,14 +110,14 @@ class UNetExpert(nn.Module):
         """The target of a canonical prompt, `<target>` or `<target> in <site> <modality>`
         (the longest known name that fits). Paraphrases are not guessed: a ValueError says
         to pass `targets=` instead."""
-        fits = [t for t in self.config.targets if prompt == t or prompt.startswith(f"{t} in ")]
-        if not fits:
+        target = label_of_prompt(prompt, self.config.targets)
+        if target is None:
             raise ValueError(
                 f"cannot tell the target of the prompt {prompt!r}: the U-Net expert reads only "
                 f"'<target> in <site> <modality>' prompts with a target among "
                 f"{list(self.config.targets)}; pass targets=[...] (evaluate() does)"
             )
-        return max(fits, key=len)
+        return target
 
     def forward(
         self,

@@ -107,6 +107,14 @@ class BuiltinTextEncoder(nn.Module):
         return self.norm(x), padding
 
 
+def label_of_prompt(prompt: str, labels: tuple[str, ...] | list[str]) -> str | None:
+    """The label a canonical prompt names: the label itself or `<label> in <site> <modality>`
+    (the longest label that fits); None when none fits."""
+    text = prompt.strip()
+    fits = [t for t in labels if text == t or text.startswith(f"{t} in ")]
+    return max(fits, key=len) if fits else None
+
+
 class LabelTextEncoder(nn.Module):
     """One learned token per label of a closed vocabulary: (B,) labels -> (B, 1, width)."""
 
@@ -122,17 +130,16 @@ class LabelTextEncoder(nn.Module):
         self.width = width
 
     def label_of(self, prompt: str) -> str:
-        """The label a prompt names: the label itself or `<label> in <site> <modality>` (the
-        longest label that fits); ValueError listing the labels otherwise."""
-        text = prompt.strip()
-        fits = [t for t in self.labels if text == t or text.startswith(f"{t} in ")]
-        if not fits:
+        """The label a prompt names (see `label_of_prompt`); ValueError listing the labels
+        otherwise."""
+        label = label_of_prompt(prompt, self.labels)
+        if label is None:
             raise ValueError(
                 f"unknown label {prompt!r}: this model knows only the labels "
                 f"{', '.join(self.labels)} (prompt with one of them, e.g. "
                 f"'{self.labels[0]}')"
             )
-        return max(fits, key=len)
+        return label
 
     def forward(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         """prompts (B strings, labels or canonical prompts) -> (B, 1, width), padding (B, 1)."""
