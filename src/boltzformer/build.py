@@ -36,6 +36,7 @@ def build_decoder(config: BoltzFormerConfig) -> BoltzFormerDecoder:
             mask_threshold=config.mask_threshold,
             logits=config.sampling_logits,
             per_head=config.sampling_per_head,
+            explore=config.sampling_explore,
         ),
         attention_impl=config.attention_impl,
     )
