@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from boltzformer.apps.demo import DemoSettings, run_demo
+from boltzformer.apps.study import TABLES, StudySettings, plan
 from boltzformer.cli import main
-from boltzformer.demo import DemoSettings, run_demo
-from boltzformer.study import TABLES, StudySettings, plan
 
 
 def test_demo_writes_report_and_figures_beside_the_experts(tmp_path):

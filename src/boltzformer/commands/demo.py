@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from boltzformer.demo import DemoSettings
+    from boltzformer.apps.demo import DemoSettings
 
     d = DemoSettings()
     p = subparsers.add_parser(
@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boltzformer.demo import DemoSettings, run_demo
+    from boltzformer.apps.demo import DemoSettings, run_demo
 
     if args.minutes <= 0 or args.images < 10:
         raise ValueError("--minutes must be > 0 and --images at least 10")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from boltzformer.study import TABLES
+    from boltzformer.apps.study import TABLES
 
     p = subparsers.add_parser(
         "study",
@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from boltzformer.study import StudySettings, run_study
+    from boltzformer.apps.study import StudySettings, run_study
 
     given = {k: v for k, v in {"seeds": args.seeds, "ablation_seeds": args.ablation_seeds,
                                "steps": args.steps, "images": args.images,

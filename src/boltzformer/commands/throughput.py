@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from boltzformer.apps.throughput import ThroughputSettings, format_rows, measure_throughput
 from boltzformer.config import PRESETS
-from boltzformer.train.throughput import ThroughputSettings, format_rows, measure_throughput
 
 _EPILOG = """\
 Each step encodes --batch-size images once and decodes up to K of each image's targets, as
