@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 from boltzformer.apps.demo import TRAINING, DemoSettings, run_demo
-from boltzformer.apps.study import TABLES, StudySettings, plan
+from boltzformer.apps.study import TABLES, StudySettings, Variant, cell_config, plan
 from boltzformer.cli import build_parser, main
 from boltzformer.commands import demo as demo_command
+from boltzformer.commands import study as study_command
 from boltzformer.train.config import TrainConfig
 
 
@@ -127,3 +128,40 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
         "train": {**expected.to_dict()["train"], "max_minutes": 3.0, "batch_size": 2,
                   "prompts_per_image": 1, "seed": 5},
     }
+
+
+def test_study_runs_train_as_before_and_the_budget_flags_override_them(tmp_path):
+    """Every run: tiny at 128 pixels, 4 images a step at lr 2e-3 (20 warm-up steps, at most a
+    tenth of a step budget), 2.5 minutes, no early stopping; the jobs share 2 workers."""
+    data = tmp_path / "data"
+    full = cell_config(StudySettings(out_dir=tmp_path), data,
+                       Variant("full attention", {"attention": "full"}), seed=2)
+    assert full == TrainConfig.from_dict({
+        "model": {"preset": "tiny", "image_size": 128, "attention": "full"},
+        "data": {"root": str(data), "workers": 1, "val_fraction": 0.05},
+        "optim": {"lr": 0.002, "warmup_steps": 20},
+        "train": {"batch_size": 4, "epochs": 1000, "patience": None, "max_minutes": 2.5,
+                  "seed": 2, "checkpoint_every": 200},
+    })
+
+    def given(*flags: str) -> StudySettings:
+        return study_command.settings(build_parser().parse_args(["study", str(tmp_path),
+                                                                 *flags]))
+
+    constant = Variant("constant", constant_prompt=True,
+                       training={"train.prompts_per_image": 1})
+    assert cell_config(given("--quick"), data, constant, seed=0) == TrainConfig.from_dict({
+        "model": {"preset": "tiny", "image_size": 96},
+        "data": {"root": str(data), "workers": 0, "val_fraction": 0.05,
+                 "prompt": "object in image"},
+        "optim": {"lr": 0.002, "warmup_steps": 0},
+        "train": {"batch_size": 2, "prompts_per_image": 1, "epochs": 1000, "patience": None,
+                  "max_steps": 3, "max_minutes": None, "seed": 0, "checkpoint_every": 200},
+    })
+    steps = cell_config(given("--steps", "50"), data, Variant("b"), seed=0)
+    assert (steps.train.max_steps, steps.train.max_minutes, steps.optim.warmup_steps) == (
+        50, None, 5)
+    both = given("--steps", "500", "--minutes", "1", "--jobs", "1").training.train
+    assert (both.max_steps, both.max_minutes) == (500, 1.0)
+    with pytest.raises(ValueError, match="train.max_steps must be > 0"):
+        given("--steps", "0")
