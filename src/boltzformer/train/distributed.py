@@ -14,6 +14,17 @@ import torch
 import torch.distributed as dist
 
 
+def resolve_device(device_pref: str) -> torch.device:
+    """The device `train.device` names: "auto" (CUDA when available), "cpu" or "cuda" (this
+    process's LOCAL_RANK under torchrun)."""
+    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available; use cpu")
+    if use_cuda:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 @dataclass
 class Cluster:
     """This process's rank, the number of processes, its device, and the collectives the
@@ -28,24 +39,18 @@ class Cluster:
     def start(cls, device_pref: str) -> Cluster:
         """Join the job `torchrun` started (if any) on the device `device_pref` asks for
         ("auto": CUDA when available, "cpu", "cuda")."""
-        use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
-        if device_pref == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is available; use cpu")
+        device = resolve_device(device_pref)
         world = int(os.environ.get("WORLD_SIZE", "1"))
         owns = False
         if world > 1 and not dist.is_initialized():
-            if use_cuda:
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
             owns = True
         if dist.is_initialized():
             rank, world = dist.get_rank(), dist.get_world_size()
         else:
             rank, world = 0, 1
-        if use_cuda:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        else:
-            device = torch.device("cpu")
         return cls(rank, world, device, owns)
 
     @property
