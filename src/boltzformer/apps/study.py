@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -219,9 +220,7 @@ def _train_expert(s: StudySettings, data: Path, run_dir: Path, seed: int
                   ) -> tuple[torch.nn.Module, int]:
     """The U-Net expert on the same split, images per step and budget (restarted if a
     previous attempt was interrupted: it keeps no resumable state)."""
-    import shutil
-
-    from boltzformer.baselines import train_unet
+    from boltzformer.baselines import train_unet  # an optional extra: imported on use
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
