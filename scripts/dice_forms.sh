@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The loss default's measurement (docs/fidelity.md): the demo's data and training recipe
-# (src/boltzformer/demo.py, `boltzformer demo --minutes 6`) run twice side by side, one thread
+# (src/boltzformer/apps/demo.py, `boltzformer demo --minutes 6`) run twice side by side, one thread
 # each, same seed, data and minutes, once per Dice form; then both best checkpoints evaluated
 # on the test split. Usage: scripts/dice_forms.sh OUT_DIR [MINUTES]
 set -euo pipefail

@@ -66,17 +66,17 @@ def test_two_gloo_processes_hold_identical_parameters(phantoms, tmp_path, small_
 
 FAILING_WORKER = """
 import os, sys
-import boltzformer.train.trainer as trainer
+import boltzformer.train.step as step
 from boltzformer.cli import main
 
 if os.environ["RANK"] == "1":  # rank 1 breaks on its second training step
-    real, calls = trainer.training_loss, []
+    real, calls = step.training_loss, []
     def broken(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
-    trainer.training_loss = broken
+    step.training_loss = broken
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -1,18 +1,24 @@
 """The main job end to end (`boltzformer demo`) and the paper-comparison study, in small."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from boltzformer.cli import main
-from boltzformer.demo import DemoSettings, run_demo
-from boltzformer.study import TABLES, StudySettings, plan
+from boltzformer.apps.demo import TRAINING, DemoSettings, run_demo
+from boltzformer.apps.study import TABLES, StudySettings, Variant, cell_config, plan
+from boltzformer.cli import build_parser, main
+from boltzformer.commands import demo as demo_command
+from boltzformer.commands import study as study_command
+from boltzformer.train.config import TrainConfig
 
 
 def test_demo_writes_report_and_figures_beside_the_experts(tmp_path):
     out = tmp_path / "demo"
-    result = run_demo(DemoSettings(out_dir=out, minutes=0.05, images=12, image_size=96,
-                                   batch_size=4, workers=0, progress=False, expert=True))
+    training = TRAINING.with_overrides({"train.max_minutes": 0.05, "model.image_size": 96,
+                                        "data.workers": 0})
+    result = run_demo(DemoSettings(out_dir=out, images=12, training=training, progress=False,
+                                   expert=True))
     for name in ("report.md", "predictions.png", "sampling.png", "loss_curve.png",
                  "dice_vs_size.png", "metrics.json", "per_sample.csv"):
         assert (out / name).is_file(), name
@@ -79,8 +85,83 @@ def test_parallel_jobs_give_the_same_runs_as_one_at_a_time(tmp_path):
             assert parallel[key][metric] == pytest.approx(serial[key][metric], abs=0.01), key
 
 
-def test_demo_rejects_a_bad_image_size_before_doing_any_work(tmp_path, capsys):
+def test_demo_rejects_bad_settings_before_doing_any_work(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--image-size", "100"]) == 1
-    assert "--image-size must be a multiple of 32" in capsys.readouterr().err
-    assert not out.exists()
+    for flags, message in ((["--image-size", "100"], "image_size must be a multiple of 32"),
+                           (["--image-size", "64"], "size must be at least 96"),
+                           (["--minutes", "0"], "train.max_minutes must be > 0"),
+                           (["--lr", "0"], "optim.lr must be > 0"),
+                           (["--prompts-per-image", "0"], "train.prompts_per_image must be >= 1"),
+                           (["--images", "9"], "at least 10 images")):
+        assert main(["demo", "--out", str(out), *flags]) == 1, flags
+        assert message in capsys.readouterr().err, flags
+        assert not out.exists(), flags
+
+
+def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
+    """The demo's run, written out by hand: tiny at 256 pixels with one token per target name,
+    4 images of up to 8 prompts a step at lr 2e-3 (20 warm-up steps), for 9 minutes with no
+    early stopping, 5 % of the training images for validation, snapshots every 2 minutes."""
+    expected = TrainConfig.from_dict({
+        "model": {"preset": "tiny", "image_size": 256, "text_encoder": "labels"},
+        "data": {"root": str(tmp_path), "workers": 2, "val_fraction": 0.05},
+        "optim": {"lr": 0.002, "warmup_steps": 20},
+        "train": {"batch_size": 4, "prompts_per_image": 8, "epochs": 100, "patience": None,
+                  "max_minutes": 9, "seed": 0, "checkpoint_every": 200,
+                  "snapshot_minutes": 2},
+    })
+    assert DemoSettings().train_config(tmp_path) == expected
+    given = demo_command.settings(build_parser().parse_args(["demo"]))
+    assert given.train_config(tmp_path) == expected
+    assert (given.out_dir, given.images, given.expert) == (Path("demo_output"), 1200, False)
+
+    flags = ["demo", "--minutes", "3", "--image-size", "128", "--batch-size", "2",
+             "--prompts-per-image", "1", "--lr", "1e-3", "--text-encoder", "builtin",
+             "--seed", "5", "--workers", "0", "--images", "50"]
+    given = demo_command.settings(build_parser().parse_args(flags))
+    assert given.images == 50
+    assert given.train_config(tmp_path).to_dict() == {
+        "model": {"preset": "tiny", "image_size": 128, "text_encoder": "builtin"},
+        "data": {**expected.to_dict()["data"], "workers": 0},
+        "optim": {**expected.to_dict()["optim"], "lr": 0.001},
+        "loss": expected.to_dict()["loss"],
+        "train": {**expected.to_dict()["train"], "max_minutes": 3.0, "batch_size": 2,
+                  "prompts_per_image": 1, "seed": 5},
+    }
+
+
+def test_study_runs_train_as_before_and_the_budget_flags_override_them(tmp_path):
+    """Every run: tiny at 128 pixels, 4 images a step at lr 2e-3 (20 warm-up steps, at most a
+    tenth of a step budget), 2.5 minutes, no early stopping; the jobs share 2 workers."""
+    data = tmp_path / "data"
+    full = cell_config(StudySettings(out_dir=tmp_path), data,
+                       Variant("full attention", {"attention": "full"}), seed=2)
+    assert full == TrainConfig.from_dict({
+        "model": {"preset": "tiny", "image_size": 128, "attention": "full"},
+        "data": {"root": str(data), "workers": 1, "val_fraction": 0.05},
+        "optim": {"lr": 0.002, "warmup_steps": 20},
+        "train": {"batch_size": 4, "epochs": 1000, "patience": None, "max_minutes": 2.5,
+                  "seed": 2, "checkpoint_every": 200},
+    })
+
+    def given(*flags: str) -> StudySettings:
+        return study_command.settings(build_parser().parse_args(["study", str(tmp_path),
+                                                                 *flags]))
+
+    constant = Variant("constant", constant_prompt=True,
+                       training={"train.prompts_per_image": 1})
+    assert cell_config(given("--quick"), data, constant, seed=0) == TrainConfig.from_dict({
+        "model": {"preset": "tiny", "image_size": 96},
+        "data": {"root": str(data), "workers": 0, "val_fraction": 0.05,
+                 "prompt": "object in image"},
+        "optim": {"lr": 0.002, "warmup_steps": 0},
+        "train": {"batch_size": 2, "prompts_per_image": 1, "epochs": 1000, "patience": None,
+                  "max_steps": 3, "max_minutes": None, "seed": 0, "checkpoint_every": 200},
+    })
+    steps = cell_config(given("--steps", "50"), data, Variant("b"), seed=0)
+    assert (steps.train.max_steps, steps.train.max_minutes, steps.optim.warmup_steps) == (
+        50, None, 5)
+    both = given("--steps", "500", "--minutes", "1", "--jobs", "1").training.train
+    assert (both.max_steps, both.max_minutes) == (500, 1.0)
+    with pytest.raises(ValueError, match="train.max_steps must be > 0"):
+        given("--steps", "0")

@@ -20,9 +20,9 @@ from boltzformer.data import BiomedParseDataset
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train import NonFiniteLossError, TrainConfig, train
 from boltzformer.train import checkpoint as ckpt
-from boltzformer.train import trainer as trainer_module
+from boltzformer.train import step as step_module
 from boltzformer.train.config import parse_overrides
-from boltzformer.train.trainer import lr_factor
+from boltzformer.train.optim import lr_factor
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -182,7 +182,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(
     per_epoch = full.metrics["step"] // 2
     assert per_epoch >= 4  # the crash below falls in epoch 2, after its first checkpoint
 
-    real_loss, calls = trainer_module.training_loss, []
+    real_loss, calls = step_module.training_loss, []
 
     def crash_in_epoch_2(*args, **kwargs):
         calls.append(1)
@@ -190,7 +190,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(
             raise KeyboardInterrupt("simulated crash")
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "training_loss", crash_in_epoch_2)
+    monkeypatch.setattr(step_module, "training_loss", crash_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "crashed", progress=False)
     monkeypatch.undo()
@@ -276,14 +276,14 @@ def test_non_finite_loss(phantoms, tmp_path, small_config, monkeypatch, policy) 
     cfg = TrainConfig.from_dict(small_config(
         phantoms, train={"epochs": 1, "nan_policy": policy, "max_steps": 4, "batch_size": 2,
                          "prompts_per_image": 1}))
-    real_loss, calls = trainer_module.training_loss, []
+    real_loss, calls = step_module.training_loss, []
 
     def nan_on_call_3(*args, **kwargs):
         calls.append(1)
         loss, aux = real_loss(*args, **kwargs)
         return (loss * math.nan if len(calls) == 3 else loss), aux
 
-    monkeypatch.setattr(trainer_module, "training_loss", nan_on_call_3)
+    monkeypatch.setattr(step_module, "training_loss", nan_on_call_3)
     run = tmp_path / "run"
     if policy == "stop":
         with pytest.raises(NonFiniteLossError, match="non-finite loss .* at step 3 "):

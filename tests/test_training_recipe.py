@@ -271,3 +271,33 @@ def test_throughput_command_reports_each_k(phantoms, capsys):
             or line.startswith("| 3 ")]
     assert [r[1].strip() for r in rows] == ["1", "3"]
     assert float(rows[0][2]) == 2.0 and 2.0 < float(rows[1][2]) <= 6.0  # pairs per step
+
+
+def test_throughput_measures_a_train_config_the_flags_override(tmp_path, capsys):
+    from boltzformer.cli import build_parser, main
+    from boltzformer.commands.throughput import settings
+    from boltzformer.train.config import TrainConfig
+
+    def given(*flags: str):
+        return settings(build_parser().parse_args(["throughput", *flags]))
+
+    # By default: tiny at 256 pixels, 8 images a step, deep supervision, on the CPU with the
+    # data loaded in the measuring process; K = 1 and 8, 10 timed steps after 2.
+    s = given()
+    assert s.training == TrainConfig.from_dict({
+        "model": {"preset": "tiny", "image_size": 256}, "data": {"workers": 0},
+        "train": {"batch_size": 8, "device": "cpu"}})
+    assert (s.prompts_per_image, s.steps, s.warmup) == ((1, 8), 10, 2)
+    assert s.config(3).train.prompts_per_image == 3
+    s = given("--preset", "paper-hiera-s", "--image-size", "512", "--batch-size", "2",
+              "--no-deep-supervision", "--seed", "4")
+    assert s.training.to_dict()["model"] == {"preset": "paper-hiera-s", "image_size": 512}
+    assert (s.training.train.batch_size, s.training.train.seed) == (2, 4)
+    assert s.training.loss.deep_supervision is False
+    # each knob is checked where the training config checks it, before any work
+    for flags, message in ((["--prompts-per-image", "1,0"], "train.prompts_per_image must be"),
+                           (["--batch-size", "0"], "train.batch_size must be >= 1"),
+                           (["--image-size", "100"], "image_size must be a multiple of 32"),
+                           (["--steps", "0"], "steps must be >= 1")):
+        assert main(["throughput", "--data", str(tmp_path), *flags]) == 1, flags
+        assert message in capsys.readouterr().err, flags

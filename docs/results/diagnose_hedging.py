@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
+from boltzformer.apps.study import CONSTANT_PROMPT
 from boltzformer.data import BiomedParseDataset
 from boltzformer.modeling.boltzformer import BoltzFormer
-from boltzformer.study import CONSTANT_PROMPT
 
 
 def main() -> None:

@@ -34,11 +34,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from boltzformer.apps.demo import TRAINING
 from boltzformer.baselines import UNetBaselineConfig, UNetExpert, train_unet
 from boltzformer.baselines.unet_training import masked_dice_bce
 from boltzformer.build import build_from_config
 from boltzformer.data import BiomedParseDataset
-from boltzformer.demo import DemoSettings, train_config
 from boltzformer.evaluate import dice_batch, evaluate, write_report
 from boltzformer.loss import dice_loss, training_loss
 from boltzformer.modeling.boltzformer import BoltzFormer
@@ -48,7 +48,7 @@ UNET_BATCH = 8  # images per U-Net step
 
 # name -> TrainConfig overrides on top of the demo's configuration; None: the U-Net expert.
 VARIANTS: dict[str, dict[str, Any] | None] = {
-    "sentences": {},  # the demo as it is: the data's paraphrases, the builtin text encoder
+    "sentences": {"model.text_encoder": "builtin"},  # the data's paraphrases (the old demo)
     "labels": {"model.text_encoder": "labels"},  # one learned token per target (no reading)
     "labels-full": {"model.text_encoder": "labels", "model.attention": "full"},
     "labels-masked": {"model.text_encoder": "labels", "model.attention": "masked"},
@@ -77,26 +77,27 @@ def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: in
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     started = time.monotonic()
-    settings = DemoSettings(minutes=minutes or 1.0, seed=seed, workers=workers, progress=False)
+    demo = TRAINING.with_overrides({"train.max_minutes": minutes or 1.0, "train.seed": seed,
+                                    "data.workers": workers, "data.root": str(data)})
     overrides = VARIANTS[variant]
-    image_size = settings.image_size
-    unet_steps = None if steps is None else steps * settings.batch_size // UNET_BATCH
+    image_size = demo.model.resolve().image_size
+    unet_steps = None if steps is None else steps * demo.train.batch_size // UNET_BATCH
     if overrides is None:
         result = train_unet(data, run_dir / "run", minutes=minutes, steps=unet_steps,
                             batch_size=UNET_BATCH, image_size=image_size,
-                            seed=seed, val_fraction=settings.val_fraction, workers=workers,
+                            seed=seed, val_fraction=demo.data.val_fraction, workers=workers,
                             progress=False)
         model: torch.nn.Module = result.model
         steps, images = result.metrics["steps"], result.metrics["images"]
     else:
         budget = ({"train.max_minutes": None, "train.max_steps": steps,
                    "train.snapshot_minutes": None} if steps else {})
-        cfg = train_config(settings, data).with_overrides({**overrides, **budget})
+        cfg = demo.with_overrides({**overrides, **budget})
         image_size = cfg.model.resolve().image_size
         trained = train(cfg, run_dir / "run", progress=False)
         model = BoltzFormer.from_pretrained(trained.best_checkpoint or trained.last_checkpoint)
         steps = trained.metrics.get("step")
-        images = steps * settings.batch_size if steps else None
+        images = steps * demo.train.batch_size if steps else None
     info = {"variant": variant, "seed": seed, "minutes": minutes, "threads": threads,
             "budget_steps": steps,
             "steps": steps, "images_seen": images, "image_size": image_size,
@@ -202,8 +203,7 @@ def cost(variants: list[str], rounds: int = 6) -> dict[str, list[float]]:
                 opt.step()
             steps[variant] = unet_step
             continue
-        cfg = train_config(DemoSettings(), Path(".")).with_overrides(
-            {**overrides, "model.text_labels": labels})
+        cfg = TRAINING.with_overrides({**overrides, "model.text_labels": labels})
         model = build_from_config(cfg.model.resolve()).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         size = cfg.model.resolve().image_size

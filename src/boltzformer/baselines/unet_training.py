@@ -25,7 +25,7 @@ from boltzformer.baselines.unet import UNetBaselineConfig, UNetExpert
 from boltzformer.data import BiomedParseDataset, random_augment
 from boltzformer.loss import dice_bce_loss
 from boltzformer.train.data import group_by_image, mix_seed, split_by_image
-from boltzformer.train.trainer import cosine_factor, decay_groups
+from boltzformer.train.optim import cosine_factor, decay_groups
 
 METRICS_NAME = "metrics.jsonl"
 

@@ -1,4 +1,4 @@
-"""`boltzformer bench`: time, FLOPs and memory of each attention mode (see benchmark.py)."""
+"""`boltzformer bench`: time, FLOPs and memory of each attention mode (see apps/bench.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from boltzformer.benchmark import (
+from boltzformer.apps.bench import (
     MODES,
     PARTS,
     BenchSettings,

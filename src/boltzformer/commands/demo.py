@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from boltzformer.apps.demo import TRAINING, DemoSettings, run_demo
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from boltzformer.demo import DemoSettings
-
-    d = DemoSettings()
+    d, loop, model = DemoSettings(), TRAINING.train, TRAINING.model.resolve()
     p = subparsers.add_parser(
         "demo",
         help="the main job end to end on built-in data (about 15 minutes on 2 CPU cores)",
@@ -21,27 +21,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "  boltzformer demo --expert          # and the U-Net expert, side by side",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", type=Path, default=Path("demo_output"),
-                   help="output folder (default: demo_output)")
-    p.add_argument("--minutes", type=float, default=d.minutes,
+    p.add_argument("--out", type=Path, default=d.out_dir,
+                   help=f"output folder (default: {d.out_dir})")
+    p.add_argument("--minutes", type=float, default=loop.max_minutes,
                    help=f"training time budget in minutes: more is more accurate (default "
-                   f"{d.minutes:g})")
+                   f"{loop.max_minutes:g})")
     p.add_argument("--images", type=int, default=d.images,
                    help=f"phantom images to generate, 20%% of them for testing (default "
                    f"{d.images})")
-    p.add_argument("--image-size", type=int, default=d.image_size,
-                   help=f"image side in pixels, a multiple of 32 (default {d.image_size})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help=f"images per training step (default {d.batch_size})")
-    p.add_argument("--prompts-per-image", type=int, default=d.prompts_per_image,
-                   help=f"targets decoded per encoded image, K (default {d.prompts_per_image})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
-    p.add_argument("--text-encoder", choices=("labels", "builtin"), default=d.text_encoder,
+    p.add_argument("--image-size", type=int, default=model.image_size,
+                   help=f"image side in pixels, a multiple of 32, at least 96 (default "
+                   f"{model.image_size})")
+    p.add_argument("--batch-size", type=int, default=loop.batch_size,
+                   help=f"images per training step (default {loop.batch_size})")
+    p.add_argument("--prompts-per-image", type=int, default=loop.prompts_per_image,
+                   help=f"targets decoded per encoded image, K (default "
+                   f"{loop.prompts_per_image})")
+    p.add_argument("--lr", type=float, default=TRAINING.optim.lr,
+                   help=f"peak learning rate (default {TRAINING.optim.lr:g})")
+    p.add_argument("--text-encoder", choices=("labels", "builtin"), default=model.text_encoder,
                    help="labels (default): one learned token per target name, prompts are "
                    "names such as 'nodule' or 'nodule in chest CT'; builtin: read the data's "
                    "sentences with the offline text encoder (slower to learn: it hedges)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data, training, sampling")
-    p.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
+    p.add_argument("--seed", type=int, default=loop.seed,
+                   help="seed for data, training, sampling")
+    p.add_argument("--workers", type=int, default=TRAINING.data.workers,
+                   help=f"data loader processes (default {TRAINING.data.workers})")
     p.add_argument("--expert", action="store_true",
                    help="also train the U-Net expert (one output per target; needs the "
                    "[baselines] extra) for the same minutes and compare both in report.md "
@@ -49,21 +54,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from boltzformer.demo import DemoSettings, run_demo
+def settings(args: argparse.Namespace) -> DemoSettings:
+    """The demo the flags ask for: its own settings, and the training flags as overrides of
+    its TrainConfig (which checks them)."""
+    training = TRAINING.with_overrides({
+        "train.max_minutes": args.minutes, "model.image_size": args.image_size,
+        "train.batch_size": args.batch_size, "train.prompts_per_image": args.prompts_per_image,
+        "optim.lr": args.lr, "model.text_encoder": args.text_encoder, "train.seed": args.seed,
+        "data.workers": args.workers,
+    })
+    return DemoSettings(out_dir=args.out, images=args.images, training=training,
+                        expert=args.expert)
 
-    if args.minutes <= 0 or args.images < 10:
-        raise ValueError("--minutes must be > 0 and --images at least 10")
-    if args.batch_size < 1 or args.prompts_per_image < 1 or not args.lr > 0:
-        raise ValueError("--batch-size and --prompts-per-image must be at least 1, --lr > 0")
-    if args.image_size < 96 or args.image_size % 32:
-        raise ValueError(f"--image-size must be a multiple of 32 and at least 96, got "
-                         f"{args.image_size}")
-    result = run_demo(DemoSettings(out_dir=args.out, minutes=args.minutes, images=args.images,
-                                   image_size=args.image_size, batch_size=args.batch_size,
-                                   prompts_per_image=args.prompts_per_image, lr=args.lr,
-                                   seed=args.seed, workers=args.workers,
-                                   text_encoder=args.text_encoder, expert=args.expert))
+
+def run(args: argparse.Namespace) -> int:
+    result = run_demo(settings(args))
     strata = result["metrics"]["size_strata"]["weighted"]
     small, large = strata["small"]["dice_mean"], strata["large"]["dice_mean"]
     overall = result["metrics"]["overall"]["dice_mean"]

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from boltzformer.apps.throughput import (
+    TRAINING,
+    ThroughputSettings,
+    format_rows,
+    measure_throughput,
+)
 from boltzformer.config import PRESETS
-from boltzformer.train.throughput import ThroughputSettings, format_rows, measure_throughput
+from boltzformer.data import generate_phantoms
 
 _EPILOG = """\
 Each step encodes --batch-size images once and decodes up to K of each image's targets, as
@@ -23,12 +30,10 @@ example (the figures in docs/training.md):
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(t) for t in text.split(",") if t.strip())
+        return tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers such as 1,8, got {text!r}")
-    return values
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 1,8, got {text!r}") from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,43 +48,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--data", type=Path, default=None, metavar="DIR",
                         help="BiomedParse-format folder with a train split (default: 40 "
                         "phantoms generated in a temporary folder)")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
-    parser.add_argument("--prompts-per-image", type=_ints, default=(1, 8), metavar="K,K",
-                        help="values of K, comma-separated (default 1,8)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per K (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per K first")
+    model, loop = TRAINING.model.resolve(), TRAINING.train
+    default = ThroughputSettings()
+    parser.add_argument("--preset", default=TRAINING.model.preset, choices=sorted(PRESETS))
+    parser.add_argument("--image-size", type=int, default=model.image_size)
+    parser.add_argument("--batch-size", type=int, default=loop.batch_size,
+                        help=f"images per step (default {loop.batch_size})")
+    parser.add_argument("--prompts-per-image", type=_ints, default=default.prompts_per_image,
+                        metavar="K,K", help="values of K, comma-separated (default "
+                        f"{','.join(map(str, default.prompts_per_image))})")
+    parser.add_argument("--steps", type=int, default=default.steps,
+                        help=f"timed steps per K (default {default.steps})")
+    parser.add_argument("--warmup", type=int, default=default.warmup,
+                        help="untimed steps per K first")
     parser.add_argument("--no-deep-supervision", action="store_true",
                         help="the final loss only (the authors' release)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=loop.seed)
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=run)
     return parser
 
 
+def settings(args: argparse.Namespace) -> ThroughputSettings:
+    """The measurement the flags ask for; the training flags override its TrainConfig (which
+    checks them). data.root is left for `run` to set."""
+    training = TRAINING.with_overrides({
+        "model.preset": args.preset, "model.image_size": args.image_size,
+        "train.batch_size": args.batch_size, "train.seed": args.seed,
+        "loss.deep_supervision": not args.no_deep_supervision,
+    })
+    return ThroughputSettings(training=training, prompts_per_image=args.prompts_per_image,
+                              steps=args.steps, warmup=args.warmup)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.image_size % 32 or args.image_size < 96:
-        raise ValueError(f"--image-size must be a multiple of 32 and >= 96, got {args.image_size}")
-    for name in ("batch_size", "steps"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    s = settings(args)  # checked before any phantoms are made
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
-            from boltzformer.data import generate_phantoms
-
             data = Path(tmp) / "phantoms"
             generate_phantoms(data, images=40, size=args.image_size, seed=args.seed,
                               progress=False)
-        s = ThroughputSettings(
-            data=data, preset=args.preset, image_size=args.image_size,
-            batch_size=args.batch_size, prompts_per_image=args.prompts_per_image,
-            steps=args.steps, warmup=args.warmup,
-            deep_supervision=not args.no_deep_supervision, seed=args.seed)
+        s = replace(s, training=s.training.replace(
+            data=replace(s.training.data, root=str(data))))
         rows = measure_throughput(s, progress=not args.no_progress)
     print(format_rows(s, rows))
     return 0

@@ -49,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from boltzformer.train import TrainConfig, train
     from boltzformer.train.config import parse_overrides
-    from boltzformer.train.trainer import CONFIG_NAME
+    from boltzformer.train.run_dir import CONFIG_NAME
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = args.config

@@ -1,41 +1,34 @@
 """`train(cfg, out_dir)`: the paper's recipe (appendix A.4), resumable and distributed.
 
-AdamW on Dice + BCE (plus deep supervision of every decoder layer, `loss` section), linear
-warm-up then cosine decay (over the steps, or over `max_minutes` when a time budget is set),
-gradient clipping; each step encodes `batch_size` images once and decodes up to
-`prompts_per_image` of each image's targets. A seeded 20% of the training split (by image)
-for validation, validation loss (the final Dice + BCE) and Dice after every epoch, early
-stopping on validation loss, `best` and `last` checkpoints in RUN_DIR. Under `torchrun` it
-trains with DistributedDataParallel (NCCL on CUDA, gloo on CPU); only rank 0 writes files.
+Each step (`step.py`) encodes `batch_size` images once and decodes up to `prompts_per_image`
+of each image's targets; AdamW with a warm-up and a cosine decay over the steps or over
+`max_minutes` (`optim.py`). A seeded 20% of the training split (by image) for validation,
+validation loss (the final Dice + BCE) and Dice after every epoch, early stopping on
+validation loss, `best` and `last` checkpoints in RUN_DIR. Under `torchrun` it trains with
+DistributedDataParallel (`distributed.py`); only rank 0 writes files.
 
 RUN_DIR holds `config.yaml` (the resolved TrainConfig), `metrics.jsonl` (one JSON record per
 line: "train" every `log_every` steps, "val" per epoch, "resume", "end"), `best/` and `last/`
-(checkpoint folders, see `checkpoint.py`) and `loss_curve.png`.
+(checkpoint folders, see `checkpoint.py`) and `loss_curve.png` (`run_dir.py`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import math
-import os
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
 from boltzformer.build import build_from_config
 from boltzformer.data import BiomedParseDataset, collate
 from boltzformer.evaluate import dice_batch, unique_images
-from boltzformer.loss import dice_bce_loss, training_loss
+from boltzformer.loss import dice_bce_loss
 from boltzformer.modeling.boltzformer import BoltzFormer, load_weights
 from boltzformer.plots import plot_loss_curve
 from boltzformer.train import checkpoint as ckpt
@@ -47,19 +40,22 @@ from boltzformer.train.data import (
     mix_seed,
     split_by_image,
 )
+from boltzformer.train.distributed import Cluster
+from boltzformer.train.optim import build_optimizer, build_scheduler, total_steps
+from boltzformer.train.run_dir import (
+    CONFIG_NAME,
+    CURVE_NAME,
+    METRICS_NAME,
+    append_record,
+    check_resumable,
+    read_records,
+    save_snapshot,
+    truncate_records,
+)
+from boltzformer.train.state import TrainState
+from boltzformer.train.step import StepResult, TrainStep
 
 log = logging.getLogger("boltzformer.train")
-
-CONFIG_NAME = "config.yaml"
-METRICS_NAME = "metrics.jsonl"
-CURVE_NAME = "loss_curve.png"
-SNAPSHOTS = "snapshots"
-# Settings that may change when a run is resumed; anything else must match the run's config.
-RESUMABLE_CHANGES: tuple[str, ...] = (
-    "data.root", "data.workers", "train.epochs", "train.patience", "train.max_steps",
-    "train.max_minutes", "train.checkpoint_every", "train.snapshot_minutes", "train.log_every",
-    "train.nan_policy", "train.device",
-)
 
 
 @dataclass
@@ -87,93 +83,28 @@ def train(
     """Train per `cfg` into `out_dir` (RUN_DIR); `resume=True` continues a run from its
     `last` checkpoint (a run without one starts from the beginning). Under torchrun every
     process calls this; each returns its own result (rank 0 wrote the files)."""
-    cluster = _Cluster.start(cfg.train.device)
+    cluster = Cluster.start(cfg.train.device)
     try:
-        return _Trainer(cfg, Path(out_dir), cluster, progress=progress).run(resume)
+        return Trainer(cfg, Path(out_dir), cluster, progress=progress).run(resume)
     finally:
         cluster.stop()  # a failing rank leaves the group; the others' collectives then fail
 
 
-# --- processes ----------------------------------------------------------------
-@dataclass
-class _Cluster:
-    """This process's place in a (possibly single-process) job."""
+class Trainer:
+    """One process's part of a training run into `run_dir`.
 
-    rank: int
-    world: int
-    device: torch.device
-    owns_group: bool
+    Built from the config: the data (split by image into an `EpochView` for training and a
+    validation subset), the model (seeded), its optimiser, schedule and `TrainStep`, and a
+    `TrainState` at zero. `run` checks or restores the run folder, then loops over epochs:
+    steps, records every `log_every` steps, mid-epoch checkpoints and snapshots, validation
+    and the `best`/`last` checkpoints at each epoch's end, until a stopping rule holds.
+    """
 
-    @classmethod
-    def start(cls, device_pref: str) -> _Cluster:
-        use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
-        if device_pref == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is available; use cpu")
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        owns = False
-        if world > 1 and not dist.is_initialized():
-            if use_cuda:
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-            owns = True
-        if dist.is_initialized():
-            rank, world = dist.get_rank(), dist.get_world_size()
-        else:
-            rank, world = 0, 1
-        if use_cuda:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        else:
-            device = torch.device("cpu")
-        return cls(rank, world, device, owns)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def stop(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def all_sum(self, values: list[float]) -> list[float]:
-        """Sum each value over ranks (float64)."""
-        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device)
-        if self.world > 1:
-            dist.all_reduce(t)
-        return t.tolist()
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank if `flag` is True on any."""
-        return self.all_sum([float(flag)])[0] > 0
-
-    def gather(self, obj: Any) -> list[Any]:
-        if self.world == 1:
-            return [obj]
-        out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    @property
-    def _comm_device(self) -> torch.device:
-        # NCCL reduces CUDA tensors; gloo CPU ones.
-        return self.device if self.world > 1 and self.device.type == "cuda" else torch.device("cpu")
-
-
-# --- the run ----------------------------------------------------------------
-class _Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, cluster: _Cluster, *, progress: bool):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, cluster: Cluster, *, progress: bool):
         self.cfg, self.run_dir, self.cluster = cfg, run_dir, cluster
         self.progress = progress and cluster.main
         self.device = cluster.device
         loop = cfg.train
-        if loop.amp != "none" and self.device.type != "cuda":
-            raise ValueError(
-                f"train.amp={loop.amp} needs a CUDA device (this run uses {self.device}); "
-                "set train.amp=none"
-            )
         if cfg.data.root is None:
             raise ValueError("no training data: set data.root in the config or pass --data DIR")
         self.model_config = cfg.model.resolve()
@@ -198,59 +129,36 @@ class _Trainer:
         )
         self.steps_per_epoch = self.sampler.batches_per_epoch(loop.batch_size)
 
-        # Progress through the run; saved in every checkpoint.
-        self.state: dict[str, Any] = {
-            "epoch": 0,  # completed epochs
-            "batch": 0,  # batches done in the current epoch
-            "step": 0,  # optimiser steps
-            "skipped_steps": 0,
-            "best_val_loss": math.inf,
-            "best_val_dice": None,
-            "best_epoch": None,
-            "bad_epochs": 0,  # epochs since the validation loss last improved
-            "epoch_loss_sum": 0.0,  # summed over ranks' batches of the current epoch
-            "epoch_batches": 0,
-            "records": 0,  # lines in metrics.jsonl when the checkpoint was written
-            "world_size": cluster.world,
-            "seconds": 0.0,  # wall-clock seconds of earlier invocations, up to their checkpoint
-        }
+        self.state = TrainState(world_size=cluster.world)  # saved in every checkpoint
         self.last_val: dict[str, float] | None = None
         self.started = time.monotonic()  # this invocation's start (reset when `run` starts)
 
-        # Model, optimiser (no weight decay on biases and norms), schedule, loss scaler.
+        # Model (seeded alike on every rank), then each rank's own random streams.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loop.seed)
             self.model = build_from_config(self.model_config).to(self.device)
         torch.manual_seed(mix_seed(loop.seed, cluster.rank))
         self.sampling_rng = torch.Generator(device=self.device)
         self.sampling_rng.manual_seed(mix_seed(loop.seed, cluster.rank, 1))
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(decay_groups(self.model, o.weight_decay), lr=o.lr,
-                                           betas=(o.beta1, o.beta2))
-        total = loop.epochs * self.steps_per_epoch
-        if loop.max_steps is not None:
-            total = min(total, loop.max_steps)
-        factor = partial(lr_factor, warmup=o.warmup_steps, total=total, schedule=o.schedule,
-                         min_ratio=o.min_lr_ratio)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.optim, total_steps(loop, self.steps_per_epoch),
             # under a time budget the decay follows the share of the minutes spent
-            factor if loop.max_minutes is None
-            else lambda step: factor(step, progress=self._budget_spent()),
+            None if loop.max_minutes is None else self._budget_spent,
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=loop.amp == "fp16")
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(loop.amp)
         net: torch.nn.Module = self.model
         if cluster.world > 1:
             net = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.net = torch.compile(net) if loop.compile else net
-
+        self.train_step = TrainStep(
+            self.model, self.optimizer, self.scheduler, cfg, self.device, self.sampling_rng,
+            net=torch.compile(net) if loop.compile else net, any_rank=cluster.any,
+        )
 
     def _elapsed(self) -> float:
         """Seconds the run has trained, all invocations together."""
-        return self.state["seconds"] + time.monotonic() - self.started
+        return self.state.seconds + time.monotonic() - self.started
 
     def _budget_spent(self) -> float:
         """Share of the `max_minutes` budget spent, the time schedule's progress."""
@@ -291,10 +199,12 @@ class _Trainer:
         elif resume and self.cluster.main:
             log.info("no checkpoint in %s yet: starting from the beginning", self.run_dir)
         if self.cluster.main:
-            self._truncate_metrics(self.state["records"])
+            # records written after the checkpoint being resumed are dropped (to be redone)
+            self.state.records = truncate_records(self.run_dir / METRICS_NAME,
+                                                  self.state.records)
             if last is not None:
-                self._record({"kind": "resume", "epoch": self.state["epoch"] + 1,
-                              "step": self.state["step"]})
+                self._record({"kind": "resume", "epoch": self.state.epoch + 1,
+                              "step": self.state.step})
 
     def _restore(self, directory: Path) -> None:
         load_weights(
@@ -306,8 +216,8 @@ class _Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         if saved["scaler"]:
-            self.scaler.load_state_dict(saved["scaler"])
-        self.state.update(saved["progress"])
+            self.train_step.scaler.load_state_dict(saved["scaler"])
+        self.state = TrainState.from_dict(saved["progress"])
         rng = saved["rng"]
         if len(rng) == self.cluster.world:
             mine = rng[self.cluster.rank]
@@ -320,13 +230,14 @@ class _Trainer:
                 "checkpoint from %d process(es) resumed by %d: the data order and random "
                 "draws will differ from an uninterrupted run", len(rng), self.cluster.world
             )
-        self.state["world_size"] = self.cluster.world
+        self.state.world_size = self.cluster.world
         if self.cluster.main:
-            log.info("resumed %s at epoch %d, step %d", directory, self.state["epoch"] + 1,
-                     self.state["step"])
+            log.info("resumed %s at epoch %d, step %d", directory, self.state.epoch + 1,
+                     self.state.step)
 
     # -- the loop ----------------------------------------------------------------
     def run(self, resume: bool) -> TrainResult:
+        """Train until a stopping rule holds; the result of this process."""
         self._prepare_run_dir(resume)
         loop = self.cfg.train
         self.started = time.monotonic()
@@ -335,8 +246,8 @@ class _Trainer:
             stop = self._stop_before_epoch()
             if stop is not None:
                 break
-            epoch = self.state["epoch"]
-            self.sampler.set_position(epoch, self.state["batch"] * loop.batch_size)
+            epoch = self.state.epoch
+            self.sampler.set_position(epoch, self.state.batch * loop.batch_size)
             self.train_set.set_epoch(epoch)
             loader = DataLoader(
                 self.train_set, batch_size=loop.batch_size, sampler=self.sampler,
@@ -344,13 +255,14 @@ class _Trainer:
                 pin_memory=self.device.type == "cuda",
                 generator=torch.Generator().manual_seed(mix_seed(loop.seed, epoch)),
             )
-            bar = _progress_bar(self.progress, epoch, loop.epochs, self.steps_per_epoch,
-                                self.state["batch"])
+            bar = tqdm(total=self.steps_per_epoch, initial=self.state.batch,
+                       desc=f"epoch {epoch + 1}/{loop.epochs}", unit="step",
+                       disable=not self.progress, dynamic_ncols=True, leave=False)
             window_loss, window_batches, window_pairs = 0.0, 0, 0
             window_start = time.monotonic()
             for batch in loader:
                 loss = self._step(batch)
-                self.state["batch"] += 1
+                self.state.batch += 1
                 pairs = len(batch["prompt"]) * self.cluster.world  # all ranks (approximately)
                 pairs_seen += pairs
                 window_pairs += pairs
@@ -358,7 +270,7 @@ class _Trainer:
                 if loss is not None:
                     window_loss += loss
                     window_batches += 1
-                    step = self.state["step"]
+                    step = self.state.step
                     if step % loop.log_every == 0:
                         rate = window_pairs / max(time.monotonic() - window_start, 1e-9)
                         mean = self.cluster.all_sum([window_loss])[0] / (
@@ -370,7 +282,7 @@ class _Trainer:
                                       "minutes": round(self._elapsed() / 60, 4)})
                         window_loss, window_batches, window_pairs = 0.0, 0, 0
                         window_start = time.monotonic()
-                    mid_epoch = self.state["batch"] < self.steps_per_epoch
+                    mid_epoch = self.state.batch < self.steps_per_epoch
                     if step % loop.checkpoint_every == 0 and mid_epoch:
                         self._save_last()
                     self._maybe_snapshot()
@@ -378,24 +290,24 @@ class _Trainer:
                 if stop is not None:
                     break
             bar.close()
-            epoch_done = self.state["batch"] >= self.steps_per_epoch
+            epoch_done = self.state.batch >= self.steps_per_epoch
             self._end_of_epoch(complete=epoch_done)
         elapsed = time.monotonic() - self.started
         return self._finish(stop, pairs_seen / elapsed if elapsed > 0 else 0.0)
 
     def _stop_before_epoch(self) -> str | None:
         loop, s = self.cfg.train, self.state
-        if loop.max_steps is not None and s["step"] >= loop.max_steps:
+        if loop.max_steps is not None and s.step >= loop.max_steps:
             return "max_steps"
-        if loop.patience is not None and s["bad_epochs"] >= loop.patience:
+        if loop.patience is not None and s.bad_epochs >= loop.patience:
             return "early_stopping"
-        if s["epoch"] >= loop.epochs:
+        if s.epoch >= loop.epochs:
             return "epochs"
         return None
 
     def _stop_in_epoch(self) -> str | None:
         loop = self.cfg.train
-        if loop.max_steps is not None and self.state["step"] >= loop.max_steps:
+        if loop.max_steps is not None and self.state.step >= loop.max_steps:
             return "max_steps"
         if loop.max_minutes is not None:
             late = self._elapsed() >= 60 * loop.max_minutes
@@ -405,87 +317,56 @@ class _Trainer:
 
     def _step(self, batch: dict[str, Any]) -> float | None:
         """One optimiser step; the loss, or None when a non-finite step was skipped."""
-        images = batch["image"].to(self.device, non_blocking=True)
-        masks = batch["mask"].to(self.device, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None else contextlib.nullcontext()
-        )
-        deep = self.cfg.loss.deep_supervision
-        with autocast:
-            out = self.net(images, batch["prompt"], image_index=batch["image_index"],
-                           targets=batch["target"], generator=self.sampling_rng, return_layers=deep)
-        layers = [t.float() for t in out.layer_logits] if deep else None
-        loss, _ = training_loss(out.logits.float(), masks, layers, weight=self.cfg.loss.weight,
-                                target=self.cfg.loss.target, dice=self.cfg.loss.dice)
-        if self.cluster.any(not bool(torch.isfinite(loss.detach()))):
-            return self._non_finite("loss", loss.detach())
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        clip = self.cfg.optim.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), clip if clip is not None else math.inf
-        )
-        if not self.scaler.is_enabled() and not bool(torch.isfinite(norm)):
-            # Gradients are already averaged over ranks: every rank takes this branch.
-            return self._non_finite("gradient norm", norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.state["step"] += 1
-        value = float(loss.detach())
-        self.state["epoch_loss_sum"] += value
-        self.state["epoch_batches"] += 1
-        return value
-
-    def _non_finite(self, what: str, value: Tensor) -> None:
-        s = self.state
-        where = (f"step {s['step'] + 1} (epoch {s['epoch'] + 1}, batch {s['batch'] + 1} of "
-                 f"{self.steps_per_epoch})")
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.cfg.train.nan_policy == "skip":
-            s["skipped_steps"] += 1
-            log.warning("skipped %s: non-finite %s (%s)", where, what, float(value))
+        result = self.train_step(batch)
+        if result.loss is None:
+            self._non_finite(result)
             return None
+        s = self.state
+        s.step += 1
+        s.epoch_loss_sum += result.loss
+        s.epoch_batches += 1
+        return result.loss
+
+    def _non_finite(self, result: StepResult) -> None:
+        """Count the step as skipped (train.nan_policy=skip) or stop the run."""
+        s = self.state
+        where = (f"step {s.step + 1} (epoch {s.epoch + 1}, batch {s.batch + 1} of "
+                 f"{self.steps_per_epoch})")
+        if self.cfg.train.nan_policy == "skip":
+            s.skipped_steps += 1
+            log.warning("skipped %s: non-finite %s (%s)", where, result.non_finite, result.value)
+            return
         last = self.last_dir if self.last_dir.exists() else "none yet"
         raise NonFiniteLossError(
-            f"non-finite {what} ({float(value)}) at {where}; the model was not updated and "
-            f"no checkpoint was written from it (last checkpoint: {last}). Lower optim.lr or "
-            "optim.grad_clip, or set train.nan_policy=skip to skip such steps, then --resume"
+            f"non-finite {result.non_finite} ({result.value}) at {where}; the model was not "
+            f"updated and no checkpoint was written from it (last checkpoint: {last}). Lower "
+            "optim.lr or optim.grad_clip, or set train.nan_policy=skip to skip such steps, "
+            "then --resume"
         )
 
     def _end_of_epoch(self, *, complete: bool) -> None:
         """Validate; update best/patience (full epochs only); write `last`."""
         s = self.state
-        self._sync_buffers()
+        self.cluster.broadcast_buffers(self.model)
         val = self._validate()
         self.last_val = val
-        improved = val["val_loss"] < s["best_val_loss"]
+        improved = val["val_loss"] < s.best_val_loss
         if improved:
-            s.update(best_val_loss=val["val_loss"], best_val_dice=val["val_dice"],
-                     best_epoch=s["epoch"] + 1)
+            s.best_val_loss, s.best_val_dice = val["val_loss"], val["val_dice"]
+            s.best_epoch = s.epoch + 1
             if self.cluster.main:
                 ckpt.save_checkpoint(self.best_dir, self.model)
-        sums = self.cluster.all_sum([s["epoch_loss_sum"], s["epoch_batches"]])
-        record = {"kind": "val", "epoch": s["epoch"] + 1, "step": s["step"],
+        sums = self.cluster.all_sum([s.epoch_loss_sum, s.epoch_batches])
+        record = {"kind": "val", "epoch": s.epoch + 1, "step": s.step,
                   "train_loss": sums[0] / sums[1] if sums[1] else None, **val,
                   "best": improved, "complete": complete}
         self._record(record)
         if self.cluster.main:
-            log.info("epoch %d: val loss %.4f, val Dice %.4f%s", s["epoch"] + 1,
+            log.info("epoch %d: val loss %.4f, val Dice %.4f%s", s.epoch + 1,
                      val["val_loss"], val["val_dice"], " (best)" if improved else "")
         if complete:
-            s["bad_epochs"] = 0 if improved else s["bad_epochs"] + 1
-            s.update(epoch=s["epoch"] + 1, batch=0, epoch_loss_sum=0.0, epoch_batches=0)
+            s.complete_epoch(improved)
         self._save_last()
-
-    def _sync_buffers(self) -> None:
-        """Give every rank rank 0's buffers. DDP broadcasts them at the start of each forward,
-        so the last training forward leaves each rank's BatchNorm statistics its own."""
-        if self.cluster.world > 1:
-            for buffer in self.model.buffers():
-                dist.broadcast(buffer, src=0)
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
@@ -514,15 +395,10 @@ class _Trainer:
 
     # -- files ----------------------------------------------------------------
     def _maybe_snapshot(self) -> None:
-        """Every `snapshot_minutes`, keep the weights in snapshots/<minutes>min (rank 0), for
-        curves of a metric against training time."""
+        """Every `snapshot_minutes`, keep the weights in snapshots/ (rank 0)."""
         every = self.cfg.train.snapshot_minutes
-        if every is None or not self.cluster.main:
-            return
-        mark = math.floor(self._elapsed() / 60 / every) * every
-        path = self.run_dir / SNAPSHOTS / f"{mark:07.2f}min"
-        if mark > 0 and not path.exists():
-            self.model.save_pretrained(path)
+        if every is not None and self.cluster.main:
+            save_snapshot(self.model, self.run_dir, self._elapsed() / 60, every)
 
     def _save_last(self) -> None:
         rng = {"torch": torch.get_rng_state(), "sampling": self.sampling_rng.get_state().cpu()}
@@ -531,49 +407,34 @@ class _Trainer:
         every_rank = self.cluster.gather(rng)
         if not self.cluster.main:
             return
+        scaler = self.train_step.scaler
         state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "rng": every_rank,
-            "progress": {**self.state, "seconds": self._elapsed()},
+            "progress": {**self.state.to_dict(), "seconds": self._elapsed()},
         }
         ckpt.save_checkpoint(self.last_dir, self.model, state)
 
     def _record(self, record: dict[str, Any]) -> None:
         """Append one line to metrics.jsonl (rank 0)."""
-        if not self.cluster.main:
-            return
-        record = {**record, "time": round(time.time(), 3)}
-        with (self.run_dir / METRICS_NAME).open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        self.state["records"] += 1
-
-    def _truncate_metrics(self, keep: int) -> None:
-        """Drop records written after the checkpoint being resumed (they will be redone)."""
-        path = self.run_dir / METRICS_NAME
-        if not path.exists():
-            self.state["records"] = 0
-            return
-        lines = path.read_text().splitlines(keepends=True)
-        if len(lines) > keep:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(lines[:keep]))
-            os.replace(tmp, path)
-        self.state["records"] = min(keep, len(lines))
+        if self.cluster.main:
+            append_record(self.run_dir / METRICS_NAME, record)
+            self.state.records += 1
 
     def _finish(self, stop: str, pairs_per_s: float) -> TrainResult:
         s = self.state
-        if self.last_val is None and s["best_epoch"] is not None:
-            self.last_val = {"val_loss": s["best_val_loss"], "val_dice": s["best_val_dice"]}
+        if self.last_val is None and s.best_epoch is not None:
+            self.last_val = {"val_loss": s.best_val_loss, "val_dice": s.best_val_dice}
         metrics = {
             "stop_reason": stop,
-            "epochs": s["epoch"],
-            "step": s["step"],
-            "skipped_steps": s["skipped_steps"],
-            "best_epoch": s["best_epoch"],
-            "best_val_loss": s["best_val_loss"] if s["best_epoch"] is not None else None,
-            "best_val_dice": s["best_val_dice"],
+            "epochs": s.epoch,
+            "step": s.step,
+            "skipped_steps": s.skipped_steps,
+            "best_epoch": s.best_epoch,
+            "best_val_loss": s.best_val_loss if s.best_epoch is not None else None,
+            "best_val_dice": s.best_val_dice,
             "last_val_loss": self.last_val["val_loss"] if self.last_val else None,
             "last_val_dice": self.last_val["val_dice"] if self.last_val else None,
             "pairs_per_s": pairs_per_s,
@@ -583,9 +444,8 @@ class _Trainer:
         }
         if self.cluster.main:
             self._record({"kind": "end", **metrics})
-            records = [json.loads(line) for line in
-                       (self.run_dir / METRICS_NAME).read_text().splitlines() if line]
-            plot_loss_curve(records, self.run_dir / CURVE_NAME)
+            plot_loss_curve(read_records(self.run_dir / METRICS_NAME),
+                            self.run_dir / CURVE_NAME)
         self.cluster.barrier()
         return TrainResult(
             run_dir=self.run_dir,
@@ -594,72 +454,3 @@ class _Trainer:
             metrics=metrics,
             model=self.model,
         )
-
-
-# --- helpers ----------------------------------------------------------------
-def lr_factor(step: int, *, warmup: int, total: int, schedule: str, min_ratio: float,
-              progress: float | None = None) -> float:
-    """Multiplier of the base learning rate after `step` steps: linear warm-up from
-    1/(warmup+1), then constant or a cosine decay to `min_ratio` at `total` steps, or, when
-    `progress` (0 to 1, e.g. the share of a time budget spent) is given, at progress 1."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if schedule == "constant":
-        return 1.0
-    if progress is None:
-        if total <= warmup:
-            return 1.0
-        progress = (step - warmup) / (total - warmup)
-    return cosine_factor(progress, min_ratio)
-
-
-def cosine_factor(progress: float, min_ratio: float) -> float:
-    """A cosine from 1 at progress 0 down to `min_ratio` at progress 1 (clamped to [0, 1])."""
-    progress = min(1.0, max(0.0, progress))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups: `weight_decay` on weight matrices and kernels, none on biases
-    and norm weights (1-D parameters)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-
-
-def check_resumable(saved: TrainConfig, new: TrainConfig, where: Path) -> None:
-    """Raise if `new` changes settings of the run in `where` other than RESUMABLE_CHANGES."""
-    old_flat, new_flat = _flatten(_resolved(saved)), _flatten(_resolved(new))
-    diffs = [
-        f"{k}: {old_flat.get(k)!r} (run) vs {new_flat.get(k)!r} (now)"
-        for k in sorted(set(old_flat) | set(new_flat))
-        if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES
-    ]
-    if diffs:
-        raise ValueError(
-            f"cannot resume {where.parent} with a different config ({'; '.join(diffs)}). "
-            f"Only {', '.join(RESUMABLE_CHANGES)} may change on resume; start a new run "
-            "folder for other changes"
-        )
-
-
-def _resolved(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as nested values, with the model section as the full model config."""
-    return {**cfg.to_dict(), "model": cfg.model.resolve().to_dict()}
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _progress_bar(enabled: bool, epoch: int, epochs: int, total: int, initial: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                disable=not enabled, dynamic_ncols=True, leave=False)

@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -40,6 +41,22 @@ from boltzformer.train.config import DataConfig, LoopConfig, ModelSpec, OptimCon
 from boltzformer.train.trainer import train
 
 CONSTANT_PROMPT = "object in image"  # the text control: every prompt replaced by this
+
+# Every run's recipe and budget (`train.max_minutes` or `train.max_steps`); each run sets its
+# seed, the data folder and its variant's changes. `data.workers` is shared among the jobs.
+TRAINING = TrainConfig(
+    model=ModelSpec(preset="tiny", overrides={"image_size": 128}),
+    # validation only logs: every run is scored at its end
+    data=DataConfig(workers=2, val_fraction=0.05),
+    optim=OptimConfig(lr=2e-3, warmup_steps=20),  # warm-up: at most a tenth of a step budget
+    train=LoopConfig(batch_size=4, epochs=1000, patience=None, max_minutes=2.5,
+                     checkpoint_every=200),
+)
+# The smoke version: tiny data, 3 steps a run.
+QUICK_TRAINING = TRAINING.with_overrides({
+    "model.image_size": 96, "train.batch_size": 2, "train.max_steps": 3,
+    "train.max_minutes": None, "data.workers": 0,
+})
 
 
 @dataclass(frozen=True)
@@ -107,7 +124,7 @@ TABLES: tuple[Table, ...] = (
            Variant("ensemble mean", training={"loss.target": "mean"})), main=True),
     Table("prompts_per_image", "Prompts decoded per encoded image (K)",
           (Variant("K = 1 (one pair per image)", training={"train.prompts_per_image": 1}),
-           Variant(f"K = {LoopConfig.prompts_per_image}")), main=True),
+           Variant(f"K = {TRAINING.train.prompts_per_image}")), main=True),
     Table("expert_baseline", "Expert baseline: U-Net, one output channel per target (the "
           "paper's nnU-Net comparison)",
           (Variant("U-Net expert (segmentation-models-pytorch)", expert=True),
@@ -117,29 +134,24 @@ TABLES: tuple[Table, ...] = (
 
 @dataclass(frozen=True)
 class StudySettings:
-    """The budget: `minutes` of training per run (a time budget, as users have), or `steps`
-    when given (reproducible to the bit, for tests)."""
+    """Which tables, over how many seeds, on how many phantom images, how many runs at once;
+    `training` is every run's recipe and budget: minutes of training per run (a time budget,
+    as users have), or `train.max_steps` (reproducible to the bit, for tests)."""
 
     out_dir: Path
     seeds: int = 3
     ablation_seeds: int = 1
     images: int = 600
-    image_size: int = 128
-    minutes: float | None = 2.5
-    steps: int | None = None
-    batch_size: int = 4  # images per step
-    lr: float = 2e-3
-    val_fraction: float = 0.05  # validation only logs: every run is scored at its end
-    workers: int = 2  # DataLoader workers, shared among the parallel jobs
     jobs: int = 2  # runs trained at once, each in its own process with cpus / jobs threads
     tables: tuple[str, ...] = tuple(t.name for t in TABLES)
     progress: bool = True
+    training: TrainConfig = TRAINING
 
     @classmethod
     def quick(cls, out_dir: Path, **kw: Any) -> StudySettings:
         """A minutes-long smoke version: every table, one seed, a few steps, tiny data."""
-        values = dict(seeds=1, ablation_seeds=1, images=16, image_size=96, steps=3,
-                      minutes=None, batch_size=2, workers=0, jobs=1)
+        values: dict[str, Any] = dict(seeds=1, ablation_seeds=1, images=16, jobs=1,
+                                      training=QUICK_TRAINING)
         values.update(kw)
         return cls(out_dir=out_dir, **values)
 
@@ -155,18 +167,21 @@ def plan(s: StudySettings) -> list[tuple[Table, Variant, int]]:
     return cells
 
 
-def _train_config(s: StudySettings, data: Path, variant: Variant, seed: int) -> TrainConfig:
-    overrides = {"image_size": s.image_size, **variant.overrides}
-    cfg = TrainConfig(
-        model=ModelSpec(preset="tiny", overrides=overrides),
-        data=DataConfig(root=str(data), workers=s.workers // s.jobs, val_fraction=s.val_fraction,
-                        prompt=CONSTANT_PROMPT if variant.constant_prompt else None),
-        optim=OptimConfig(lr=s.lr, warmup_steps=min(20, s.steps // 10) if s.steps else 20),
-        train=LoopConfig(batch_size=s.batch_size, epochs=1000, patience=None,
-                         max_steps=s.steps, max_minutes=s.minutes, seed=seed,
-                         checkpoint_every=200),
-    )
-    return cfg.with_overrides(variant.training) if variant.training else cfg
+def cell_config(s: StudySettings, data: Path, variant: Variant, seed: int) -> TrainConfig:
+    """The training of one (variant, seed): `s.training` with the seed, the data, this job's
+    share of the workers and the variant's changes."""
+    base = s.training
+    steps = base.train.max_steps
+    overrides = {
+        "data.root": str(data), "data.workers": base.data.workers // s.jobs,
+        "data.prompt": CONSTANT_PROMPT if variant.constant_prompt else None,
+        "train.seed": seed,
+        "optim.warmup_steps": (min(base.optim.warmup_steps, steps // 10) if steps
+                               else base.optim.warmup_steps),
+        **{f"model.{key}": value for key, value in variant.overrides.items()},
+        **variant.training,
+    }
+    return base.with_overrides(overrides)
 
 
 def run_cell(s: StudySettings, data: Path, variant: Variant, seed: int) -> dict[str, Any]:
@@ -180,12 +195,13 @@ def run_cell(s: StudySettings, data: Path, variant: Variant, seed: int) -> dict[
         model, steps = _train_expert(s, data, run_dir, seed)
         prompt = None
     else:
-        cfg = _train_config(s, data, variant, seed)
+        cfg = cell_config(s, data, variant, seed)
         resume = (run_dir / "last").is_dir()
         result = train(cfg, run_dir, resume=resume, progress=False)
         model = BoltzFormer.from_pretrained(result.last_checkpoint)
         steps, prompt = result.metrics.get("step"), cfg.data.prompt
-    test = BiomedParseDataset(data, "test", image_size=s.image_size, train=False, prompt=prompt)
+    test = BiomedParseDataset(data, "test", image_size=s.training.model.resolve().image_size,
+                              train=False, prompt=prompt)
     ev = evaluate(model, test, seed=seed, progress=False)
     m = ev.metrics
     out = {
@@ -204,15 +220,15 @@ def _train_expert(s: StudySettings, data: Path, run_dir: Path, seed: int
                   ) -> tuple[torch.nn.Module, int]:
     """The U-Net expert on the same split, images per step and budget (restarted if a
     previous attempt was interrupted: it keeps no resumable state)."""
-    import shutil
-
-    from boltzformer.baselines import train_unet
+    from boltzformer.baselines import train_unet  # an optional extra: imported on use
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    result = train_unet(data, run_dir, minutes=s.minutes, steps=s.steps,
-                        image_size=s.image_size, batch_size=s.batch_size, lr=s.lr, seed=seed,
-                        val_fraction=s.val_fraction, workers=s.workers // s.jobs,
+    cfg = s.training
+    result = train_unet(data, run_dir, minutes=cfg.train.max_minutes, steps=cfg.train.max_steps,
+                        image_size=cfg.model.resolve().image_size,
+                        batch_size=cfg.train.batch_size, lr=cfg.optim.lr, seed=seed,
+                        val_fraction=cfg.data.val_fraction, workers=cfg.data.workers // s.jobs,
                         progress=False)
     return result.model, result.metrics["steps"]
 
@@ -235,7 +251,8 @@ def run_study(s: StudySettings) -> dict[str, Path]:
     s.out_dir.mkdir(parents=True, exist_ok=True)
     data = s.out_dir / "data"
     if not (data / "test.json").is_file():
-        generate_phantoms(data, images=s.images, size=max(96, s.image_size), seed=0,
+        size = max(96, s.training.model.resolve().image_size)
+        generate_phantoms(data, images=s.images, size=size, seed=0,
                           progress=s.progress)
     todo = list({(v.key, seed): (v, seed) for _table, v, seed in plan(s)}.values())
     results: dict[tuple[str, int], dict[str, Any]] = {}
@@ -338,14 +355,16 @@ def _figure(s: StudySettings, sections: list) -> Path:
 
 
 def _budget(s: StudySettings) -> str:
-    parts = ([f"{s.minutes:g} min of training"] if s.minutes else []) + (
-        [f"{s.steps} steps"] if s.steps else [])
+    minutes, steps = s.training.train.max_minutes, s.training.train.max_steps
+    parts = ([f"{minutes:g} min of training"] if minutes else []) + (
+        [f"{steps} steps"] if steps else [])
     return " or ".join(parts)
 
 
 def _summary(s: StudySettings, tables: list[str], runs: list[dict[str, Any]]) -> Path:
     tables_arg = ("" if set(s.tables) == {t.name for t in TABLES}
                   else " --tables " + " ".join(s.tables))
+    loop, size = s.training.train, s.training.model.resolve().image_size
     head = [
         "# BoltzFormer study on the built-in phantom benchmark", "",
         f"- date: {date.today().isoformat()}",
@@ -353,14 +372,15 @@ def _summary(s: StudySettings, tables: list[str], runs: list[dict[str, Any]]) ->
         f"{_threads_per_job(s)} torch thread(s) each; "
         f"{platform.python_implementation()} {platform.python_version()}, torch "
         f"{torch.__version__}",
-        f"- budget per run: {_budget(s)} of {s.batch_size} images per step (up to "
-        f"{LoopConfig.prompts_per_image} prompts each), peak learning rate {s.lr:g}, at "
-        f"{s.image_size}x{s.image_size}, "
+        f"- budget per run: {_budget(s)} of {loop.batch_size} images per step (up to "
+        f"{loop.prompts_per_image} prompts each), peak learning rate {s.training.optim.lr:g}, "
+        f"at {size}x{size}, "
         f"`tiny` preset from scratch (the U-Net: the same minutes and images per step); data: "
         f"{s.images} phantom images (80 % train, of which 20 % validation; 20 % test)",
         f"- seeds: {s.seeds} for the main tables, {min(s.seeds, s.ablation_seeds)} for ablations",
         f"- command: `boltzformer study OUT_DIR --seeds {s.seeds} "
-        f"{f'--steps {s.steps}' if s.steps else f'--minutes {s.minutes:g}'} --images "
+        f"{f'--steps {loop.max_steps}' if loop.max_steps else f'--minutes {loop.max_minutes:g}'}"
+        f" --images "
         f"{s.images} --jobs {s.jobs}{tables_arg}`",
         f"- time: {len(runs)} runs, {sum(r['minutes'] for r in runs):.0f} run-minutes of training"
         f" and evaluation ({s.jobs} at once)",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,46 +35,41 @@ from boltzformer.train.config import DataConfig, LoopConfig, ModelSpec, OptimCon
 from boltzformer.train.trainer import train
 from boltzformer.viz import GridItem, prediction_grid, sampling_figure
 
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """What the demo does: the training recipe of docs/training.md (deep supervision, K
-    prompts per encoded image, a cosine decay to the end of the time budget). The README
-    gives the measured time and Dice of the defaults."""
-
-    out_dir: Path = Path("demo_output")
-    minutes: float = 9.0  # training time budget
-    images: int = 1200  # phantom images (80 % train, 20 % test)
-    image_size: int = 256
-    batch_size: int = 4  # images per step
-    prompts_per_image: int = 8  # K
-    lr: float = 2e-3  # measured against 1e-3 (val Dice 11.6 vs 10.5 %), 3e-3 and 5 queries
+# The demo's training: the recipe of docs/training.md (deep supervision, K prompts per encoded
+# image, a cosine decay to the end of the time budget). The README gives the measured time and
+# Dice of these settings.
+TRAINING = TrainConfig(
     # "labels": one learned token per target (a closed vocabulary): at equal images seen it
     # found 21.6 % small-object Dice against 9.0 % reading the data's sentences ("builtin"),
     # which hedge over organs (docs/results/small_objects.md)
-    text_encoder: str = "labels"
-    warmup_steps: int = 20
-    val_fraction: float = 0.05  # of the training images: validation only picks the checkpoint
-    seed: int = 0
-    workers: int = 2
+    model=ModelSpec(preset="tiny", overrides={"image_size": 256, "text_encoder": "labels"}),
+    # validation (5 % of the training images) only picks the checkpoint
+    data=DataConfig(workers=2, val_fraction=0.05),
+    # lr measured against 1e-3 (val Dice 11.6 vs 10.5 %), 3e-3 and 5 queries
+    optim=OptimConfig(lr=2e-3, warmup_steps=20),
+    train=LoopConfig(batch_size=4, prompts_per_image=8, epochs=100, patience=None,
+                     max_minutes=9.0, seed=0, checkpoint_every=200, snapshot_minutes=2.0),
+)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo does besides training: its folder, the phantoms it generates and whether
+    the U-Net expert trains too. `training` is the run (its time budget `train.max_minutes`)."""
+
+    out_dir: Path = Path("demo_output")
+    images: int = 1200  # phantom images (80 % train, 20 % test)
+    training: TrainConfig = TRAINING
     progress: bool = True
     expert: bool = False  # also train the U-Net expert for the same minutes and compare
 
+    def __post_init__(self) -> None:
+        if self.images < 10:
+            raise ValueError(f"the demo needs at least 10 images, got {self.images}")
 
-def train_config(s: DemoSettings, data_dir: Path) -> TrainConfig:
-    """Train until the time budget is spent; the learning rate warms up, then decays to the
-    end of the budget."""
-    return TrainConfig(
-        model=ModelSpec(preset="tiny", overrides={"image_size": s.image_size,
-                                                  "text_encoder": s.text_encoder}),
-        data=DataConfig(root=str(data_dir), workers=s.workers, val_fraction=s.val_fraction),
-        optim=OptimConfig(lr=s.lr, warmup_steps=s.warmup_steps),
-        train=LoopConfig(
-            batch_size=s.batch_size, prompts_per_image=s.prompts_per_image, epochs=100,
-            patience=None, max_minutes=s.minutes, seed=s.seed, checkpoint_every=200,
-            snapshot_minutes=2.0,
-        ),
-    )
+    def train_config(self, data_dir: Path) -> TrainConfig:
+        """`training` on the phantoms in `data_dir`."""
+        return self.training.replace(data=replace(self.training.data, root=str(data_dir)))
 
 
 def _comparison(ours: dict[str, Any], train_metrics: dict[str, Any], expert: dict[str, Any],
@@ -88,14 +83,14 @@ def _comparison(ours: dict[str, Any], train_metrics: dict[str, Any], expert: dic
                 f"{100 * m['overall']['failure_rate']:.1f} % | "
                 f"{100 * g['prompt_accuracy']:.1f} % | {100 * g['hedging']:.1f} % |")
 
-    unet = expert["train"]
+    unet, loop = expert["train"], s.training.train
     return [
-        f"## Against the U-Net expert (same data, same {s.minutes:g} training minutes)",
+        f"## Against the U-Net expert (same data, same {loop.max_minutes:g} training minutes)",
         "",
         "| model | steps | small | large | all | failures | prompt accuracy | hedging |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
         row("BoltzFormer tiny", ours,
-            f"{train_metrics.get('step')} x {s.batch_size} images"),
+            f"{train_metrics.get('step')} x {loop.batch_size} images"),
         row("U-Net expert", expert["metrics"], f"{unet['steps']} x 8 images"),
         "",
         "The expert's own report: [expert/report.md](expert/report.md).",
@@ -154,12 +149,12 @@ def _figures(model: BoltzFormer, test: BiomedParseDataset, rows: list[dict], out
 def run_demo(s: DemoSettings) -> dict[str, Any]:
     """Run the whole demo; returns the headline metrics and the paths written."""
     started = time.monotonic()
+    loop, size = s.training.train, s.training.model.resolve().image_size
     out = Path(s.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
     if not (data_dir / "test.json").is_file():
         print(f"[1/4] generating {s.images} phantom images in {data_dir}")
-        generate_phantoms(data_dir, images=s.images, size=s.image_size, seed=s.seed,
+        generate_phantoms(data_dir, images=s.images, size=size, seed=loop.seed,
                           progress=s.progress)
     else:
         print(f"[1/4] reusing the phantoms in {data_dir}")
@@ -167,18 +162,18 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     run_dir = out / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a demo starts from scratch; `boltzformer train` resumes
-    print(f"[2/4] training the tiny model for {s.minutes:g} min in {run_dir}")
-    result = train(train_config(s, data_dir), run_dir, progress=s.progress)
+    print(f"[2/4] training the tiny model for {loop.max_minutes:g} min in {run_dir}")
+    result = train(s.train_config(data_dir), run_dir, progress=s.progress)
     checkpoint = result.best_checkpoint or result.last_checkpoint
 
     print(f"[3/4] evaluating {checkpoint} on the test split")
     model = BoltzFormer.from_pretrained(checkpoint)
-    test = BiomedParseDataset(data_dir, "test", image_size=s.image_size, train=False)
-    ev = evaluate(model, test, seed=s.seed, progress=s.progress)
+    test = BiomedParseDataset(data_dir, "test", image_size=size, train=False)
+    ev = evaluate(model, test, seed=loop.seed, progress=s.progress)
     paths = write_report(ev, out)
 
     print("[4/4] drawing figures")
-    paths.update(_figures(model, test, ev.samples, out, s.seed))
+    paths.update(_figures(model, test, ev.samples, out, loop.seed))
     curve = run_dir / "loss_curve.png"
     if curve.is_file():
         shutil.copy(curve, out / "loss_curve.png")
@@ -199,13 +194,15 @@ def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
     except ImportError as err:
         raise RuntimeError("--expert needs the U-Net baseline: pip install -e '.[baselines]' "
                            f"({err})") from None
-    print(f"[+] training the U-Net expert for the same {s.minutes:g} min in {out}")
+    cfg = s.training
+    print(f"[+] training the U-Net expert for the same {cfg.train.max_minutes:g} min in {out}")
     if out.exists():
         shutil.rmtree(out)
-    result = train_unet(data_dir, out / "model", minutes=s.minutes, image_size=s.image_size,
-                        seed=s.seed, val_fraction=s.val_fraction, workers=s.workers,
+    result = train_unet(data_dir, out / "model", minutes=cfg.train.max_minutes,
+                        image_size=cfg.model.resolve().image_size, seed=cfg.train.seed,
+                        val_fraction=cfg.data.val_fraction, workers=cfg.data.workers,
                         progress=s.progress)
-    ev = evaluate(result.model, test, seed=s.seed, progress=s.progress)
+    ev = evaluate(result.model, test, seed=cfg.train.seed, progress=s.progress)
     write_report(ev, out)
     return {"metrics": ev.metrics, "train": result.metrics}
 
@@ -215,14 +212,16 @@ def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[st
                        metrics: dict[str, Any]) -> None:
     """Prepend what ran, the comparison with the expert and the figures to the report."""
     body = paths["report"].read_text()
+    loop, model = s.training.train, s.training.model.resolve()
+    size = model.image_size
     head = [
         "# BoltzFormer demo",
         "",
-        f"`boltzformer demo --minutes {s.minutes:g} --images {s.images} --image-size "
-        f"{s.image_size} --text-encoder {s.text_encoder} --seed {s.seed}`: "
-        f"{s.images} phantom images ({s.image_size}x{s.image_size}), the `tiny` model trained "
-        f"from scratch for {train_metrics.get('step')} steps ({s.batch_size} images of up to "
-        f"{s.prompts_per_image} prompts each), "
+        f"`boltzformer demo --minutes {loop.max_minutes:g} --images {s.images} --image-size "
+        f"{size} --text-encoder {model.text_encoder} --seed {loop.seed}`: "
+        f"{s.images} phantom images ({size}x{size}), the `tiny` model trained "
+        f"from scratch for {train_metrics.get('step')} steps ({loop.batch_size} images of up to "
+        f"{loop.prompts_per_image} prompts each), "
         f"evaluated on the held-out test split. Whole demo: {minutes:.1f} min.",
         "",
         *(_comparison(metrics, train_metrics, expert, s) if expert else []),

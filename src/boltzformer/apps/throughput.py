@@ -1,0 +1,137 @@
+"""Training throughput: (image, prompt) pairs per second of real training steps.
+
+Each measurement runs the trainer's own pieces on a `TrainConfig`: `EpochView` groups of up
+to K prompts per image (augmented), `collate_groups`, and `TrainStep` (one encoding per image,
+the decoder on every pair, the training loss with or without deep supervision, backward,
+clipping, the AdamW step and the schedule's). Values of K are measured interleaved
+(round-robin, one step each) so that a shared machine's drift affects them alike; the median
+step time of each is reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from boltzformer.build import build_from_config
+from boltzformer.data import BiomedParseDataset
+from boltzformer.train.config import DataConfig, LoopConfig, ModelSpec, TrainConfig
+from boltzformer.train.data import EpochView, collate_groups
+from boltzformer.train.distributed import resolve_device
+from boltzformer.train.optim import build_optimizer, build_scheduler
+from boltzformer.train.step import TrainStep
+
+# What is measured unless told otherwise: `tiny` at 256 pixels, 8 images a step, on the CPU,
+# the data loaded in the measuring process (the timed steps exclude loading).
+TRAINING = TrainConfig(
+    model=ModelSpec(preset="tiny", overrides={"image_size": 256}),
+    data=DataConfig(workers=0),
+    train=LoopConfig(batch_size=8, device="cpu"),
+)
+
+
+@dataclass(frozen=True)
+class ThroughputSettings:
+    """Each K of `prompts_per_image` in turn (as `train.prompts_per_image`), `steps` timed
+    steps after `warmup` untimed ones, of the run `training` describes (its `data.root`)."""
+
+    training: TrainConfig = TRAINING
+    prompts_per_image: tuple[int, ...] = (1, 8)
+    steps: int = 10  # timed steps per K
+    warmup: int = 2  # untimed steps per K first
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.warmup < 0:
+            raise ValueError(f"steps must be >= 1 and warmup >= 0, got {self.steps} and "
+                             f"{self.warmup}")
+        if not self.prompts_per_image:
+            raise ValueError("give at least one value of prompts_per_image")
+        for k in self.prompts_per_image:
+            self.config(k)  # each K is checked as the training config checks it
+
+    def config(self, k: int) -> TrainConfig:
+        """The training measured for K = `k`."""
+        return self.training.with_overrides({"train.prompts_per_image": k})
+
+
+def _batches(cfg: TrainConfig, base: BiomedParseDataset) -> Iterator[dict[str, Any]]:
+    loop = cfg.train
+    view = EpochView(base, range(len(base)), seed=loop.seed, augment=cfg.data.augment,
+                     prompts_per_image=loop.prompts_per_image)
+    while True:
+        loader = DataLoader(view, batch_size=loop.batch_size, shuffle=True,
+                            num_workers=cfg.data.workers, collate_fn=collate_groups,
+                            generator=torch.Generator().manual_seed(loop.seed))
+        yield from loader
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_throughput(s: ThroughputSettings, progress: bool = True) -> list[dict[str, Any]]:
+    """One row per K: pairs and images per step, median seconds per step, pairs/s, images/s."""
+    cfg, loop = s.training, s.training.train
+    if cfg.data.root is None:
+        raise ValueError("no data to measure on: set data.root (--data DIR)")
+    device = resolve_device(loop.device)
+    model_config = cfg.model.resolve()
+    base = BiomedParseDataset(cfg.data.root, cfg.data.split, image_size=model_config.image_size,
+                              train=False)
+    torch.manual_seed(loop.seed)
+    model = build_from_config(model_config).to(device).train()
+    optimizer = build_optimizer(model, cfg.optim)
+    per_k = s.warmup + s.steps
+    scheduler = build_scheduler(optimizer, cfg.optim, per_k * len(s.prompts_per_image))
+    step = TrainStep(model, optimizer, scheduler, cfg, device,
+                     torch.Generator(device).manual_seed(loop.seed),
+                     net=torch.compile(model) if loop.compile else model)
+    streams = {k: _batches(s.config(k), base) for k in s.prompts_per_image}
+    times: dict[int, list[float]] = {k: [] for k in s.prompts_per_image}
+    pairs: dict[int, list[int]] = {k: [] for k in s.prompts_per_image}
+    with tqdm(total=per_k * len(streams), desc="throughput", unit="step",
+              disable=not progress) as bar:
+        for i in range(per_k):
+            for k, stream in streams.items():
+                batch = next(stream)
+                _synchronize(device)
+                started = time.perf_counter()
+                step(batch)
+                _synchronize(device)
+                if i >= s.warmup:
+                    times[k].append(time.perf_counter() - started)
+                    pairs[k].append(len(batch["prompt"]))
+                bar.update()
+    rows = []
+    for k in s.prompts_per_image:
+        seconds = statistics.median(times[k])
+        per_step = statistics.mean(pairs[k])
+        rows.append({"prompts_per_image": k, "images_per_step": loop.batch_size,
+                     "pairs_per_step": per_step, "seconds_per_step": seconds,
+                     "pairs_per_s": per_step / seconds, "images_per_s": loop.batch_size / seconds})
+    return rows
+
+
+def format_rows(s: ThroughputSettings, rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of `rows`, with the speed-up of each K over the first."""
+    cfg = s.training
+    size = cfg.model.resolve().image_size
+    lines = [f"`{cfg.model.preset}` at {size}x{size}, {cfg.train.batch_size} images per step, "
+             f"deep supervision {'on' if cfg.loss.deep_supervision else 'off'}, "
+             f"{torch.get_num_threads()} thread(s); median of {s.steps} steps", "",
+             "| K (prompts per image) | pairs per step | s per step | pairs/s | images/s | "
+             "pairs/s vs first |", "|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['prompts_per_image']} | {r['pairs_per_step']:.1f} | "
+                     f"{r['seconds_per_step']:.2f} | {r['pairs_per_s']:.1f} | "
+                     f"{r['images_per_s']:.1f} | "
+                     f"{r['pairs_per_s'] / rows[0]['pairs_per_s']:.2f}x |")
+    return "\n".join(lines)

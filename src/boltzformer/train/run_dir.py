@@ -1,0 +1,96 @@
+"""The files of a run folder (RUN_DIR) besides its checkpoints, and the rule for resuming it.
+
+`config.yaml` (the resolved TrainConfig; a resume may change only `RESUMABLE_CHANGES`),
+`metrics.jsonl` (one JSON record per line, appended by rank 0, cut back to the checkpoint's
+count on resume), `loss_curve.png` and `snapshots/<minutes>min` (the weights every
+`train.snapshot_minutes`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from boltzformer.train.config import TrainConfig
+
+CONFIG_NAME = "config.yaml"
+METRICS_NAME = "metrics.jsonl"
+CURVE_NAME = "loss_curve.png"
+SNAPSHOTS = "snapshots"
+# Settings that may change when a run is resumed; anything else must match the run's config.
+RESUMABLE_CHANGES: tuple[str, ...] = (
+    "data.root", "data.workers", "train.epochs", "train.patience", "train.max_steps",
+    "train.max_minutes", "train.checkpoint_every", "train.snapshot_minutes", "train.log_every",
+    "train.nan_policy", "train.device",
+)
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append `record`, stamped with the time, as one line of `path`."""
+    record = {**record, "time": round(time.time(), 3)}
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_records(path: Path, keep: int) -> int:
+    """Keep the first `keep` lines of `path` (records written after a checkpoint, to be
+    redone); the number of lines left."""
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    if len(lines) > keep:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(lines[:keep]))
+        os.replace(tmp, path)
+    return min(keep, len(lines))
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every record of a metrics file."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def save_snapshot(model: nn.Module, run_dir: Path, minutes: float, every: float) -> None:
+    """Keep the weights in snapshots/<mark>min, `mark` the last multiple of `every` minutes
+    reached, unless that snapshot exists (curves of a metric against training time)."""
+    mark = math.floor(minutes / every) * every
+    path = run_dir / SNAPSHOTS / f"{mark:07.2f}min"
+    if mark > 0 and not path.exists():
+        model.save_pretrained(path)
+
+
+def check_resumable(saved: TrainConfig, new: TrainConfig, where: Path) -> None:
+    """Raise if `new` changes settings of the run in `where` other than RESUMABLE_CHANGES."""
+    old_flat, new_flat = _flatten(_resolved(saved)), _flatten(_resolved(new))
+    diffs = [
+        f"{k}: {old_flat.get(k)!r} (run) vs {new_flat.get(k)!r} (now)"
+        for k in sorted(set(old_flat) | set(new_flat))
+        if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES
+    ]
+    if diffs:
+        raise ValueError(
+            f"cannot resume {where.parent} with a different config ({'; '.join(diffs)}). "
+            f"Only {', '.join(RESUMABLE_CHANGES)} may change on resume; start a new run "
+            "folder for other changes"
+        )
+
+
+def _resolved(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as nested values, with the model section as the full model config."""
+    return {**cfg.to_dict(), "model": cfg.model.resolve().to_dict()}
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

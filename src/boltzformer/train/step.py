@@ -1,0 +1,93 @@
+"""`TrainStep`: one optimiser step of the training recipe.
+
+Forward (each image encoded once, its features decoded for each of its prompts), the loss
+(Dice + BCE on the final mask, plus deep supervision of every decoder layer, `loss` section),
+backward (scaled under fp16), gradient clipping, the AdamW update and the schedule's step.
+A NaN or infinite loss or gradient norm leaves the model untouched and is reported, not
+raised: the caller's `nan_policy` decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from boltzformer.loss import training_loss
+from boltzformer.train.config import TrainConfig
+
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step did: its loss, or (`loss` None) what was not finite and its value."""
+
+    loss: float | None
+    non_finite: str | None = None  # "loss" or "gradient norm": the step was not taken
+    value: float | None = None  # the non-finite value
+
+
+class TrainStep:
+    """Call it with a `collate_groups` batch to train on it once.
+
+    `model` is the BoltzFormer whose gradients are clipped; `net` what runs the forward pass
+    (the model itself, or it wrapped by DistributedDataParallel or torch.compile). `any_rank`
+    turns a local flag into the job's (any process's): a non-finite loss skips the step on
+    every rank alike. `generator` draws the Boltzmann samples.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: LRScheduler, cfg: TrainConfig, device: torch.device,
+                 generator: torch.Generator, *, net: nn.Module | None = None,
+                 any_rank: Callable[[bool], bool] = bool) -> None:
+        amp = cfg.train.amp
+        if amp != "none" and device.type != "cuda":
+            raise ValueError(f"train.amp={amp} needs a CUDA device (this run uses {device}); "
+                             "set train.amp=none")
+        self.model, self.net = model, net if net is not None else model
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.loss, self.grad_clip = cfg.loss, cfg.optim.grad_clip
+        self.device, self.generator, self.any_rank = device, generator, any_rank
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.autocast_dtype = AUTOCAST_DTYPES.get(amp)
+
+    def __call__(self, batch: dict[str, Any]) -> StepResult:
+        images = batch["image"].to(self.device, non_blocking=True)
+        masks = batch["mask"].to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None else contextlib.nullcontext()
+        )
+        deep = self.loss.deep_supervision
+        with autocast:
+            out = self.net(images, batch["prompt"], image_index=batch["image_index"],
+                           targets=batch["target"], generator=self.generator,
+                           return_layers=deep)
+        layers = [t.float() for t in out.layer_logits] if deep else None
+        loss, _ = training_loss(out.logits.float(), masks, layers, weight=self.loss.weight,
+                                target=self.loss.target, dice=self.loss.dice)
+        if self.any_rank(not bool(torch.isfinite(loss.detach()))):
+            return self._not_taken("loss", loss.detach())
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.grad_clip if self.grad_clip is not None else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if not self.scaler.is_enabled() and not bool(torch.isfinite(norm)):
+            # Under DDP the gradients are already averaged over ranks: every rank is here.
+            return self._not_taken("gradient norm", norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return StepResult(float(loss.detach()))
+
+    def _not_taken(self, what: str, value: Tensor) -> StepResult:
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(None, what, float(value))
