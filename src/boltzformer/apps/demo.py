@@ -36,8 +36,8 @@ from boltzformer.train.trainer import train
 from boltzformer.viz import GridItem, prediction_grid, sampling_figure
 
 # The demo's training: the recipe of docs/training.md (deep supervision, K prompts per encoded
-# image, a cosine decay to the end of the time budget). The README gives the measured time and
-# Dice of these settings.
+# image, a cosine decay to the end of the time budget). docs/results/demo.md gives the measured
+# time and Dice of these settings.
 TRAINING = TrainConfig(
     # "labels": one learned token per target (a closed vocabulary): at equal images seen it
     # found 21.6 % small-object Dice against 9.0 % reading the data's sentences ("builtin"),
