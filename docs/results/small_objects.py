@@ -30,12 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from boltzformer.baselines import UNetExpert, train_unet
-from boltzformer.build import build_model
 from boltzformer.data import BiomedParseDataset
 from boltzformer.demo import DemoSettings, train_config
 from boltzformer.evaluate import dice_batch, evaluate, write_report
 from boltzformer.loss import dice_loss, training_loss
-from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.boltzformer import BoltzFormer, build_model
 from boltzformer.train.trainer import train
 
 UNET_BATCH = 8  # images per U-Net step

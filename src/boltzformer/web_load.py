@@ -45,7 +45,7 @@ import numpy as np
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from boltzformer.build import build_model
+from boltzformer.modeling.boltzformer import build_model
 from boltzformer.web import make_examples
 
 LOGIN = ("loadtest", "not-a-secret")

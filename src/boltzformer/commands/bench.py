@@ -16,7 +16,7 @@ from boltzformer.benchmark import (
     steps_per_workload,
     torch_threads,
 )
-from boltzformer.config import PRESETS
+from boltzformer.modeling.config import PRESETS
 
 
 def _ints(text: str) -> tuple[int, ...]:

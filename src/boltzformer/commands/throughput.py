@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from boltzformer.config import PRESETS
+from boltzformer.modeling.config import PRESETS
 from boltzformer.train.throughput import ThroughputSettings, format_rows, measure_throughput
 
 _EPILOG = """\

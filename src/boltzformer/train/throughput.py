@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from boltzformer.build import build_model
 from boltzformer.data import BiomedParseDataset
 from boltzformer.loss import training_loss
+from boltzformer.modeling.boltzformer import build_model
 from boltzformer.train.data import EpochView, collate_groups
 
 

@@ -32,11 +32,11 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
-from boltzformer.build import build_from_config
 from boltzformer.data import BiomedParseDataset, collate
 from boltzformer.evaluate import dice_batch, unique_images
 from boltzformer.loss import dice_bce_loss, training_loss
-from boltzformer.modeling.boltzformer import BoltzFormer, load_weights
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.checkpoint import WEIGHTS_FILE, load_weights
 from boltzformer.plots import plot_loss_curve
 from boltzformer.train import checkpoint as ckpt
 from boltzformer.train.config import TrainConfig
@@ -220,7 +220,7 @@ class _Trainer:
         # Model, optimiser (no weight decay on biases and norms), schedule, loss scaler.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loop.seed)
-            self.model = build_from_config(self.model_config).to(self.device)
+            self.model = BoltzFormer.from_config(self.model_config).to(self.device)
         torch.manual_seed(mix_seed(loop.seed, cluster.rank))
         self.sampling_rng = torch.Generator(device=self.device)
         self.sampling_rng.manual_seed(mix_seed(loop.seed, cluster.rank, 1))
@@ -298,7 +298,7 @@ class _Trainer:
 
     def _restore(self, directory: Path) -> None:
         load_weights(
-            self.model, directory / ckpt.WEIGHTS_FILE, device=self.device,
+            self.model, directory / WEIGHTS_FILE, device=self.device,
             model_from=f"this run's model settings ({self.run_dir / CONFIG_NAME})",
             fix="resume with the settings the run was started with, or train into a new folder",
         )
