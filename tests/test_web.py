@@ -22,7 +22,7 @@ from PIL import Image
 import boltzformer
 from boltzformer import Predictor, cli, viz, web, web_load
 from boltzformer.commands import serve
-from boltzformer.commands._inference import read_plane, read_volume
+from boltzformer.data.inputs import read_plane, read_volume
 from boltzformer.data.medio import nifti_slices, read_image
 
 LIMITS = web.Limits(max_pixels=1100 * 1100, max_voxels=20_000)

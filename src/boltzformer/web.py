@@ -8,7 +8,7 @@ window) is encoded once, and every set of prompts after it reuses that encoding.
 encodings (and the scans they came from) live in one `EncodingCache` of the most recently
 used sessions, not in the sessions' state, so the server's memory is bounded whatever the
 number of sessions: a session evicted from it is told to load its image again. Reading,
-windowing and NIfTI write-back are `commands._inference` and `data.medio`; the figures are
+windowing and NIfTI write-back are `data.inputs` and `data.medio`; the figures are
 `viz`. Every image the server sends is a PNG file of the request's own folder (gradio copies
 files into its cache atomically; the arrays it encodes itself it rewrites in place, which a
 concurrent download of an identical image can see half-written).
@@ -50,10 +50,9 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from boltzformer import viz
-from boltzformer.commands._inference import Volume, is_volume, read_plane, read_volume
-from boltzformer.commands.predict import file_names
 from boltzformer.commands.serve import CACHE_MB, CACHED_SESSIONS
 from boltzformer.data import generate_phantoms
+from boltzformer.data.inputs import Volume, file_names, is_volume, read_plane, read_volume
 from boltzformer.data.medio import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -63,6 +62,7 @@ from boltzformer.data.medio import (
     write_nifti_mask,
 )
 from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
+from boltzformer.modeling.text_encoder import check_prompts
 from boltzformer.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -227,9 +227,7 @@ def read_scan(path: Path, window: str | None, axis: int, limits: Limits) -> Scan
 
 def parse_prompts(text: str | None) -> list[str]:
     """One prompt per line (blank lines skipped): 1 to MAX_PROMPTS of them."""
-    prompts = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if not prompts:
-        raise ValueError("no prompt: type what to segment, one per line, e.g. 'nodule in lung CT'")
+    prompts = check_prompts([line for line in (text or "").splitlines() if line.strip()])
     if len(prompts) > MAX_PROMPTS:
         raise ValueError(f"{len(prompts)} prompts: give at most {MAX_PROMPTS} at a time")
     return prompts

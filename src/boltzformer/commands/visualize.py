@@ -6,17 +6,10 @@ import argparse
 from pathlib import Path
 
 from boltzformer import viz
-from boltzformer.commands._inference import (
-    add_input_options,
-    add_model_options,
-    check_prompt,
-    is_volume,
-    load_predictor,
-    read_gt,
-    read_plane,
-    read_volume,
-)
+from boltzformer.commands._inference import add_input_options, add_model_options, load_predictor
+from boltzformer.data.inputs import is_volume, read_gt, read_plane, read_volume
 from boltzformer.data.medio import nifti_slices
+from boltzformer.modeling.text_encoder import check_prompts
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
@@ -62,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    prompt = check_prompt(args.prompt)
+    [prompt] = check_prompts([args.prompt], what="--prompt")
     if args.out.suffix.lower() not in FIGURE_SUFFIXES:
         raise ValueError(f"--out {args.out}: give a figure file ending in "
                          f"{', '.join(FIGURE_SUFFIXES)}")
