@@ -221,4 +221,4 @@ def test_evaluate_command(phantoms, tmp_path, capsys, small_model) -> None:
     code = main(["evaluate", "--checkpoint", str(tmp_path / "nowhere"), "--data",
                  str(phantoms), "--out", str(tmp_path / "c")])
     assert code == 1
-    assert "neither a checkpoint folder" in capsys.readouterr().err
+    assert "nowhere: no such folder" in capsys.readouterr().err

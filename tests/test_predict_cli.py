@@ -170,7 +170,7 @@ def test_visualize_draws_one_panel_per_layer(checkpoint, demo, tmp_path, monkeyp
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"--checkpoint": "no-such-folder"}, "--checkpoint"),
+        ({"--checkpoint": "no-such-folder"}, "no-such-folder: no such folder"),
         ({"--input": "unreadable.png"}, "not a readable image"),
         ({"--input": "missing.png"}, "file not found"),
         ({"--prompt": "  "}, "--prompt"),

@@ -404,9 +404,6 @@ def test_serve_without_a_model_says_how_to_get_one(tmp_path, monkeypatch, capsys
     assert cli.main(["serve"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "make demo" in err and "boltzformer train" in err
-    (tmp_path / "demo_output" / "run" / "last").mkdir(parents=True)
-    (tmp_path / "demo_output" / "run" / "last" / "model.safetensors").touch()
-    assert serve.resolve_checkpoint(None) == Path("demo_output/run/last")
 
 
 @pytest.mark.parametrize("broken", ["weights", "config"])
@@ -422,8 +419,8 @@ def test_serve_with_a_broken_checkpoint_is_one_line(checkpoint, broken, capsys):
     assert err.startswith("boltzformer serve: error: ") and str(checkpoint) in err
 
 
-def test_the_serve_command_serves_the_page(checkpoint):
-    proc, url = start_serve(checkpoint)
+def test_the_serve_command_serves_a_training_run(tiny_run):
+    proc, url = start_serve(tiny_run)
     try:
         page = wait_for(url, proc)
         assert "<title>BoltzFormer" in page or "BoltzFormer" in page
@@ -431,6 +428,6 @@ def test_the_serve_command_serves_the_page(checkpoint):
         proc.send_signal(signal.SIGINT)  # Ctrl-C, as soon as the page answers
         output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, output
-    assert f"serving {checkpoint}" in output and "Traceback" not in output, output
+    assert f"serving {tiny_run / 'best'} at" in output and "Traceback" not in output, output
     assert output.rstrip().endswith("stopped")
 

@@ -15,7 +15,8 @@ from boltzformer.predictor import Predictor
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", required=True, type=Path, metavar="DIR",
-        help="checkpoint folder holding config.json and model.safetensors",
+        help="checkpoint folder (config.json + model.safetensors) or training run folder "
+        "(its best/, else last/, else its newest snapshot)",
     )
     parser.add_argument(
         "--device", default="cpu",
@@ -44,13 +45,9 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_predictor(args: argparse.Namespace) -> Predictor:
-    """The Predictor for --checkpoint on --device, seeded with --seed."""
-    if not args.checkpoint.is_dir():
-        raise FileNotFoundError(
-            f"--checkpoint {args.checkpoint}: no such folder; give the folder written by "
-            "model.save_pretrained(DIR) or boltzformer train"
-        )
+def load_predictor(checkpoint: Path, args: argparse.Namespace) -> Predictor:
+    """The Predictor of the checkpoint folder `checkpoint` (see
+    `train.run_folder.resolve_checkpoint`) on --device, seeded with --seed."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {args.device}: CUDA is not available here; use --device cpu")
-    return Predictor.from_pretrained(args.checkpoint, device=args.device, seed=args.seed)
+    return Predictor.from_pretrained(checkpoint, device=args.device, seed=args.seed)

@@ -22,6 +22,7 @@ from boltzformer.data.inputs import (
 from boltzformer.data.medio import nifti_slices, stack_slices, write_nifti_float, write_nifti_mask
 from boltzformer.modeling.text_encoder import check_prompts
 from boltzformer.predictor import Prediction, Predictor
+from boltzformer.train.run_folder import resolve_checkpoint
 
 RESULTS_FILE = "predictions.json"
 
@@ -195,10 +196,11 @@ def _record(prompt: str, mask: np.ndarray, files: dict, pred: Prediction, i: int
 
 def run(args: argparse.Namespace) -> int:
     prompts = _check_args(args)
+    checkpoint = resolve_checkpoint(args.checkpoint)
     names = file_names(prompts)
     volume = read_volume(args.input, args.window, args.axis) if is_volume(args.input) else None
     image = read_plane(args.input, args.window) if volume is None else None
-    predictor = load_predictor(args)
+    predictor = load_predictor(checkpoint, args)
     args.out.mkdir(parents=True, exist_ok=True)
     if volume is None:
         records = _predict_plane(predictor, image, prompts, names, args)
@@ -210,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         "input": str(args.input),
         "kind": "volume" if volume is not None else "image",
         "shape": shape,
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": str(checkpoint),
         "window": args.window,
         "axis": args.axis if volume is not None else None,
         "threshold": args.threshold,

@@ -47,13 +47,13 @@ from boltzformer.train.data import (
     mix_seed,
     split_by_image,
 )
+from boltzformer.train.run_folder import BEST, LAST, snapshot_dir
 
 log = logging.getLogger("boltzformer.train")
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
 CURVE_NAME = "loss_curve.png"
-SNAPSHOTS = "snapshots"
 # Settings that may change when a run is resumed; anything else must match the run's config.
 RESUMABLE_CHANGES: tuple[str, ...] = (
     "data.root", "data.workers", "train.epochs", "train.patience", "train.max_steps",
@@ -259,11 +259,11 @@ class _Trainer:
     # -- paths ----------------------------------------------------------------
     @property
     def last_dir(self) -> Path:
-        return self.run_dir / "last"
+        return self.run_dir / LAST
 
     @property
     def best_dir(self) -> Path:
-        return self.run_dir / "best"
+        return self.run_dir / BEST
 
     # -- setup ----------------------------------------------------------------
     def _prepare_run_dir(self, resume: bool) -> None:
@@ -520,7 +520,7 @@ class _Trainer:
         if every is None or not self.cluster.main:
             return
         mark = math.floor(self._elapsed() / 60 / every) * every
-        path = self.run_dir / SNAPSHOTS / f"{mark:07.2f}min"
+        path = snapshot_dir(self.run_dir, mark)
         if mark > 0 and not path.exists():
             self.model.save_pretrained(path)
 
