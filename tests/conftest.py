@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from boltzformer.apps.web_load import spawn, wait_until_up
 from boltzformer.data import generate_phantoms
 from boltzformer.train import TrainConfig, train
-from boltzformer.web_load import spawn, wait_until_up
 
 #: This checkout's sources, for the commands tests start in their own processes.
 SRC = Path(__file__).resolve().parents[1] / "src"

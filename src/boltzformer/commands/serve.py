@@ -10,14 +10,18 @@ import tempfile
 import threading
 from pathlib import Path
 
+from boltzformer.apps.web_sessions import (
+    CACHE_MB,
+    CACHED_SESSIONS,
+    DEFAULT_MAX_VOXELS,
+    EncodingCache,
+    Limits,
+)
 from boltzformer.commands._inference import load_predictor
 from boltzformer.train.run_folder import DEMO_RUN, resolve_checkpoint
 
 #: The environment variable that holds one login, user:password.
 AUTH_ENV = "BOLTZFORMER_AUTH"
-#: The encoding cache by default (`web.EncodingCache`): the 32 most recently used sessions'
-#: scans and encodings, 2048 MB at most.
-CACHED_SESSIONS, CACHE_MB = 32, 2048
 
 EPILOG = """\
 examples:
@@ -71,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="seed of the Boltzmann sampling draws (default 0)")
     parser.add_argument("--max-file-size", type=int, default=1024, metavar="MB",
                         help="largest upload accepted, in MB (default 1024)")
-    parser.add_argument("--max-voxels", type=int, default=2**28, metavar="N",
+    parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",
                         help="largest NIfTI volume read, in voxels (default 2**28); an export's "
                         "prompts x voxels are held to it too")
     parser.add_argument("--cached-sessions", type=int, default=CACHED_SESSIONS, metavar="N",
@@ -149,8 +153,8 @@ def run(args: argparse.Namespace) -> int:
                          "must be at least 1")
     auth = resolve_auth(args.host, args.auth_file, args.no_auth, dict(os.environ))
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by gradio at import and launch
-    try:
-        from boltzformer import web
+    try:  # imported here: gradio is an optional extra, and --help must not need it
+        from boltzformer.apps import web
     except ImportError as err:
         raise RuntimeError(
             f"the web app needs the web extra ({err}): pip install -e '.[web]'"
@@ -161,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
         examples = web.make_examples(work_dir / "examples")
         app = web.build_app(
             predictor.model, work_dir=work_dir, examples=examples, seed=args.seed,
-            limits=web.Limits(max_voxels=args.max_voxels),
-            cache=web.EncodingCache(args.cached_sessions, args.cache_mb * 2**20),
+            limits=Limits(max_voxels=args.max_voxels),
+            cache=EncodingCache(args.cached_sessions, args.cache_mb * 2**20),
             title=f"BoltzFormer: {checkpoint}",
         )
         login = f"login required ({len(auth)} account(s))" if auth else "no login"
