@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from boltzformer.data import generate_phantoms
 from boltzformer.modeling.config import PRESETS
 from boltzformer.train.throughput import ThroughputSettings, format_rows, measure_throughput
 
@@ -70,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
-            from boltzformer.data import generate_phantoms
-
             data = Path(tmp) / "phantoms"
             generate_phantoms(data, images=40, size=args.image_size, seed=args.seed,
                               progress=False)
