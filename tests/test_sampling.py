@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from boltzformer import BoltzFormerConfig, build_model
 from boltzformer.modeling.sampling import (
     boltzmann_distribution,
     boltzmann_distribution_over,
@@ -13,6 +14,7 @@ from boltzformer.modeling.sampling import (
     sample_keep_mask,
     temperature,
     threshold_keep_mask,
+    with_exploration,
 )
 
 
@@ -115,3 +117,37 @@ def test_per_head_draws_are_independent_with_the_same_distribution():
     share = keep.float().mean()
     assert abs(float(share) - float(keep[:, 0].float().mean())) < 0.03
     assert keep.any(1).float().mean() > 2 * share  # the union over heads is larger
+
+
+def test_exploration_mixes_a_uniform_share_over_the_eligible_tokens():
+    p = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(with_exploration(p, 0.5),
+                               torch.tensor([[0.625, 0.125, 0.125, 0.125]]))
+    assert with_exploration(p, 0.0) is p  # the paper: unchanged
+    # always-kept tokens (not eligible) get no uniform share
+    q = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    eligible = torch.tensor([[False, True, True, True]])
+    torch.testing.assert_close(with_exploration(q, 0.3, eligible),
+                               torch.tensor([[0.0, 0.8, 0.1, 0.1]]))
+    with pytest.raises(ValueError, match="exploration"):
+        with_exploration(p, 1.0)
+
+
+def test_exploration_keeps_sampling_away_from_a_confident_peak():
+    # one confident token among 1024 at a cold temperature: Eq. 5 puts ~all mass on it
+    logits = torch.full((64, 1, 1024), -10.0)
+    logits[..., 7] = 10.0
+    g = torch.Generator().manual_seed(0)
+    cold = boltzmann_keep_mask(logits, tau=0.05, ratio=0.1, generator=g).sum(-1).float()
+    warm = boltzmann_keep_mask(logits, tau=0.05, ratio=0.1, explore=0.5,
+                               generator=g).sum(-1).float()
+    assert cold.mean() < 1.5
+    # half of N = 102 draws uniform: each other token kept w.p. 1-(1-0.5/1024)^102 = 0.0485
+    assert 40 < warm.mean() < 62
+
+
+def test_config_checks_the_exploration_share_and_the_decoder_receives_it():
+    from_config = build_model("tiny", sampling_explore=0.25)
+    assert from_config.decoder.sampling.explore == 0.25
+    with pytest.raises(ValueError, match="sampling_explore"):
+        BoltzFormerConfig(sampling_explore=1.0)

@@ -9,8 +9,13 @@ fixed number of minutes, evaluates it on the test split (Dice, grounding), and w
     python docs/results/small_objects.py eval RUNS/sentences-s0 --data DATA   # score again
     python docs/results/small_objects.py search RUNS/labels-s0 --data DATA  # where it samples
     python docs/results/small_objects.py ceiling --data DATA --out ceiling.json  # resolution
-    python docs/results/small_objects.py cost   # seconds per step, semantic_stride 4 and 2
+    python docs/results/small_objects.py cost labels labels-s2 unet  # s per step, interleaved
+    python docs/results/small_objects.py rate labels labels-full --data DATA --out RUNS
     python docs/results/small_objects.py table RUNS
+
+`rate` trains each variant for `--minutes` (default 2) without scoring it and prints its
+steps per minute: the step budgets that stand for "equal minutes" when the machine is
+shared (a step budget does not shrink when another job takes the CPU).
 
 DATA is a phantom set as the demo makes it (`boltzformer synth DATA --images 1200 --size 256
 --seed 0`). Compare variants trained side by side (two 1-thread runs at once) in one sitting:
@@ -29,12 +34,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from boltzformer.baselines import UNetExpert, train_unet
+from boltzformer.baselines import UNetBaselineConfig, UNetExpert, train_unet
+from boltzformer.baselines.unet_training import masked_dice_bce
 from boltzformer.data import BiomedParseDataset
 from boltzformer.demo import DemoSettings, train_config
 from boltzformer.evaluate import dice_batch, evaluate, write_report
 from boltzformer.loss import dice_loss, training_loss
-from boltzformer.modeling.boltzformer import BoltzFormer, build_model
+from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.trainer import train
 
 UNET_BATCH = 8  # images per U-Net step
@@ -52,15 +58,18 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "reading": {"model.query_init_std": 0.02, "model.text_layers": 0},
     "reading-s2": {"model.query_init_std": 0.02, "model.text_layers": 0,
                    "model.semantic_stride": 2},
+    # search kept exploring: a third of each layer's draws uniform (not in the paper)
+    "labels-explore": {"model.text_encoder": "labels", "model.sampling_explore": 0.3},
     "labels-q": {"model.text_encoder": "labels", "model.query_init_std": 0.02},
     "unet": None,
 }
 
 
 def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: int | None,
-        seed: int, threads: int, workers: int) -> dict[str, Any]:
+        seed: int, threads: int, workers: int, scored: bool = True) -> dict[str, Any]:
     """Train `variant` for `minutes` or for `steps` of the demo's batch (4 images; the U-Net
-    takes 8 images a step, so it gets half the steps: the same images seen)."""
+    takes 8 images a step, so it gets half the steps: the same images seen). `scored=False`
+    skips the evaluation (the `rate` verb only counts steps)."""
     torch.set_num_threads(threads)
     run_dir = out / f"{variant}-s{seed}"
     if run_dir.exists():
@@ -92,7 +101,7 @@ def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: in
             "steps": steps, "images_seen": images, "image_size": image_size,
             "train_minutes": (time.monotonic() - started) / 60}
     (run_dir / "train.json").write_text(json.dumps(info, indent=2) + "\n")
-    return score(run_dir, data, model)
+    return score(run_dir, data, model) if scored else info
 
 
 def load(run_dir: Path) -> torch.nn.Module:
@@ -166,26 +175,60 @@ def ceiling(data: Path, *, per_target: int = 60, steps: int = 150) -> dict[str, 
     return out
 
 
-def cost(strides: tuple[int, ...] = (4, 2), rounds: int = 4) -> dict[int, list[float]]:
-    """Seconds per training step (forward + backward, deep supervision) of `tiny` at 256^2,
-    4 images x 8 targets, 1 thread, for each semantic_stride, interleaved round by round."""
+def cost(variants: list[str], rounds: int = 6) -> dict[str, list[float]]:
+    """Seconds per training step of each variant, 1 thread, interleaved round by round so
+    that whatever else the machine does falls on every variant alike: forward + backward
+    with deep supervision + AdamW step of the variant's model (demo configuration) on 4
+    random 256^2 images x 8 targets; the U-Net: 8 images, all targets' channels. The ratio
+    of two variants' times is the ratio of the steps they make in equal minutes."""
     torch.set_num_threads(1)
-    labels = [f"t{i}" for i in range(8)]
-    models = {s: build_model("tiny", semantic_stride=s, text_encoder="labels",
-                             text_labels=labels).train() for s in strides}
-    images = torch.rand(4, 3, 256, 256) * 255
-    index = torch.arange(4).repeat_interleave(8)
-    targets = labels * 4
-    masks = (torch.rand(32, 1, 256, 256) > 0.99).float()
-    times: dict[int, list[float]] = {s: [] for s in strides}
-    for _ in range(rounds):
-        for stride, model in models.items():
-            started = time.perf_counter()
-            out = model(images, targets, image_index=index, targets=targets,
+    labels = [f"t{i}" for i in range(19)]
+    steps: dict[str, Any] = {}
+    for variant in variants:
+        overrides = VARIANTS[variant]
+        if overrides is None:
+            unet = UNetExpert(UNetBaselineConfig(tuple(labels))).train()
+            opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+            images = torch.rand(UNET_BATCH, 3, 256, 256) * 255
+            masks = (torch.rand(UNET_BATCH, len(labels), 256, 256) > 0.99).float()
+            annotated = torch.ones(UNET_BATCH, len(labels), dtype=torch.bool)
+
+            def unet_step(unet=unet, opt=opt, images=images, masks=masks,
+                          annotated=annotated) -> None:
+                loss = masked_dice_bce(unet.channel_logits(images), masks, annotated)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            steps[variant] = unet_step
+            continue
+        cfg = train_config(DemoSettings(), Path(".")).with_overrides(
+            {**overrides, "model.text_labels": labels})
+        model = BoltzFormer.from_config(cfg.model.resolve()).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        size = cfg.model.resolve().image_size
+        images = torch.rand(4, 3, size, size) * 255
+        index = torch.arange(4).repeat_interleave(8)
+        names = labels[:8] * 4
+        prompts = names if model.text_encoder.labels is not None else [
+            f"{n} in CT" for n in names]
+        masks = (torch.rand(32, 1, size, size) > 0.99).float()
+
+        def step(model=model, opt=opt, images=images, index=index, names=names,
+                 prompts=prompts, masks=masks) -> None:
+            out = model(images, prompts, image_index=index, targets=names,
                         return_layers=True)
-            training_loss(out.logits, masks, out.layer_logits)[0].backward()
-            times[stride].append(time.perf_counter() - started)
-    return times
+            loss = training_loss(out.logits, masks, out.layer_logits)[0]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        steps[variant] = step
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(rounds + 1):  # the first round warms up and is dropped
+        for variant, step in steps.items():
+            started = time.perf_counter()
+            step()
+            times[variant].append(time.perf_counter() - started)
+    return {v: t[1:] for v, t in times.items()}
 
 
 @torch.no_grad()
@@ -267,6 +310,14 @@ def main() -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--workers", type=int, default=1)
+    q = sub.add_parser("rate", help="steps per minute of each variant (trained, not scored)")
+    q.add_argument("variants", nargs="+", choices=sorted(VARIANTS))
+    q.add_argument("--data", type=Path, required=True)
+    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--minutes", type=float, default=2.0)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--workers", type=int, default=1)
     e = sub.add_parser("eval", help="evaluate a trained run folder again")
     e.add_argument("run_dirs", type=Path, nargs="+")
     e.add_argument("--data", type=Path, required=True)
@@ -279,7 +330,9 @@ def main() -> None:
     c = sub.add_parser("ceiling", help="the Dice a mask at stride 2, 4 or 8 can reach at best")
     c.add_argument("--data", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True, help="a JSON file for the results")
-    sub.add_parser("cost", help="seconds per training step at semantic_stride 4 and 2")
+    k = sub.add_parser("cost", help="seconds per training step of variants, interleaved")
+    k.add_argument("variants", nargs="+", choices=sorted(VARIANTS))
+    k.add_argument("--rounds", type=int, default=6)
     s = sub.add_parser("table", help="a Markdown table of the runs' result.json")
     s.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
@@ -287,13 +340,25 @@ def main() -> None:
         result = run(args.variant, args.data, args.out, minutes=args.minutes, steps=args.steps,
                      seed=args.seed, threads=args.threads, workers=args.workers)
         print(json.dumps(result, indent=2))
+    elif args.verb == "rate":
+        for variant in args.variants:
+            info = run(variant, args.data, args.out, minutes=args.minutes, steps=None,
+                       seed=args.seed, threads=args.threads, workers=args.workers,
+                       scored=False)
+            print(f"{variant}: {info['steps']} steps in {args.minutes:g} min = "
+                  f"{info['steps'] / args.minutes:.1f} steps/min", flush=True)
     elif args.verb == "eval":
         torch.set_num_threads(args.threads)
         for run_dir in args.run_dirs:
             print(json.dumps(score(run_dir, args.data), indent=2))
     elif args.verb == "cost":
-        for stride, seconds in cost().items():
-            print(f"semantic_stride {stride}: " + " ".join(f"{t:.2f}" for t in seconds) + " s")
+        times = cost(args.variants, args.rounds)
+        base = sorted(times[args.variants[0]])[len(times[args.variants[0]]) // 2]
+        for variant, seconds in times.items():
+            median = sorted(seconds)[len(seconds) // 2]
+            print(f"{variant}: median {median:.2f} s/step ({base / median:.2f} x the steps of "
+                  f"{args.variants[0]} in equal minutes); " +
+                  " ".join(f"{t:.2f}" for t in seconds), flush=True)
     elif args.verb == "ceiling":
         args.out.write_text(json.dumps(ceiling(args.data), indent=2) + "\n")
     elif args.verb == "search":

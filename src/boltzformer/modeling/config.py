@@ -57,6 +57,7 @@ class BoltzFormerConfig:
     sampling_ratio: float = 0.1
     tau0: float = 1.0
     keep_threshold: float = 1.1
+    sampling_explore: float = 0.0  # share of draws made uniformly; 0 = the paper (Eq. 5)
     mask_threshold: float = 0.5
     sampling_logits: str = "lowres"
     attention_impl: str = "auto"
@@ -92,6 +93,8 @@ class BoltzFormerConfig:
             raise ValueError(f"tau0 must be > 0, got {self.tau0}")
         if not self.sampling_ratio > 0:
             raise ValueError(f"sampling_ratio must be > 0, got {self.sampling_ratio}")
+        if not 0.0 <= self.sampling_explore < 1.0:
+            raise ValueError(f"sampling_explore must be in [0, 1), got {self.sampling_explore}")
         if self.num_queries < 1 or self.num_layers < 1:
             raise ValueError("num_queries and num_layers must be at least 1")
         if not 1 <= self.num_levels <= 3:

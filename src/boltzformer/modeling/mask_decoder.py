@@ -74,6 +74,8 @@ class SamplingSettings:
     # Fidelity switch (docs/fidelity.md): False draws one token set per query, shared by its
     # heads (the paper); True draws one per query and head, as the authors' release does.
     per_head: bool = False
+    # Not in the paper: share of each layer's draws made uniformly (an exploration floor).
+    explore: float = 0.0
 
 
 class MaskHead(nn.Module):
@@ -161,6 +163,7 @@ class BoltzFormerDecoder(nn.Module):
                 mask_threshold=config.mask_threshold,
                 logits=config.sampling_logits,
                 per_head=config.sampling_per_head,
+                explore=config.sampling_explore,
             ),
             attention_impl=config.attention_impl,
         )
@@ -242,7 +245,8 @@ class BoltzFormerDecoder(nn.Module):
         heads = self.cross[layer].attn.num_heads if s.per_head else None
         return boltzmann_keep_mask(
             flat, tau=temperature(layer, s.tau0), ratio=s.ratio, sampler=s.sampler,
-            keep_threshold=s.keep_threshold, heads=heads, generator=generator,
+            keep_threshold=s.keep_threshold, explore=s.explore, heads=heads,
+            generator=generator,
         )
 
     def forward(

@@ -5,6 +5,7 @@ and it returns which tokens each query may attend to.
 
     logits (B, Q, n)  --sigmoid-->  U (Eq. 1)
     p = softmax(U / tau)                          (Eq. 5, the Boltzmann distribution)
+    [p = (1 - e) p + e / n                        (optional exploration floor; not the paper)]
     keep ~ Bernoulli(1 - (1 - p)^N)               (footnote 1; N = int(ratio * n) draws)
 
 The paper draws one attention set per query. The authors' release draws one per query and
@@ -71,6 +72,22 @@ def boltzmann_distribution_over(logits: Tensor, tau: float, *, keep_threshold: f
 
 
 @torch.no_grad()
+def with_exploration(p: Tensor, share: float, eligible: Tensor | None = None) -> Tensor:
+    """Mix a uniform share into the distribution: (1 - share) p + share u, with u uniform
+    over the `eligible` tokens (bool, broadcastable to p; default all). The paper has no
+    such floor (share 0 returns p): it is a switch for small targets, which the cooled
+    distribution stops sampling in the last layers (docs/results/small_objects.md).
+    (..., n) -> (..., n), still summing to 1."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"exploration share must be in [0, 1), got {share}")
+    if share == 0.0:
+        return p
+    support = torch.ones_like(p) if eligible is None else eligible.to(p.dtype).expand_as(p)
+    uniform = support / support.sum(-1, keepdim=True).clamp_min(1.0)
+    return (1.0 - share) * p + share * uniform
+
+
+@torch.no_grad()
 def inclusion_probability(p: Tensor, draws: int) -> Tensor:
     """Probability that a token is drawn at least once in `draws` draws: 1 - (1 - p)^N.
 
@@ -122,6 +139,7 @@ def boltzmann_keep_mask(
     ratio: float,
     sampler: Sampler = "bernoulli",
     keep_threshold: float = 1.1,
+    explore: float = 0.0,
     heads: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -134,6 +152,7 @@ def boltzmann_keep_mask(
         keep_threshold: tokens with sigmoid(logit) >= threshold are always kept and the
             Boltzmann distribution covers the others only (renormalised over them), as in the
             authors' release; its BoltzFormer configs use 1.1, i.e. pure sampling.
+        explore: share of the draws made uniformly (`with_exploration`); 0 is the paper.
         heads: None draws one set per query (the paper); h draws one per query and head,
             independently, as the release does.
     Returns:
@@ -142,6 +161,7 @@ def boltzmann_keep_mask(
     """
     kept = torch.sigmoid(logits.float()) >= keep_threshold  # always kept (none when > 1)
     p = boltzmann_distribution_over(logits, tau, keep_threshold=keep_threshold)
+    p = with_exploration(p, explore, eligible=~kept)
     if heads is not None:
         p, kept = p[:, None].expand(-1, heads, -1, -1), kept[:, None]
     keep = sample_keep_mask(p, num_draws(logits.shape[-1], ratio), sampler=sampler,
