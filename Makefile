@@ -34,9 +34,9 @@ web-screenshot: test-browser
 	cp $(SHOT) docs/web.png
 
 # `boltzformer serve` under load: 12 concurrent gradio_client sessions x 10 waves (see
-# src/boltzformer/web_load.py; its short version is tests/test_web_load.py).
+# src/boltzformer/apps/web_load.py; its short version is tests/test_web_load.py).
 load-test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m boltzformer.web_load --sessions 12 --waves 10
+	OMP_NUM_THREADS=1 $(PY) -m boltzformer.apps.web_load --sessions 12 --waves 10
 
 demo: $(STAMP)
 	$(VENV)/bin/boltzformer demo --out demo_output

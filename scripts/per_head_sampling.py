@@ -20,10 +20,10 @@ import argparse
 
 import torch
 
-from boltzformer.build import build_decoder
-from boltzformer.config import get_preset
 from boltzformer.data import BiomedParseDataset
 from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.config import get_preset
+from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
 
 
 @torch.no_grad()
@@ -43,7 +43,7 @@ def keep_masks(per_head: bool, args: argparse.Namespace) -> tuple[list[torch.Ten
     else:
         torch.manual_seed(args.seed)
         cfg = get_preset("paper-hiera-s", sampling_per_head=per_head)
-        decoder = build_decoder(cfg).eval()
+        decoder = BoltzFormerDecoder.from_config(cfg).eval()
         d, side = cfg.hidden_dim, cfg.image_size // 4
         levels = [torch.randn(args.images, d, side // s, side // s, generator=g)
                   for s in (8, 4, 2)]

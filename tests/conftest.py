@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from boltzformer.apps.web_load import spawn, wait_until_up
 from boltzformer.data import generate_phantoms
-from boltzformer.web_load import spawn, wait_until_up
+from boltzformer.train import TrainConfig, train
 
 #: This checkout's sources, for the commands tests start in their own processes.
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -158,6 +159,18 @@ def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_phantoms(root, images=6, size=96, seed=0, test_fraction=1 / 3,
                       absent_fraction=0.5, workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real training run folder of the small model (read only: copy it to change it): one
+    step on the phantoms under a time budget, validated, so it holds best/, last/ and a
+    snapshot."""
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    cfg = TrainConfig.from_dict(_small_config(
+        phantoms, train={"max_minutes": 1e-4, "snapshot_minutes": 1e-6}))
+    train(cfg, run, progress=False)
+    return run
 
 
 @pytest.fixture

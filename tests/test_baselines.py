@@ -191,7 +191,7 @@ def test_save_and_load_give_identical_logits(tmp_path) -> None:
 
 
 def test_broken_checkpoints_are_one_line_errors_naming_the_file(tmp_path) -> None:
-    from boltzformer.modeling.boltzformer import CheckpointError
+    from boltzformer.modeling.checkpoint import CheckpointError
 
     ckpt = _model(("liver", "nodule")).save_pretrained(tmp_path / "ckpt")
     weights = ckpt / "model.safetensors"

@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-from boltzformer.build import build_model
 from boltzformer.cli import main
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import (
@@ -24,6 +23,7 @@ from boltzformer.evaluate import (
     size_group,
     write_report,
 )
+from boltzformer.modeling.boltzformer import build_model
 
 
 def test_dice_by_hand() -> None:
@@ -154,6 +154,8 @@ def test_evaluate_matches_masks_by_hand(phantoms) -> None:
 class _TargetRecorder(_Constant):
     """A stand-in expert that takes the `targets` keyword and records what it was given."""
 
+    takes_targets = True
+
     def __init__(self) -> None:
         super().__init__(-10.0)
         self.seen: list[tuple[list[str], list[str]]] = []
@@ -172,7 +174,7 @@ def test_evaluate_gives_target_names_to_models_that_take_them(phantoms) -> None:
     targets = [t for _, batch_targets in model.seen for t in batch_targets]
     assert targets == [s.target for s in data.samples] == [r["target"] for r in result.samples]
     assert prompts == [s.sentences[0] for s in data.samples]
-    # A model without the keyword is called as before (_Constant would reject `targets`).
+    # A model that does not declare `takes_targets` is not given them (_Constant would refuse).
     assert len(evaluate(_Constant(-10.0), data, progress=False).samples) == len(data)
 
 
@@ -219,4 +221,4 @@ def test_evaluate_command(phantoms, tmp_path, capsys, small_model) -> None:
     code = main(["evaluate", "--checkpoint", str(tmp_path / "nowhere"), "--data",
                  str(phantoms), "--out", str(tmp_path / "c")])
     assert code == 1
-    assert "neither a checkpoint folder" in capsys.readouterr().err
+    assert "nowhere: no such folder" in capsys.readouterr().err

@@ -5,8 +5,8 @@ import torch
 
 import boltzformer.modeling.mask_decoder as mask_decoder
 from boltzformer import BoltzFormer, BoltzFormerConfig, build_model, dice_bce_loss, get_preset
-from boltzformer.config import PRESETS
 from boltzformer.evaluate import dice_batch
+from boltzformer.modeling.config import PRESETS
 
 PROMPTS = ["nodule in lung CT", "left kidney in abdomen MRI"]
 

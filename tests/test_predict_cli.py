@@ -170,12 +170,12 @@ def test_visualize_draws_one_panel_per_layer(checkpoint, demo, tmp_path, monkeyp
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"--checkpoint": "no-such-folder"}, "--checkpoint"),
+        ({"--checkpoint": "no-such-folder"}, "no-such-folder: no such folder"),
         ({"--input": "unreadable.png"}, "not a readable image"),
         ({"--input": "missing.png"}, "file not found"),
         ({"--prompt": "  "}, "--prompt"),
-        ({"--axis": "3"}, "--axis 3 does not exist"),
-        ({"--window": "lungs"}, "--window lungs"),
+        ({"--axis": "3"}, "axis 3 does not exist"),
+        ({"--window": "lungs"}, "unknown window 'lungs'"),
         ({"--samples": "0"}, "--samples"),
     ],
     ids=["missing-checkpoint", "unreadable-image", "missing-image", "empty-prompt",

@@ -17,10 +17,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from boltzformer.build import build_decoder
-from boltzformer.config import BoltzFormerConfig
 from boltzformer.convert import convert_release_state_dict, load_release_head
 from boltzformer.loss import dice_bce_loss
+from boltzformer.modeling.config import BoltzFormerConfig
+from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
 from boltzformer.modeling.pigma import PiGMA
 from boltzformer.modeling.pixel_decoder import PixelDecoder
 from boltzformer.modeling.sampling import boltzmann_distribution_over, temperature
@@ -64,7 +64,7 @@ def _ours(golden, **settings) -> nn.ModuleDict:
         "pixel_decoder": PixelDecoder(s["channels"], hidden_dim=s["hidden"], mask_dim=s["hidden"],
                                       encoder_layers=s["encoder_layers"], num_heads=s["heads"],
                                       ffn_dim=s["ffn"]),
-        "decoder": build_decoder(config),
+        "decoder": BoltzFormerDecoder.from_config(config),
         "pigma": PiGMA(s["queries"], channels=s["pigma_channels"]),
     }).eval()
     skipped = load_release_head(parts, _release(tensors))

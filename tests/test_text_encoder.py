@@ -23,7 +23,7 @@ def test_tokenizer_is_stable_and_case_insensitive():
 
 def test_empty_prompt_is_a_clear_error():
     enc = _builtin()
-    with pytest.raises(ValueError, match="prompt 1 is empty"):
+    with pytest.raises(ValueError, match="prompt 2 of 2 is empty"):
         enc(["nodule in lung CT", "   "])
     with pytest.raises(TypeError, match="list of strings"):
         enc("nodule in lung CT")

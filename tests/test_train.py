@@ -80,7 +80,7 @@ def test_learning_rate_schedule() -> None:
 
 # --- checkpoints --------------------------------------------------------------------------------
 def test_state_round_trips_through_safetensors(tmp_path, small_model) -> None:
-    from boltzformer.build import build_model
+    from boltzformer.modeling.boltzformer import build_model
 
     model = build_model("tiny", **small_model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.8, 0.9))
@@ -109,7 +109,7 @@ def test_a_crash_while_saving_never_leaves_a_half_written_checkpoint(
 ) -> None:
     """Die at the first rename (new folder complete, old untouched) or the second (old moved
     aside): the old checkpoint stays loadable, or `recover` brings it back."""
-    from boltzformer.build import build_model
+    from boltzformer.modeling.boltzformer import build_model
 
     torch.manual_seed(0)
     first = build_model("tiny", **small_model)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from boltzformer.build import build_model
 from boltzformer.data import BiomedParseDataset
+from boltzformer.modeling.boltzformer import build_model
 from boltzformer.train import checkpoint as ckpt
 from boltzformer.train.config import LoopConfig, OptimConfig, TrainConfig
 from boltzformer.train.data import EpochView, collate_groups

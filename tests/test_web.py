@@ -20,12 +20,13 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import boltzformer
-from boltzformer import Predictor, cli, viz, web, web_load
+from boltzformer import Predictor, cli, viz
+from boltzformer.apps import web, web_load, web_sessions
 from boltzformer.commands import serve
-from boltzformer.commands._inference import read_plane, read_volume
+from boltzformer.data.inputs import read_plane, read_volume
 from boltzformer.data.medio import nifti_slices, read_image
 
-LIMITS = web.Limits(max_pixels=1100 * 1100, max_voxels=20_000)
+LIMITS = web_sessions.Limits(max_pixels=1100 * 1100, max_voxels=20_000)
 AUTO = web.AUTO_WINDOW
 
 
@@ -256,7 +257,7 @@ def guarded(model, tmp_path_factory) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
         app = web.build_app(model, work_dir=work, limits=LIMITS,
-                            cache=web.EncodingCache(max_sessions=1))
+                            cache=web_sessions.EncodingCache(max_sessions=1))
         port = web_load.free_port()
         web.launch(app, port=port, work_dir=work, block=False, quiet=True, auth=[LOGIN])
         try:
@@ -295,18 +296,18 @@ def test_an_evicted_session_is_told_to_load_again(guarded, model, lung, shared_d
 def test_the_encoding_cache_evicts_the_least_recently_used(model):
     one = Predictor(model)
     one.set_image(np.zeros((100, 100), np.uint8))
-    scan = web.Scan("a.png", np.zeros((1, 100, 100), np.uint8), None, 2, False)
-    encoding = web.Encoding(scan, 0, one, web.feature_bytes(model))
+    scan = web_sessions.Scan("a.png", np.zeros((1, 100, 100), np.uint8), None, 2, False)
+    encoding = web_sessions.Encoding(scan, 0, one, web_sessions.feature_bytes(model))
     size = encoding.nbytes
-    assert size == 100 * 100 + 100 * 100 * 3 + web.feature_bytes(model) > 40_000
-    cache = web.EncodingCache(max_sessions=3, max_bytes=2 * size)
+    assert size == 100 * 100 + 100 * 100 * 3 + web_sessions.feature_bytes(model) > 40_000
+    cache = web_sessions.EncodingCache(max_sessions=3, max_bytes=2 * size)
     cache.put("a", encoding)
     cache.put("b", encoding)
     assert cache.get("a") is encoding  # "a" is now the most recently used: "b" goes first
     cache.put("c", encoding)  # over the bytes (not the sessions): one evicted
     assert cache.get("b") is None and cache.get("a") is encoding and len(cache) == 2
     assert cache.nbytes == 2 * size
-    small = web.EncodingCache(max_sessions=3, max_bytes=size - 1)
+    small = web_sessions.EncodingCache(max_sessions=3, max_bytes=size - 1)
     with pytest.raises(ValueError, match=r"^a\.png needs 0 MB in memory, over this server's"):
         small.put("a", encoding)
     assert len(small) == 0
@@ -404,9 +405,6 @@ def test_serve_without_a_model_says_how_to_get_one(tmp_path, monkeypatch, capsys
     assert cli.main(["serve"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "make demo" in err and "boltzformer train" in err
-    (tmp_path / "demo_output" / "run" / "last").mkdir(parents=True)
-    (tmp_path / "demo_output" / "run" / "last" / "model.safetensors").touch()
-    assert serve.resolve_checkpoint(None) == Path("demo_output/run/last")
 
 
 @pytest.mark.parametrize("broken", ["weights", "config"])
@@ -422,8 +420,8 @@ def test_serve_with_a_broken_checkpoint_is_one_line(checkpoint, broken, capsys):
     assert err.startswith("boltzformer serve: error: ") and str(checkpoint) in err
 
 
-def test_the_serve_command_serves_the_page(checkpoint):
-    proc, url = start_serve(checkpoint)
+def test_the_serve_command_serves_a_training_run(tiny_run):
+    proc, url = start_serve(tiny_run)
     try:
         page = wait_for(url, proc)
         assert "<title>BoltzFormer" in page or "BoltzFormer" in page
@@ -431,6 +429,6 @@ def test_the_serve_command_serves_the_page(checkpoint):
         proc.send_signal(signal.SIGINT)  # Ctrl-C, as soon as the page answers
         output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, output
-    assert f"serving {checkpoint}" in output and "Traceback" not in output, output
+    assert f"serving {tiny_run / 'best'} at" in output and "Traceback" not in output, output
     assert output.rstrip().endswith("stopped")
 

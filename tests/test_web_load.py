@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 import boltzformer
-from boltzformer import web_load
+from boltzformer.apps import web_load
 
 SESSIONS, WAVES = 3, 10
 

@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from boltzformer.apps.demo import TRAINING
 from boltzformer.baselines import UNetBaselineConfig, UNetExpert, train_unet
 from boltzformer.baselines.unet_training import masked_dice_bce
-from boltzformer.build import build_from_config
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import dice_batch, evaluate, write_report
 from boltzformer.loss import dice_loss, training_loss
@@ -204,7 +203,7 @@ def cost(variants: list[str], rounds: int = 6) -> dict[str, list[float]]:
             steps[variant] = unet_step
             continue
         cfg = TRAINING.with_overrides({**overrides, "model.text_labels": labels})
-        model = build_from_config(cfg.model.resolve()).train()
+        model = BoltzFormer.from_config(cfg.model.resolve()).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         size = cfg.model.resolve().image_size
         images = torch.rand(4, 3, size, size) * 255

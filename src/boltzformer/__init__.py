@@ -1,9 +1,9 @@
 """BoltzFormer: Boltzmann attention sampling for text-prompted small-object segmentation."""
 
-from boltzformer.build import build_from_config, build_model
-from boltzformer.config import PRESETS, BoltzFormerConfig, get_preset
 from boltzformer.loss import dice_bce_loss
-from boltzformer.modeling.boltzformer import BoltzFormer, BoltzFormerOutput, CheckpointError
+from boltzformer.modeling.boltzformer import BoltzFormer, BoltzFormerOutput, build_model
+from boltzformer.modeling.checkpoint import CheckpointError
+from boltzformer.modeling.config import PRESETS, BoltzFormerConfig, get_preset
 from boltzformer.predictor import Prediction, Predictor, SamplingTrace
 
 __version__ = "0.1.0"
@@ -17,7 +17,6 @@ __all__ = [
     "Prediction",
     "Predictor",
     "SamplingTrace",
-    "build_from_config",
     "build_model",
     "dice_bce_loss",
     "get_preset",

@@ -22,8 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from boltzformer.build import build_model
-from boltzformer.modeling.boltzformer import CheckpointError, describe_differences
+from boltzformer.modeling.boltzformer import build_model
+from boltzformer.modeling.checkpoint import CheckpointError, describe_differences
 
 # The parts converted, by prefix: release -> ours.
 PARTS: dict[str, str] = {

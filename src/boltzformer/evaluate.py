@@ -17,15 +17,15 @@ Conventions (all documented in docs/training.md):
 - The model samples its attention at random: a torch.Generator seeded with `seed` drives it,
   so a run is reproducible given the seed (and the batch size, which groups the draws).
 - Models are called as `model(images, prompts, image_index=..., generator=...)`: the batch's
-  distinct images once, and for each prompt the index of its image. A model whose `forward`
-  has a `targets` keyword (an expert with one output per target, such as the U-Net baseline) is
-  also given each item's target name: `targets=batch["target"]`.
+  distinct images once, and for each prompt the index of its image. A model that declares
+  `takes_targets = True` (BoltzFormer, whose "labels" text encoder reads target names, and the
+  U-Net expert, one output per target) is also given each item's target name:
+  `targets=batch["target"]`.
 """
 
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import math
 from collections import defaultdict
@@ -184,11 +184,11 @@ def evaluate(
 
     The model runs in eval mode on its own device; its attention sampling draws from a
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
-    If `model.forward` takes a `targets` keyword, it gets the items' target names too.
+    A model that declares `takes_targets = True` gets the items' target names too.
     """
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    takes_targets = "targets" in inspect.signature(model.forward).parameters
+    takes_targets = getattr(model, "takes_targets", False)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate
     )

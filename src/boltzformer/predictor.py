@@ -236,7 +236,7 @@ class Predictor:
         pass with different sampling draws and reports their mean and pixel-wise std.
         """
         feats, size = self._require_image()
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         mean, std = self._probabilities(
             feats, prompts, size, _check_samples(samples), self._generator(seed)
         )
@@ -274,7 +274,7 @@ class Predictor:
             )
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        prompts = _check_prompts(prompts)
+        prompts = check_prompts(prompts)
         samples = _check_samples(samples)
         stack = to_255(slices)
         size = (stack.shape[1], stack.shape[2])
@@ -301,7 +301,7 @@ class Predictor:
         Uses the same draws as `predict([prompt], seed=seed)`, so `.prob` equals its mask.
         """
         feats, size = self._require_image()
-        text = self.model.encode_text(_check_prompts([prompt]))
+        text = self.model.encode_text(check_prompts([prompt]))
         out = self.model.decode(
             feats, text, generator=self._generator(seed), return_sampling=True
         )
@@ -318,16 +318,6 @@ class Predictor:
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {t}")
         return np.asarray(prob) >= t
-
-
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
-    """A non-empty list of non-empty strings (a bare string is refused: wrap it in a list)."""
-    if isinstance(prompts, str):
-        raise TypeError(f"prompts must be a list of strings: write [{prompts!r}]")
-    prompts = check_prompts(list(prompts))
-    if not prompts:
-        raise ValueError("no prompt given: pass at least one, e.g. ['nodule in lung CT']")
-    return prompts
 
 
 def _check_samples(samples: int) -> int:

@@ -41,9 +41,9 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-from boltzformer.build import build_decoder, build_from_config
-from boltzformer.config import BoltzFormerConfig, get_preset
 from boltzformer.modeling.attention import SampledCrossAttention
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.config import BoltzFormerConfig, get_preset
 from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
 
 TEXT_TOKENS = 8  # prompt length fed to the decoder alone ("left adrenal gland in abdomen CT")
@@ -128,7 +128,7 @@ def decoder_workload(config: BoltzFormerConfig, size: int, batch: int,
     The inputs take gradients, as they do when the whole model trains.
     """
     torch.manual_seed(seed)
-    decoder = build_decoder(config).to(device)
+    decoder = BoltzFormerDecoder.from_config(config).to(device)
     g = torch.Generator(device).manual_seed(seed)
     d = config.hidden_dim
 
@@ -154,7 +154,7 @@ def model_workload(config: BoltzFormerConfig, size: int, batch: int,
                    device: torch.device, seed: int) -> Workload:
     """The whole model (random weights) on a random `size` x `size` image and a prompt."""
     torch.manual_seed(seed)
-    model = build_from_config(config.override(image_size=size)).to(device)
+    model = BoltzFormer.from_config(config.override(image_size=size)).to(device)
     g = torch.Generator(device).manual_seed(seed)
     images = torch.rand(batch, 3, size, size, generator=g, device=device) * 255
     prompts = [PROMPT] * batch

@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from boltzformer.build import build_from_config
 from boltzformer.data import BiomedParseDataset
+from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.config import DataConfig, LoopConfig, ModelSpec, TrainConfig
 from boltzformer.train.data import EpochView, collate_groups
 from boltzformer.train.distributed import resolve_device
@@ -87,7 +87,7 @@ def measure_throughput(s: ThroughputSettings, progress: bool = True) -> list[dic
     base = BiomedParseDataset(cfg.data.root, cfg.data.split, image_size=model_config.image_size,
                               train=False)
     torch.manual_seed(loop.seed)
-    model = build_from_config(model_config).to(device).train()
+    model = BoltzFormer.from_config(model_config).to(device).train()
     optimizer = build_optimizer(model, cfg.optim)
     per_k = s.warmup + s.steps
     scheduler = build_scheduler(optimizer, cfg.optim, per_k * len(s.prompts_per_image))

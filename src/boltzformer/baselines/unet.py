@@ -13,18 +13,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from boltzformer.modeling.boltzformer import (
+from boltzformer.modeling.boltzformer import PIXEL_MEAN, PIXEL_STD
+from boltzformer.modeling.checkpoint import (
     CONFIG_FILE,
-    PIXEL_MEAN,
-    PIXEL_STD,
-    CheckpointError,
-    checkpoint_files,
+    checkpoint_paths,
     load_weights,
+    read_config,
     write_checkpoint,
 )
 from boltzformer.modeling.text_encoder import label_of_prompt
@@ -75,6 +74,9 @@ class UNetOutput:
 
 class UNetExpert(nn.Module):
     """A U-Net with one output channel per target, behind BoltzFormer's call signature."""
+
+    #: `forward` takes the items' target names (`targets=`): `evaluate` passes them.
+    takes_targets: ClassVar[bool] = True
 
     def __init__(self, config: UNetBaselineConfig) -> None:
         super().__init__()
@@ -159,14 +161,9 @@ class UNetExpert(nn.Module):
         """Restore a model written by `save_pretrained` (safetensors only; nothing unpickled).
         A config.json that cannot be read and weights that are corrupt or do not fit it raise
         `CheckpointError` (a ValueError) with a one-line message naming the file."""
-        cfg_path, weights = checkpoint_files(
+        cfg_path, weights = checkpoint_paths(
             directory, written_by="UNetExpert.save_pretrained or train_unet")
-        try:
-            config = UNetBaselineConfig.from_dict(json.loads(cfg_path.read_text()))
-        except (ValueError, TypeError) as err:  # bad JSON, unknown keys, bad values
-            raise CheckpointError(f"{cfg_path}: not a U-Net config ({err}); restore the "
-                                  f"{CONFIG_FILE} saved with the weights") from None
-        model = cls(config)
+        model = cls(read_config(cfg_path, UNetBaselineConfig.from_dict))
         load_weights(model, weights, model_from=str(cfg_path),
                      fix=f"use the {CONFIG_FILE} saved with these weights", device=map_location)
         return model.to(map_location)

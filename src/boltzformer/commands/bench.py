@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from boltzformer.apps.bench import (
     MODES,
     PARTS,
@@ -16,7 +18,7 @@ from boltzformer.apps.bench import (
     steps_per_workload,
     torch_threads,
 )
-from boltzformer.config import PRESETS
+from boltzformer.modeling.config import PRESETS
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -107,8 +109,6 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats, warmup=args.warmup, batch=args.batch, seed=args.seed,
         device=args.device, memory=not args.no_memory,
     )
-    from tqdm import tqdm
-
     total = steps_per_workload(settings) * len(settings.parts) * len(settings.sizes)
     with torch_threads(args.threads), tqdm(total=total, disable=args.quiet,
                                            file=sys.stderr, unit="step") as bar:

@@ -10,10 +10,10 @@ example:
   boltzformer evaluate --checkpoint runs/tiny --data data/phantoms --split test \\
       --out reports/tiny --seed 0
 
---checkpoint takes a run folder (its best/ checkpoint, else last/) or a checkpoint folder
-(config.json + model.safetensors). Several --data folders (one per data set) are scored
-together and reported per data set (the folder name). The report folder gets
-metrics.json, per_sample.csv, report.md and dice_vs_size.png.
+--checkpoint takes a checkpoint folder (config.json + model.safetensors) or a training run
+folder (its best/ checkpoint, else last/, else its newest snapshot). Several --data folders
+(one per data set) are scored together and reported per data set (the folder name). The
+report folder gets metrics.json, per_sample.csv, report.md and dice_vs_size.png.
 """
 
 
@@ -46,28 +46,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint folder: `path` itself, or a run folder's best/ (else last/)."""
-    from boltzformer.modeling.boltzformer import CONFIG_FILE
-
-    if (path / CONFIG_FILE).is_file():
-        return path
-    for name in ("best", "last"):
-        if (path / name / CONFIG_FILE).is_file():
-            return path / name
-    raise FileNotFoundError(
-        f"{path} is neither a checkpoint folder ({CONFIG_FILE} + model.safetensors) nor a run "
-        "folder with best/ or last/"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top, so that `boltzformer --help` does not load torch.
     import torch
     from torch.utils.data import ConcatDataset
 
     from boltzformer.data import BiomedParseDataset
     from boltzformer.evaluate import evaluate, write_report
     from boltzformer.modeling.boltzformer import BoltzFormer
+    from boltzformer.train.run_dir import resolve_checkpoint
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from boltzformer import viz
-from boltzformer.commands._inference import (
+from boltzformer.commands._inference import add_input_options, add_model_options, load_predictor
+from boltzformer.data.inputs import (
     Volume,
-    add_input_options,
-    add_model_options,
-    check_prompt,
+    file_names,
     is_volume,
-    load_predictor,
     read_plane,
     read_volume,
     to_uint8,
 )
-from boltzformer.data.medio import nifti_slices, stack_slices, write_nifti_mask
+from boltzformer.data.medio import nifti_slices, stack_slices, write_nifti_float, write_nifti_mask
+from boltzformer.modeling.text_encoder import check_prompts
 from boltzformer.predictor import Prediction, Predictor
+from boltzformer.train.run_dir import resolve_checkpoint
 
 RESULTS_FILE = "predictions.json"
 
@@ -86,22 +85,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def file_names(prompts: list[str]) -> list[str]:
-    """A distinct, file-safe NAME per prompt: 'Nodule in lung CT' -> 'nodule-in-lung-ct'."""
-    names: list[str] = []
-    for prompt in prompts:
-        base = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "prompt"
-        name, n = base, 2
-        while name in names:
-            name, n = f"{base}-{n}", n + 1
-        names.append(name)
-    return names
-
-
 def _check_args(args: argparse.Namespace) -> list[str]:
-    prompts = [
-        check_prompt(p, f"--prompt number {i + 1}") for i, p in enumerate(args.prompt)
-    ]
+    prompts = check_prompts(args.prompt, what="--prompt")
     if args.samples < 1:
         raise ValueError(f"--samples {args.samples}: give at least 1 sampling draw")
     if not 0.0 <= args.threshold <= 1.0:
@@ -119,16 +104,10 @@ def _save_png(array: np.ndarray, path: Path) -> str:
     return path.name
 
 
-def _write_nifti_float(values: np.ndarray, volume: Volume, path: Path) -> str:
-    """A float32 volume with the input's affine and header (as write_nifti_mask does masks)."""
-    reference = volume.reference
-    header = reference.header.copy()
-    header.set_data_dtype(np.float32)
-    image = type(reference)(
-        values.reshape(reference.shape).astype(np.float32), reference.affine, header
-    )
-    image.header.set_slope_inter(1.0, 0.0)
-    image.to_filename(str(path))
+def _write_volume(values: np.ndarray, volume: Volume, path: Path) -> str:
+    """Probabilities or stds in voxel order, with the input's shape, affine and header; returns
+    the file name."""
+    write_nifti_float(values.reshape(volume.reference.shape), volume.reference, path)
     return path.name
 
 
@@ -174,7 +153,7 @@ def _predict_volume(
         )
         files = {
             "mask": f"{name}_mask.nii.gz",
-            "prob": _write_nifti_float(
+            "prob": _write_volume(
                 stack_slices(pred.prob[i], args.axis), volume, args.out / f"{name}_prob.nii.gz"
             ),
         }
@@ -184,7 +163,7 @@ def _predict_volume(
             k, why = len(slices) // 2, "middle slice, mask empty"
         caption = f"{prompt}: axis {args.axis} slice {k} ({why})"
         if pred.std is not None:
-            files["std"] = _write_nifti_float(
+            files["std"] = _write_volume(
                 stack_slices(pred.std[i], args.axis), volume, args.out / f"{name}_std.nii.gz"
             )
             files["uncertainty"] = _uncertainty(
@@ -217,10 +196,11 @@ def _record(prompt: str, mask: np.ndarray, files: dict, pred: Prediction, i: int
 
 def run(args: argparse.Namespace) -> int:
     prompts = _check_args(args)
+    checkpoint = resolve_checkpoint(args.checkpoint)
     names = file_names(prompts)
     volume = read_volume(args.input, args.window, args.axis) if is_volume(args.input) else None
     image = read_plane(args.input, args.window) if volume is None else None
-    predictor = load_predictor(args)
+    predictor = load_predictor(checkpoint, args)
     args.out.mkdir(parents=True, exist_ok=True)
     if volume is None:
         records = _predict_plane(predictor, image, prompts, names, args)
@@ -232,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         "input": str(args.input),
         "kind": "volume" if volume is not None else "image",
         "shape": shape,
-        "checkpoint": str(args.checkpoint),
+        "checkpoint": str(checkpoint),
         "window": args.window,
         "axis": args.axis if volume is not None else None,
         "threshold": args.threshold,

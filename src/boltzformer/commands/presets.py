@@ -7,8 +7,8 @@ import time
 
 import torch
 
-from boltzformer.build import build_model
-from boltzformer.config import PRESETS
+from boltzformer.modeling.boltzformer import build_model
+from boltzformer.modeling.config import PRESETS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -10,20 +10,23 @@ import tempfile
 import threading
 from pathlib import Path
 
+from boltzformer.apps.web_sessions import (
+    CACHE_MB,
+    CACHED_SESSIONS,
+    DEFAULT_MAX_VOXELS,
+    EncodingCache,
+    Limits,
+)
 from boltzformer.commands._inference import load_predictor
+from boltzformer.train.run_dir import DEMO_RUN, resolve_checkpoint
 
-#: Where `make demo` (`boltzformer demo --out demo_output`) leaves its model, best first.
-DEMO_CHECKPOINTS = (Path("demo_output/run/best"), Path("demo_output/run/last"))
 #: The environment variable that holds one login, user:password.
 AUTH_ENV = "BOLTZFORMER_AUTH"
-#: The encoding cache by default (`web.EncodingCache`): the 32 most recently used sessions'
-#: scans and encodings, 2048 MB at most.
-CACHED_SESSIONS, CACHE_MB = 32, 2048
 
 EPILOG = """\
 examples:
   boltzformer serve                                   # the model `make demo` trained
-  boltzformer serve --checkpoint runs/tiny/best --port 8080
+  boltzformer serve --checkpoint runs/tiny --port 8080    # a run folder: its best/
   boltzformer serve --checkpoint ckpt/ --host 0.0.0.0 --auth-file logins.txt   # on the LAN
   BOLTZFORMER_AUTH=ana:s3cret boltzformer serve --host 0.0.0.0 --device cuda
 
@@ -59,8 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--checkpoint", type=Path, metavar="DIR",
-        help="checkpoint folder (config.json + model.safetensors); default: the model "
-        f"`make demo` wrote ({DEMO_CHECKPOINTS[0]}, else {DEMO_CHECKPOINTS[1]})",
+        help="checkpoint folder (config.json + model.safetensors) or training run folder (its "
+        f"best/, else last/, else its newest snapshot); default: the run `make demo` trained, "
+        f"{DEMO_RUN}",
     )
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; "
@@ -71,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="seed of the Boltzmann sampling draws (default 0)")
     parser.add_argument("--max-file-size", type=int, default=1024, metavar="MB",
                         help="largest upload accepted, in MB (default 1024)")
-    parser.add_argument("--max-voxels", type=int, default=2**28, metavar="N",
+    parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",
                         help="largest NIfTI volume read, in voxels (default 2**28); an export's "
                         "prompts x voxels are held to it too")
     parser.add_argument("--cached-sessions", type=int, default=CACHED_SESSIONS, metavar="N",
@@ -86,19 +90,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-auth", action="store_true",
                         help="serve a --host beyond this machine without a login")
     parser.set_defaults(run=run)
-
-
-def resolve_checkpoint(checkpoint: Path | None) -> Path:
-    """--checkpoint, else the model `make demo` wrote; a one-line error when there is none."""
-    if checkpoint is not None:
-        return checkpoint
-    for candidate in DEMO_CHECKPOINTS:
-        if (candidate / "model.safetensors").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"no --checkpoint given and no model from `make demo` in {DEMO_CHECKPOINTS[0].parent}/: "
-        "run `make demo` (or `boltzformer train`) first, or pass --checkpoint DIR"
-    )
 
 
 def is_loopback(host: str) -> bool:
@@ -156,30 +147,30 @@ def resolve_auth(host: str, auth_file: Path | None, no_auth: bool,
 
 
 def run(args: argparse.Namespace) -> int:
-    args.checkpoint = resolve_checkpoint(args.checkpoint)
+    checkpoint = resolve_checkpoint(args.checkpoint)
     if min(args.max_file_size, args.max_voxels, args.cached_sessions, args.cache_mb) < 1:
         raise ValueError("--max-file-size, --max-voxels, --cached-sessions and --cache-mb "
                          "must be at least 1")
     auth = resolve_auth(args.host, args.auth_file, args.no_auth, dict(os.environ))
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by gradio at import and launch
-    try:
-        from boltzformer import web
+    try:  # imported here: gradio is an optional extra, and --help must not need it
+        from boltzformer.apps import web
     except ImportError as err:
         raise RuntimeError(
             f"the web app needs the web extra ({err}): pip install -e '.[web]'"
         ) from None
-    predictor = load_predictor(args)
+    predictor = load_predictor(checkpoint, args)
     with tempfile.TemporaryDirectory(prefix="boltzformer-serve-") as tmp:
         work_dir = Path(tmp)
         examples = web.make_examples(work_dir / "examples")
         app = web.build_app(
             predictor.model, work_dir=work_dir, examples=examples, seed=args.seed,
-            limits=web.Limits(max_voxels=args.max_voxels),
-            cache=web.EncodingCache(args.cached_sessions, args.cache_mb * 2**20),
-            title=f"BoltzFormer: {args.checkpoint}",
+            limits=Limits(max_voxels=args.max_voxels),
+            cache=EncodingCache(args.cached_sessions, args.cache_mb * 2**20),
+            title=f"BoltzFormer: {checkpoint}",
         )
         login = f"login required ({len(auth)} account(s))" if auth else "no login"
-        print(f"serving {args.checkpoint} at http://{args.host}:{args.port}, {login} "
+        print(f"serving {checkpoint} at http://{args.host}:{args.port}, {login} "
               "(Ctrl-C stops)", flush=True)
         # Ctrl-C (or SIGTERM) sets an event instead of raising KeyboardInterrupt wherever the
         # main thread happens to be (inside gradio's start-up, a KeyboardInterrupt could

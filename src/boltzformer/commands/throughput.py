@@ -15,8 +15,8 @@ from boltzformer.apps.throughput import (
     format_rows,
     measure_throughput,
 )
-from boltzformer.config import PRESETS
 from boltzformer.data import generate_phantoms
+from boltzformer.modeling.config import PRESETS
 
 _EPILOG = """\
 Each step encodes --batch-size images once and decodes up to K of each image's targets, as

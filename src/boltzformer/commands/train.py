@@ -47,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top, so that `boltzformer --help` does not load torch.
     from boltzformer.train import TrainConfig, train
     from boltzformer.train.config import parse_overrides
     from boltzformer.train.run_dir import CONFIG_NAME

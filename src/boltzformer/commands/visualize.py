@@ -6,17 +6,11 @@ import argparse
 from pathlib import Path
 
 from boltzformer import viz
-from boltzformer.commands._inference import (
-    add_input_options,
-    add_model_options,
-    check_prompt,
-    is_volume,
-    load_predictor,
-    read_gt,
-    read_plane,
-    read_volume,
-)
+from boltzformer.commands._inference import add_input_options, add_model_options, load_predictor
+from boltzformer.data.inputs import is_volume, read_gt, read_plane, read_volume
 from boltzformer.data.medio import nifti_slices
+from boltzformer.modeling.text_encoder import check_prompts
+from boltzformer.train.run_dir import resolve_checkpoint
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
@@ -62,7 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    prompt = check_prompt(args.prompt)
+    [prompt] = check_prompts([args.prompt], what="--prompt")
+    checkpoint = resolve_checkpoint(args.checkpoint)
     if args.out.suffix.lower() not in FIGURE_SUFFIXES:
         raise ValueError(f"--out {args.out}: give a figure file ending in "
                          f"{', '.join(FIGURE_SUFFIXES)}")
@@ -80,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         image = read_plane(args.input, args.window)
         title = f'"{prompt}" on {args.input.name}'
     gt = read_gt(args.mask, image.shape[:2]) if args.mask is not None else None
-    predictor = load_predictor(args)
+    predictor = load_predictor(checkpoint, args)
     num_queries = predictor.model.config.num_queries
     if not 0 <= args.query < num_queries:
         raise ValueError(f"--query {args.query} does not exist: the model has queries "

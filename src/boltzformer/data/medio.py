@@ -300,6 +300,26 @@ def write_nifti_mask(
     nib.save(out, str(path))
 
 
+def write_nifti_float(
+    values: np.ndarray, reference_img: SpatialImage, path: str | Path
+) -> None:
+    """Write a float volume (same shape as the reference; probabilities, stds) as float32
+    NIfTI with the reference's affine and header, as `write_nifti_mask` does masks."""
+    import nibabel as nib
+
+    values = np.asarray(values)
+    if values.shape != tuple(reference_img.shape):
+        raise DataError(
+            f"{path}: volume shape {values.shape} differs from the reference image's "
+            f"{tuple(reference_img.shape)}"
+        )
+    header = reference_img.header.copy()
+    header.set_data_dtype(np.float32)
+    out = type(reference_img)(values.astype(np.float32), reference_img.affine, header)
+    out.header.set_slope_inter(1.0, 0.0)
+    nib.save(out, str(path))
+
+
 def _is_dicom(path: Path) -> bool:
     if path.suffix.lower() in (".dcm", ".dicom"):
         return True

@@ -33,9 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from boltzformer.modeling.config import CROSS_ATTENTION_IMPLS
 from boltzformer.modeling.position import GridPositions
-
-CROSS_ATTENTION_IMPLS: tuple[str, ...] = ("auto", "sparse", "dense")
 
 # Queries are processed in chunks whose gathered tokens take about this many bytes, so the
 # gathered block is still in cache when the two matrix products read it.

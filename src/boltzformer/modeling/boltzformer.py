@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
-from boltzformer.config import BoltzFormerConfig
 from boltzformer.modeling.backbone import TimmBackbone
+from boltzformer.modeling.checkpoint import (
+    CONFIG_FILE,
+    checkpoint_paths,
+    load_weights,
+    read_config,
+    write_checkpoint,
+)
+from boltzformer.modeling.config import BoltzFormerConfig, get_preset
 from boltzformer.modeling.fine_semantic import FineSemantic
 from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
 from boltzformer.modeling.pigma import PiGMA
 from boltzformer.modeling.pixel_decoder import PixelDecoder
-from boltzformer.modeling.text_encoder import TextEncoder, TextFeatures
+from boltzformer.modeling.text_encoder import TextEncoder, TextFeatures, build_text_encoder
 
 # ImageNet statistics on 0-255 RGB input (as the authors' release normalises).
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-_SAVE_AGAIN = "save the model again, or copy the checkpoint folder again"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the one-line message names the file and the fix."""
 
 
 @dataclass
@@ -86,6 +83,9 @@ class BoltzFormerOutput:
 class BoltzFormer(nn.Module):
     """Text-prompted segmentation with Boltzmann attention sampling."""
 
+    #: `forward` takes the items' target names (`targets=`): `evaluate` passes them.
+    takes_targets: ClassVar[bool] = True
+
     def __init__(
         self,
         *,
@@ -107,6 +107,44 @@ class BoltzFormer(nn.Module):
         self.pigma = pigma
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, config: BoltzFormerConfig) -> BoltzFormer:
+        """Every component of `config`, freshly initialised."""
+        fine = config.semantic_stride == 2
+        backbone = TimmBackbone(
+            config.backbone, pretrained=config.backbone_pretrained,
+            image_size=config.image_size, stride2=fine,
+        )
+        pixel_decoder = PixelDecoder(
+            backbone.channels,
+            hidden_dim=config.hidden_dim,
+            mask_dim=config.mask_dim,
+            encoder_layers=config.pixel_decoder_layers,
+            num_heads=config.num_heads,
+            ffn_dim=config.ffn_dim,
+        )
+        text_encoder = build_text_encoder(
+            config.text_encoder,
+            out_dim=config.hidden_dim,
+            trainable=config.text_trainable,
+            max_tokens=config.text_max_tokens,
+            width=config.text_width,
+            layers=config.text_layers,
+            vocab_size=config.text_vocab_size,
+            labels=config.text_labels,
+        )
+        return cls(
+            config=config,
+            backbone=backbone,
+            pixel_decoder=pixel_decoder,
+            text_encoder=text_encoder,
+            decoder=BoltzFormerDecoder.from_config(config),
+            pigma=PiGMA(config.num_queries, channels=config.pigma_channels,
+                        correction=config.pigma),
+            fine_semantic=(FineSemantic(config.mask_dim, in_channels=backbone.stride2_channels)
+                           if fine else None),
+        )
 
     @property
     def device(self) -> torch.device:
@@ -221,111 +259,18 @@ class BoltzFormer(nn.Module):
         unknown keys, and weights that are corrupt or do not fit the config, raise
         `CheckpointError` (a ValueError) with a one-line message naming the file.
         """
-        from boltzformer.build import build_from_config
-
-        cfg_path, weights = checkpoint_files(
+        cfg_path, weights = checkpoint_paths(
             directory, written_by="model.save_pretrained or boltzformer train")
-        config = read_config(cfg_path)
+        config = read_config(cfg_path, BoltzFormerConfig.from_dict)
         if overrides:
             config = config.override(**overrides)
-        model = build_from_config(config)
+        model = cls.from_config(config)
         load_weights(model, weights, model_from=str(cfg_path),
                      fix=f"use the {CONFIG_FILE} saved with these weights")
         return model.to(map_location)
 
 
-def write_checkpoint(model: nn.Module, config_json: str, directory: str | Path) -> Path:
-    """A checkpoint folder: `config.json` (the model's settings) and `model.safetensors`."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).write_text(config_json)
-    save_model(model, str(directory / WEIGHTS_FILE))
-    return directory
-
-
-def checkpoint_files(directory: str | Path, *, written_by: str) -> tuple[Path, Path]:
-    """(config.json, model.safetensors) of a checkpoint folder; FileNotFoundError naming the
-    missing one and what writes it."""
-    directory = Path(directory)
-    paths = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: a checkpoint folder holds {CONFIG_FILE} and "
-                f"{WEIGHTS_FILE} (written by {written_by})"
-            )
-    return paths
-
-
-def read_config(path: Path) -> BoltzFormerConfig:
-    """A checkpoint's config.json -> BoltzFormerConfig; CheckpointError naming the file if it
-    is not JSON, not an object, or holds unknown keys or bad values."""
-    fix = f"restore the {CONFIG_FILE} saved with the weights"
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise CheckpointError(
-            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); {fix}"
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: cannot be read ({err}); {fix}") from None
-    if not isinstance(values, dict):
-        raise CheckpointError(
-            f"{path}: expected a JSON object of model settings, got a {type(values).__name__}; "
-            f"{fix}"
-        )
-    try:
-        return BoltzFormerConfig.from_dict(values)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: {err}; {fix}") from None
-
-
-def load_weights(
-    model: nn.Module, weights: Path, *, model_from: str, fix: str,
-    device: str | torch.device = "cpu",
-) -> None:
-    """Load a safetensors file into `model` (built from `model_from`, e.g. a config file).
-
-    Raises CheckpointError (one line: the file, what is wrong, `fix`) when the file is not a
-    readable safetensors file, or when its tensors' names or shapes differ from the model's.
-    """
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(
-            f"{weights}: not a readable safetensors file, corrupt or incomplete ({err}); "
-            f"{_SAVE_AGAIN}"
-        ) from None
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    differences = describe_differences(shapes, expected)
-    if differences:
-        raise CheckpointError(
-            f"{weights} does not match the model of {model_from}: {differences}; {fix}"
-        )
-    try:
-        load_model(model, str(weights), device=str(device))
-    except (SafetensorError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(
-            f"{weights}: cannot load the weights ({first}); {_SAVE_AGAIN}"
-        ) from None
-
-
-def describe_differences(found: dict[str, tuple], expected: dict[str, tuple]) -> str:
-    """What differs between a file's tensor shapes and a model's, in one short phrase."""
-    shape = [k for k in expected if k in found and found[k] != expected[k]]
-    missing = [k for k in expected if k not in found]
-    extra = [k for k in found if k not in expected]
-    parts = []
-    if shape:
-        k = shape[0]
-        parts.append(
-            f"{len(shape)} tensor(s) differ in shape (first {k}: {list(found[k])} in the file, "
-            f"{list(expected[k])} in the model)"
-        )
-    if missing:
-        parts.append(f"{len(missing)} tensor(s) missing from the file (first {missing[0]})")
-    if extra:
-        parts.append(f"{len(extra)} tensor(s) the model does not have (first {extra[0]})")
-    return ", ".join(parts)
+def build_model(preset: str = "tiny", **overrides: Any) -> BoltzFormer:
+    """A BoltzFormer from a named preset ("tiny", "paper-hiera-s", "paper-hiera-bp",
+    "paper-focal-l") with any config field overridden, e.g. attention="full"."""
+    return BoltzFormer.from_config(get_preset(preset, **overrides))

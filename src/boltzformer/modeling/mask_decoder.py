@@ -33,6 +33,7 @@ from boltzformer.modeling.attention import (
     SelfAttentionLayer,
     check_impl,
 )
+from boltzformer.modeling.config import BoltzFormerConfig
 from boltzformer.modeling.position import GridPositions, sine_positions
 from boltzformer.modeling.sampling import (
     boltzmann_keep_mask,
@@ -138,6 +139,34 @@ class BoltzFormerDecoder(nn.Module):
             FFNLayer(hidden_dim, ffn_dim, dropout=dropout) for _ in range(num_layers)
         )
         self.mask_head = MaskHead(hidden_dim, mask_dim)
+
+    @classmethod
+    def from_config(cls, config: BoltzFormerConfig) -> BoltzFormerDecoder:
+        """The decoder of `config`, freshly initialised."""
+        return cls(
+            hidden_dim=config.hidden_dim,
+            mask_dim=config.mask_dim,
+            num_queries=config.num_queries,
+            num_heads=config.num_heads,
+            ffn_dim=config.ffn_dim,
+            num_layers=config.num_layers,
+            num_levels=config.num_levels,
+            text_prior=config.text_prior,
+            query_init_std=config.query_init_std,
+            dropout=config.dropout,
+            sampling=SamplingSettings(
+                attention=config.attention,
+                sampler=config.sampler,
+                ratio=config.sampling_ratio,
+                tau0=config.tau0,
+                keep_threshold=config.keep_threshold,
+                mask_threshold=config.mask_threshold,
+                logits=config.sampling_logits,
+                per_head=config.sampling_per_head,
+                explore=config.sampling_explore,
+            ),
+            attention_impl=config.attention_impl,
+        )
 
     @property
     def num_layers(self) -> int:

@@ -21,8 +21,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from boltzformer.modeling.config import SAMPLERS
+
 Sampler = Literal["bernoulli", "multinomial"]
-SAMPLERS: tuple[str, ...] = ("bernoulli", "multinomial")
 
 
 def temperature(layer: int, tau0: float) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import warnings
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,18 +34,24 @@ class TextFeatures:
     padding: Tensor
 
 
-def check_prompts(prompts: list[str] | tuple[str, ...]) -> list[str]:
-    """Validate a batch of prompts: a list of non-empty strings."""
-    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
-        raise TypeError("prompts must be a list of strings, one per image")
+def check_prompts(prompts: Sequence[str], *, what: str = "prompt") -> list[str]:
+    """The one check of prompts, wherever they come from (model, Predictor, commands, web):
+    a non-empty list or tuple of non-blank strings -> the list, each stripped. Errors name
+    the prompt as `what` (e.g. "--prompt") and, of several, its number counted from 1."""
+    if isinstance(prompts, str):
+        raise TypeError(f"prompts must be a list of strings: write [{prompts!r}]")
+    if not isinstance(prompts, list | tuple):
+        raise TypeError(f"prompts must be a list of strings, got {type(prompts).__name__}")
+    if not prompts:
+        raise ValueError(f"no {what} given: give at least one, e.g. 'nodule in lung CT'")
     for i, p in enumerate(prompts):
+        name = what if len(prompts) == 1 else f"{what} {i + 1} of {len(prompts)}"
         if not isinstance(p, str):
-            raise TypeError(f"prompt {i} is {type(p).__name__}, not a string")
+            raise TypeError(f"{name} is {type(p).__name__}, not a string")
         if not p.strip():
             raise ValueError(
-                f"prompt {i} is empty: describe the object to find, e.g. 'nodule in lung CT'"
-            )
-    return list(prompts)
+                f"{name} is empty: describe the object to find, e.g. 'nodule in lung CT'")
+    return [p.strip() for p in prompts]
 
 
 def _warn_truncated(index: int, length: int, limit: int) -> None:

@@ -24,12 +24,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from boltzformer.modeling.boltzformer import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    BoltzFormer,
-    CheckpointError,
-)
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 
 STATE_FILE = "trainer_state.safetensors"
 _META_KEY = "boltzformer.trainer_state"

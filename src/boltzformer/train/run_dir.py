@@ -1,9 +1,13 @@
-"""The files of a run folder (RUN_DIR) besides its checkpoints, and the rule for resuming it.
+"""A training run folder (RUN_DIR): its layout, the rule for resuming it, and the one answer
+to "which checkpoint does the user mean".
 
-`config.yaml` (the resolved TrainConfig; a resume may change only `RESUMABLE_CHANGES`),
-`metrics.jsonl` (one JSON record per line, appended by rank 0, cut back to the checkpoint's
-count on resume), `loss_curve.png` and `snapshots/<minutes>min` (the weights every
-`train.snapshot_minutes`).
+`boltzformer train` (and `boltzformer demo`, which trains into OUT/run) writes `best/` (the
+lowest validation loss), `last/` (resumable), `snapshots/<minutes>min` (the weights every
+`train.snapshot_minutes`), each a checkpoint folder (`modeling/checkpoint.py`); `config.yaml`
+(the resolved TrainConfig; a resume may change only `RESUMABLE_CHANGES`), `metrics.jsonl`
+(one JSON record per line, appended by rank 0, cut back to the checkpoint's count on resume)
+and `loss_curve.png`. `resolve_checkpoint` turns what a user points a verb at (`predict`,
+`visualize`, `evaluate`, `serve`) into the checkpoint folder to load.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from typing import Any
 
 from torch import nn
 
+from boltzformer.modeling.checkpoint import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint
 from boltzformer.train.config import TrainConfig
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
 CURVE_NAME = "loss_curve.png"
-SNAPSHOTS = "snapshots"
+BEST, LAST, SNAPSHOTS = "best", "last", "snapshots"
+#: The run folder `make demo` (`boltzformer demo`, default --out demo_output) trains into.
+DEMO_RUN = Path("demo_output/run")
 # Settings that may change when a run is resumed; anything else must match the run's config.
 RESUMABLE_CHANGES: tuple[str, ...] = (
     "data.root", "data.workers", "train.epochs", "train.patience", "train.max_steps",
@@ -60,7 +67,7 @@ def save_snapshot(model: nn.Module, run_dir: Path, minutes: float, every: float)
     """Keep the weights in snapshots/<mark>min, `mark` the last multiple of `every` minutes
     reached, unless that snapshot exists (curves of a metric against training time)."""
     mark = math.floor(minutes / every) * every
-    path = run_dir / SNAPSHOTS / f"{mark:07.2f}min"
+    path = snapshot_dir(run_dir, mark)
     if mark > 0 and not path.exists():
         model.save_pretrained(path)
 
@@ -94,3 +101,59 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def snapshot_dir(run_dir: Path, minutes: float) -> Path:
+    """Where the snapshot after `minutes` of training goes: snapshots/0012.50min."""
+    return run_dir / SNAPSHOTS / f"{minutes:07.2f}min"
+
+
+def _minutes(snapshot: Path) -> float:
+    """The training minutes of a snapshot folder's name (-inf for a name not written so)."""
+    try:
+        return float(snapshot.name.removesuffix("min"))
+    except ValueError:
+        return -math.inf
+
+
+def run_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint to load from a run folder: `best/`, else `last/`, else the newest
+    snapshot; None when it holds no complete checkpoint."""
+    for candidate in (run_dir / BEST, run_dir / LAST):
+        if is_checkpoint(candidate):
+            return candidate
+    snapshots = [p for p in (run_dir / SNAPSHOTS).glob("*") if is_checkpoint(p)]
+    return max(snapshots, key=lambda p: (_minutes(p), p.name)) if snapshots else None
+
+
+def resolve_checkpoint(path: Path | None) -> Path:
+    """The checkpoint folder to load for `path`:
+
+    - a checkpoint folder (it holds config.json or model.safetensors): `path` itself, so that
+      loading it names a missing or broken file;
+    - a training run folder: `run_checkpoint(path)` (best/, else last/, else the newest
+      snapshot);
+    - None: the run folder `make demo` trains into, `DEMO_RUN`, the same way.
+
+    FileNotFoundError with a one-line message when nothing there can be loaded.
+    """
+    if path is None:
+        found = run_checkpoint(DEMO_RUN)
+        if found is None:
+            raise FileNotFoundError(
+                f"no checkpoint given and no model from `make demo` in {DEMO_RUN}/: run `make "
+                "demo` (or `boltzformer train`) first, or give a checkpoint or run folder"
+            )
+        return found
+    what = (f"give a checkpoint folder ({CONFIG_FILE} + {WEIGHTS_FILE}) or a training run "
+            f"folder (with {BEST}/, {LAST}/ or {SNAPSHOTS}/)")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such folder; {what}")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is a file; {what}")
+    if (path / CONFIG_FILE).exists() or (path / WEIGHTS_FILE).exists():
+        return path
+    found = run_checkpoint(path)
+    if found is None:
+        raise FileNotFoundError(f"{path}: no checkpoint in this folder; {what}")
+    return found

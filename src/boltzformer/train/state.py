@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from boltzformer.config import check_keys
+from boltzformer.modeling.config import check_keys
 
 
 @dataclass

@@ -25,11 +25,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from boltzformer.build import build_from_config
 from boltzformer.data import BiomedParseDataset, collate
 from boltzformer.evaluate import dice_batch, unique_images
 from boltzformer.loss import dice_bce_loss
-from boltzformer.modeling.boltzformer import BoltzFormer, load_weights
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.checkpoint import WEIGHTS_FILE, load_weights
 from boltzformer.plots import plot_loss_curve
 from boltzformer.train import checkpoint as ckpt
 from boltzformer.train.config import TrainConfig
@@ -43,8 +43,10 @@ from boltzformer.train.data import (
 from boltzformer.train.distributed import Cluster
 from boltzformer.train.optim import build_optimizer, build_scheduler, total_steps
 from boltzformer.train.run_dir import (
+    BEST,
     CONFIG_NAME,
     CURVE_NAME,
+    LAST,
     METRICS_NAME,
     append_record,
     check_resumable,
@@ -136,7 +138,7 @@ class Trainer:
         # Model (seeded alike on every rank), then each rank's own random streams.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loop.seed)
-            self.model = build_from_config(self.model_config).to(self.device)
+            self.model = BoltzFormer.from_config(self.model_config).to(self.device)
         torch.manual_seed(mix_seed(loop.seed, cluster.rank))
         self.sampling_rng = torch.Generator(device=self.device)
         self.sampling_rng.manual_seed(mix_seed(loop.seed, cluster.rank, 1))
@@ -167,11 +169,11 @@ class Trainer:
     # -- paths ----------------------------------------------------------------
     @property
     def last_dir(self) -> Path:
-        return self.run_dir / "last"
+        return self.run_dir / LAST
 
     @property
     def best_dir(self) -> Path:
-        return self.run_dir / "best"
+        return self.run_dir / BEST
 
     # -- setup ----------------------------------------------------------------
     def _prepare_run_dir(self, resume: bool) -> None:
@@ -208,7 +210,7 @@ class Trainer:
 
     def _restore(self, directory: Path) -> None:
         load_weights(
-            self.model, directory / ckpt.WEIGHTS_FILE, device=self.device,
+            self.model, directory / WEIGHTS_FILE, device=self.device,
             model_from=f"this run's model settings ({self.run_dir / CONFIG_NAME})",
             fix="resume with the settings the run was started with, or train into a new folder",
         )

@@ -9,7 +9,11 @@ from typing import Any
 
 import yaml
 
+# The valid values of the string settings; the modules that act on them import them from here.
 ATTENTION_MODES: tuple[str, ...] = ("boltzmann", "masked", "full")
+SAMPLERS: tuple[str, ...] = ("bernoulli", "multinomial")
+SAMPLING_LOGITS: tuple[str, ...] = ("lowres", "reference")
+CROSS_ATTENTION_IMPLS: tuple[str, ...] = ("auto", "sparse", "dense")
 
 
 @dataclass(frozen=True)
@@ -69,13 +73,10 @@ class BoltzFormerConfig:
                 isinstance(t, str) and t.strip() for t in self.text_labels):
             raise ValueError(f"text_labels must be distinct non-empty names, got "
                              f"{list(self.text_labels)}")
-        from boltzformer.modeling.attention import CROSS_ATTENTION_IMPLS
-        from boltzformer.modeling.sampling import SAMPLERS
-
         choices = {
             "attention": ATTENTION_MODES,
             "sampler": SAMPLERS,
-            "sampling_logits": ("lowres", "reference"),
+            "sampling_logits": SAMPLING_LOGITS,
             "attention_impl": CROSS_ATTENTION_IMPLS,
         }
         for name, allowed in choices.items():

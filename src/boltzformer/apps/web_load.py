@@ -1,6 +1,6 @@
 """Load test of `boltzformer serve`: concurrent `gradio_client` sessions against a real server.
 
-    python -m boltzformer.web_load [--checkpoint DIR] [--sessions 12] [--waves 10]
+    python -m boltzformer.apps.web_load [--checkpoint DIR] [--sessions 12] [--waves 10]
     make load-test
 
 Starts `boltzformer serve` in its own process, with a login (a temporary --auth-file, as on a
@@ -45,8 +45,8 @@ import numpy as np
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from boltzformer.build import build_model
-from boltzformer.web import make_examples
+from boltzformer.apps.web import make_examples
+from boltzformer.modeling.boltzformer import build_model
 
 LOGIN = ("loadtest", "not-a-secret")
 #: Seconds a client waits for the server (httpx's default of 5 s is too short on a busy CPU).
@@ -284,7 +284,7 @@ def run(checkpoint: Path, sessions: int, waves: int, work: Path, size: int = 256
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m boltzformer.web_load",
+        prog="python -m boltzformer.apps.web_load",
         description="Load test of `boltzformer serve` (see this module's docstring).")
     parser.add_argument("--checkpoint", type=Path, metavar="DIR",
                         help="model to serve (default: an untrained `tiny` model, the "
@@ -325,7 +325,7 @@ def spawn(checkpoint: Path, *args: str, env: dict[str, str] | None = None,
     process, on this package's sources, one OpenMP thread, `env` added to the environment;
     output (text) to `stdout`. Returns it and the page's URL; Ctrl-C (SIGINT) stops it."""
     port = free_port()
-    source = str(Path(__file__).resolve().parents[1])  # the folder holding boltzformer/
+    source = str(Path(__file__).resolve().parents[2])  # the folder holding boltzformer/
     path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.Popen(

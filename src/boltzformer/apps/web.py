@@ -7,8 +7,9 @@ its own `Predictor` around the one shared model: an upload (or a change of slice
 window) is encoded once, and every set of prompts after it reuses that encoding. The
 encodings (and the scans they came from) live in one `EncodingCache` of the most recently
 used sessions, not in the sessions' state, so the server's memory is bounded whatever the
-number of sessions: a session evicted from it is told to load its image again. Reading,
-windowing and NIfTI write-back are `commands._inference` and `data.medio`; the figures are
+number of sessions: a session evicted from it is told to load its image again (all of that,
+without gradio, is `apps/web_sessions.py`). Reading,
+windowing and NIfTI write-back are `data.inputs` and `data.medio`; the figures are
 `viz`. Every image the server sends is a PNG file of the request's own folder (gradio copies
 files into its cache atomically; the arrays it encodes itself it rewrites in place, which a
 concurrent download of an identical image can see half-written).
@@ -28,21 +29,14 @@ import ctypes.util
 import functools
 import json
 import logging
-import shutil
 import sys
-import tempfile
-import threading
-import uuid
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from PIL import Image
 from starlette.middleware import Middleware
@@ -50,19 +44,19 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from boltzformer import viz
-from boltzformer.commands._inference import Volume, is_volume, read_plane, read_volume
-from boltzformer.commands.predict import file_names
-from boltzformer.commands.serve import CACHE_MB, CACHED_SESSIONS
-from boltzformer.data import generate_phantoms
-from boltzformer.data.medio import (
-    DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
-    WINDOWS,
-    nifti_slices,
-    stack_slices,
-    write_nifti_mask,
+from boltzformer.apps.web_sessions import (
+    Encoding,
+    EncodingCache,
+    Limits,
+    Session,
+    feature_bytes,
+    read_scan,
 )
-from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
+from boltzformer.data import generate_phantoms
+from boltzformer.data.inputs import file_names
+from boltzformer.data.medio import WINDOWS, stack_slices, write_nifti_mask
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.text_encoder import check_prompts
 from boltzformer.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -70,8 +64,6 @@ log = logging.getLogger(__name__)
 AUTO_WINDOW = "auto"
 MAX_PROMPTS = 8
 MAX_SAMPLES = 16
-#: Largest NIfTI volume the app reads by default: 2**28 voxels (256 MiB as uint8 display).
-DEFAULT_MAX_VOXELS = 2**28
 #: Sessions whose small state (not their encodings) gradio keeps; older ones start afresh.
 STATE_SESSIONS = 2000
 _EXPECTED = (ValueError, OSError, RuntimeError, MemoryError)
@@ -82,154 +74,9 @@ _GLIBC = _LIBC is not None and hasattr(_LIBC, "malloc_trim") and hasattr(_LIBC, 
 _M_ARENA_MAX = -8
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask of the server: pixels per image, voxels per volume (and, for a
-    volume's export, prompts x voxels)."""
-
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_voxels: int = DEFAULT_MAX_VOXELS
-
-
-@dataclass
-class Scan:
-    """An uploaded input as display slices: slices (N, H, W) or (N, H, W, 3) uint8, N = 1 for
-    an image or DICOM slice; `volume` (NIfTI only) keeps the affine and header."""
-
-    name: str
-    slices: np.ndarray
-    volume: Volume | None
-    axis: int
-    windowable: bool
-
-
-@dataclass
-class Encoding:
-    """What a session has loaded: its scan, the slice shown, and the Predictor holding that
-    slice's encoding (the memory a session costs; `EncodingCache` bounds it)."""
-
-    scan: Scan
-    index: int
-    predictor: Predictor
-    feature_bytes: int  # the model's encoding of one image (`feature_bytes(model)`)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held: the scan's slices, the display image and the encoded features."""
-        image = self.predictor.image
-        return self.scan.slices.nbytes + (0 if image is None else image.nbytes) + \
-            self.feature_bytes
-
-
-def feature_bytes(model: BoltzFormer) -> int:
-    """Bytes of `model`'s encoding of one image (the same for every image: it sees them all
-    at its `image_size`)."""
-    size = model.config.image_size
-    with torch.inference_mode():
-        feats: ImageFeatures = model.encode_image(
-            torch.zeros(1, 3, size, size, device=model.device))
-    return sum(t.nbytes for t in (*feats.levels, feats.semantic, feats.pixels))
-
-
-class EncodingCache:
-    """The encodings of the `max_sessions` most recently used sessions, `max_bytes` at most in
-    all; older ones are evicted (least recently used first). Thread-safe."""
-
-    def __init__(self, max_sessions: int = CACHED_SESSIONS,
-                 max_bytes: int = CACHE_MB * 2**20) -> None:
-        if max_sessions < 1 or max_bytes < 1:
-            raise ValueError("the encoding cache needs room for at least one session")
-        self.max_sessions, self.max_bytes = max_sessions, max_bytes
-        self._entries: OrderedDict[str, Encoding] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by all cached encodings."""
-        with self._lock:
-            return sum(e.nbytes for e in self._entries.values())
-
-    def check_fits(self, nbytes: int, name: str) -> None:
-        """A one-line ValueError when an encoding of `nbytes` could never be cached."""
-        if nbytes > self.max_bytes:
-            raise ValueError(f"{name} needs {nbytes / 2**20:.0f} MB in memory, over this "
-                             f"server's cache of {self.max_bytes / 2**20:.0f} MB: load a "
-                             "smaller file")
-
-    def put(self, key: str, encoding: Encoding) -> None:
-        """Cache `encoding` as `key`'s (the most recently used), evicting the least recently
-        used ones while over either limit."""
-        self.check_fits(encoding.nbytes, encoding.scan.name)
-        with self._lock:
-            self._entries[key] = encoding
-            self._entries.move_to_end(key)
-            total = sum(e.nbytes for e in self._entries.values())
-            while len(self._entries) > self.max_sessions or total > self.max_bytes:
-                evicted, old = self._entries.popitem(last=False)
-                total -= old.nbytes
-                log.info("evicted the encoding of session %s (%s)", evicted, old.scan.name)
-
-    def get(self, key: str) -> Encoding | None:
-        """`key`'s encoding (now the most recently used), or None when it has none."""
-        with self._lock:
-            encoding = self._entries.get(key)
-            if encoding is not None:
-                self._entries.move_to_end(key)
-            return encoding
-
-    def pop(self, key: str) -> None:
-        """Forget `key`'s encoding, if any."""
-        with self._lock:
-            self._entries.pop(key, None)
-
-
-@dataclass
-class Session:
-    """One browser session's own small state: its key in the `EncodingCache`, the name of the
-    scan it loaded last (to tell an evicted encoding from none), and `folder` (made under
-    `work_dir` when first needed) for its downloads and figures."""
-
-    work_dir: Path
-    key: str = field(default_factory=lambda: uuid.uuid4().hex)
-    loaded: str | None = None
-    folder: Path | None = None
-    runs: int = 0
-
-    def run_folder(self) -> Path:
-        """A new folder for one request's files."""
-        if self.folder is None:
-            self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=self.work_dir))
-        self.runs += 1
-        path = self.folder / f"run{self.runs}"
-        path.mkdir()
-        return path
-
-    def close(self) -> None:
-        """Delete the session's files."""
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def read_scan(path: Path, window: str | None, axis: int, limits: Limits) -> Scan:
-    """Read an upload the way `boltzformer predict` does; `window` applies to DICOM and
-    NIfTI only (ignored for PNG/JPG/TIFF)."""
-    if is_volume(path):
-        volume = read_volume(path, window, axis, max_voxels=limits.max_voxels)
-        volume.reference.uncache()  # the float volume nibabel kept: the display copy suffices
-        return Scan(path.name, nifti_slices(volume.display, axis), volume, axis, True)
-    windowable = not path.name.lower().endswith(IMAGE_EXTENSIONS)
-    plane = read_plane(path, window if windowable else None, max_pixels=limits.max_pixels)
-    return Scan(path.name, plane[None], None, axis, windowable)
-
-
 def parse_prompts(text: str | None) -> list[str]:
     """One prompt per line (blank lines skipped): 1 to MAX_PROMPTS of them."""
-    prompts = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if not prompts:
-        raise ValueError("no prompt: type what to segment, one per line, e.g. 'nodule in lung CT'")
+    prompts = check_prompts([line for line in (text or "").splitlines() if line.strip()])
     if len(prompts) > MAX_PROMPTS:
         raise ValueError(f"{len(prompts)} prompts: give at most {MAX_PROMPTS} at a time")
     return prompts

@@ -1,0 +1,144 @@
+"""The import graph of `boltzformer`, read from its sources (ast; nothing is imported):
+every import points to the same layer or a lower one, and no modules import each other in
+a cycle. Imports inside functions count too (they cannot hide a cycle or an upward import).
+
+    4 commands   cli.py, __main__.py, commands/: argument parsing only
+    3 apps       apps/: the web app, demo, study, benchmarks, throughput
+    2 library    train/, baselines/ (the U-Net trainer), evaluate, predictor, grounding, loss,
+                 convert, viz, plots, and the package's public names (__init__)
+    1 data/io    data/
+    0 modeling   modeling/, baselines/unet.py (a model)
+"""
+
+from __future__ import annotations
+
+import ast
+import pkgutil
+from collections.abc import Iterator
+from pathlib import Path
+
+LAYERS = ("modeling", "data/io", "library", "apps", "commands")
+ROOT = Path(__file__).resolve().parents[1] / "src" / "boltzformer"
+
+
+def layer(module: str) -> int:
+    """The layer of a module (dotted name), 0 (modeling) to 4 (commands)."""
+    def under(package: str) -> bool:
+        return module == package or module.startswith(package + ".")
+
+    if under("boltzformer.apps"):
+        return 3
+    if under("boltzformer.commands") or module in ("boltzformer.cli", "boltzformer.__main__"):
+        return 4
+    if under("boltzformer.modeling") or module == "boltzformer.baselines.unet":
+        return 0
+    if under("boltzformer.data"):
+        return 1
+    return 2
+
+
+def modules(path: Path = ROOT, prefix: str = "boltzformer") -> Iterator[tuple[str, Path, bool]]:
+    """(dotted name, source file, is a package) of the package and every module under it."""
+    if prefix == "boltzformer":
+        yield prefix, path / "__init__.py", True
+    for info in pkgutil.iter_modules([str(path)]):
+        name = f"{prefix}.{info.name}"
+        if info.ispkg:
+            yield name, path / info.name / "__init__.py", True
+            yield from modules(path / info.name, name)
+        else:
+            yield name, path / f"{info.name}.py", False
+
+
+def imports(name: str, source: Path, is_package: bool, known: set[str]) -> set[str]:
+    """The `boltzformer` modules that module `name` imports, anywhere in its source:
+    `from P import m` is module P.m when that exists, else P; relative imports resolved."""
+    found: set[str] = set()
+    package = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.add(sub if sub in known else base)
+    return {m for m in found if m == "boltzformer" or m.startswith("boltzformer.")}
+
+
+def import_graph() -> dict[str, set[str]]:
+    found = list(modules())
+    known = {name for name, _, _ in found}
+    return {name: imports(name, path, pkg, known) - {name} for name, path, pkg in found}
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a higher layer, as 'importer (layer) -> imported (layer)'."""
+    return sorted(
+        f"{a} ({LAYERS[layer(a)]}) -> {b} ({LAYERS[layer(b)]})"
+        for a, targets in graph.items() for b in targets if layer(b) > layer(a)
+    )
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(groups)
+
+
+def test_every_module_is_read_and_placed():
+    graph = import_graph()
+    assert len(graph) > 50 and "boltzformer.modeling.boltzformer" in graph
+    assert "boltzformer.apps.web" in graph and "boltzformer.data.inputs" in graph
+    assert {"boltzformer.modeling.config"} <= graph["boltzformer.modeling.boltzformer"]
+    assert "boltzformer.data.medio" in graph["boltzformer.data.inputs"]  # relative import
+    assert {layer(m) for m in graph} == set(range(len(LAYERS)))
+
+
+def test_layers_import_only_downward():
+    assert upward(import_graph()) == []
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def test_the_checks_catch_what_they_are_for():
+    graph = {
+        "boltzformer.data.medio": {"boltzformer.predictor"},  # data/io -> library
+        "boltzformer.evaluate": {"boltzformer.grounding"},
+        "boltzformer.grounding": {"boltzformer.plots"},
+        "boltzformer.plots": {"boltzformer.evaluate"},
+    }
+    assert upward(graph) == ["boltzformer.data.medio (data/io) -> boltzformer.predictor (library)"]
+    assert cycles(graph) == [["boltzformer.evaluate", "boltzformer.grounding", "boltzformer.plots"]]
