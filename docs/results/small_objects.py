@@ -12,6 +12,7 @@ fixed number of minutes, evaluates it on the test split (Dice, grounding), and w
     python docs/results/small_objects.py cost labels labels-s2 unet  # s per step, interleaved
     python docs/results/small_objects.py rate labels labels-full --data DATA --out RUNS
     python docs/results/small_objects.py table RUNS
+    python docs/results/small_objects.py spread RUNS   # mean ± sd over seeds per variant
 
 `rate` trains each variant for `--minutes` (default 2) without scoring it and prints its
 steps per minute: the step budgets that stand for "equal minutes" when the machine is
@@ -295,6 +296,28 @@ def table(folders: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def spread(folders: list[Path]) -> str:
+    """Mean ± standard deviation over seeds of each variant's result.json (paper Table 3)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*/result.json")):
+            r = json.loads(path.read_text())
+            groups.setdefault(r["variant"], []).append(r)
+    keys = ("small", "large", "all", "failure_rate", "prompt_accuracy", "hedging")
+    lines = ["| variant | seeds | steps | small | large | all | failures | prompt acc. | hedging |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for variant, rows in groups.items():
+        cells = []
+        for key in keys:
+            values = torch.tensor([100 * r[key] for r in rows], dtype=torch.float64)
+            sd = float(values.std()) if len(rows) > 1 else 0.0
+            cells.append(f"{float(values.mean()):.1f} ± {sd:.1f}")
+        steps = "/".join(str(r["steps"]) for r in rows)
+        seeds = ",".join(str(r["seed"]) for r in rows)
+        lines.append(f"| {variant} | {seeds} | {steps} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -335,6 +358,8 @@ def main() -> None:
     k.add_argument("--rounds", type=int, default=6)
     s = sub.add_parser("table", help="a Markdown table of the runs' result.json")
     s.add_argument("folders", type=Path, nargs="+")
+    m = sub.add_parser("spread", help="mean ± sd over seeds per variant (Table 3)")
+    m.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
     if args.verb == "train":
         result = run(args.variant, args.data, args.out, minutes=args.minutes, steps=args.steps,
@@ -369,6 +394,8 @@ def main() -> None:
                 print(f"{run_dir.name} {group} (n={v['n']}): coverage "
                       f"{' '.join(f'{c:.2f}' for c in v['coverage'])}; focus "
                       f"{' '.join(f'{f:.1f}' for f in v['focus'])}")
+    elif args.verb == "spread":
+        print(spread(args.folders))
     else:
         print(table(args.folders))
 
