@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+from torch.utils.data import ConcatDataset
+
+from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluate import evaluate, write_report
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.train.run_dir import resolve_checkpoint
+
 EXAMPLE = """\
 example:
   boltzformer evaluate --checkpoint runs/tiny --data data/phantoms --split test \\
@@ -47,15 +55,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here, not at the top, so that `boltzformer --help` does not load torch.
-    import torch
-    from torch.utils.data import ConcatDataset
-
-    from boltzformer.data import BiomedParseDataset
-    from boltzformer.evaluate import evaluate, write_report
-    from boltzformer.modeling.boltzformer import BoltzFormer
-    from boltzformer.train.run_dir import resolve_checkpoint
-
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = args.device
