@@ -205,7 +205,7 @@ def count_flops(work: Workload, seed: int, device: torch.device) -> dict[str, in
     gradients to the queries, the image tokens and the weights.
     """
     work.module.train()
-    calls: list[tuple[SampledCrossAttention, tuple]] = []
+    calls: list[tuple[nn.Module, tuple]] = []
 
     def record(module: nn.Module, args: tuple, kwargs: dict, _out: Any) -> None:
         calls.append((module, tuple(a.detach() if isinstance(a, Tensor) else a for a in args)))
@@ -304,6 +304,7 @@ def agreement(work: Workload, seed: int, device: torch.device) -> dict[str, floa
         with torch.no_grad():
             results.append(work.run(torch.Generator(device).manual_seed(seed), True))
     (ref_out, ref_keep), (fast_out, fast_keep) = results
+    assert ref_keep is not None and fast_keep is not None  # asked for (return_sampling)
     mismatches = sum(int((a != b).sum()) for a, b in zip(ref_keep, fast_keep))
     pairs = sum(k.numel() for k in ref_keep)
     kept = sum(int(k.sum()) for k in ref_keep)

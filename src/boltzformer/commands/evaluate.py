@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import ConcatDataset
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     checkpoint = resolve_checkpoint(args.checkpoint)
     model = BoltzFormer.from_pretrained(checkpoint, map_location=device)
-    dataset = ConcatDataset([
+    dataset: ConcatDataset[dict[str, Any]] = ConcatDataset([
         BiomedParseDataset(root, args.split, image_size=model.config.image_size)
         for root in args.data
     ])
