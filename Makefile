@@ -20,6 +20,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests docs
+	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q
 
 # The web page in headless Chromium (Debian's chromium + chromium-driver, installed if missing);

@@ -1,7 +1,9 @@
 """The `boltzformer` command line: a few verbs, each in `boltzformer.commands.<verb>`.
 
 Each command module defines `add_parser(subparsers)` (registers its verb, arguments and help)
-and `run(args) -> int`.
+and `run(args) -> int`. The parser is built from every command module, so `--help` imports
+them all, and torch with them: a command module imports what it needs at its top (the one
+exception, `serve`, imports the web app in `run` because gradio is an optional extra).
 """
 
 from __future__ import annotations

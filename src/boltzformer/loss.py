@@ -18,6 +18,8 @@ what it measured, and docs/fidelity.md for the choice of the default Dice form.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -46,7 +48,7 @@ def dice_loss(logits: Tensor, target: Tensor, form: str = DEFAULT_DICE) -> Tenso
     return (1 - dice).mean()
 
 
-def resize_to_mask(logits: Tensor, size: tuple[int, int]) -> Tensor:
+def resize_to_mask(logits: Tensor, size: Sequence[int]) -> Tensor:
     """logits (B, C, h, w) at the mask's (H, W): bicubic with antialiasing, as the release."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
@@ -62,12 +64,12 @@ def dice_bce_loss(logits: Tensor, target: Tensor, dice: str = DEFAULT_DICE) -> T
     return dice_loss(logits, target, dice) + F.binary_cross_entropy_with_logits(logits, target)
 
 
-def layer_target(mask: Tensor, size: tuple[int, int]) -> Tensor:
+def layer_target(mask: Tensor, size: Sequence[int]) -> Tensor:
     """The mask (B, 1, H, W) at a layer prediction's (h, w): 1 in every cell that holds any
     object pixel (max pooling), so an object smaller than a cell is still a target."""
     if tuple(mask.shape[-2:]) == tuple(size):
         return mask
-    return F.adaptive_max_pool2d(mask.float(), size)
+    return F.adaptive_max_pool2d(mask.float(), tuple(size))
 
 
 def deep_supervision_loss(layer_logits: list[Tensor], mask: Tensor, target: str = "query",

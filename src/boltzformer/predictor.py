@@ -213,16 +213,18 @@ class Predictor:
         text = self.model.encode_text(prompts)
         text = TextFeatures(text.tokens.repeat(n, 1, 1), text.padding.repeat(n, 1))
         tiled = feats.repeat(p)
-        mean = m2 = None
-        for k in range(samples):  # Welford's running mean and sum of squared deviations
+
+        def draw() -> Tensor:
             logits = self.model.decode(tiled, text, generator=generator).logits
-            prob = _resize(torch.sigmoid(logits.float()), size).view(n, p, *size)
-            if mean is None:
-                mean, m2 = prob, torch.zeros_like(prob)
-            else:
-                delta = prob - mean
-                mean += delta / (k + 1)
-                m2 += delta * (prob - mean)
+            return _resize(torch.sigmoid(logits.float()), size).view(n, p, *size)
+
+        mean = draw()
+        m2 = torch.zeros_like(mean)
+        for k in range(1, samples):  # Welford's running mean and sum of squared deviations
+            prob = draw()
+            delta = prob - mean
+            mean += delta / (k + 1)
+            m2 += delta * (prob - mean)
         std = (m2 / samples).clamp_min(0).sqrt() if samples > 1 else None
         return mean.clamp(0, 1), std
 
@@ -289,7 +291,7 @@ class Predictor:
                     self.model.encode_image(pixels), prompts, size, samples, generator
                 )
                 mean[:, start : start + len(batch)] = m.transpose(0, 1).cpu().numpy()
-                if std is not None:
+                if std is not None and s is not None:  # both when samples > 1
                     std[:, start : start + len(batch)] = s.transpose(0, 1).cpu().numpy()
                 bar.update(len(batch))
         return Prediction(prob=mean, std=std, prompts=tuple(prompts), samples=samples)
@@ -305,6 +307,7 @@ class Predictor:
         out = self.model.decode(
             feats, text, generator=self._generator(seed), return_sampling=True
         )
+        assert out.keep_masks is not None  # asked for with return_sampling=True
         prob = _resize(torch.sigmoid(out.logits.float()), size)[0, 0].clamp(0, 1)
         return SamplingTrace(
             keep_masks=[k[0].cpu().numpy() for k in out.keep_masks],

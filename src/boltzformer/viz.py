@@ -334,5 +334,7 @@ def probability_maps(
 
 def to_array(fig: Figure) -> np.ndarray:
     """A figure rendered to an (H, W, 3) uint8 RGB array (at its dpi)."""
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    canvas = fig.canvas
+    assert isinstance(canvas, FigureCanvasAgg), "figures of this module draw with Agg"
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

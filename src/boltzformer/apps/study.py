@@ -199,7 +199,7 @@ def run_cell(s: StudySettings, data: Path, variant: Variant, seed: int) -> dict[
         resume = (run_dir / "last").is_dir()
         result = train(cfg, run_dir, resume=resume, progress=False)
         model = BoltzFormer.from_pretrained(result.last_checkpoint)
-        steps, prompt = result.metrics.get("step"), cfg.data.prompt
+        steps, prompt = result.metrics["step"], cfg.data.prompt
     test = BiomedParseDataset(data, "test", image_size=s.training.model.resolve().image_size,
                               train=False, prompt=prompt)
     ev = evaluate(model, test, seed=seed, progress=False)

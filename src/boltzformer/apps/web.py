@@ -70,7 +70,8 @@ _EXPECTED = (ValueError, OSError, RuntimeError, MemoryError)
 # glibc's allocator: the web server's threads would each grow a heap of their own and keep
 # what they freed; `_release_memory` gives it back (None elsewhere: other allocators differ)
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
-_GLIBC = _LIBC is not None and hasattr(_LIBC, "malloc_trim") and hasattr(_LIBC, "mallopt")
+_GLIBC = (_LIBC if _LIBC is not None and hasattr(_LIBC, "malloc_trim")
+          and hasattr(_LIBC, "mallopt") else None)
 _M_ARENA_MAX = -8
 
 
@@ -100,8 +101,8 @@ def make_examples(folder: Path, images: int = 3) -> list[list[str]]:
 def _release_memory() -> None:
     """Hand the memory glibc holds free back to the system (its heaps keep it otherwise, and
     the server's resident memory would creep up with every request)."""
-    if _GLIBC:
-        _LIBC.malloc_trim(0)
+    if _GLIBC is not None:
+        _GLIBC.malloc_trim(0)
 
 
 def _guard(fn: Callable) -> Callable:
@@ -166,7 +167,7 @@ class _Handlers:
     @staticmethod
     def _preview(session: Session, encoding: Encoding) -> str:
         """The encoded slice as a PNG of a new folder of the session's."""
-        return _save_png(session.run_folder() / "input.png", encoding.predictor.image)
+        return _save_png(session.run_folder() / "input.png", encoding.image)
 
     @_guard
     def load(self, session: Session | None, file: str | None, window: str, axis: int) -> tuple:
@@ -191,7 +192,7 @@ class _Handlers:
         predictor.set_image(scan.slices[index])
         self.cache.put(session.key, encoding)
         session.loaded = scan.name
-        image = predictor.image
+        image = encoding.image
         is_vol = scan.volume is not None
         slider = gr.update(visible=is_vol, minimum=0, maximum=max(len(scan.slices) - 1, 1),
                            value=index)
@@ -221,7 +222,7 @@ class _Handlers:
         uncertainty (samples > 1), areas, mask PNGs."""
         encoding = self._loaded(session)
         prompts, samples = parse_prompts(text), int(samples)
-        predictor, image = encoding.predictor, encoding.predictor.image
+        predictor, image = encoding.predictor, encoding.image
         pred = predictor.predict(prompts, samples=samples)
         masks = Predictor.threshold(pred.prob, threshold)
         where = self._where(encoding)
@@ -338,7 +339,8 @@ def build_app(
     the sessions' encodings (default: `EncodingCache()`)."""
     cache = EncodingCache() if cache is None else cache  # (an empty cache is falsy)
     handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache)
-    queue = {"concurrency_limit": 1, "concurrency_id": "model"}  # one request on the CPU at once
+    # one request on the CPU at once
+    queue: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": "model"}
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         # the session's small state (its key, its files): the encodings live in the cache
         session = gr.State(None, time_to_live=3 * 3600, delete_callback=handlers.end_session)
@@ -383,7 +385,7 @@ def build_app(
         results = [overlay, probability, sampling, uncertainty, areas, downloads, status]
         seg_inputs = [session, prompts, samples, threshold]
         loaded = [session, preview, index, window, axis, export, status]
-        refresh = {"fn": handlers.refresh, "inputs": seg_inputs, "outputs": results,
+        refresh: dict[str, Any] = {"fn": handlers.refresh, "inputs": seg_inputs, "outputs": results,
                    "api_visibility": "private", **queue}
         for n, event in enumerate((file.change, window.input, axis.input)):
             visibility = "public" if n == 0 else "private"  # one /load in the API
@@ -421,8 +423,8 @@ def launch(
     """Serve `app` offline: no share link, no analytics, no monitoring page, system fonts (no
     web fonts fetched), client-side rendering, the sessions' files under `work_dir` only.
     With `auth` ((user, password) pairs) the page, its files and the API need a login."""
-    if _GLIBC:  # two heaps for all the server's threads (before they start)
-        _LIBC.mallopt(_M_ARENA_MAX, 2)
+    if _GLIBC is not None:  # two heaps for all the server's threads (before they start)
+        _GLIBC.mallopt(_M_ARENA_MAX, 2)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
     app.launch(

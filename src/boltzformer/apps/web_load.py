@@ -38,6 +38,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 import httpx
@@ -172,9 +173,9 @@ def _session(url: str, phantom: tuple[str, str], bad: dict[str, Path], downloads
     calls = {"blank prompt": (" \n ", 1, 0.5, "/segment"),
              "corrupt PNG": (handle_file(str(bad["corrupt PNG"])), "auto", 2, "/load"),
              "text named .dcm": (handle_file(str(bad["text named .dcm"])), "auto", 2, "/load")}
-    for name, (*args, api) in calls.items():
+    for name, (*request, api) in calls.items():
         try:
-            client.predict(*args, api_name=api)
+            client.predict(*request, api_name=api)
             message = "answered as if it were good"
         except Exception as err:
             message = str(err)
@@ -201,6 +202,7 @@ def _cut_off(url: str, report: Report) -> None:
     and a segment request whose result stream is dropped after its first bytes (a browser
     tab closed while it waits)."""
     split = urlsplit(url)
+    assert split.port is not None  # `spawn`'s URLs name their port
     address = (split.hostname, split.port)
     with httpx.Client(timeout=TIMEOUT) as client:
         client.post(url + "login", data=dict(zip(("username", "password"), LOGIN)))
@@ -320,7 +322,7 @@ def free_port() -> int:
 
 
 def spawn(checkpoint: Path, *args: str, env: dict[str, str] | None = None,
-          stdout: int | object = subprocess.PIPE) -> tuple[subprocess.Popen, str]:
+          stdout: int | IO[str] = subprocess.PIPE) -> tuple[subprocess.Popen, str]:
     """`boltzformer serve --checkpoint CHECKPOINT --port P ARGS` on a free port P in its own
     process, on this package's sources, one OpenMP thread, `env` added to the environment;
     output (text) to `stdout`. Returns it and the page's URL; Ctrl-C (SIGINT) stops it."""

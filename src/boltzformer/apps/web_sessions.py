@@ -63,6 +63,13 @@ class Encoding:
     feature_bytes: int  # the model's encoding of one image (`feature_bytes(model)`)
 
     @property
+    def image(self) -> np.ndarray:
+        """The encoded slice, (H, W, 3) uint8 RGB (once the predictor has it)."""
+        image = self.predictor.image
+        assert image is not None  # the slice is set before the encoding is used
+        return image
+
+    @property
     def nbytes(self) -> int:
         """Bytes held: the scan's slices, the display image and the encoded features."""
         image = self.predictor.image

@@ -77,6 +77,8 @@ class UNetExpert(nn.Module):
 
     #: `forward` takes the items' target names (`targets=`): `evaluate` passes them.
     takes_targets: ClassVar[bool] = True
+    pixel_mean: Tensor  # buffers (1, 3, 1, 1): ImageNet mean and std on the 0-255 scale
+    pixel_std: Tensor
 
     def __init__(self, config: UNetBaselineConfig) -> None:
         super().__init__()

@@ -171,6 +171,7 @@ def train_unet(
         """The share of the budget spent: steps taken, or minutes elapsed."""
         if steps is not None:
             return step / steps
+        assert minutes is not None  # exactly one budget (checked above)
         return (time.monotonic() - started) / (60 * minutes)
 
     while used() < 1:

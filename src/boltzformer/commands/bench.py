@@ -1,4 +1,4 @@
-"""`boltzformer bench`: time, FLOPs and memory of each attention mode (see apps/bench.py)."""
+"""`boltzformer bench`: time, FLOPs and memory of each attention mode (see apps/bench*.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from boltzformer.apps.bench import (
-    MODES,
     PARTS,
     BenchSettings,
-    format_report,
     run_benchmark,
     steps_per_workload,
     torch_threads,
 )
+from boltzformer.apps.bench_measure import MODES
+from boltzformer.apps.bench_report import format_report
 from boltzformer.modeling.config import PRESETS
 
 

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import ConcatDataset
+
+from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluate import evaluate, write_report
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.train.run_dir import resolve_checkpoint
 
 EXAMPLE = """\
 example:
@@ -47,15 +56,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here, not at the top, so that `boltzformer --help` does not load torch.
-    import torch
-    from torch.utils.data import ConcatDataset
-
-    from boltzformer.data import BiomedParseDataset
-    from boltzformer.evaluate import evaluate, write_report
-    from boltzformer.modeling.boltzformer import BoltzFormer
-    from boltzformer.train.run_dir import resolve_checkpoint
-
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = args.device
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     checkpoint = resolve_checkpoint(args.checkpoint)
     model = BoltzFormer.from_pretrained(checkpoint, map_location=device)
-    dataset = ConcatDataset([
+    dataset: ConcatDataset[dict[str, Any]] = ConcatDataset([
         BiomedParseDataset(root, args.split, image_size=model.config.image_size)
         for root in args.data
     ])

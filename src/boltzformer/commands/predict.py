@@ -198,23 +198,23 @@ def run(args: argparse.Namespace) -> int:
     prompts = _check_args(args)
     checkpoint = resolve_checkpoint(args.checkpoint)
     names = file_names(prompts)
-    volume = read_volume(args.input, args.window, args.axis) if is_volume(args.input) else None
-    image = read_plane(args.input, args.window) if volume is None else None
+    source = (read_volume(args.input, args.window, args.axis) if is_volume(args.input)
+              else read_plane(args.input, args.window))
     predictor = load_predictor(checkpoint, args)
     args.out.mkdir(parents=True, exist_ok=True)
-    if volume is None:
-        records = _predict_plane(predictor, image, prompts, names, args)
-        shape = list(image.shape[:2])
+    if isinstance(source, Volume):
+        records = _predict_volume(predictor, source, prompts, names, args)
+        shape = list(source.reference.shape)
     else:
-        records = _predict_volume(predictor, volume, prompts, names, args)
-        shape = list(volume.reference.shape)
+        records = _predict_plane(predictor, source, prompts, names, args)
+        shape = list(source.shape[:2])
     summary = {
         "input": str(args.input),
-        "kind": "volume" if volume is not None else "image",
+        "kind": "volume" if isinstance(source, Volume) else "image",
         "shape": shape,
         "checkpoint": str(checkpoint),
         "window": args.window,
-        "axis": args.axis if volume is not None else None,
+        "axis": args.axis if isinstance(source, Volume) else None,
         "threshold": args.threshold,
         "samples": args.samples,
         "seed": args.seed,

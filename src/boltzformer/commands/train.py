@@ -8,6 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+from boltzformer.train import TrainConfig, train
+from boltzformer.train.config import parse_overrides
+from boltzformer.train.run_dir import CONFIG_NAME
+
 EXAMPLE = """\
 examples:
   boltzformer train --config configs/tiny.yaml --data data/phantoms --out runs/tiny
@@ -47,11 +51,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here, not at the top, so that `boltzformer --help` does not load torch.
-    from boltzformer.train import TrainConfig, train
-    from boltzformer.train.config import parse_overrides
-    from boltzformer.train.run_dir import CONFIG_NAME
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = args.config
     if config is None and args.resume and (args.out / CONFIG_NAME).is_file():

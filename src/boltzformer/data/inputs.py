@@ -28,7 +28,7 @@ from .medio import (
 )
 
 if TYPE_CHECKING:
-    from nibabel.spatialimages import SpatialImage
+    from nibabel.nifti1 import Nifti1Image
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -69,7 +69,7 @@ class Volume:
     and header the outputs keep."""
 
     display: np.ndarray
-    reference: SpatialImage
+    reference: Nifti1Image
 
 
 def read_volume(

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import DataError
 
 if TYPE_CHECKING:
-    from nibabel.spatialimages import SpatialImage
+    from nibabel.nifti1 import Nifti1Image
 
 #: Largest image (width x height) any reader decodes unless told otherwise: 8192 x 8192.
 DEFAULT_MAX_PIXELS = 8192 * 8192
@@ -247,7 +247,7 @@ def read_dicom(
 
 def read_nifti(
     path: str | Path, *, max_voxels: int = DEFAULT_MAX_VOXELS
-) -> tuple[np.ndarray, SpatialImage]:
+) -> tuple[np.ndarray, Nifti1Image]:
     """Read a NIfTI volume: (float32 array in the file's voxel order, the nibabel image).
 
     Keep the nibabel image to write masks back aligned (`write_nifti_mask`).
@@ -260,6 +260,8 @@ def read_nifti(
         image = nib.load(path)
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as err:
         raise DataError(f"{path}: not a readable NIfTI file ({err})") from err
+    if not isinstance(image, nib.Nifti1Image):  # NIfTI-1 or -2 (a subclass)
+        raise DataError(f"{path}: not a NIfTI image (nibabel reads a {type(image).__name__})")
     if prod(image.shape) > max_voxels:
         raise DataError(f"{path}: volume {image.shape} is over the limit of {max_voxels} voxels")
     try:
@@ -282,7 +284,7 @@ def stack_slices(slices: np.ndarray, axis: int = 2) -> np.ndarray:
 
 
 def write_nifti_mask(
-    mask_volume: np.ndarray, reference_img: SpatialImage, path: str | Path
+    mask_volume: np.ndarray, reference_img: Nifti1Image, path: str | Path
 ) -> None:
     """Write a mask volume (same shape as the reference) as uint8 NIfTI with its affine/header."""
     import nibabel as nib
@@ -301,7 +303,7 @@ def write_nifti_mask(
 
 
 def write_nifti_float(
-    values: np.ndarray, reference_img: SpatialImage, path: str | Path
+    values: np.ndarray, reference_img: Nifti1Image, path: str | Path
 ) -> None:
     """Write a float volume (same shape as the reference; probabilities, stds) as float32
     NIfTI with the reference's affine and header, as `write_nifti_mask` does masks."""

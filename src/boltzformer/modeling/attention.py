@@ -27,11 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import once_differentiable
 
 from boltzformer.modeling.config import CROSS_ATTENTION_IMPLS
 from boltzformer.modeling.position import GridPositions
@@ -138,10 +139,13 @@ class GatheredAttention(torch.autograd.Function):
     Returns:
         (R, h, d). Only the attention probabilities (R, h, K) are kept for the backward pass;
         the gathered (rows, capacity, d) blocks are rebuilt there.
+
+    `ctx` is autograd's context object, typed Any: it carries `chunks`, an attribute of ours,
+    and torch types its `saved_tensors` as a 1-tuple.
     """
 
     @staticmethod
-    def forward(ctx: FunctionCtx, q: Tensor, bias: Tensor, x: Tensor, rows: Tensor,
+    def forward(ctx: Any, q: Tensor, bias: Tensor, x: Tensor, rows: Tensor,
                 chunks: Chunks) -> Tensor:
         if not q.dtype == bias.dtype == x.dtype:
             raise ValueError(f"q, bias and x must share a dtype, got {q.dtype}, {bias.dtype}, "
@@ -160,13 +164,13 @@ class GatheredAttention(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         q, x, rows, probs = ctx.saved_tensors
         with torch.autocast(x.device.type, enabled=False):
             return GatheredAttention._backward(ctx, grad_out.to(q.dtype), q, x, rows, probs)
 
     @staticmethod
-    def _backward(ctx: FunctionCtx, grad_out: Tensor, q: Tensor, x: Tensor, rows: Tensor,
+    def _backward(ctx: Any, grad_out: Tensor, q: Tensor, x: Tensor, rows: Tensor,
                   probs: Tensor) -> tuple[Tensor | None, ...]:
         need_q, need_bias, need_x = ctx.needs_input_grad[:3]
         grad_q = torch.empty_like(q) if need_q else None

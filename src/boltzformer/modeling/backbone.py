@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import timm
+from timm.models import FeatureInfo
 from torch import Tensor, nn
 
 STRIDES: tuple[int, ...] = (4, 8, 16, 32)
@@ -21,7 +22,9 @@ class TimmBackbone(nn.Module):
                  stride2: bool = False):
         super().__init__()
         self.model = _create(name, pretrained=pretrained, image_size=image_size)
-        reductions = list(self.model.feature_info.reduction())
+        info = self.model.feature_info
+        assert isinstance(info, FeatureInfo)  # what timm's features_only models carry
+        reductions = list(info.reduction())
         missing = [s for s in STRIDES if s not in reductions]
         if missing:
             raise ValueError(
@@ -29,7 +32,7 @@ class TimmBackbone(nn.Module):
                 f"{list(STRIDES)} (missing {missing}). Choose a hierarchical timm model."
             )
         self.indices = [reductions.index(s) for s in STRIDES]
-        channels = self.model.feature_info.channels()
+        channels = info.channels()
         self.channels: list[int] = [channels[i] for i in self.indices]
         # With stride2=True, the stride-2 map too, when the model has one (a ResNet's stem).
         self.stride2_index = reductions.index(2) if stride2 and 2 in reductions else None

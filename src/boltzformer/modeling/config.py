@@ -157,7 +157,7 @@ def check_keys(values: dict[str, Any], valid: list[str], *, what: str) -> None:
         )
 
 
-_PAPER = dict(
+_PAPER: dict[str, Any] = dict(
     image_size=1024,
     hidden_dim=512,
     mask_dim=512,

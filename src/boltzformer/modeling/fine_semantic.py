@@ -65,6 +65,7 @@ class FineSemantic(nn.Module):
     def masks(self, logits: Tensor, mu: Tensor, x: Tensor) -> Tensor:
         """mu . S_2: logits = mu . S (B, Q, H/4, W/4), mu (B, Q, D), x (B, C, H/2, W/2) ->
         (B, Q, H/2, W/2)."""
-        w = self.proj.weight[:, :, 0, 0]  # (D, C)
+        w, b = self.proj.weight[:, :, 0, 0], self.proj.bias  # (D, C), (D)
+        assert b is not None  # proj is made with a bias
         fine = torch.einsum("bqc,bchw->bqhw", mu @ w, x)
-        return _up(logits, x.shape[-2:]) + fine + (mu @ self.proj.bias)[..., None, None]
+        return _up(logits, x.shape[-2:]) + fine + (mu @ b)[..., None, None]

@@ -20,7 +20,9 @@ fast path).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -123,11 +125,10 @@ class BoltzFormerDecoder(nn.Module):
         nn.init.normal_(self.query_feat.weight, std=query_init_std)
         self.query_pos = nn.Embedding(num_queries, hidden_dim)  # positional
         self.level_embed = nn.Embedding(num_levels, hidden_dim)
-        if text_prior:  # Eq. 4
-            self.prior_attn = SelfAttentionLayer(hidden_dim, num_heads, dropout=dropout)
-            self.prior_ffn = FFNLayer(hidden_dim, ffn_dim, dropout=dropout)
-        else:
-            self.prior_attn = self.prior_ffn = None
+        self.prior_attn = (  # Eq. 4
+            SelfAttentionLayer(hidden_dim, num_heads, dropout=dropout) if text_prior else None
+        )
+        self.prior_ffn = FFNLayer(hidden_dim, ffn_dim, dropout=dropout) if text_prior else None
         self.cross = nn.ModuleList(
             CrossAttentionLayer(hidden_dim, num_heads, impl=attention_impl, dropout=dropout)
             for _ in range(num_layers)
@@ -175,8 +176,8 @@ class BoltzFormerDecoder(nn.Module):
     def set_attention_impl(self, impl: str) -> None:
         """Switch every cross-attention layer to another implementation (same weights)."""
         check_impl(impl)
-        for layer in self.cross:
-            layer.attn.impl = impl
+        for layer in self.cross:  # nn.ModuleList types its items as Module
+            cast(CrossAttentionLayer, layer).attn.impl = impl
 
     def _joint(
         self, q: Tensor, t: Tensor, q_pos: Tensor, t_pos: Tensor, t_pad: Tensor,
@@ -215,7 +216,8 @@ class BoltzFormerDecoder(nn.Module):
         return F.interpolate(prediction, size=size, mode="bilinear", align_corners=False)
 
     @torch.no_grad()
-    def _resized_semantic(self, semantic: Tensor, sizes: list[torch.Size]) -> list[Tensor | None]:
+    def _resized_semantic(self, semantic: Tensor, sizes: list[torch.Size]
+                          ) -> Sequence[Tensor | None]:
         """S resized to every level's grid once per forward pass, where the sampling uses it
         ("lowres" logits); None elsewhere."""
         if self.sampling.attention == "full" or self.sampling.logits != "lowres":
@@ -242,7 +244,8 @@ class BoltzFormerDecoder(nn.Module):
         s = self.sampling
         if s.attention == "masked":
             return threshold_keep_mask(flat, s.mask_threshold)
-        heads = self.cross[layer].attn.num_heads if s.per_head else None
+        cross = cast(CrossAttentionLayer, self.cross[layer])
+        heads = cross.attn.num_heads if s.per_head else None
         return boltzmann_keep_mask(
             flat, tau=temperature(layer, s.tau0), ratio=s.ratio, sampler=s.sampler,
             keep_threshold=s.keep_threshold, explore=s.explore, heads=heads,
@@ -292,7 +295,7 @@ class BoltzFormerDecoder(nn.Module):
         q = self.query_feat.weight.expand(b, -1, -1)
         q_pos = self.query_pos.weight.expand(b, -1, -1)
         t, t_pos = text, text.detach()  # text positions: a detached copy of the initial tokens
-        if self.prior_attn is not None:  # text-conditioned prior, Eq. 4
+        if self.prior_attn is not None and self.prior_ffn is not None:  # text prior, Eq. 4
             q, t = self._joint(q, t, q_pos, t_pos, text_padding, self.prior_attn)
             q = self.prior_ffn(q)
 
@@ -320,7 +323,8 @@ class BoltzFormerDecoder(nn.Module):
                     else torch.ones(b, q.shape[1], h, w, dtype=torch.bool, device=q.device)
                 )
             q = self.cross[layer](q, q_pos, memory[lvl], memory_pos[lvl], keep)  # Step 2
-            q, t = self._joint(q, t, q_pos, t_pos, text_padding, self.self_attn[layer])  # Eq. 6
+            joint = cast(SelfAttentionLayer, self.self_attn[layer])
+            q, t = self._joint(q, t, q_pos, t_pos, text_padding, joint)  # Eq. 6
             q = self.ffn[layer](q)
 
         mu = self.mask_head.embed(q)

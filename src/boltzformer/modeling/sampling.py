@@ -16,14 +16,10 @@ All functions run under `torch.no_grad()` semantics: nothing here carries a grad
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
 from boltzformer.modeling.config import SAMPLERS
-
-Sampler = Literal["bernoulli", "multinomial"]
 
 
 def temperature(layer: int, tau0: float) -> float:
@@ -101,7 +97,7 @@ def sample_keep_mask(
     p: Tensor,
     draws: int,
     *,
-    sampler: Sampler = "bernoulli",
+    sampler: str = "bernoulli",  # one of SAMPLERS
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Draw the attention set A of each query (paper Step 2).
@@ -137,7 +133,7 @@ def boltzmann_keep_mask(
     *,
     tau: float,
     ratio: float,
-    sampler: Sampler = "bernoulli",
+    sampler: str = "bernoulli",  # one of SAMPLERS
     keep_threshold: float = 1.1,
     explore: float = 0.0,
     heads: int | None = None,

@@ -176,7 +176,7 @@ class HFTextEncoder(nn.Module):
             ) from err
         limit = getattr(self.tokenizer, "model_max_length", max_tokens) or max_tokens
         self.max_tokens = min(max_tokens, limit)
-        self.width = self.model.config.hidden_size
+        self.width: int = self.model.config.hidden_size
 
     def forward(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         prompts = check_prompts(prompts)
@@ -193,6 +193,10 @@ class HFTextEncoder(nn.Module):
         return hidden, batch["attention_mask"] == 0
 
 
+#: The encoders `TextEncoder` wraps.
+Encoder = BuiltinTextEncoder | LabelTextEncoder | HFTextEncoder
+
+
 class TextEncoder(nn.Module):
     """An encoder plus a linear projection to the decoder width, optionally frozen."""
 
@@ -201,7 +205,7 @@ class TextEncoder(nn.Module):
         """The closed vocabulary of a "labels" encoder; None for an open one."""
         return self.encoder.labels if isinstance(self.encoder, LabelTextEncoder) else None
 
-    def __init__(self, encoder: nn.Module, *, out_dim: int, trainable: bool = True) -> None:
+    def __init__(self, encoder: Encoder, *, out_dim: int, trainable: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
         self.proj = nn.Linear(encoder.width, out_dim)
@@ -229,7 +233,7 @@ def build_text_encoder(
     """"builtin", "labels" (with `labels`) or a Hugging Face name/path -> TextEncoder
     projecting to `out_dim`."""
     if name == "labels":
-        encoder: nn.Module = LabelTextEncoder(labels, width=width)
+        encoder: Encoder = LabelTextEncoder(labels, width=width)
     elif name == "builtin":
         encoder = BuiltinTextEncoder(
             width=width, layers=layers, vocab_size=vocab_size, max_tokens=max_tokens

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from boltzformer.modeling.boltzformer import BoltzFormer
-from boltzformer.modeling.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
+from boltzformer.modeling.checkpoint import WEIGHTS_FILE, CheckpointError
 
 STATE_FILE = "trainer_state.safetensors"
 _META_KEY = "boltzformer.trainer_state"
@@ -90,13 +90,6 @@ def load_state(directory: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} has no {_META_KEY} metadata: not written by boltzformer train"
         )
     return unflatten_state(json.loads(meta), tensors)
-
-
-def checkpoint_files(directory: str | Path) -> list[Path]:
-    """The files a checkpoint folder holds (config, weights and, if resumable, state)."""
-    directory = Path(directory)
-    names = (CONFIG_FILE, WEIGHTS_FILE, STATE_FILE)
-    return [directory / n for n in names if (directory / n).is_file()]
 
 
 # --- nested state <-> tensors + JSON ----------------------------------------------------------

@@ -122,8 +122,8 @@ def collate_groups(groups: list[dict[str, Any]]) -> dict[str, Any]:
     if not groups:
         raise ValueError("cannot collate an empty batch")
     counts = [len(g["prompt"]) for g in groups]
-    out = {key: [value for g in groups for value in g[key]] for key in groups[0]
-           if key not in ("image", "mask")}
+    out: dict[str, Any] = {key: [value for g in groups for value in g[key]] for key in groups[0]
+                           if key not in ("image", "mask")}
     out["image"] = torch.stack([g["image"] for g in groups])
     out["mask"] = torch.cat([g["mask"] for g in groups])
     out["image_index"] = torch.repeat_interleave(torch.arange(len(groups)),

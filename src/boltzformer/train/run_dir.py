@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
+from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.checkpoint import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint
 from boltzformer.train.config import TrainConfig
 
@@ -63,7 +62,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-def save_snapshot(model: nn.Module, run_dir: Path, minutes: float, every: float) -> None:
+def save_snapshot(model: BoltzFormer, run_dir: Path, minutes: float, every: float) -> None:
     """Keep the weights in snapshots/<mark>min, `mark` the last multiple of `every` minutes
     reached, unless that snapshot exists (curves of a metric against training time)."""
     mark = math.floor(minutes / every) * every

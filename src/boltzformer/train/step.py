@@ -45,13 +45,14 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: LRScheduler, cfg: TrainConfig, device: torch.device,
-                 generator: torch.Generator, *, net: nn.Module | None = None,
+                 generator: torch.Generator, *, net: Callable[..., Any] | None = None,
                  any_rank: Callable[[bool], bool] = bool) -> None:
         amp = cfg.train.amp
         if amp != "none" and device.type != "cuda":
             raise ValueError(f"train.amp={amp} needs a CUDA device (this run uses {device}); "
                              "set train.amp=none")
-        self.model, self.net = model, net if net is not None else model
+        self.model = model
+        self.net: Callable[..., Any] = net if net is not None else model
         self.optimizer, self.scheduler = optimizer, scheduler
         self.loss, self.grad_clip = cfg.loss, cfg.optim.grad_clip
         self.device, self.generator, self.any_rank = device, generator, any_rank

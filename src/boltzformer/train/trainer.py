@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ class Trainer:
         self.steps_per_epoch = self.sampler.batches_per_epoch(loop.batch_size)
 
         self.state = TrainState(world_size=cluster.world)  # saved in every checkpoint
-        self.last_val: dict[str, float] | None = None
+        self.last_val: Mapping[str, float | None] | None = None
         self.started = time.monotonic()  # this invocation's start (reset when `run` starts)
 
         # Model (seeded alike on every rank), then each rank's own random streams.
@@ -164,7 +165,9 @@ class Trainer:
 
     def _budget_spent(self) -> float:
         """Share of the `max_minutes` budget spent, the time schedule's progress."""
-        return self._elapsed() / (60 * self.cfg.train.max_minutes)  # lr_factor clamps it
+        minutes = self.cfg.train.max_minutes
+        assert minutes is not None  # the schedule gets this function only with a time budget
+        return self._elapsed() / (60 * minutes)  # lr_factor clamps it
 
     # -- paths ----------------------------------------------------------------
     @property

@@ -176,12 +176,15 @@ def draw_abdomen(scene: Scene, rng: np.random.Generator, absent: str | None) -> 
     widths = rng.uniform(0.022, 0.034) * np.exp(rng.normal(0.0, 0.12, len(path)))
     widths[-1] *= 1.3  # the head is the widest part
     scene.paint(c.tube(path, widths), Tissue.PANCREAS, "pancreas", where=in_fat)
+    splenic = path[:6] + np.array([0.0, 0.03], dtype=np.float32)
     vessels = [  # splenic vein, SMA, SMV, renal veins and arteries: thin distractors
-        (c.tube(path[:6] + np.float32([0.0, 0.03]), max(0.009, 0.55 * c.px)), Tissue.BLOOD),
+        (c.tube(splenic, max(0.009, 0.55 * c.px)), Tissue.BLOOD),
     ]
     sma_y = ay - rng.uniform(0.08, 0.11)
-    vessels.append((c.blob(ax, sma_y, *(2 * [rng.uniform(0.012, 0.016)])), Tissue.BLOOD))
-    vessels.append((c.blob(ax - 0.06, sma_y, *(2 * [rng.uniform(0.015, 0.022)])), Tissue.BLOOD))
+    sma = rng.uniform(0.012, 0.016)
+    vessels.append((c.blob(ax, sma_y, sma, sma), Tissue.BLOOD))
+    smv = rng.uniform(0.015, 0.022)
+    vessels.append((c.blob(ax - 0.06, sma_y, smv, smv), Tissue.BLOOD))
     for hx, hy in kidneys.values():
         vein, artery = rng.uniform(0.008, 0.013), rng.uniform(0.005, 0.008)
         for start, half in (((ix, iy), vein), ((ax, ay), artery)):

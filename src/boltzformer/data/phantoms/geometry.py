@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 Point = tuple[float, float]
 
@@ -61,7 +62,7 @@ class Canvas:
             out[rows, cols] = rho2 < limit * limit
         return out
 
-    def tube(self, points: np.ndarray, half_widths: np.ndarray | float) -> np.ndarray:
+    def tube(self, points: np.ndarray, half_widths: npt.ArrayLike) -> np.ndarray:
         """(S, S) bool: a polyline (N, 2) thickened by half-widths given per vertex."""
         pts = np.asarray(points, dtype=np.float32)
         widths = np.broadcast_to(np.asarray(half_widths, dtype=np.float32), (len(pts),))

@@ -49,7 +49,8 @@ def _write_one(task: tuple[int, str, int, int, float, str]) -> dict[str, Any]:
 def _coco(records: list[dict[str, Any]], split: str, size: int, seed: int) -> dict[str, Any]:
     """BiomedParse/COCO-like JSON of one split, with `area_fraction` and `absent` added."""
     categories = {name: i + 1 for i, name in enumerate(SENTENCES)}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for rec in records:
         images.append(
             {
