@@ -44,6 +44,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests docs
+	$(VENV)/bin/mypy src
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
