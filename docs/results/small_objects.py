@@ -10,13 +10,12 @@ fixed number of minutes, evaluates it on the test split (Dice, grounding), and w
     python docs/results/small_objects.py search RUNS/labels-s0 --data DATA  # where it samples
     python docs/results/small_objects.py ceiling --data DATA --out ceiling.json  # resolution
     python docs/results/small_objects.py cost labels labels-s2 unet  # s per step, interleaved
-    python docs/results/small_objects.py rate labels labels-full --data DATA --out RUNS
     python docs/results/small_objects.py table RUNS
     python docs/results/small_objects.py spread RUNS   # mean ± sd over seeds per variant
 
-`rate` trains each variant for `--minutes` (default 2) without scoring it and prints its
-steps per minute: the step budgets that stand for "equal minutes" when the machine is
-shared (a step budget does not shrink when another job takes the CPU).
+`cost` times one training step of each variant, interleaved, on one thread: the ratio of two
+variants' times gives the steps that stand for "equal minutes" when the machine is shared
+(a step budget does not shrink when another job takes the CPU; a time budget does).
 
 DATA is a phantom set as the demo makes it (`boltzformer synth DATA --images 1200 --size 256
 --seed 0`). Compare variants trained side by side (two 1-thread runs at once) in one sitting:
@@ -67,10 +66,9 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 
 
 def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: int | None,
-        seed: int, threads: int, workers: int, scored: bool = True) -> dict[str, Any]:
+        seed: int, threads: int, workers: int) -> dict[str, Any]:
     """Train `variant` for `minutes` or for `steps` of the demo's batch (4 images; the U-Net
-    takes 8 images a step, so it gets half the steps: the same images seen). `scored=False`
-    skips the evaluation (the `rate` verb only counts steps)."""
+    takes 8 images a step, so it gets half the steps: the same images seen)."""
     torch.set_num_threads(threads)
     run_dir = out / f"{variant}-s{seed}"
     if run_dir.exists():
@@ -103,7 +101,7 @@ def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: in
             "steps": steps, "images_seen": images, "image_size": image_size,
             "train_minutes": (time.monotonic() - started) / 60}
     (run_dir / "train.json").write_text(json.dumps(info, indent=2) + "\n")
-    return score(run_dir, data, model) if scored else info
+    return score(run_dir, data, model)
 
 
 def load(run_dir: Path) -> torch.nn.Module:
@@ -333,14 +331,6 @@ def main() -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--workers", type=int, default=1)
-    q = sub.add_parser("rate", help="steps per minute of each variant (trained, not scored)")
-    q.add_argument("variants", nargs="+", choices=sorted(VARIANTS))
-    q.add_argument("--data", type=Path, required=True)
-    q.add_argument("--out", type=Path, required=True)
-    q.add_argument("--minutes", type=float, default=2.0)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--threads", type=int, default=1)
-    q.add_argument("--workers", type=int, default=1)
     e = sub.add_parser("eval", help="evaluate a trained run folder again")
     e.add_argument("run_dirs", type=Path, nargs="+")
     e.add_argument("--data", type=Path, required=True)
@@ -365,13 +355,6 @@ def main() -> None:
         result = run(args.variant, args.data, args.out, minutes=args.minutes, steps=args.steps,
                      seed=args.seed, threads=args.threads, workers=args.workers)
         print(json.dumps(result, indent=2))
-    elif args.verb == "rate":
-        for variant in args.variants:
-            info = run(variant, args.data, args.out, minutes=args.minutes, steps=None,
-                       seed=args.seed, threads=args.threads, workers=args.workers,
-                       scored=False)
-            print(f"{variant}: {info['steps']} steps in {args.minutes:g} min = "
-                  f"{info['steps'] / args.minutes:.1f} steps/min", flush=True)
     elif args.verb == "eval":
         torch.set_num_threads(args.threads)
         for run_dir in args.run_dirs:
