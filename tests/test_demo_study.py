@@ -99,11 +99,12 @@ def test_demo_rejects_bad_settings_before_doing_any_work(tmp_path, capsys):
 
 
 def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
-    """The demo's run, written out by hand: tiny at 256 pixels with one token per target name,
-    4 images of up to 8 prompts a step at lr 2e-3 (20 warm-up steps), for 9 minutes with no
+    """The demo's run, written out by hand: tiny at 256 pixels with one token per target name
+    and a third of the sampling's draws uniform, 4 images of up to 8 prompts a step at lr 2e-3 (20 warm-up steps), for 9 minutes with no
     early stopping, 5 % of the training images for validation, snapshots every 2 minutes."""
     expected = TrainConfig.from_dict({
-        "model": {"preset": "tiny", "image_size": 256, "text_encoder": "labels"},
+        "model": {"preset": "tiny", "image_size": 256, "text_encoder": "labels",
+                  "sampling_explore": 0.3},
         "data": {"root": str(tmp_path), "workers": 2, "val_fraction": 0.05},
         "optim": {"lr": 0.002, "warmup_steps": 20},
         "train": {"batch_size": 4, "prompts_per_image": 8, "epochs": 100, "patience": None,
@@ -121,7 +122,8 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     given = demo_command.settings(build_parser().parse_args(flags))
     assert given.images == 50
     assert given.train_config(tmp_path).to_dict() == {
-        "model": {"preset": "tiny", "image_size": 128, "text_encoder": "builtin"},
+        "model": {"preset": "tiny", "image_size": 128, "text_encoder": "builtin",
+                  "sampling_explore": 0.3},
         "data": {**expected.to_dict()["data"], "workers": 0},
         "optim": {**expected.to_dict()["optim"], "lr": 0.001},
         "loss": expected.to_dict()["loss"],
