@@ -32,6 +32,7 @@ from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.predictor import Predictor
 from boltzformer.train.config import DataConfig, LoopConfig, ModelSpec, OptimConfig, TrainConfig
+from boltzformer.train.run_dir import DEMO_RUN
 from boltzformer.train.trainer import train
 from boltzformer.viz import GridItem, prediction_grid, sampling_figure
 
@@ -60,7 +61,7 @@ class DemoSettings:
     """What the demo does besides training: its folder, the phantoms it generates and whether
     the U-Net expert trains too. `training` is the run (its time budget `train.max_minutes`)."""
 
-    out_dir: Path = Path("demo_output")
+    out_dir: Path = DEMO_RUN.parent  # the folder `predict`, `serve`, ... look in by default
     images: int = 1200  # phantom images (80 % train, 20 % test)
     training: TrainConfig = TRAINING
     progress: bool = True
@@ -162,7 +163,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     else:
         print(f"[1/4] reusing the phantoms in {data_dir}")
 
-    run_dir = out / "run"
+    run_dir = out / DEMO_RUN.name
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a demo starts from scratch; `boltzformer train` resumes
     print(f"[2/4] training the tiny model for {loop.max_minutes:g} min in {run_dir}")

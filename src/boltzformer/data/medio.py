@@ -287,19 +287,7 @@ def write_nifti_mask(
     mask_volume: np.ndarray, reference_img: Nifti1Image, path: str | Path
 ) -> None:
     """Write a mask volume (same shape as the reference) as uint8 NIfTI with its affine/header."""
-    import nibabel as nib
-
-    mask = np.asarray(mask_volume)
-    if mask.shape != tuple(reference_img.shape):
-        raise DataError(
-            f"{path}: mask shape {mask.shape} differs from the reference image's "
-            f"{tuple(reference_img.shape)}"
-        )
-    header = reference_img.header.copy()
-    header.set_data_dtype(np.uint8)
-    out = type(reference_img)((mask > 0).astype(np.uint8), reference_img.affine, header)
-    out.header.set_slope_inter(1.0, 0.0)
-    nib.save(out, str(path))
+    _write_like(np.asarray(mask_volume) > 0, np.uint8, "mask", reference_img, path)
 
 
 def write_nifti_float(
@@ -307,17 +295,22 @@ def write_nifti_float(
 ) -> None:
     """Write a float volume (same shape as the reference; probabilities, stds) as float32
     NIfTI with the reference's affine and header, as `write_nifti_mask` does masks."""
+    _write_like(np.asarray(values), np.float32, "volume", reference_img, path)
+
+
+def _write_like(values: np.ndarray, dtype: type, what: str, reference_img: Nifti1Image,
+                path: str | Path) -> None:
+    """`values` as `dtype` NIfTI with the reference's affine and header (scaling reset)."""
     import nibabel as nib
 
-    values = np.asarray(values)
     if values.shape != tuple(reference_img.shape):
         raise DataError(
-            f"{path}: volume shape {values.shape} differs from the reference image's "
+            f"{path}: {what} shape {values.shape} differs from the reference image's "
             f"{tuple(reference_img.shape)}"
         )
     header = reference_img.header.copy()
-    header.set_data_dtype(np.float32)
-    out = type(reference_img)(values.astype(np.float32), reference_img.affine, header)
+    header.set_data_dtype(dtype)
+    out = type(reference_img)(values.astype(dtype), reference_img.affine, header)
     out.header.set_slope_inter(1.0, 0.0)
     nib.save(out, str(path))
 
