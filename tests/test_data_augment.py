@@ -90,3 +90,29 @@ def test_probability_and_determinism():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     none = random_augment(image, mask, torch.Generator().manual_seed(7), p=0.0)
     assert none[0] is image and none[1] is mask
+
+
+def test_without_rotations_left_stays_left_and_the_crops_are_the_same():
+    """rotate=False: an object in the image's left half stays there under every seed (with
+    rotations some seeds move it right), and the output is the rotating augmentation's
+    whenever that one drew no rotation: the random draws are the same."""
+    size = 64
+    yy, xx = np.mgrid[:size, :size]
+    left = ((xx >= 6) & (xx < 22) & (yy >= 24) & (yy < 40))[None].astype(np.float32)
+    mask = torch.from_numpy(left)
+    image = mask.repeat(3, 1, 1) * 255
+    columns = torch.arange(size, dtype=torch.float32)
+    moved_right, unrotated = 0, 0
+    for seed in range(20):
+        kept = random_augment(image, mask, torch.Generator().manual_seed(seed), 1.0, rotate=False)
+        turned = random_augment(image, mask, torch.Generator().manual_seed(seed), 1.0)
+        centre = float((kept[1][0].sum(0) * columns).sum() / kept[1][0].sum())
+        assert centre < size / 2
+        turned_centre = float((turned[1][0].sum(0) * columns).sum() / turned[1][0].sum())
+        moved_right += turned_centre > size / 2
+        rotation = random_augment(image, mask, torch.Generator().manual_seed(seed), 1.0,
+                                  max_shift=0, max_scale=0)
+        if torch.equal(rotation[0], image):  # this seed drew k = 0
+            unrotated += 1
+            assert torch.equal(kept[0], turned[0]) and torch.equal(kept[1], turned[1])
+    assert moved_right >= 3 and 1 <= unrotated < 20

@@ -16,7 +16,10 @@ from boltzformer.loss import (
     layer_target,
     training_loss,
 )
+from boltzformer.train.config import TrainConfig
 from boltzformer.train.data import EpochView, collate_groups, split_by_image
+from boltzformer.train.distributed import Cluster
+from boltzformer.train.trainer import Trainer
 
 
 def _tiny(**kw):
@@ -276,7 +279,6 @@ def test_throughput_command_reports_each_k(phantoms, capsys):
 def test_throughput_measures_a_train_config_the_flags_override(tmp_path, capsys):
     from boltzformer.cli import build_parser, main
     from boltzformer.commands.throughput import settings
-    from boltzformer.train.config import TrainConfig
 
     def given(*flags: str):
         return settings(build_parser().parse_args(["throughput", *flags]))
@@ -301,3 +303,19 @@ def test_throughput_measures_a_train_config_the_flags_override(tmp_path, capsys)
                            (["--steps", "0"], "steps must be >= 1")):
         assert main(["throughput", "--data", str(tmp_path), *flags]) == 1, flags
         assert message in capsys.readouterr().err, flags
+
+
+def test_data_rotations_false_reaches_the_training_view(phantoms, small_config, tmp_path):
+    """`data.rotations: false` reaches the trainer's view: its groups are the rotating
+    view's where that one drew no rotation (same draws) and differ where it turned."""
+
+    def view(rotations: bool) -> EpochView:
+        cfg = TrainConfig.from_dict(small_config(phantoms)).with_overrides(
+            {"data.rotations": rotations})
+        return Trainer(cfg, tmp_path / f"run-{rotations}", Cluster.start("cpu"),
+                       progress=False).train_set
+
+    kept, turned = view(False), view(True)
+    assert not kept.rotations and turned.rotations
+    same = [torch.equal(kept[i]["mask"], turned[i]["mask"]) for i in range(len(kept))]
+    assert any(same) and not all(same)

@@ -205,6 +205,7 @@ def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
     result = train_unet(data_dir, out / "model", minutes=cfg.train.max_minutes,
                         image_size=cfg.model.resolve().image_size, seed=cfg.train.seed,
                         val_fraction=cfg.data.val_fraction, workers=cfg.data.workers,
+                        augment=cfg.data.augment, rotations=cfg.data.rotations,
                         progress=s.progress)
     ev = evaluate(result.model, test, seed=cfg.train.seed, progress=s.progress)
     write_report(ev, out)

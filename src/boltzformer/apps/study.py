@@ -229,6 +229,7 @@ def _train_expert(s: StudySettings, data: Path, run_dir: Path, seed: int
                         image_size=cfg.model.resolve().image_size,
                         batch_size=cfg.train.batch_size, lr=cfg.optim.lr, seed=seed,
                         val_fraction=cfg.data.val_fraction, workers=cfg.data.workers // s.jobs,
+                        augment=cfg.data.augment, rotations=cfg.data.rotations,
                         progress=False)
     return result.model, result.metrics["steps"]
 

@@ -38,7 +38,8 @@ class ImageTargets(Dataset):
     (the union if an image has several masks of one target, zeros if it has none);
     "annotated" (C,) bool, True where the image has a mask of that target (an empty mask, an
     absent target, counts as annotated); "image_file". With `augment`, `random_augment`
-    moves the image and all its masks alike, seeded by (seed, epoch, image index).
+    moves the image and all its masks alike, seeded by (seed, epoch, image index); with
+    `rotations` false it leaves out the 90-degree rotations.
     """
 
     def __init__(
@@ -49,11 +50,13 @@ class ImageTargets(Dataset):
         *,
         seed: int = 0,
         augment: bool = False,
+        rotations: bool = True,
     ) -> None:
         self.base = base
         self.channel_of = {name: c for c, name in enumerate(targets)}
         self.seed = seed
         self.augment = augment
+        self.rotations = rotations
         self.epoch = 0
         for i in indices:
             sample = base.samples[i]
@@ -80,7 +83,7 @@ class ImageTargets(Dataset):
             annotated[c] = True
         if self.augment:
             generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
-            image, masks = random_augment(image, masks, generator)
+            image, masks = random_augment(image, masks, generator, rotate=self.rotations)
         return {"image": image, "masks": masks, "annotated": annotated,
                 "image_file": items[0]["image_file"]}
 
@@ -123,6 +126,7 @@ def train_unet(
     weight_decay: float = 1e-2,
     seed: int = 0,
     augment: bool = True,
+    rotations: bool = True,
     encoder: str = "tu-resnet10t",
     val_fraction: float = 0.2,
     workers: int = 0,
@@ -149,7 +153,8 @@ def train_unet(
                               augment=False, seed=seed)
     train_idx, val_idx = split_by_image(base, val_fraction, seed)
     targets = sorted({base.samples[i].target for i in train_idx})
-    data = ImageTargets(base, train_idx, targets, seed=seed, augment=augment)
+    data = ImageTargets(base, train_idx, targets, seed=seed, augment=augment,
+                        rotations=rotations)
     config = UNetBaselineConfig(tuple(targets), image_size=image_size, encoder=encoder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

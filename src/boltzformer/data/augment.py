@@ -1,4 +1,5 @@
-"""Training augmentation of the paper's appendix A.5: 90-degree rotations and a jittered crop."""
+"""Training augmentation of the paper's appendix A.5: 90-degree rotations (optional) and a
+jittered crop."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def random_augment(
     *,
     max_shift: float = 0.1,
     max_scale: float = 0.1,
+    rotate: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """With probability `p`, rotate by k x 90 degrees and take a jittered crop, identically.
 
@@ -23,12 +25,16 @@ def random_augment(
     up to ±`max_shift` of the image size and its side by up to ±`max_scale`; it is resampled
     back to (H, W) (bilinear; outside the image is 0), and the masks are thresholded at 0.5
     so they stay binary. Returns tensors of the input shapes (the inputs when not applied).
+
+    `rotate=False` leaves out the rotation (the same random draws, so the crops are those a
+    rotating run takes): a patient's left then stays on one side of the image.
     """
     if image.shape[-2:] != mask.shape[-2:]:
         raise ValueError(f"image {tuple(image.shape)} and mask {tuple(mask.shape)} differ in size")
     if float(torch.rand((), generator=generator)) >= p:
         return image, mask
-    k = int(torch.randint(0, 4, (), generator=generator))
+    k = int(torch.randint(0, 4, (), generator=generator))  # drawn either way (see `rotate`)
+    k = k if rotate else 0
     shift = (torch.rand(2, generator=generator) * 2 - 1) * max_shift
     scale = 1 + (float(torch.rand((), generator=generator)) * 2 - 1) * max_scale
     image = torch.rot90(image, k, dims=(-2, -1))

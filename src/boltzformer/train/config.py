@@ -59,6 +59,7 @@ class DataConfig:
     split: str = "train"  # 20% of it (seeded, by image) becomes the validation set
     val_fraction: float = 0.2
     augment: bool = True  # the paper's A.5 rotations and jittered crops
+    rotations: bool = True  # A.5's 90-degree rotations (false: crops only; left stays left)
     workers: int = 2  # DataLoader worker processes (0: load in the main process)
     skip_bad: bool = False  # skip unreadable samples instead of stopping
     prompt: str | None = None  # replace every prompt with this one (a text-reliance control)

@@ -57,13 +57,14 @@ class EpochView(Dataset):
     an epoch still sees every (image, target) pair once; with K = 1 the groups are the items
     in order (one pair each). A group's randomness depends only on (seed, epoch, its first
     item): a random prompt among each sample's sentences, then the paper's A.5 augmentation
-    applied once to the image and identically to all its masks. A resumed run therefore sees
+    (without its rotations when `rotations` is false) applied once to the image and
+    identically to all its masks. A resumed run therefore sees
     exactly the groups an uninterrupted one would, whatever the number of workers.
     """
 
     def __init__(
         self, base: BiomedParseDataset, indices: Sequence[int], *, seed: int, augment: bool,
-        prompts_per_image: int = 1,
+        prompts_per_image: int = 1, rotations: bool = True,
     ) -> None:
         if prompts_per_image < 1:
             raise ValueError(f"prompts_per_image must be >= 1, got {prompts_per_image}")
@@ -71,6 +72,7 @@ class EpochView(Dataset):
         self.indices = list(indices)
         self.seed = seed
         self.augment = augment
+        self.rotations = rotations
         self.k = prompts_per_image
         self.images = group_by_image(base, self.indices)
         self.epoch = 0
@@ -108,7 +110,7 @@ class EpochView(Dataset):
         image = items[0]["image"]
         masks = torch.cat([item["mask"] for item in items])  # (k, S, S)
         if self.augment:
-            image, masks = random_augment(image, masks, generator)
+            image, masks = random_augment(image, masks, generator, rotate=self.rotations)
         out: dict[str, Any] = {key: [item[key] for item in items] for key in items[0]
                                if key not in ("image", "mask")}
         out.update(image=image, mask=masks[:, None])
