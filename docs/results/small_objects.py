@@ -12,6 +12,8 @@ fixed number of minutes, evaluates it on the test split (Dice, grounding), and w
     python docs/results/small_objects.py cost labels labels-s2 unet  # s per step, interleaved
     python docs/results/small_objects.py table RUNS
     python docs/results/small_objects.py spread RUNS   # mean ± sd over seeds per variant
+    python docs/results/small_objects.py sides RUNS/labels-s0  # left/right prompts
+    python docs/results/small_objects.py one-sentence DATA DATA1  # one sentence per mask
 
 `cost` times one training step of each variant, interleaved, on one thread: the ratio of two
 variants' times gives the steps that stand for "equal minutes" when the machine is shared
@@ -25,6 +27,7 @@ a run's steps depend on what else the machine is doing.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import time
@@ -39,6 +42,7 @@ from boltzformer.baselines import UNetBaselineConfig, UNetExpert, train_unet
 from boltzformer.baselines.unet_training import masked_dice_bce
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import dice_batch, evaluate, write_report
+from boltzformer.grounding import NONE
 from boltzformer.loss import dice_loss, training_loss
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.trainer import train
@@ -66,6 +70,10 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "labels-explore": {"model.text_encoder": "labels", "model.sampling_explore": 0.3},
     "labels-explore-0.1": {"model.text_encoder": "labels", "model.sampling_explore": 0.1},
     "labels-explore-0.5": {"model.text_encoder": "labels", "model.sampling_explore": 0.5},
+    # the control table's rows at the demo's final sampling (sampling_explore 0.3)
+    "sentences-explore": {"model.text_encoder": "builtin", "model.sampling_explore": 0.3},
+    "labels-explore-512": {"model.text_encoder": "labels", "model.sampling_explore": 0.3,
+                           "model.image_size": 512},
     # the demo's settings with crops but no 90-degree rotations (left/right kept in place)
     "labels-explore-norot": {"model.text_encoder": "labels", "model.sampling_explore": 0.3,
                              "data.rotations": False},
@@ -285,6 +293,43 @@ def search(run_dir: Path, data: Path, *, items: int = 400, seed: int = 0) -> dic
     return summary
 
 
+def one_sentence(data: Path, out: Path) -> None:
+    """A copy of the phantom set `data` in `out` whose every mask keeps only its first
+    sentence ("aorta in abdomen CT"): one fixed sentence per target, site and modality. The
+    image and mask folders are linked, not copied."""
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in data.iterdir():
+        if entry.suffix == ".json":
+            index = json.loads(entry.read_text())
+            for annotation in index["annotations"]:
+                annotation["sentences"] = annotation["sentences"][:1]
+            (out / entry.name).write_text(json.dumps(index))
+        elif not (out / entry.name).exists():
+            (out / entry.name).symlink_to(entry.resolve())
+
+
+def sides(run_dir: Path) -> dict[str, Any]:
+    """For the prompts of a left or right organ in a run's eval/per_sample.csv: the share
+    whose best-matching target is the prompted organ, its mirror image, nothing, or another
+    organ (absent targets, which have no best match, are left out)."""
+    with (run_dir / "eval" / "per_sample.csv").open() as f:
+        rows = [r for r in csv.DictReader(f)
+                if r["target"].split(" ")[0] in ("left", "right") and r["best_match"]]
+    mirror = {"left": "right", "right": "left"}
+
+    def mirrored(target: str) -> str:
+        side, organ = target.split(" ", 1)
+        return f"{mirror[side]} {organ}"
+
+    counts = {"prompted": 0, "mirrored": 0, "none": 0, "other": 0}
+    for r in rows:
+        best = r["best_match"]
+        key = ("prompted" if best == r["target"] else "mirrored" if best == mirrored(r["target"])
+               else "none" if best == NONE else "other")
+        counts[key] += 1
+    return {"n": len(rows), **{k: v / max(len(rows), 1) for k, v in counts.items()}}
+
+
 def table(folders: list[Path]) -> str:
     rows = []
     for folder in folders:
@@ -360,6 +405,11 @@ def main() -> None:
     s.add_argument("folders", type=Path, nargs="+")
     m = sub.add_parser("spread", help="mean ± sd over seeds per variant (Table 3)")
     m.add_argument("folders", type=Path, nargs="+")
+    o = sub.add_parser("one-sentence", help="a copy of DATA with one sentence per mask")
+    o.add_argument("data", type=Path)
+    o.add_argument("out", type=Path)
+    d = sub.add_parser("sides", help="left/right prompts: prompted, mirrored or no match")
+    d.add_argument("run_dirs", type=Path, nargs="+")
     args = parser.parse_args()
     if args.verb == "train":
         result = run(args.variant, args.data, args.out, minutes=args.minutes, steps=args.steps,
@@ -389,6 +439,14 @@ def main() -> None:
                       f"{' '.join(f'{f:.1f}' for f in v['focus'])}")
     elif args.verb == "spread":
         print(spread(args.folders))
+    elif args.verb == "one-sentence":
+        one_sentence(args.data, args.out)
+    elif args.verb == "sides":
+        for run_dir in args.run_dirs:
+            r = sides(run_dir)
+            print(f"{run_dir.name} (n={r['n']}): prompted {100 * r['prompted']:.1f} %, "
+                  f"mirrored {100 * r['mirrored']:.1f} %, none {100 * r['none']:.1f} %, "
+                  f"other {100 * r['other']:.1f} %")
     else:
         print(table(args.folders))
 
