@@ -78,6 +78,8 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "labels-explore-norot": {"model.text_encoder": "labels", "model.sampling_explore": 0.3,
                              "data.rotations": False},
     "labels-q": {"model.text_encoder": "labels", "model.query_init_std": 0.02},
+    "labels-explore-q": {"model.text_encoder": "labels", "model.sampling_explore": 0.3,
+                         "model.query_init_std": 0.02},
     "unet": None,
 }
 
