@@ -100,13 +100,14 @@ def test_demo_rejects_bad_settings_before_doing_any_work(tmp_path, capsys):
 
 def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     """The demo's run, written out by hand: tiny at 256 pixels with one token per target name
-    and a third of the sampling's draws uniform, 4 images of up to 8 prompts a step at lr 2e-3
-    (20 warm-up steps), for 9 minutes with no early stopping, 5 % of the training images for
-    validation, snapshots every 2 minutes."""
+    and a third of the sampling's draws uniform, A.5's crops without its rotations, 4 images
+    of up to 8 prompts a step at lr 2e-3 (20 warm-up steps), for 9 minutes with no early
+    stopping, 5 % of the training images for validation, snapshots every 2 minutes."""
     expected = TrainConfig.from_dict({
         "model": {"preset": "tiny", "image_size": 256, "text_encoder": "labels",
                   "sampling_explore": 0.3},
-        "data": {"root": str(tmp_path), "workers": 2, "val_fraction": 0.05},
+        "data": {"root": str(tmp_path), "workers": 2, "val_fraction": 0.05,
+                 "rotations": False},
         "optim": {"lr": 0.002, "warmup_steps": 20},
         "train": {"batch_size": 4, "prompts_per_image": 8, "epochs": 100, "patience": None,
                   "max_minutes": 9, "seed": 0, "checkpoint_every": 200,

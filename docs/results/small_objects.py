@@ -53,8 +53,12 @@ UNET_BATCH = 8  # images per U-Net step
 # no exploration floor), as every row but the "explore" ones was measured.
 BASE = {"model.sampling_explore": 0.0}
 
-# name -> TrainConfig overrides on top of BASE; None: the U-Net expert.
-VARIANTS: dict[str, dict[str, Any] | None] = {
+# The demo's final settings: one token per target, the exploration floor, no 90-degree turns
+FINAL = {"model.text_encoder": "labels", "model.sampling_explore": 0.3, "data.rotations": False}
+
+# name -> TrainConfig overrides on top of BASE; "expert": True trains the U-Net expert (on the
+# data settings given; its model has no other settings).
+VARIANTS: dict[str, dict[str, Any]] = {
     "sentences": {"model.text_encoder": "builtin"},  # the data's paraphrases (the old demo)
     "labels": {"model.text_encoder": "labels"},  # one learned token per target (no reading)
     "labels-full": {"model.text_encoder": "labels", "model.attention": "full"},
@@ -80,7 +84,13 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "labels-q": {"model.text_encoder": "labels", "model.query_init_std": 0.02},
     "labels-explore-q": {"model.text_encoder": "labels", "model.sampling_explore": 0.3,
                          "model.query_init_std": 0.02},
-    "unet": None,
+    # the control table on the final code: the demo's settings with one thing changed
+    "final": FINAL,
+    "final-sentences": {**FINAL, "model.text_encoder": "builtin"},
+    "final-full": {**FINAL, "model.attention": "full"},
+    "final-512": {**FINAL, "model.image_size": 512},
+    "unet": {"expert": True},
+    "unet-norot": {"expert": True, "data.rotations": False},
 }
 
 
@@ -96,10 +106,11 @@ def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: in
     started = time.monotonic()
     demo = TRAINING.with_overrides({**BASE, "train.max_minutes": minutes or 1.0, "train.seed": seed,
                                     "data.workers": workers, "data.root": str(data)})
-    overrides = VARIANTS[variant]
+    overrides = dict(VARIANTS[variant])
     image_size = demo.model.resolve().image_size
     unet_steps = None if steps is None else steps * demo.train.batch_size // UNET_BATCH
-    if overrides is None:
+    if overrides.pop("expert", False):
+        demo = demo.with_overrides(overrides)
         result = train_unet(data, run_dir / "run", minutes=minutes, steps=unet_steps,
                             batch_size=UNET_BATCH, image_size=image_size,
                             seed=seed, val_fraction=demo.data.val_fraction, workers=workers,
@@ -205,8 +216,8 @@ def cost(variants: list[str], rounds: int = 6) -> dict[str, list[float]]:
     labels = [f"t{i}" for i in range(19)]
     steps: dict[str, Any] = {}
     for variant in variants:
-        overrides = VARIANTS[variant]
-        if overrides is None:
+        overrides = dict(VARIANTS[variant])
+        if overrides.pop("expert", False):
             unet = UNetExpert(UNetBaselineConfig(tuple(labels))).train()
             opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
             images = torch.rand(UNET_BATCH, 3, 256, 256) * 255
