@@ -88,6 +88,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "final": FINAL,
     "final-sentences": {**FINAL, "model.text_encoder": "builtin"},
     "final-full": {**FINAL, "model.attention": "full"},
+    "final-masked": {**FINAL, "model.attention": "masked"},
     "final-512": {**FINAL, "model.image_size": 512},
     "unet": {"expert": True},
     "unet-norot": {"expert": True, "data.rotations": False},
