@@ -45,10 +45,11 @@ def test_study_plan_shares_the_default_run_across_tables():
     assert sum(1 for t, v, _ in cells if t.name == "deep_supervision") == 9
     # the default Boltzmann model appears in every table but is one run per seed
     assert ("boltzmann", 0) in keys and len(keys) < len(cells)
-    assert len(keys) == 34  # the full study's runs
+    assert len(keys) == 37  # the full study's runs
     # the recipe's switches are training overrides; the expert is its own run
     assert ("loss.deep_supervision=False", 2) in keys and ("unet-expert", 2) in keys
     assert ("train.prompts_per_image=1", 0) in keys
+    assert ("text_encoder=labels", 1) in keys  # the reading-free row of the text control
 
 
 def test_quick_study_writes_every_table_and_resumes(tmp_path, capsys):

@@ -103,9 +103,11 @@ TABLES: tuple[Table, ...] = (
           (Variant("full attention", {"attention": "full"}),
            Variant("0.5 threshold", {"attention": "masked"}),
            Variant("Boltzmann sampling")), main=True),
-    Table("text_control", "Does the benchmark need the text? Prompted vs one constant prompt",
+    Table("text_control", "Does the benchmark need the text? Prompted vs one constant prompt "
+          "vs the target handed over (one learned token per target name: no reading)",
           (Variant("prompted"), Variant(f"constant prompt '{CONSTANT_PROMPT}'",
-                                        constant_prompt=True)), main=True),
+                                        constant_prompt=True),
+           Variant("one token per target", {"text_encoder": "labels"})), main=True),
     Table("table4_tau0", "Base temperature tau0 (paper Table 4)",
           _sweep("tau0", [0.25, 0.5, 1.0, 2.0], "tau0 = {}")),
     Table("table5_ratio", "Sampling ratio N / tokens (paper Table 5)",
