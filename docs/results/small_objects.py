@@ -326,10 +326,12 @@ def one_sentence(data: Path, out: Path) -> None:
 
 
 def sides(run_dir: Path) -> dict[str, Any]:
-    """For the prompts of a left or right organ in a run's eval/per_sample.csv: the share
+    """For the prompts of a left or right organ in a run's eval/per_sample.csv (or a report
+    folder's per_sample.csv, such as the demo's demo_output): the share
     whose best-matching target is the prompted organ, its mirror image, nothing, or another
     organ (absent targets, which have no best match, are left out)."""
-    with (run_dir / "eval" / "per_sample.csv").open() as f:
+    path = run_dir / "eval" / "per_sample.csv"  # a run of this script; else a report folder
+    with (path if path.is_file() else run_dir / "per_sample.csv").open() as f:
         rows = [r for r in csv.DictReader(f)
                 if r["target"].split(" ")[0] in ("left", "right") and r["best_match"]]
     mirror = {"left": "right", "right": "left"}
