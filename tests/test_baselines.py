@@ -101,11 +101,13 @@ def test_image_targets_hold_every_mask_of_an_image(phantoms) -> None:
     assert not all(data[i]["annotated"].all() for i in range(len(data)))  # chest vs abdomen
 
 
-def test_augmentation_moves_image_and_all_masks_alike(phantoms) -> None:
+@pytest.mark.parametrize("rotations", [True, False])
+def test_augmentation_moves_image_and_all_masks_alike(phantoms, rotations) -> None:
     base = BiomedParseDataset(phantoms, "train", image_size=64)
     targets = sorted({s.target for s in base.samples})
     plain = ImageTargets(base, range(len(base)), targets)[0]
-    data = ImageTargets(base, range(len(base)), targets, seed=5, augment=True)
+    data = ImageTargets(base, range(len(base)), targets, seed=5, augment=True,
+                        rotations=rotations)
     moved = 0
     for epoch in range(6):
         data.set_epoch(epoch)
@@ -113,7 +115,8 @@ def test_augmentation_moves_image_and_all_masks_alike(phantoms) -> None:
         moved += not torch.equal(item["image"], plain["image"])
         for c in plain["annotated"].nonzero()[:, 0].tolist():  # each mask as if augmented alone
             generator = torch.Generator().manual_seed(mix_seed(5, epoch, 0))
-            image, mask = random_augment(plain["image"], plain["masks"][c : c + 1], generator)
+            image, mask = random_augment(plain["image"], plain["masks"][c : c + 1], generator,
+                                         rotate=rotations)
             assert torch.equal(image, item["image"]) and torch.equal(mask[0], item["masks"][c])
     assert moved >= 2
 
