@@ -27,7 +27,6 @@ a run's steps depend on what else the machine is doing.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import time
@@ -75,13 +74,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "labels-explore": {"model.text_encoder": "labels", "model.sampling_explore": 0.3},
     "labels-explore-0.1": {"model.text_encoder": "labels", "model.sampling_explore": 0.1},
     "labels-explore-0.5": {"model.text_encoder": "labels", "model.sampling_explore": 0.5},
-    # the same without A.5's 90-degree rotations (left/right kept in place): the demo now
+    # the same without A.5's 90-degree rotations (left/right kept in place): the demo now,
+    # which the "final-" variants change one setting of
     "labels-explore-norot": FINAL,
     "labels-q": {"model.text_encoder": "labels", "model.query_init_std": 0.02},
     "labels-explore-q": {"model.text_encoder": "labels", "model.sampling_explore": 0.3,
                          "model.query_init_std": 0.02},
     # the control table on the final code: the demo's settings with one thing changed
-    "final": FINAL,
     "final-sentences": {**FINAL, "model.text_encoder": "builtin"},
     "final-full": {**FINAL, "model.attention": "full"},
     "final-masked": {**FINAL, "model.attention": "masked"},
@@ -322,27 +321,24 @@ def one_sentence(data: Path, out: Path) -> None:
 
 
 def sides(run_dir: Path) -> dict[str, Any]:
-    """For the prompts of a left or right organ in a run's eval/per_sample.csv (or a report
-    folder's per_sample.csv, such as the demo's demo_output): the share
-    whose best-matching target is the prompted organ, its mirror image, nothing, or another
-    organ (absent targets, which have no best match, are left out)."""
-    path = run_dir / "eval" / "per_sample.csv"  # a run of this script; else a report folder
-    with (path if path.is_file() else run_dir / "per_sample.csv").open() as f:
-        rows = [r for r in csv.DictReader(f)
-                if r["target"].split(" ")[0] in ("left", "right") and r["best_match"]]
+    """For the prompts of a left or right organ: the share whose best-matching target is the
+    prompted organ, its mirror image, nothing, or another organ, from the grounding
+    confusion of a run's eval/metrics.json (or a report folder's metrics.json, such as the
+    demo's demo_output; absent targets, which have no best match, are not in it)."""
+    path = run_dir / "eval" / "metrics.json"  # a run of this script; else a report folder
+    metrics = json.loads((path if path.is_file() else run_dir / "metrics.json").read_text())
     mirror = {"left": "right", "right": "left"}
-
-    def mirrored(target: str) -> str:
-        side, organ = target.split(" ", 1)
-        return f"{mirror[side]} {organ}"
-
     counts = {"prompted": 0, "mirrored": 0, "none": 0, "other": 0}
-    for r in rows:
-        best = r["best_match"]
-        key = ("prompted" if best == r["target"] else "mirrored" if best == mirrored(r["target"])
-               else "none" if best == NONE else "other")
-        counts[key] += 1
-    return {"n": len(rows), **{k: v / max(len(rows), 1) for k, v in counts.items()}}
+    for target, matches in metrics["grounding"]["confusion"].items():
+        side, _, organ = target.partition(" ")
+        if side not in mirror:
+            continue
+        for best, n in matches.items():
+            key = ("prompted" if best == target else "mirrored"
+                   if best == f"{mirror[side]} {organ}" else "none" if best == NONE else "other")
+            counts[key] += n
+    total = sum(counts.values())
+    return {"n": total, **{k: v / max(total, 1) for k, v in counts.items()}}
 
 
 def table(folders: list[Path]) -> str:
