@@ -101,12 +101,13 @@ def test_demo_rejects_bad_settings_before_doing_any_work(tmp_path, capsys):
 
 def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     """The demo's run, written out by hand: tiny at 256 pixels with one token per target name
-    and a third of the sampling's draws uniform, A.5's crops without its rotations, 4 images
+    , a third of the sampling's draws uniform and initial queries of std 0.02, A.5's crops
+    without its rotations, 4 images
     of up to 8 prompts a step at lr 2e-3 (20 warm-up steps), for 9 minutes with no early
     stopping, 5 % of the training images for validation, snapshots every 2 minutes."""
     expected = TrainConfig.from_dict({
         "model": {"preset": "tiny", "image_size": 256, "text_encoder": "labels",
-                  "sampling_explore": 0.3},
+                  "sampling_explore": 0.3, "query_init_std": 0.02},
         "data": {"root": str(tmp_path), "workers": 2, "val_fraction": 0.05,
                  "rotations": False},
         "optim": {"lr": 0.002, "warmup_steps": 20},
@@ -126,7 +127,7 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     assert given.images == 50
     assert given.train_config(tmp_path).to_dict() == {
         "model": {"preset": "tiny", "image_size": 128, "text_encoder": "builtin",
-                  "sampling_explore": 0.3},
+                  "sampling_explore": 0.3, "query_init_std": 0.02},
         "data": {**expected.to_dict()["data"], "workers": 0},
         "optim": {**expected.to_dict()["optim"], "lr": 0.001},
         "loss": expected.to_dict()["loss"],
