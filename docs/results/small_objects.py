@@ -87,6 +87,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "final-full": {**FINAL, "model.attention": "full"},
     "final-masked": {**FINAL, "model.attention": "masked"},
     "final-q": {**FINAL, "model.query_init_std": 0.02},
+    # the demo now (final-q) at other learning rates than its 2e-3
+    "final-q-lr1": {**FINAL, "model.query_init_std": 0.02, "optim.lr": 1e-3},
+    "final-q-lr3": {**FINAL, "model.query_init_std": 0.02, "optim.lr": 3e-3},
     "final-reading": {**FINAL, "model.text_encoder": "builtin", "model.query_init_std": 0.02,
                       "model.text_layers": 0},
     "final-512": {**FINAL, "model.image_size": 512},
