@@ -103,14 +103,14 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     """The demo's run, written out by hand: tiny at 256 pixels with one token per target name
     , a third of the sampling's draws uniform and initial queries of std 0.02, A.5's crops
     without its rotations, 4 images
-    of up to 8 prompts a step at lr 2e-3 (20 warm-up steps), for 9 minutes with no early
+    of up to 8 prompts a step at lr 1e-3 (20 warm-up steps), for 9 minutes with no early
     stopping, 5 % of the training images for validation, snapshots every 2 minutes."""
     expected = TrainConfig.from_dict({
         "model": {"preset": "tiny", "image_size": 256, "text_encoder": "labels",
                   "sampling_explore": 0.3, "query_init_std": 0.02},
         "data": {"root": str(tmp_path), "workers": 2, "val_fraction": 0.05,
                  "rotations": False},
-        "optim": {"lr": 0.002, "warmup_steps": 20},
+        "optim": {"lr": 0.001, "warmup_steps": 20},
         "train": {"batch_size": 4, "prompts_per_image": 8, "epochs": 100, "patience": None,
                   "max_minutes": 9, "seed": 0, "checkpoint_every": 200,
                   "snapshot_minutes": 2},
@@ -121,7 +121,7 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     assert (given.out_dir, given.images, given.expert) == (Path("demo_output"), 1200, False)
 
     flags = ["demo", "--minutes", "3", "--image-size", "128", "--batch-size", "2",
-             "--prompts-per-image", "1", "--lr", "1e-3", "--text-encoder", "builtin",
+             "--prompts-per-image", "1", "--lr", "3e-3", "--text-encoder", "builtin",
              "--seed", "5", "--workers", "0", "--images", "50"]
     given = demo_command.settings(build_parser().parse_args(flags))
     assert given.images == 50
@@ -129,7 +129,7 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
         "model": {"preset": "tiny", "image_size": 128, "text_encoder": "builtin",
                   "sampling_explore": 0.3, "query_init_std": 0.02},
         "data": {**expected.to_dict()["data"], "workers": 0},
-        "optim": {**expected.to_dict()["optim"], "lr": 0.001},
+        "optim": {**expected.to_dict()["optim"], "lr": 0.003},
         "loss": expected.to_dict()["loss"],
         "train": {**expected.to_dict()["train"], "max_minutes": 3.0, "batch_size": 2,
                   "prompts_per_image": 1, "seed": 5},
