@@ -100,11 +100,11 @@ def test_demo_rejects_bad_settings_before_doing_any_work(tmp_path, capsys):
 
 
 def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
-    """The demo's run, written out by hand: tiny at 256 pixels with one token per target name
-    , a third of the sampling's draws uniform and initial queries of std 0.02, A.5's crops
-    without its rotations, 4 images
-    of up to 8 prompts a step at lr 1e-3 (20 warm-up steps), for 9 minutes with no early
-    stopping, 5 % of the training images for validation, snapshots every 2 minutes."""
+    """The demo's run, written out by hand: tiny at 256 pixels with one token per target
+    name, a third of the sampling's draws uniform and initial queries of std 0.02, A.5's
+    crops without its rotations, 4 images of up to 8 prompts a step at lr 1e-3 (20 warm-up
+    steps), for 9 minutes with no early stopping, 5 % of the training images for validation,
+    snapshots every 2 minutes."""
     expected = TrainConfig.from_dict({
         "model": {"preset": "tiny", "image_size": 256, "text_encoder": "labels",
                   "sampling_explore": 0.3, "query_init_std": 0.02},

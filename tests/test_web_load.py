@@ -1,11 +1,10 @@
 """The load test's short version: 3 concurrent `gradio_client` sessions x 10 waves against a
 real `boltzformer serve` process with a login and the small test model (the full version is
-`make load-test`). 1024 x 1024 phantoms make each session's scan and display image hold
-6 MB, so a server that kept every session's would grow by ~160 MB over the 27 sessions after
-the first wave: a leak of that size, planted in the server by hand, measured +19.5 %, over the
-5 % the test allows; without it the server measured +1.4 to +2.4 % (with Python's collector
-left to run when it would, figures and images in reference cycles made the same measurement
-swing by +-20 %, and the test failed at random)."""
+`make load-test`), with 1024 x 1024 phantoms. A leak of 6 MB a session (an array kept per
+request, planted in the server by hand) measured +19.5 % over the 27 sessions after the first
+wave, over the 5 % the test allows; without it the server measured +1.3 to +2.4 % (with
+Python's collector left to run when it would, what requests left in reference cycles made
+the same measurement swing by +-20 %, and the test failed at random)."""
 
 from __future__ import annotations
 

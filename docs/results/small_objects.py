@@ -12,6 +12,7 @@ fixed number of minutes, evaluates it on the test split (Dice, grounding), and w
     python docs/results/small_objects.py cost labels labels-s2 unet  # s per step, interleaved
     python docs/results/small_objects.py table RUNS
     python docs/results/small_objects.py spread RUNS   # mean ± sd over seeds per variant
+    python docs/results/small_objects.py spread demo_1 demo_2 demo_3  # over demo outputs
     python docs/results/small_objects.py sides RUNS/labels-s0  # left/right prompts
     python docs/results/small_objects.py one-sentence DATA DATA1  # one sentence per mask
 
@@ -58,6 +59,7 @@ BASE = {"model.sampling_explore": 0.0, "data.rotations": True, "model.query_init
 # exploration floor, no 90-degree turns ("final-q" adds small initial queries, "final-q-lr1"
 # lr 1e-3 too: the demo now)
 FINAL = {"model.text_encoder": "labels", "model.sampling_explore": 0.3, "data.rotations": False}
+FINAL_Q = {**FINAL, "model.query_init_std": 0.02}
 
 # name -> TrainConfig overrides on top of BASE; "expert": True trains the U-Net expert (on the
 # data settings given; its model has no other settings).
@@ -87,10 +89,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "final-sentences": {**FINAL, "model.text_encoder": "builtin"},
     "final-full": {**FINAL, "model.attention": "full"},
     "final-masked": {**FINAL, "model.attention": "masked"},
-    "final-q": {**FINAL, "model.query_init_std": 0.02},
+    "final-q": FINAL_Q,
     # final-q at other learning rates than 2e-3 (lr1: the demo now)
-    "final-q-lr1": {**FINAL, "model.query_init_std": 0.02, "optim.lr": 1e-3},
-    "final-q-lr3": {**FINAL, "model.query_init_std": 0.02, "optim.lr": 3e-3},
+    "final-q-lr1": {**FINAL_Q, "optim.lr": 1e-3},
+    "final-q-lr3": {**FINAL_Q, "optim.lr": 3e-3},
     "final-reading": {**FINAL, "model.text_encoder": "builtin", "model.query_init_std": 0.02,
                       "model.text_layers": 0},
     "final-512": {**FINAL, "model.image_size": 512},
@@ -155,8 +157,14 @@ def score(run_dir: Path, data: Path, model: torch.nn.Module | None = None) -> di
     test = BiomedParseDataset(data, "test", image_size=info["image_size"], train=False)
     ev = evaluate(model, test, seed=info["seed"], progress=False)
     write_report(ev, run_dir / "eval")
-    m = ev.metrics
-    summary = {
+    summary = summarise(info, ev.metrics)
+    (run_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def summarise(info: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
+    """A result.json: the run's `info` and the figures of its evaluation's metrics `m`."""
+    return {
         **info,
         "small": m["size_strata"]["weighted"]["small"]["dice_mean"],
         "large": m["size_strata"]["weighted"]["large"]["dice_mean"],
@@ -166,8 +174,23 @@ def score(run_dir: Path, data: Path, model: torch.nn.Module | None = None) -> di
         "hedging": m.get("grounding", {}).get("hedging"),
         "by_target": {k: v["dice_mean"] for k, v in m["by_target"].items()},
     }
-    (run_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+
+
+def results(folders: list[Path]) -> list[dict[str, Any]]:
+    """The result.json of every run in `folders` (folders of runs of this script), and a
+    result of the same form for each folder that is a `boltzformer demo` output (its
+    metrics.json and run/; variant "demo")."""
+    rows = []
+    for folder in folders:
+        if (folder / "metrics.json").is_file():  # a demo's output folder
+            records = (folder / "run" / "metrics.jsonl").read_text().splitlines()
+            end = next(r for r in map(json.loads, records) if r["kind"] == "end")
+            metrics = json.loads((folder / "metrics.json").read_text())
+            rows.append(summarise({"variant": "demo", "seed": metrics["seed"],
+                                   "steps": end["step"]}, metrics))
+        else:
+            rows += [json.loads(p.read_text()) for p in sorted(folder.glob("*/result.json"))]
+    return rows
 
 
 def ceiling(data: Path, *, per_target: int = 60, steps: int = 150) -> dict[str, Any]:
@@ -348,9 +371,7 @@ def sides(run_dir: Path) -> dict[str, Any]:
 
 
 def table(folders: list[Path]) -> str:
-    rows = []
-    for folder in folders:
-        rows += [json.loads(p.read_text()) for p in sorted(folder.glob("*/result.json"))]
+    rows = results(folders)
     head = ("| run | steps | small | large | all | failures | prompt acc. | hedging |\n"
             "|---|---:|---:|---:|---:|---:|---:|---:|")
 
@@ -367,12 +388,11 @@ def table(folders: list[Path]) -> str:
 
 
 def spread(folders: list[Path]) -> str:
-    """Mean ± standard deviation over seeds of each variant's result.json (paper Table 3)."""
+    """Mean ± standard deviation over seeds (or demo runs) of each variant's results (paper
+    Table 3)."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for folder in folders:
-        for path in sorted(folder.glob("*/result.json")):
-            r = json.loads(path.read_text())
-            groups.setdefault(r["variant"], []).append(r)
+    for r in results(folders):
+        groups.setdefault(r["variant"], []).append(r)
     keys = ("small", "large", "all", "failure_rate", "prompt_accuracy", "hedging")
     lines = ["| variant | seeds | steps | small | large | all | failures | prompt acc. | hedging |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -418,9 +438,11 @@ def main() -> None:
     k = sub.add_parser("cost", help="seconds per training step of variants, interleaved")
     k.add_argument("variants", nargs="+", choices=sorted(VARIANTS))
     k.add_argument("--rounds", type=int, default=6)
-    s = sub.add_parser("table", help="a Markdown table of the runs' result.json")
+    s = sub.add_parser("table", help="a Markdown table of the runs' result.json (or demo "
+                       "output folders)")
     s.add_argument("folders", type=Path, nargs="+")
-    m = sub.add_parser("spread", help="mean ± sd over seeds per variant (Table 3)")
+    m = sub.add_parser("spread", help="mean ± sd over seeds per variant (Table 3), or over "
+                       "demo output folders")
     m.add_argument("folders", type=Path, nargs="+")
     o = sub.add_parser("one-sentence", help="a copy of DATA with one sentence per mask")
     o.add_argument("data", type=Path)
