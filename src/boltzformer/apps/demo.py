@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from boltzformer.data import BiomedParseDataset, generate_phantoms
+from boltzformer.data import BiomedParseDataset, generate_phantoms, list_splits
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.predictor import Predictor
@@ -67,11 +67,15 @@ TRAINING = TrainConfig(
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """What the demo does besides training: its folder, the phantoms it generates and whether
-    the U-Net expert trains too. `training` is the run (its time budget `train.max_minutes`)."""
+    """What the demo does besides training: its folder, its data (the phantoms it generates,
+    or a user's BiomedParse-layout folder) and whether the U-Net expert trains too.
+    `training` is the run (its time budget `train.max_minutes`)."""
 
     out_dir: Path = DEMO_RUN.parent  # the folder `predict`, `serve`, ... look in by default
     images: int = 1200  # phantom images (80 % train, 20 % test)
+    # a BiomedParse-layout folder with `train` and `test` splits (e.g. `boltzformer convert`'s
+    # output) instead of the phantoms; None: generate `images` phantoms in out_dir/data
+    data: Path | None = None
     training: TrainConfig = TRAINING
     progress: bool = True
     expert: bool = False  # also train the U-Net expert for the same minutes and compare
@@ -164,8 +168,14 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     started = time.monotonic()
     loop, size = s.training.train, s.training.model.resolve().image_size
     out = Path(s.out_dir)
-    data_dir = out / "data"
-    if not (data_dir / "test.json").is_file():
+    data_dir = out / "data" if s.data is None else Path(s.data)
+    if s.data is not None:
+        missing = {"train", "test"} - set(list_splits(data_dir))
+        if missing:
+            raise ValueError(f"{data_dir} is not a BiomedParse-layout folder with train and test "
+                             f"splits (missing: {', '.join(sorted(missing))}); see docs/data.md")
+        print(f"[1/4] using the data in {data_dir}")
+    elif not (data_dir / "test.json").is_file():
         print(f"[1/4] generating {s.images} phantom images in {data_dir}")
         generate_phantoms(data_dir, images=s.images, size=size, seed=loop.seed,
                           progress=s.progress)
@@ -228,12 +238,15 @@ def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[st
     body = paths["report"].read_text()
     loop, model = s.training.train, s.training.model.resolve()
     size = model.image_size
+    source = (f"--images {s.images}" if s.data is None else f"--data {s.data}")
+    data = (f"{s.images} phantom images ({size}x{size})" if s.data is None
+            else f"the train split of {s.data} at {size}x{size}")
     head = [
         "# BoltzFormer demo",
         "",
-        f"`boltzformer demo --minutes {loop.max_minutes:g} --images {s.images} --image-size "
+        f"`boltzformer demo --minutes {loop.max_minutes:g} {source} --image-size "
         f"{size} --text-encoder {model.text_encoder} --seed {loop.seed}`: "
-        f"{s.images} phantom images ({size}x{size}), the `tiny` model trained "
+        f"{data}, the `tiny` model trained "
         f"from scratch for {train_metrics.get('step')} steps ({loop.batch_size} images of up to "
         f"{loop.prompts_per_image} prompts each), "
         f"evaluated on the held-out test split. Whole demo: {minutes:.1f} min.",
