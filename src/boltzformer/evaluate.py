@@ -113,7 +113,7 @@ def in_stratum(row: dict[str, Any], stratum: str) -> bool:
     """Whether a present target's row belongs to a stratum: tiny (area < TINY_AREA, a part of
     small), small, large or all."""
     if stratum == "tiny":
-        return row["size"] == "small" and row["area"] < TINY_AREA
+        return row["area"] < TINY_AREA
     return stratum in ("all", row["size"])
 
 
