@@ -15,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from boltzformer.data import BiomedParseDataset, DataError, list_splits
+from boltzformer import objects
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.objects import (
     label_objects,
@@ -85,7 +86,10 @@ def test_size_bins_edges() -> None:
     assert size_bins(areas).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
-def test_score_objects_by_size_bin() -> None:
+@pytest.mark.parametrize("dense", [True, False])  # overlaps counted in one array or sorted
+def test_score_objects_by_size_bin(dense: bool, monkeypatch) -> None:  # noqa: ANN001
+    if not dense:
+        monkeypatch.setattr(objects, "_DENSE_PAIRS", 0)
     gt = np.zeros((200, 200), np.int32)
     gt[0, 0] = 1  # 1 px (< 0.01 %), missed
     gt[10:12, 10:12] = 2  # 4 px (0.01 %), found exactly

@@ -40,6 +40,7 @@ BIN_EDGES = (1e-4, 1e-3, 1e-2)  # an object's share of the image: 0.01 %, 0.1 %,
 BIN_NAMES = ("<0.01%", "0.01-0.1%", "0.1-1%", ">=1%")
 COUNTS = ("tp", "fp", "fn", "iou_sum")  # rows of a (4, len(BIN_NAMES)) counts array
 _EIGHT = np.ones((3, 3), dtype=bool)
+_DENSE_PAIRS = 1 << 22  # (gt, pred) id pairs up to which overlaps are counted in one array
 _NO_LIMIT = 1 << 62  # masks were checked against the data set's pixel limit when it was built
 
 
@@ -63,12 +64,25 @@ def match_objects(gt: np.ndarray, n_gt: int, pred: np.ndarray, n_pred: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one matches at IoU >= 0.5 of label maps gt, pred (H, W) (ids 1..n, 0 = none):
     matched ground-truth ids (k,), predicted ids (k,) and their IoU (k,)."""
+    gt_area = np.bincount(gt.ravel(), minlength=n_gt + 1)
+    pred_area = np.bincount(pred.ravel(), minlength=n_pred + 1)
+    return _match(gt, gt_area, pred, pred_area)
+
+
+def _match(gt: np.ndarray, gt_area: np.ndarray, pred: np.ndarray, pred_area: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`match_objects` given each label's pixel count (n + 1,), background first."""
+    n_gt, n_pred = len(gt_area) - 1, len(pred_area) - 1
     overlap = (gt > 0) & (pred > 0)
     codes = gt[overlap].astype(np.int64) * (n_pred + 1) + pred[overlap]
-    pairs, inter = np.unique(codes, return_counts=True)
+    if (n_gt + 1) * (n_pred + 1) <= _DENSE_PAIRS:  # counting beats sorting the pixels
+        counts = np.bincount(codes, minlength=(n_gt + 1) * (n_pred + 1))
+        pairs = np.flatnonzero(counts)
+        inter = counts[pairs]
+    else:
+        pairs, inter = np.unique(codes, return_counts=True)
     g, p = np.divmod(pairs, n_pred + 1)
-    union = (np.bincount(gt.ravel(), minlength=n_gt + 1)[g]
-             + np.bincount(pred.ravel(), minlength=n_pred + 1)[p] - inter)
+    union = gt_area[g] + pred_area[p] - inter
     keep = 2 * inter >= union  # IoU >= 0.5, exactly (integers)
     g, p, iou = g[keep], p[keep], inter[keep] / union[keep]
     chosen: list[int] = []
@@ -90,10 +104,11 @@ def size_bins(area: np.ndarray) -> np.ndarray:
 
 def score_objects(gt: np.ndarray, n_gt: int, pred: np.ndarray, n_pred: int) -> np.ndarray:
     """Counts (4, 4) of one image: rows COUNTS (tp, fp, fn, iou_sum), columns BIN_NAMES."""
-    pixels = gt.size
-    g, p, iou = match_objects(gt, n_gt, pred, n_pred)
-    gt_bin = size_bins(np.bincount(gt.ravel(), minlength=n_gt + 1)[1:] / pixels)
-    pred_bin = size_bins(np.bincount(pred.ravel(), minlength=n_pred + 1)[1:] / pixels)
+    gt_area = np.bincount(gt.ravel(), minlength=n_gt + 1)
+    pred_area = np.bincount(pred.ravel(), minlength=n_pred + 1)
+    g, p, iou = _match(gt, gt_area, pred, pred_area)
+    gt_bin = size_bins(gt_area[1:] / gt.size)
+    pred_bin = size_bins(pred_area[1:] / gt.size)
     nb = len(BIN_NAMES)
     missed = np.ones(n_gt, dtype=bool)
     missed[g - 1] = False
