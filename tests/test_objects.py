@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from boltzformer.data import BiomedParseDataset, DataError, list_splits
 from boltzformer import objects
+from boltzformer.data import BiomedParseDataset, DataError, list_splits
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.objects import (
     label_objects,
