@@ -251,3 +251,18 @@ def test_volumes_3d_dice_per_case_on_a_two_case_split(write_dataset, tmp_path) -
     (root / "test.json").write_text(json.dumps(index))
     with pytest.raises(DataError, match="needs a 'volume' name and an integer 'slice'"):
         BiomedParseDataset(root, "test", image_size=8)
+
+
+def test_items_without_files_are_scored_at_the_model_size() -> None:
+    image = torch.zeros(3, 8, 8)
+    image[:, 0, :4] = 255  # predicted: one 4-pixel object
+    mask = torch.zeros(1, 8, 8)
+    mask[0, 0, :4] = 1  # truth: the same object
+    mask[0, 5, 5] = 1  # and a missed one
+    item = {"image": image, "mask": mask, "prompt": "p", "target": "t", "modality": "CT",
+            "site": "s", "image_file": "i.png", "mask_file": "m.png", "dataset": "d",
+            "area": 5 / 64}
+    o = evaluate(_Bright(), [item], progress=False).metrics["objects"]
+    assert o["scored_at"] == "model"
+    assert (o["overall"]["tp"], o["overall"]["fp"], o["overall"]["fn"]) == (1, 0, 1)
+    assert o["overall"]["by_size"][">=1%"]["fn"] == 1  # 1 / 64 of the image
