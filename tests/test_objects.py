@@ -188,6 +188,10 @@ def test_evaluate_scores_objects_at_the_original_size_with_instance_maps(
     _save_instances(root, "test", "a_CT_x_organ.png", ids[:16])
     with pytest.raises(DataError, match="instance map is 32x16 but its mask is 32x32"):
         evaluate(_Bright(), data, progress=False)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(
+        root / "test_instances" / "a_CT_x_organ.png")
+    with pytest.raises(DataError, match="must be a grayscale image .* not mode RGB"):
+        evaluate(_Bright(), data, progress=False)
 
     paths = write_report(result, tmp_path / "report")
     report = paths["report"].read_text()

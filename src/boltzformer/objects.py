@@ -188,12 +188,13 @@ def read_instances(path: str | Path) -> np.ndarray:
     """An instance map (H, W) int32 from a 16-bit (or 8-bit) grayscale PNG; `DataError` if not."""
     try:
         with Image.open(path) as image:
-            if image.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
-                raise DataError(f"{path}: an instance map must be a grayscale image "
-                                f"(16-bit, one id per object), not mode {image.mode}")
-            return np.asarray(image).astype(np.int32)
+            mode, ids = image.mode, np.asarray(image).astype(np.int32)
     except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: not a readable instance map ({err})") from err
+    if mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
+        raise DataError(f"{path}: an instance map must be a grayscale image (16-bit, one id "
+                        f"per object), not mode {mode}")
+    return ids
 
 
 def _resized(prob: Tensor, size: tuple[int, int]) -> Tensor:
