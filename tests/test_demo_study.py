@@ -31,6 +31,9 @@ def test_demo_writes_report_and_figures_beside_the_experts(tmp_path):
     assert (out / "run" / "last" / "model.safetensors").is_file()
     # --expert: the U-Net trained for the same minutes, scored alike, side by side
     assert "Against the U-Net expert" in report and "| U-Net expert |" in report
+    assert "| small | tiny | large |" in report and "## Objects" in report
+    assert result["headline"].startswith("small objects ") and "(tiny " in result["headline"]
+    assert "(tiny " in result["expert_headline"]
     expert = json.loads((out / "expert" / "metrics.json").read_text())
     assert expert["n_present"] == result["metrics"]["n_present"] and "grounding" in expert
     assert result["expert"]["n_samples"] == result["metrics"]["n_samples"]

@@ -77,15 +77,8 @@ def settings(args: argparse.Namespace) -> DemoSettings:
 
 def run(args: argparse.Namespace) -> int:
     result = run_demo(settings(args))
-    strata = result["metrics"]["size_strata"]["weighted"]
-    small, large = strata["small"]["dice_mean"], strata["large"]["dice_mean"]
-    overall = result["metrics"]["overall"]["dice_mean"]
-    print(f"\ndone in {result['minutes']:.1f} min. Test Dice: small objects {100 * small:.1f}, "
-          f"large {100 * large:.1f}, all {100 * overall:.1f}")
+    print(f"\ndone in {result['minutes']:.1f} min. Test Dice: {result['headline']}")
     if result["expert"]:
-        e = result["expert"]["size_strata"]["weighted"]
-        print(f"U-Net expert, same minutes: small objects {100 * e['small']['dice_mean']:.1f}, "
-              f"large {100 * e['large']['dice_mean']:.1f}, "
-              f"all {100 * result['expert']['overall']['dice_mean']:.1f}")
+        print(f"U-Net expert, same minutes: {result['expert_headline']}")
     print(f"results: {args.out / 'report.md'} (figures beside it)")
     return 0
