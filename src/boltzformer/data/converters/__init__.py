@@ -1,0 +1,11 @@
+"""Converters of public data sets into the BiomedParse layout (`boltzformer convert`).
+
+`consep` (H&E nuclei in 4 or 7 classes), `dsb2018` (Kaggle DSB 2018 nuclei), `nifti`
+(TotalSegmentator-style mask files or Decathlon-style label volumes, cut into slices);
+`dataset_writer` writes images, masks, instance maps, the JSON and the size statistics.
+"""
+
+from .consep import convert_consep
+from .dataset_writer import DatasetWriter, TargetMask, summary_lines
+
+__all__ = ["DatasetWriter", "TargetMask", "convert_consep", "summary_lines"]
