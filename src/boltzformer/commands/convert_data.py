@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from boltzformer.data.converters import convert_consep, summary_lines
+from boltzformer.data.converters import convert_consep, convert_dsb2018, summary_lines
 from boltzformer.data.size_stats import format_size_table
 
 _EPILOG = """\
@@ -59,6 +59,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="4: HoVer-Net's merged classes (default); 7: CoNSeP's own")
     _tile(consep)
     consep.set_defaults(run=run_consep)
+
+    dsb = layouts.add_parser(
+        "dsb2018",
+        help="Kaggle DSB 2018 nuclei (stage1_train/<id>/images + masks)",
+        description="DSB2018 stage 1 train: one 'nuclei' mask per image (the union of its "
+        "mask files) with the instance map beside it, the imaging type (fluorescence, "
+        "brightfield, H&E) told from the image's colours as the modality, and a seeded "
+        "split by image.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="imaging type: median gray level < 100 (dark background) -> fluorescence;\n"
+        "  else mean spread of R, G, B >= 2 gray levels -> H&E (stained); else brightfield\n\n"
+        "example:\n  boltzformer convert dsb2018 stage1_train data/dsb2018 --seed 0",
+    )
+    dsb.add_argument("src", metavar="SRC", type=Path,
+                     help="stage1_train/ (or the folder holding it)")
+    dsb.add_argument("out", metavar="OUT", type=Path, help="new (or empty) output folder")
+    dsb.add_argument("--test-fraction", type=float, default=0.2,
+                     help="share of images in the test split (default 0.2)")
+    dsb.add_argument("--seed", type=int, default=0,
+                     help="split seed; the split depends only on it and the ids (default 0)")
+    _tile(dsb)
+    dsb.set_defaults(run=run_dsb2018)
     return parser
 
 
@@ -86,3 +108,12 @@ def run_consep(args: argparse.Namespace) -> int:
     """Convert CoNSeP with a progress bar and print the counts and the size table."""
     return _report(convert_consep(args.src, args.out, classes=args.classes, tile=args.tile,
                                   absent=args.absent, progress=True))  # fmt: skip
+
+
+def run_dsb2018(args: argparse.Namespace) -> int:
+    """Convert DSB2018 with a progress bar; print the counts, imaging types and sizes."""
+    summary = convert_dsb2018(args.src, args.out, test_fraction=args.test_fraction,
+                              seed=args.seed, tile=args.tile, progress=True)
+    kinds = ", ".join(f"{n} {kind}" for kind, n in summary["imaging"].items())
+    print(f"imaging types (source images): {kinds}")
+    return _report(summary)

@@ -7,5 +7,6 @@
 
 from .consep import convert_consep
 from .dataset_writer import DatasetWriter, TargetMask, summary_lines
+from .dsb2018 import convert_dsb2018
 
-__all__ = ["DatasetWriter", "TargetMask", "convert_consep", "summary_lines"]
+__all__ = ["DatasetWriter", "TargetMask", "convert_consep", "convert_dsb2018", "summary_lines"]

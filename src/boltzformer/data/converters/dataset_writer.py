@@ -140,7 +140,7 @@ class DatasetWriter:
                 objects = int(ids.max())
                 folder = self.out / f"{split}_instances"
                 folder.mkdir(exist_ok=True)
-                Image.fromarray(ids, mode="I;16").save(folder / mask_file, compress_level=1)
+                Image.fromarray(ids).save(folder / mask_file, compress_level=1)
             masks.append((mask_file, item.target, float(item.mask.mean()), absent, objects))
         records.append(
             {
