@@ -122,8 +122,8 @@ def test_merged_labels_cannot_give_seven_classes(tmp_path: Path, capsys) -> None
 
 def test_full_tile_is_cut_into_patches(tmp_path: Path) -> None:
     src = tmp_path / "tiles"
-    nuclei = {k: (int(y), int(x), 1 + k % 7) for k, (y, x) in enumerate(
-        [(10, 10), (250, 500), (500, 260), (700, 760), (990, 990), (520, 990)], start=1)}  # fmt: skip
+    centres = [(10, 10), (250, 500), (500, 260), (700, 760), (990, 990), (520, 990)]
+    nuclei = {k: (y, x, 1 + k % 7) for k, (y, x) in enumerate(centres, start=1)}
     inst = disk_map((1000, 1000), nuclei)
     write_consep(src, "Train", "train_full", inst, [t for _, _, t in nuclei.values()])
     out = tmp_path / "out"

@@ -9,7 +9,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from boltzformer.data.converters import convert_consep, convert_dsb2018, summary_lines
+from boltzformer.data.converters import (
+    convert_consep,
+    convert_dsb2018,
+    convert_nifti,
+    summary_lines,
+)
+from boltzformer.data.medio import WINDOWS
 from boltzformer.data.size_stats import format_size_table
 
 _EPILOG = """\
@@ -81,6 +87,54 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                      help="split seed; the split depends only on it and the ids (default 0)")
     _tile(dsb)
     dsb.set_defaults(run=run_dsb2018)
+
+    nifti = layouts.add_parser(
+        "nifti",
+        help="NIfTI volumes: per-structure mask files (TotalSegmentator) or a label volume "
+        "with dataset.json (Medical Segmentation Decathlon)",
+        description="Cut NIfTI volumes into 2D slices with one mask per structure per slice. "
+        "Slices keep the volume's in-plane grid and are shown in one orientation whatever the "
+        "file's voxel order (axial: anterior up, patient's right on the image left); each "
+        "slice records its volume and index, and stack_slices() puts masks back on the "
+        "source grid with the source affine. Cases are split into train/test by name.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="layouts:\n"
+        "  SRC/dataset.json, SRC/imagesTr/<case>.nii.gz, SRC/labelsTr/<case>.nii.gz (Decathlon)\n"
+        "  SRC/<case>/ct.nii.gz, SRC/<case>/segmentations/<structure>.nii.gz (TotalSegmentator)\n"
+        "  SRC/<image>.nii.gz and one folder SRC/<masks>/<structure>.nii.gz\n\n"
+        f"window presets (width, level in HU): "
+        f"{', '.join(f'{k} {w:g},{c:g}' for k, (w, c) in WINDOWS.items())}\n\n"
+        "examples:\n"
+        "  boltzformer convert nifti Task03_Liver data/liver --window abdomen\n"
+        "  boltzformer convert nifti totalseg_example data/totalseg --only-present",
+    )
+    _common(nifti)
+    nifti.add_argument("--axis", default="axial",
+                       help="slice direction: axial (default), coronal, sagittal, or a voxel "
+                       "axis 0, 1, 2 of the files")  # fmt: skip
+    nifti.add_argument("--window", nargs="+", default=["auto"], metavar="W",
+                       help="CT display window: a preset name, W L (two numbers), or 'none' "
+                       "(each volume's 0.5-99.5 percentiles); default auto: abdomen for CT, "
+                       "percentiles for MRI")  # fmt: skip
+    nifti.add_argument("--modality", default=None,
+                       help="modality in the image names (default CT; Decathlon: from its "
+                       "dataset.json, CT or MRI)")  # fmt: skip
+    nifti.add_argument("--site", default=None,
+                       help="site in the image names (default abdomen; Decathlon: from its "
+                       "name where known)")  # fmt: skip
+    nifti.add_argument("--only-present", action="store_true",
+                       help="keep only slices where some structure is present (default: "
+                       "keep every slice)")  # fmt: skip
+    nifti.add_argument("--drop-missing", action="store_true",
+                       help="leave out structures with no voxel in a volume (outside its field "
+                       "of view); default: write them as absent on every slice")  # fmt: skip
+    nifti.add_argument("--test-fraction", type=float, default=0.2,
+                       help="share of volumes in the test split (default 0.2; one volume: "
+                       "train only)")  # fmt: skip
+    nifti.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    nifti.add_argument("--channel", type=int, default=0,
+                       help="channel of 4D (multi-sequence) images (default 0)")
+    nifti.set_defaults(run=run_nifti)
     return parser
 
 
@@ -116,4 +170,31 @@ def run_dsb2018(args: argparse.Namespace) -> int:
                               seed=args.seed, tile=args.tile, progress=True)
     kinds = ", ".join(f"{n} {kind}" for kind, n in summary["imaging"].items())
     print(f"imaging types (source images): {kinds}")
+    return _report(summary)
+
+
+def _window(words: list[str]) -> str | tuple[float, float] | None:
+    """--window's words: ["auto"], ["none"], [preset], ["W,L"] or [W, L]."""
+    if len(words) == 2:
+        try:
+            return float(words[0]), float(words[1])
+        except ValueError:
+            raise ValueError(f"--window {' '.join(words)}: expected two numbers W L") from None
+    if len(words) != 1:
+        raise ValueError("--window takes a preset name, 'none', 'auto' or two numbers W L")
+    word = words[0].lower()
+    return None if word == "none" else word
+
+
+def run_nifti(args: argparse.Namespace) -> int:
+    """Convert NIfTI volumes with a progress bar; print counts and the size table."""
+    summary = convert_nifti(
+        args.src, args.out, axis=args.axis, window=_window(args.window),
+        modality=args.modality, site=args.site, only_present=args.only_present,
+        drop_missing=args.drop_missing, test_fraction=args.test_fraction, seed=args.seed,
+        channel=args.channel, absent=args.absent, progress=True,
+    )  # fmt: skip
+    dropped = summary["dropped_slices"]
+    print(f"{summary['layout']}: {summary['volumes']} volumes, {summary['slices']} slices kept"
+          + (f", {dropped} without any structure left out" if dropped else ""))  # fmt: skip
     return _report(summary)

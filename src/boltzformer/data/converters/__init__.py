@@ -8,5 +8,14 @@
 from .consep import convert_consep
 from .dataset_writer import DatasetWriter, TargetMask, summary_lines
 from .dsb2018 import convert_dsb2018
+from .nifti import convert_nifti, stack_slices
 
-__all__ = ["DatasetWriter", "TargetMask", "convert_consep", "convert_dsb2018", "summary_lines"]
+__all__ = [
+    "DatasetWriter",
+    "TargetMask",
+    "convert_consep",
+    "convert_dsb2018",
+    "convert_nifti",
+    "stack_slices",
+    "summary_lines",
+]
