@@ -213,6 +213,9 @@ class DatasetWriter:
             "absent": {
                 s: sum(m[3] for x in r for m in x["masks"]) for s, r in self._records.items()
             },
+            "objects": {
+                s: sum(m[4] or 0 for x in r for m in x["masks"]) for s, r in self._records.items()
+            },
             "stats": stats,
         }
 
@@ -222,5 +225,7 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
     return [
         f"{split}: {n} images, {summary['masks'][split]} masks "
         f"({summary['absent'][split]} of them empty = absent targets)"
+        + (f", {summary['objects'][split]} objects in the instance maps"
+           if summary["objects"][split] else "")  # fmt: skip
         for split, n in summary["images"].items()
     ]

@@ -87,8 +87,11 @@ def read_instances(folder: Path, shape: tuple[int, int]) -> np.ndarray:
     (where masks overlap, the later file wins)."""
     instances = np.zeros(shape, np.int32)
     for k, path in enumerate(sorted(folder.glob("*.png")), start=1):
-        with Image.open(path) as image:
-            mask = np.asarray(image.convert("L")) > 0
+        try:
+            with Image.open(path) as image:
+                mask = np.asarray(image.convert("L")) > 0
+        except (OSError, SyntaxError, ValueError) as err:
+            raise DataError(f"{path}: not a readable mask image ({err})") from err
         if mask.shape != shape:
             raise DataError(f"{path}: mask is {mask.shape[::-1]} but its image is {shape[::-1]}")
         instances[mask] = k
