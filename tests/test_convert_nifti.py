@@ -184,3 +184,40 @@ def test_not_a_nifti_layout_and_bad_window_are_one_line_errors(tmp_path: Path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "not a NIfTI layout" in err[0] and "unknown window" in err[1]
     assert all("Traceback" not in line for line in err)
+
+
+def test_totalsegmentator_case_folders_split_by_case(tmp_path: Path) -> None:
+    src = tmp_path / "Totalsegmentator_dataset"
+    for case in ("s0001", "s0002"):
+        (src / case).mkdir(parents=True)
+        shutil.copyfile(FIXTURE / "ct_crop.nii.gz", src / case / "ct.nii.gz")
+        shutil.copytree(FIXTURE / "masks", src / case / "segmentations")
+    summary = convert_nifti(src, tmp_path / "out", test_fraction=0.5)
+    assert summary["images"] == {"train": 8, "test": 8}
+    cases = {s: {p.name.split("-")[0] for p in (tmp_path / "out" / s).iterdir()}
+             for s in ("train", "test")}  # fmt: skip
+    assert sorted(cases.values(), key=sorted) == [{"s0001"}, {"s0002"}]
+
+
+def test_multichannel_mri_uses_the_channel_and_percentiles(tmp_path: Path) -> None:
+    src = tmp_path / "Task01_BrainTumour"
+    (src / "imagesTr").mkdir(parents=True)
+    (src / "labelsTr").mkdir()
+    rng = np.random.default_rng(1)
+    values = rng.normal(500, 100, (16, 12, 3, 2)).astype(np.float32)
+    label = np.zeros((16, 12, 3), np.uint8)
+    label[2:6, 3:9, 1] = 1
+    nib.save(nib.Nifti1Image(values, np.eye(4)), src / "imagesTr" / "brats_1.nii.gz")
+    nib.save(nib.Nifti1Image(label, np.eye(4)), src / "labelsTr" / "brats_1.nii.gz")
+    (src / "dataset.json").write_text(json.dumps({
+        "name": "BRATS", "modality": {"0": "FLAIR", "1": "T1w"},
+        "labels": {"0": "background", "1": "edema"}}))  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["convert", "nifti", str(src), str(out), "--channel", "1", "--site", "brain"]) == 0
+    channel = values[..., 1]
+    low, high = np.percentile(channel, [0.5, 99.5])
+    expected = np.clip((channel[:, :, 1] - low) * 255.0 / (high - low), 0, 255).T[::-1, ::-1]
+    image = png(out / "train" / "brats_1-0001_MRI_brain.png")
+    assert np.abs(image - expected).max() <= 0.51
+    data = json.loads((out / "train.json").read_text())
+    assert data["annotations"][0]["sentences"][0]["sent"] == "edema in brain MRI"
