@@ -13,7 +13,8 @@ from PIL import Image
 
 from boltzformer.cli import main
 from boltzformer.data import BiomedParseDataset
-from boltzformer.data.converters.dsb2018 import imaging_type, split_ids
+from boltzformer.data.converters.dataset_writer import split_by_name
+from boltzformer.data.converters.dsb2018 import imaging_type
 
 SRC = Path(__file__).parent / "fixtures" / "dsb2018"
 FLUO = "16c3d5935ba94b720becc24b7a05741c26149e221e3401924080f41e2f891368"
@@ -74,12 +75,12 @@ def test_imaging_rule_on_a_gray_bright_image() -> None:
 
 def test_split_is_seeded_and_stable_under_file_order() -> None:
     ids = [f"{i:04x}" for i in range(50)]
-    split = split_ids(ids, 0.2, seed=0)
+    split = split_by_name(ids, 0.2, seed=0)
     assert sum(v == "test" for v in split.values()) == 10
-    assert split_ids(ids[::-1], 0.2, seed=0) == split
-    assert split_ids(ids, 0.2, seed=1) != split
+    assert split_by_name(ids[::-1], 0.2, seed=0) == split
+    assert split_by_name(ids, 0.2, seed=1) != split
     # adding an id moves no other id from test to train or back, except by the count
-    bigger = split_ids([*ids, "ffff"], 0.2, seed=0)
+    bigger = split_by_name([*ids, "ffff"], 0.2, seed=0)
     assert sum(bigger[i] != split[i] for i in ids) <= 1
 
 

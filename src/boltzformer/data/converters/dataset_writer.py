@@ -12,6 +12,7 @@ it is written, and flagged `"absent": true` in the JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,16 @@ def relabel(instances: np.ndarray) -> np.ndarray:
     if new.size and new.max() > 65535:
         raise DataError(f"{new.max()} objects in one mask: more than a 16-bit map can hold")
     return new[inverse].reshape(instances.shape).astype(np.uint16)
+
+
+def split_by_name(names: list[str], test_fraction: float, seed: int) -> dict[str, str]:
+    """name -> "train" | "test": the round(n x fraction) names first in the order of
+    sha256(f"{seed}:{name}") are test, so the split depends on neither file order nor listing."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    ranked = sorted(names, key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
+    test = set(ranked[: round(len(names) * test_fraction)])
+    return {n: "test" if n in test else "train" for n in names}
 
 
 def tile_origins(length: int, tile: int | None) -> list[int]:

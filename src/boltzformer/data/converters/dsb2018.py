@@ -6,12 +6,11 @@ the union of its mask files, with the instance map (mask file k -> one id) besid
 
 The imaging type, told from the image's colours (`imaging_type`), becomes the modality:
 "fluorescence microscopy", "brightfield microscopy" or "H&E microscopy" (stained tissue);
-the site is "cells". DSB2018 has no labelled split: `split_ids` draws one by image.
+the site is "cells". DSB2018 has no labelled split: `split_by_name` draws one by image id.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..medio import read_image
-from .dataset_writer import DatasetWriter, TargetMask, tile_origins
+from .dataset_writer import DatasetWriter, TargetMask, split_by_name, tile_origins
 
 SITE = "cells"
 TARGET = "nuclei"
@@ -71,17 +70,6 @@ def find_ids(src: Path) -> tuple[Path, list[str]]:
     return root, ids
 
 
-def split_ids(ids: list[str], test_fraction: float, seed: int) -> dict[str, str]:
-    """id -> "train" | "test": the round(n x fraction) ids first in the order of
-    sha256(f"{seed}:{id}"), so the split depends on neither file order nor listing."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
-    n_test = round(len(ids) * test_fraction)
-    test = set(ranked[:n_test])
-    return {i: "test" if i in test else "train" for i in ids}
-
-
 def read_instances(folder: Path, shape: tuple[int, int]) -> np.ndarray:
     """Mask files of one image (sorted by name) as one (H, W) int32 map: file k -> id k+1
     (where masks overlap, the later file wins)."""
@@ -113,7 +101,7 @@ def convert_dsb2018(
     if tile is not None and tile < 32:
         raise ValueError(f"tile must be at least 32 pixels, got {tile}")
     root, ids = find_ids(Path(src))
-    splits = split_ids(ids, test_fraction, seed)
+    splits = split_by_name(ids, test_fraction, seed)
     info = {"test_fraction": test_fraction, "seed": seed, "tile": tile,
             "imaging_rule": "median gray < 100: fluorescence; else mean RGB spread >= 2: H&E; "
                             "else brightfield"}  # fmt: skip

@@ -19,7 +19,6 @@ its volume and its index along `axis` in the source file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..medio import apply_window, parse_window, read_mask, read_nifti
-from .dataset_writer import DatasetWriter, TargetMask
+from .dataset_writer import DatasetWriter, TargetMask, split_by_name
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 #: The plane axis by name -> the world axis (RAS: 0 x, 1 y, 2 z) it is perpendicular to.
@@ -255,15 +254,6 @@ def _display(volume: np.ndarray, window: tuple[float, float] | None) -> np.ndarr
     return np.rint(apply_window(volume, window)).astype(np.uint8)
 
 
-def split_cases(names: list[str], test_fraction: float, seed: int) -> dict[str, str]:
-    """case -> "train" | "test", round(n x fraction) cases first in sha256(seed:name) order."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    ranked = sorted(names, key=lambda n: hashlib.sha256(f"{seed}:{n}".encode()).hexdigest())
-    test = set(ranked[: round(len(names) * test_fraction)])
-    return {n: "test" if n in test else "train" for n in names}
-
-
 def nifti_sentences(target: str, modality: str, site: str) -> list[str]:
     """Prompts of a structure on a slice, the plainest first."""
     return [
@@ -300,7 +290,7 @@ def convert_nifti(
     structures absent from a slice are empty masks flagged absent, unless `absent="skip"`).
     `drop_missing`: leave out structures with no voxel in the whole volume (outside the
     field of view) instead of writing them as absent on every slice.
-    Cases are split by `split_cases`; `channel` picks the channel of 4D images.
+    Cases are split by `split_by_name`; `channel` picks the channel of 4D images.
     """
     src = Path(src)
     layout, cases, meta = find_cases(src)
@@ -313,7 +303,7 @@ def convert_nifti(
     if window == "auto":
         window = "abdomen" if modality == "CT" else None
     shown_window = None if window is None else parse_window(window)
-    splits = split_cases([c.name for c in cases], test_fraction, seed)
+    splits = split_by_name([c.name for c in cases], test_fraction, seed)
     info = {"layout": layout, "axis": str(axis), "window": shown_window,
             "only_present": only_present, "drop_missing": drop_missing,
             "test_fraction": test_fraction, "seed": seed}  # fmt: skip
