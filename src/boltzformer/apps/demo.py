@@ -183,7 +183,7 @@ def _figures(model: BoltzFormer, test: BiomedParseDataset, rows: list[dict], out
 
 def run_demo(s: DemoSettings) -> dict[str, Any]:
     """Run the whole demo; returns the metrics, their `headline` (and the expert's), the
-    paths written and the minutes taken."""
+    paths written, the training's final metrics (`train`: step, ...) and the minutes taken."""
     started = time.monotonic()
     loop, size = s.training.train, s.training.model.resolve().image_size
     out = Path(s.out_dir)
@@ -224,6 +224,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     minutes = (time.monotonic() - started) / 60
     _write_demo_report(out, paths, result.metrics, s, minutes, expert, ev.metrics)
     return {"metrics": ev.metrics, "headline": headline(ev.metrics), "paths": paths,
+            "train": result.metrics,
             "minutes": minutes, "expert": expert["metrics"] if expert else None,
             "expert_headline": headline(expert["metrics"]) if expert else None}
 
