@@ -139,7 +139,8 @@ def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: in
 def table(folders: list[Path]) -> str:
     """One Markdown row per result.json under `folders` (Dice in %)."""
     rows = [json.loads(p.read_text()) for f in folders for p in sorted(f.glob("*/result.json"))]
-    lines = ["| variant | seed | budget | steps | images/s | small | large | all | targets < 0.5 % |",
+    lines = ["| variant | seed | budget | steps | images/s | small | large | all "
+             "| targets < 0.5 % |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         budget = f"{r['budget_steps']} steps" if r["budget_steps"] else f"{r['minutes']:g} min"
