@@ -171,6 +171,42 @@ def test_multilabel_loss_supervises_unannotated_channels_as_empty() -> None:
         multilabel_dice_bce(logits, masks, torch.zeros_like(annotated))
 
 
+def test_training_defaults_to_a_constant_lr_and_supervise_all_reaches_every_channel(
+        phantoms, tmp_path) -> None:
+    base = BiomedParseDataset(phantoms, "train")
+    train_idx, _ = split_by_image(base, 0.2, 0)
+    targets = tuple(sorted({base.samples[i].target for i in train_idx}))
+
+    def one_step(name: str, **kwargs) -> tuple[torch.Tensor, float]:
+        """Which channels' output biases the first step (one image) moved, and its lr."""
+        torch.manual_seed(0)  # train_unet's initialisation
+        start = UNetExpert(UNetBaselineConfig(targets, image_size=64)).unet.segmentation_head
+        result = train_unet(phantoms, tmp_path / name, steps=1, image_size=64, batch_size=1,
+                            weight_decay=0.0, log_every=1, progress=False, **kwargs)
+        record = json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0])
+        head = result.model.unet.segmentation_head
+        return head[0].bias != start[0].bias, record["lr"]
+
+    masked, lr = one_step("default")
+    assert lr == 2e-3  # no warm-up (nor decay): the cosine cost half the small-object Dice
+    assert not masked.all()  # the channels of targets the image does not annotate: no loss
+    moved, _ = one_step("all", supervise="all")
+    assert moved.all()  # every channel learns from the image, annotated or not
+    _, warming = one_step("cosine", schedule="cosine")
+    assert warming == pytest.approx(0.05 * 2e-3)
+
+
+def test_training_defaults_to_no_augmentation(phantoms, tmp_path) -> None:
+    def weights(name: str, **kwargs) -> dict[str, torch.Tensor]:
+        return train_unet(phantoms, tmp_path / name, steps=2, image_size=64, batch_size=3,
+                          progress=False, **kwargs).model.state_dict()
+
+    default, plain = weights("d"), weights("p", augment=False)
+    augmented = weights("a", augment=True)
+    assert all(torch.equal(default[k], plain[k]) for k in default)
+    assert not all(torch.equal(default[k], augmented[k]) for k in default)
+
+
 def test_schedule_warms_up_then_decays() -> None:
     values = [lr_factor_at(i / 100) for i in range(101)]
     assert values[0] == pytest.approx(0.05) and max(values) == pytest.approx(1.0)

@@ -8,7 +8,9 @@ sum t + 1) averaged over each image's annotated channels, AdamW at a constant 1e
 decay 1e-4), batches of 8 images, no augmentation, no clipping, all training images. Every
 other variant is `train_unet` with the keyword arguments in VARIANTS: "old" is the expert as
 `boltzformer demo --expert` trained it before issue 24, the "old-..." rows change one thing
-of it, "expert" is `train_unet`'s defaults as the demo calls it now.
+of it, "new-..." the four changes of issue 24 (constant lr, no clipping, weight decay 1e-4,
+no augmentation) at lr 1e-3 or 2e-3, "expert" is `train_unet`'s defaults as the demo calls it
+now (the same at 2e-3).
 
     python docs/results/unet_controls.py train plain  --data DATA --out RUNS --minutes 9
     python docs/results/unet_controls.py train old    --data DATA --out RUNS --steps 1500
@@ -39,13 +41,16 @@ from boltzformer.baselines import ImageTargets, UNetBaselineConfig, UNetExpert, 
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
 
-IMAGE_SIZE = 256
 BATCH = 8
 
 # The expert as the demo trained it before issue 24 (its call and train_unet's defaults then).
 OLD: dict[str, Any] = {"supervise": "annotated", "schedule": "cosine", "clip": 1.0,
                        "weight_decay": 1e-2, "augment": True, "rotations": False,
                        "val_fraction": 0.05}
+
+# The old recipe with a constant lr, no clipping, weight decay 1e-4 and no augmentation.
+NEW: dict[str, Any] = {**OLD, "schedule": "constant", "clip": None, "weight_decay": 1e-4,
+                       "augment": False}
 
 # name -> train_unet keyword arguments (on top of batch 8, 256 pixels, workers 0)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -55,21 +60,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "old-noclip": {**OLD, "clip": None},
     "old-noaug": {**OLD, "augment": False},
     "old-wd": {**OLD, "weight_decay": 1e-4},
-    "expert": {"val_fraction": 0.05},  # train_unet's defaults, the demo's held-out 5 %
+    "expert": {"val_fraction": 0.05},  # train_unet's defaults (lr 2e-3), the demo's 5 % out
+    # issue 24's four changes together, with either supervision, and at lr 2e-3
+    "new-annotated": {**NEW, "supervise": "annotated"},
+    "new-all": {**NEW, "supervise": "all"},
+    "new-annotated-lr2": {**NEW, "supervise": "annotated", "lr": 2e-3},
 }
 
 
 def train_plain(data: Path, run_dir: Path, *, minutes: float | None, steps: int | None,
-                seed: int) -> tuple[UNetExpert, dict[str, Any]]:
+                seed: int, image_size: int) -> tuple[UNetExpert, dict[str, Any]]:
     """The plain recipe on every image of the train split; images held in memory."""
-    base = BiomedParseDataset(data, "train", image_size=IMAGE_SIZE, train=False, augment=False)
+    base = BiomedParseDataset(data, "train", image_size=image_size, train=False, augment=False)
     targets = sorted({s.target for s in base.samples})
     items = ImageTargets(base, range(len(base)), targets)
     images = torch.stack([items[i]["image"].to(torch.uint8) for i in range(len(items))])
     masks = torch.stack([items[i]["masks"].bool() for i in range(len(items))])
     annotated = torch.stack([items[i]["annotated"] for i in range(len(items))])
     torch.manual_seed(seed)
-    model = UNetExpert(UNetBaselineConfig(tuple(targets), image_size=IMAGE_SIZE)).train()
+    model = UNetExpert(UNetBaselineConfig(tuple(targets), image_size=image_size)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     order = torch.Generator().manual_seed(seed)
     step, started = 0, time.monotonic()
@@ -103,7 +112,7 @@ def train_plain(data: Path, run_dir: Path, *, minutes: float | None, steps: int 
 
 
 def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: int | None,
-        seed: int, threads: int) -> dict[str, Any]:
+        seed: int, threads: int, image_size: int = 256) -> dict[str, Any]:
     """Train `variant`, score it on the test split, write RUNS/VARIANT-sSEED/result.json."""
     torch.set_num_threads(threads)
     run_dir = out / f"{variant}-s{seed}"
@@ -111,19 +120,21 @@ def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: in
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     if variant == "plain":
-        model, metrics = train_plain(data, run_dir, minutes=minutes, steps=steps, seed=seed)
+        model, metrics = train_plain(data, run_dir, minutes=minutes, steps=steps, seed=seed,
+                                     image_size=image_size)
     else:
         result = train_unet(data, run_dir / "run", minutes=minutes, steps=steps,
-                            image_size=IMAGE_SIZE, batch_size=BATCH, seed=seed, workers=0,
+                            image_size=image_size, batch_size=BATCH, seed=seed, workers=0,
                             progress=False, **VARIANTS[variant])
         model, metrics = result.model, result.metrics
-    test = BiomedParseDataset(data, "test", image_size=IMAGE_SIZE, train=False)
+    test = BiomedParseDataset(data, "test", image_size=image_size, train=False)
     ev = evaluate(model, test, seed=seed, progress=False)
     write_report(ev, run_dir / "eval")
     m = ev.metrics
     summary = {
         "variant": variant, "seed": seed, "minutes": minutes, "budget_steps": steps,
-        "threads": threads, "steps": metrics["steps"], "images_seen": metrics["images"],
+        "threads": threads, "image_size": image_size, "steps": metrics["steps"],
+        "images_seen": metrics["images"],
         "train_images": metrics["train_images"], "seconds": round(metrics["seconds"], 1),
         "images_per_s": round(metrics["images_per_s"], 3),
         "small": m["size_strata"]["weighted"]["small"]["dice_mean"],
@@ -139,12 +150,13 @@ def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: in
 def table(folders: list[Path]) -> str:
     """One Markdown row per result.json under `folders` (Dice in %)."""
     rows = [json.loads(p.read_text()) for f in folders for p in sorted(f.glob("*/result.json"))]
-    lines = ["| variant | seed | budget | steps | images/s | small | large | all "
+    lines = ["| variant | size | seed | budget | steps | images/s | small | large | all "
              "| targets < 0.5 % |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         budget = f"{r['budget_steps']} steps" if r["budget_steps"] else f"{r['minutes']:g} min"
-        lines.append(f"| {r['variant']} | {r['seed']} | {budget} | {r['steps']} | "
+        lines.append(f"| {r['variant']} | {r['image_size']} | {r['seed']} | {budget} | "
+                     f"{r['steps']} | "
                      f"{r['images_per_s']:.2f} | {100 * r['small']:.1f} | {100 * r['large']:.1f} | "
                      f"{100 * r['all']:.1f} | {len(r['zero_targets'])} |")
     return "\n".join(lines)
@@ -162,12 +174,14 @@ def main() -> None:
     budget.add_argument("--steps", type=int)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int, default=1)
+    tr.add_argument("--image-size", type=int, default=256,
+                    help="side the images are resized to, training and test (the demo: 256)")
     tb = sub.add_parser("table", help="a Markdown table of the runs in folders")
     tb.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
     if args.command == "train":
         summary = run(args.variant, args.data, args.out, minutes=args.minutes, steps=args.steps,
-                      seed=args.seed, threads=args.threads)
+                      seed=args.seed, threads=args.threads, image_size=args.image_size)
         print(json.dumps({k: v for k, v in summary.items() if k != "by_target"}, indent=2))
     else:
         print(table(args.folders))

@@ -232,7 +232,8 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
 def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
             ) -> dict[str, Any]:
     """The U-Net expert (one output channel per target) on the same split, images and
-    minutes; its evaluation is written to `out` (the [baselines] extra is needed)."""
+    minutes, with its own recipe (`train_unet`'s defaults: constant lr, no augmentation); its
+    evaluation is written to `out` (the [baselines] extra is needed)."""
     try:
         from boltzformer.baselines import train_unet  # an optional extra: imported on use
     except ImportError as err:
@@ -245,7 +246,6 @@ def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
     result = train_unet(data_dir, out / "model", minutes=cfg.train.max_minutes,
                         image_size=cfg.model.resolve().image_size, seed=cfg.train.seed,
                         val_fraction=cfg.data.val_fraction, workers=cfg.data.workers,
-                        augment=cfg.data.augment, rotations=cfg.data.rotations,
                         progress=s.progress)
     ev = evaluate(result.model, test, seed=cfg.train.seed, progress=s.progress)
     write_report(ev, out)
