@@ -142,6 +142,15 @@ class _Handlers:
         self.model, self.seed, self.limits, self.work_dir = model, seed, limits, work_dir
         self.cache, self.feature_bytes = cache, feature_bytes(model)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Handlers:
+        """Shared, never copied. Gradio deep-copies the page's config on every page load and
+        every /config request (each new gradio_client), and the config holds the session
+        State's delete_callback, a method of this: a copy took the model and every cached
+        encoding with it (five times over, as gradio retries level by level once the cache's
+        lock refuses to be copied), 0.2 to 0.3 s of the GIL and ~400 MB a request, so a burst
+        of new clients stalled the server past their time-outs and its memory ballooned."""
+        return self
+
     def end_session(self, session: Session | None) -> None:
         """Gradio's delete_callback: the session expired; free its encoding and files."""
         if session is not None:
