@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import shutil
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -158,7 +159,8 @@ def test_https_with_a_self_signed_certificate(model, tmp_path):
                             str(cert), "--ssl-keyfile", str(key))
     https = url.replace("http://", "https://")
     try:
-        with httpx.Client(verify=str(cert), timeout=30) as client:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(verify=trusted, timeout=30) as client:
             deadline = time.monotonic() + 120
             while True:
                 assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""

@@ -86,6 +86,7 @@ class Report:
     bad_answered: int = 0
     busy: int = 0  # good requests refused as busy (burst mode)
     connect: list[float] = field(default_factory=list)  # seconds to start a session
+    first: list[float] = field(default_factory=list)  # seconds to answer a client's first GET
     errors: list[str] = field(default_factory=list)
     refused: int = 0  # requests without (or with a wrong) login that got nothing
     dropped: int = 0  # connections the test cut off mid-request
@@ -138,8 +139,10 @@ class Report:
             f"good requests: {self.answered} of {self.good} answered, {self.busy} refused as "
             f"busy; latency p50 {self.percentile(50):.2f} s, p95 {self.percentile(95):.2f} s "
             "(queueing included)",
-            f"a new client's first requests (its session started): p50 "
-            f"{self.percentile(50, self.connect):.2f} s, max "
+            f"the server's answer to a new client's first request (the page config, every "
+            f"0.5 s during the waves): p50 {self.percentile(50, self.first):.3f} s, max "
+            f"{max(self.first, default=float('nan')):.3f} s; a gradio_client session started "
+            f"(login, config, API info): p50 {self.percentile(50, self.connect):.2f} s, max "
             f"{max(self.connect, default=float('nan')):.2f} s",
         ]
         if not self.burst:
@@ -283,6 +286,39 @@ def _cut_off(url: str, report: Report) -> None:
         report.dropped += 2
 
 
+class _FirstAnswers:
+    """While in a `with` block, a thread that asks the server for its page config every 0.5 s
+    (what a new client asks first, with the login's cookie) and keeps the seconds each answer
+    took in `report.first`."""
+
+    def __init__(self, url: str, report: Report) -> None:
+        self.url, self.report = url, report
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._ask, daemon=True)
+
+    def _ask(self) -> None:
+        with httpx.Client(timeout=TIMEOUT) as client:
+            client.post(self.url + "login", data=dict(zip(("username", "password"), LOGIN)))
+            while not self._stop.wait(0.5):
+                start = time.perf_counter()
+                try:
+                    client.get(self.url + "config").raise_for_status()
+                except httpx.HTTPError as err:
+                    with self.report.lock:
+                        self.report.errors.append(f"config: {_one_line(err)}")
+                    return
+                with self.report.lock:
+                    self.report.first.append(time.perf_counter() - start)
+
+    def __enter__(self) -> _FirstAnswers:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class _PeakMemory:
     """The highest resident memory of process `pid` since the last `take()`, sampled every
     0.1 s by a thread of its own while in a `with` block."""
@@ -338,7 +374,7 @@ def run(checkpoint: Path, sessions: int, waves: int, work: Path, size: int = 256
             wait_until_up(url, proc, timeout=TIMEOUT)
             report.start_mb = rss_mb(proc.pid)
             with ThreadPoolExecutor(max_workers=sessions) as pool, \
-                    _PeakMemory(proc.pid) as memory:
+                    _PeakMemory(proc.pid) as memory, _FirstAnswers(url, report):
                 for wave in range(waves):
                     jobs = [pool.submit(_session, url, phantoms[i % len(phantoms)],
                                         None if burst else bad,
