@@ -127,11 +127,24 @@ def test_a_full_queue_refuses_at_once(gated, image):
         assert "encoded once" in job.result(timeout=120)[-1]
 
 
-def test_ssl_and_queue_options_are_checked(model, tmp_path, capsys):
-    cert = tmp_path / "cert.pem"
-    cert.write_text("-")
+@pytest.fixture
+def certificate(tmp_path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM), made with openssl."""
+    openssl = shutil.which("openssl")
+    assert openssl, "this test makes its certificate with the openssl command: install it"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_ssl_and_queue_options_are_checked(model, certificate, tmp_path, capsys):
+    cert, key = certificate
     assert serve.resolve_ssl(None, None) is None
-    assert serve.resolve_ssl(cert, cert) == (cert, cert)
+    assert serve.resolve_ssl(cert, key) == (cert, key)
+    with pytest.raises(ValueError, match="not a PEM certificate and its unencrypted key"):
+        serve.resolve_ssl(key, cert)  # the two swapped
     with pytest.raises(ValueError, match="needs both --ssl-certfile and --ssl-keyfile"):
         serve.resolve_ssl(cert, None)
     with pytest.raises(ValueError, match="--ssl-keyfile .*missing.pem: no such file"):
@@ -143,15 +156,10 @@ def test_ssl_and_queue_options_are_checked(model, tmp_path, capsys):
         assert err.count("\n") == 1 and option in err
 
 
-def test_https_with_a_self_signed_certificate(model, tmp_path):
+def test_https_with_a_self_signed_certificate(model, certificate, tmp_path):
     """`--ssl-certfile/--ssl-keyfile`: the login and the API over https, verified against
     the certificate made here; plain http gets nothing."""
-    openssl = shutil.which("openssl")
-    assert openssl, "this test makes its certificate with the openssl command: install it"
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = certificate
     logins = tmp_path / "logins.txt"
     logins.write_text("ana:s3cret\n")
     checkpoint = model.save_pretrained(tmp_path / "ckpt")

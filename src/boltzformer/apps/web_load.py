@@ -21,7 +21,8 @@ during each wave (sampled every 0.1 s), and the leak per session (the median slo
 over the sessions served, from the first wave's end on: a step of the allocator moves it
 little, a leak moves every pair); whether the server's log holds a traceback.
 
-Checks (exit status 1 if one fails): every good request answered (in a burst: answered or
+Checks (exit status 1 if one fails): the server's answer to a new client's first request
+within FIRST_ANSWER_S (1 s) all along; every good request answered (in a burst: answered or
 refused as busy); every bad one answered with its one-line message; no answer without the
 login; sessions isolated (each phantom's figures and masks identical in every session, and
 different between phantoms); no traceback in the server's log; the leak per session at most
@@ -64,6 +65,8 @@ LOGIN = ("loadtest", "not-a-secret")
 TIMEOUT = 600.0
 #: The most memory a session may leave behind, in MB (the median slope over the waves).
 LEAK_MB = 2.0
+#: The longest the server may take to answer a new client's first request, in seconds.
+FIRST_ANSWER_S = 1.0
 #: How a request refused as busy reads: the queue full (gradio_client's words), the time limit.
 BUSY = ("Queue is full! Please try again.", "busy: ")
 #: The bad requests and the start of the one-line message each must get.
@@ -125,7 +128,12 @@ class Report:
         answered = self.answered + self.busy if self.burst else self.answered
         extras = self.burst or (self.refused == 2 * self.waves and self.bad_answered == self.bad)
         return (answered == self.good and extras and not self.errors and self.isolated
-                and self.tracebacks == 0 and self.memory_ok(leak_mb))
+                and self.tracebacks == 0 and self.memory_ok(leak_mb) and self.first_ok)
+
+    @property
+    def first_ok(self) -> bool:
+        """The server answered every new client's first request within FIRST_ANSWER_S."""
+        return bool(self.first) and max(self.first) <= FIRST_ANSWER_S
 
     def percentile(self, q: float, values: list[float] | None = None) -> float:
         values = self.latencies if values is None else values
@@ -141,7 +149,8 @@ class Report:
             "(queueing included)",
             f"the server's answer to a new client's first request (the page config, every "
             f"0.5 s during the waves): p50 {self.percentile(50, self.first):.3f} s, max "
-            f"{max(self.first, default=float('nan')):.3f} s; a gradio_client session started "
+            f"{max(self.first, default=float('nan')):.3f} s (bound {FIRST_ANSWER_S:g} s: "
+            f"{'ok' if self.first_ok else 'OVER'}); a gradio_client session started "
             f"(login, config, API info): p50 {self.percentile(50, self.connect):.2f} s, max "
             f"{max(self.connect, default=float('nan')):.2f} s",
         ]

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import os
 import signal
+import ssl
 import tempfile
 import threading
 from pathlib import Path
@@ -169,7 +170,7 @@ def resolve_auth(host: str, auth_file: Path | None, no_auth: bool,
 
 def resolve_ssl(certfile: Path | None, keyfile: Path | None) -> tuple[Path, Path] | None:
     """(certificate, key) to serve https, None for http; one-line errors if only one is
-    given or one cannot be read."""
+    given, or they are not a PEM certificate and its unencrypted key."""
     if certfile is None and keyfile is None:
         return None
     if certfile is None or keyfile is None:
@@ -177,6 +178,11 @@ def resolve_ssl(certfile: Path | None, keyfile: Path | None) -> tuple[Path, Path
     for option, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
         if not path.is_file():
             raise ValueError(f"{option} {path}: no such file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as err:
+        raise ValueError(f"--ssl-certfile {certfile} --ssl-keyfile {keyfile}: not a PEM "
+                         f"certificate and its unencrypted key ({err})") from None
     return certfile, keyfile
 
 
