@@ -21,34 +21,17 @@ from boltzformer.train import TrainConfig, train
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-#: The real sample scans the tests read, relative to `shared/`: five images of the BiomedParse
-#: demo set with their 25 masks, and one CT DICOM slice, all from github.com/microsoft/BiomedParse
-#: (Apache-2.0; biomedparse_datasets/BiomedParseData-Demo/ and examples/CT_lung_nodule.dcm).
-SAMPLES = (
-    *(f"data/biomedparse-demo/demo/{name}.png" for name in
-      ("01_CT_lung", "06_CT_abdomen", "08_MRI_heart", "15_X-Ray_chest", "19_pathology_liver")),
-    "data/biomedparse-demo/demo_mask",
-    "data/dicom/CT_lung_nodule.dcm",
-)  # fmt: skip
+#: The real sample scans the tests read, kept in the repository (tests/samples/, 3.7 MB; see
+#: its README for sources and licences): five images of the BiomedParse demo set with their 25
+#: masks, and one CT DICOM slice.
+SAMPLE_DIR = Path(__file__).resolve().parent / "samples"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """`<repo>/../shared`: the real sample scans (`SAMPLES`) in a folder beside the clone.
-
-    Every test that reads them takes this fixture. Missing samples fail the test (not skip
-    it): CI clones the repository beside `shared/`, so their absence there is an error.
-    """
-    path = Path(__file__).resolve().parents[2] / "shared"
-    missing = [name for name in SAMPLES if not (path / name).exists()]
-    if missing:
-        pytest.fail(
-            f"sample data missing in {path}: {', '.join(missing)}. The tests read real scans "
-            "kept outside the repository: clone it beside a shared/ folder holding them, "
-            "copied from github.com/microsoft/BiomedParse (see SAMPLES in tests/conftest.py)",
-            pytrace=False,
-        )
-    return path
+def sample_dir() -> Path:
+    """`tests/samples/`: `biomedparse-demo/` (a BiomedParse-format split named `demo`) and
+    `dicom/CT_lung_nodule.dcm`."""
+    return SAMPLE_DIR
 
 
 WriteDataset = Callable[..., Path]

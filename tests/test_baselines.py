@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from boltzformer.baselines import (
     ImageTargets,
@@ -16,6 +17,7 @@ from boltzformer.baselines import (
     UNetExpert,
     lr_factor_at,
     masked_dice_bce,
+    multilabel_dice_bce,
     train_unet,
 )
 from boltzformer.data import BiomedParseDataset, random_augment
@@ -140,6 +142,33 @@ def test_loss_ignores_unannotated_channels() -> None:
     assert torch.equal(masked_dice_bce(garbage_logits, garbage_masks, annotated), loss.detach())
     assert not torch.allclose(masked_dice_bce(garbage_logits, garbage_masks,
                                               torch.ones_like(annotated)), loss.detach())
+
+
+def test_multilabel_loss_supervises_unannotated_channels_as_empty() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    masks = (torch.rand(2, 3, 8, 8) > 0.5).float()
+    annotated = torch.tensor([[True, False, True], [False, True, False]])
+    masks[~annotated] = 0  # as ImageTargets gives them
+    loss = multilabel_dice_bce(logits, masks, annotated)
+    p = logits.detach().sigmoid()
+    bce = -(masks * p.log() + (1 - masks) * (1 - p).log()).mean()  # every channel, every pixel
+    dice = {(b, c): 1 - (2 * (p[b, c] * masks[b, c]).sum() + 1)
+            / (p[b, c].sum() + masks[b, c].sum() + 1) for b in range(2) for c in range(3)}
+    by_hand = bce + ((dice[0, 0] + dice[0, 2]) / 2 + dice[1, 1]) / 2  # per image, then mean
+    assert torch.allclose(loss, by_hand)
+    loss.backward()
+    assert (logits.grad[~annotated] != 0).all()
+    # An unannotated channel that fires everywhere costs more than one that stays off, and
+    # only through the BCE: Dice is over the annotated channels alone.
+    off, on = logits.detach().clone(), logits.detach().clone()
+    off[~annotated], on[~annotated] = -20.0, 20.0
+    gap = multilabel_dice_bce(on, masks, annotated) - multilabel_dice_bce(off, masks, annotated)
+    bce_gap = (F.binary_cross_entropy_with_logits(on, masks)
+               - F.binary_cross_entropy_with_logits(off, masks))
+    assert gap > 1 and torch.allclose(gap, bce_gap)
+    with pytest.raises(ValueError, match="no annotated channel"):
+        multilabel_dice_bce(logits, masks, torch.zeros_like(annotated))
 
 
 def test_schedule_warms_up_then_decays() -> None:

@@ -95,9 +95,9 @@ def test_python_api_raises_one_line(broken):
 
 
 @pytest.mark.parametrize("broken", list(BREAKAGES), indirect=True)
-def test_predict_and_evaluate_exit_1_with_one_line(broken, shared_dir, phantoms, tmp_path, capsys):
+def test_predict_and_evaluate_exit_1_with_one_line(broken, sample_dir, phantoms, tmp_path, capsys):
     ckpt, message = broken
-    image = shared_dir / "data" / "biomedparse-demo" / "demo" / "01_CT_lung.png"
+    image = sample_dir / "biomedparse-demo" / "demo" / "01_CT_lung.png"
     runs = {
         "predict": ["predict", "--checkpoint", str(ckpt), "--input", str(image),
                     "--prompt", "nodule in lung CT", "--out", str(tmp_path / "out")],
@@ -113,13 +113,13 @@ def test_predict_and_evaluate_exit_1_with_one_line(broken, shared_dir, phantoms,
 
 
 @pytest.mark.parametrize("broken", ["mismatched-config"], indirect=True)
-def test_the_command_prints_no_traceback(broken, shared_dir, tmp_path):
+def test_the_command_prints_no_traceback(broken, sample_dir, tmp_path):
     """The real process: stderr holds the one line and nothing else (no warning, no trace)."""
     ckpt, message = broken
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "boltzformer.cli", "predict", "--checkpoint", str(ckpt),
-         "--input", str(shared_dir / "data" / "dicom" / "CT_lung_nodule.dcm"),
+         "--input", str(sample_dir / "dicom" / "CT_lung_nodule.dcm"),
          "--prompt", "nodule in lung CT", "--out", str(tmp_path / "out")],
         env=env, capture_output=True, text=True, timeout=120,
     )

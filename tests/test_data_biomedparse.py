@@ -12,12 +12,12 @@ from boltzformer.data import BiomedParseDataset, collate, list_splits
 
 
 @pytest.fixture(scope="module")
-def demo(shared_dir):
-    return BiomedParseDataset(shared_dir / "data" / "biomedparse-demo", "demo", image_size=256)
+def demo(sample_dir):
+    return BiomedParseDataset(sample_dir / "biomedparse-demo", "demo", image_size=256)
 
 
-def test_demo_folder_has_5_images_and_25_masks(demo, shared_dir):
-    assert list_splits(shared_dir / "data" / "biomedparse-demo") == ["demo"]
+def test_demo_folder_has_5_images_and_25_masks(demo, sample_dir):
+    assert list_splits(sample_dir / "biomedparse-demo") == ["demo"]
     assert len(demo) == 25
     assert len({s.image_file for s in demo.samples}) == 5
     targets = {s.target for s in demo.samples}
@@ -166,8 +166,8 @@ def test_dataloader_workers_are_seeded_and_independent(write_dataset, make_disc)
     assert prompts() == first
 
 
-def test_constant_prompt_replaces_every_sentence(shared_dir):
-    root = shared_dir / "data" / "biomedparse-demo"
+def test_constant_prompt_replaces_every_sentence(sample_dir):
+    root = sample_dir / "biomedparse-demo"
     ds = BiomedParseDataset(root, "demo", image_size=64, train=True, prompt="object in image")
     assert {ds[i]["prompt"] for i in range(len(ds))} == {"object in image"}
     assert ds[0]["target"] == BiomedParseDataset(root, "demo", image_size=64)[0]["target"]

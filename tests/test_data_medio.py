@@ -26,8 +26,8 @@ from boltzformer.data import (
 
 
 @pytest.fixture(scope="module")
-def dicom_path(shared_dir):
-    return shared_dir / "data" / "dicom" / "CT_lung_nodule.dcm"
+def dicom_path(sample_dir):
+    return sample_dir / "dicom" / "CT_lung_nodule.dcm"
 
 
 def test_dicom_rescale_to_hounsfield_units(dicom_path):

@@ -10,6 +10,7 @@ from boltzformer.apps.study import TABLES, StudySettings, Variant, cell_config, 
 from boltzformer.cli import build_parser, main
 from boltzformer.commands import demo as demo_command
 from boltzformer.commands import study as study_command
+from boltzformer.data import BiomedParseDataset, generate_phantoms
 from boltzformer.train.config import TrainConfig
 
 
@@ -30,9 +31,33 @@ def test_demo_writes_report_and_figures_beside_the_experts(tmp_path):
     assert (out / "run" / "last" / "model.safetensors").is_file()
     # --expert: the U-Net trained for the same minutes, scored alike, side by side
     assert "Against the U-Net expert" in report and "| U-Net expert |" in report
+    assert "| small | tiny | large |" in report and "## Objects" in report
+    assert result["headline"].startswith("small objects ") and "(tiny " in result["headline"]
+    assert "(tiny " in result["expert_headline"]
     expert = json.loads((out / "expert" / "metrics.json").read_text())
     assert expert["n_present"] == result["metrics"]["n_present"] and "grounding" in expert
     assert result["expert"]["n_samples"] == result["metrics"]["n_samples"]
+
+
+def test_demo_trains_and_tests_on_a_users_folder(tmp_path, capsys):
+    """--data: a BiomedParse-layout folder instead of the phantoms; no phantoms are drawn."""
+    data = tmp_path / "mine"
+    generate_phantoms(data, images=12, size=96, seed=1, progress=False)
+    (data / "val").mkdir()  # an extra split does not get in the way
+    out = tmp_path / "bench"
+    training = TRAINING.with_overrides({"train.max_minutes": 0.03, "model.image_size": 96,
+                                        "data.workers": 0})
+    result = run_demo(DemoSettings(out_dir=out, data=data, training=training, progress=False))
+    test_items = len(BiomedParseDataset(data, "test", image_size=96, train=False))
+    assert result["metrics"]["n_samples"] == test_items > 0
+    assert not (out / "data").exists()
+    assert f"--data {data}" in (out / "report.md").read_text()
+    # a folder without a test split: one line, exit 1
+    (tmp_path / "half" / "train_mask").mkdir(parents=True)
+    (tmp_path / "half" / "train").mkdir()
+    assert main(["demo", "--data", str(tmp_path / "half"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "missing: test" in err and len(err.splitlines()) == 1
 
 
 def test_study_plan_shares_the_default_run_across_tables():

@@ -24,6 +24,7 @@ from boltzformer.evaluate import (
     write_report,
 )
 from boltzformer.modeling.boltzformer import build_model
+from boltzformer.report import render_markdown
 
 
 def test_dice_by_hand() -> None:
@@ -100,6 +101,38 @@ def test_aggregation_by_hand() -> None:
     assert (absent["n"], absent["correct"], absent["false_positive"]) == (2, 1, 1)
     assert absent["false_positive_rate"] == 0.5
     assert absent["by_target"] == {"nodule": {"n": 2, "false_positive": 1}}
+
+
+def test_tiny_stratum_is_a_part_of_small_by_hand() -> None:
+    rows = [
+        _row("A", 0.2, 0.0005),  # tiny (and small)
+        _row("A", 0.6, 0.005),  # small, not tiny
+        _row("A", 0.9, 0.05),  # large
+        _row("A", 1.0, 0.0),  # absent: in no stratum
+        _row("B", 0.4, 0.0002),  # tiny
+        _row("B", 0.0, 0.0008),  # tiny, missed
+        _row("B", 0.5, 0.001),  # 0.1 % exactly: small, not tiny
+        _row("B", 0.8, 0.2),  # large
+    ]
+    m = aggregate(rows)["size_strata"]
+    assert m["tiny_threshold"] == 0.001 and m["threshold"] == 0.01
+    a, b = m["per_dataset"]["A"], m["per_dataset"]["B"]
+    assert (a["tiny"]["n"], a["tiny"]["share"], a["tiny"]["dice_mean"]) == (1, 1 / 3, 0.2)
+    assert (b["tiny"]["n"], b["tiny"]["share"]) == (2, 0.5)
+    assert b["tiny"]["dice_mean"] == pytest.approx(0.2) and b["tiny"]["failure_rate"] == 0.5
+    assert b["tiny"]["dice_std"] == pytest.approx(0.2)
+    assert (a["small"]["n"], b["small"]["n"]) == (2, 3)  # small keeps its tiny members
+    assert b["small"]["dice_mean"] == pytest.approx(0.3)
+    w = m["weighted"]
+    assert list(w) == ["tiny", "small", "large", "all"]
+    assert w["tiny"]["n"] == 3 and w["tiny"]["datasets"] == 2
+    assert w["tiny"]["dice_mean"] == pytest.approx((1 / 3 * 0.2 + 0.5 * 0.2) / (1 / 3 + 0.5))
+    assert w["tiny"]["dice_std"] == pytest.approx((1 / 3 * 0 + 0.5 * 0.2) / (1 / 3 + 0.5))
+    assert w["tiny"]["failure_rate"] == pytest.approx(0.5 * 0.5 / (1 / 3 + 0.5))
+    assert w["small"]["dice_mean"] == pytest.approx((2 / 3 * 0.4 + 0.75 * 0.3) / (2 / 3 + 0.75))
+    text = render_markdown(aggregate(rows), {"seed": 0}, scatter="s.png")
+    assert "tiny: < 0.1%, a part of small" in text
+    assert "| tiny | 3 | 20.0 (12.0) | 30.0% |" in text
 
 
 def test_score_batch_by_hand() -> None:

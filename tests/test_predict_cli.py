@@ -40,8 +40,8 @@ def full_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def demo(shared_dir) -> Path:
-    return shared_dir / "data" / "biomedparse-demo"
+def demo(sample_dir) -> Path:
+    return sample_dir / "biomedparse-demo"
 
 
 def _results(out: Path) -> dict:
@@ -70,8 +70,8 @@ def test_predict_on_demo_images(checkpoint, demo, tmp_path, name):
     assert not list(tmp_path.glob("*_std.png"))  # one draw: no uncertainty files
 
 
-def test_predict_dicom_applies_the_window(checkpoint, shared_dir, tmp_path):
-    dcm = shared_dir / "data" / "dicom" / "CT_lung_nodule.dcm"
+def test_predict_dicom_applies_the_window(checkpoint, sample_dir, tmp_path):
+    dcm = sample_dir / "dicom" / "CT_lung_nodule.dcm"
     ds = pydicom.dcmread(dcm)
     probs = {}
     for window in ("lung", "bone"):

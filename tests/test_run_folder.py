@@ -91,8 +91,8 @@ def test_no_path_means_the_demo_run(tiny_run, tmp_path, monkeypatch):
     assert resolve_checkpoint(None) == DEMO_RUN / BEST
 
 
-def test_predict_and_visualize_take_a_run_folder(tiny_run, shared_dir, tmp_path, capsys):
-    image = shared_dir / "data" / "biomedparse-demo" / "demo" / "01_CT_lung.png"
+def test_predict_and_visualize_take_a_run_folder(tiny_run, sample_dir, tmp_path, capsys):
+    image = sample_dir / "biomedparse-demo" / "demo" / "01_CT_lung.png"
     out = tmp_path / "preds"
     assert cli.main(["predict", "--checkpoint", str(tiny_run), "--input", str(image),
                      "--prompt", "nodule in lung CT", "--out", str(out)]) == 0

@@ -73,8 +73,8 @@ def client(server) -> Client:
 
 
 @pytest.fixture
-def lung(shared_dir) -> Path:
-    return shared_dir / "data" / "biomedparse-demo" / "demo" / "01_CT_lung.png"
+def lung(sample_dir) -> Path:
+    return sample_dir / "biomedparse-demo" / "demo" / "01_CT_lung.png"
 
 
 def _path(value) -> Path:
@@ -130,8 +130,8 @@ def test_image_is_encoded_once_and_answers_many_prompts(client, model, encodes, 
     assert _png(_path(again["uncertainty"]["value"])).shape[1] > 600
 
 
-def test_dicom_window_presets_reencode(client, encodes, shared_dir):
-    dcm = shared_dir / "data" / "dicom" / "CT_lung_nodule.dcm"
+def test_dicom_window_presets_reencode(client, encodes, sample_dir):
+    dcm = sample_dir / "dicom" / "CT_lung_nodule.dcm"
     before = len(encodes)
     lung_preview, _, window, _, status = _load(client, dcm, "lung")
     assert window["visible"] and "DICOM slice" in status
@@ -272,10 +272,10 @@ def _expected_mask(model, image: np.ndarray, prompt: str) -> np.ndarray:
     return Predictor.threshold(reference.predict([prompt]).prob)[0]
 
 
-def test_an_evicted_session_is_told_to_load_again(guarded, model, lung, shared_dir):
+def test_an_evicted_session_is_told_to_load_again(guarded, model, lung, sample_dir):
     """The cache holds one session: a second session's upload evicts the first, which then
     gets a one-line message, never an answer from the other session's image."""
-    heart = shared_dir / "data" / "biomedparse-demo" / "demo" / "08_MRI_heart.png"
+    heart = sample_dir / "biomedparse-demo" / "demo" / "08_MRI_heart.png"
     first, second = (Client(guarded, auth=LOGIN, verbose=False, download_files=False)
                      for _ in range(2))
     _load(first, lung)

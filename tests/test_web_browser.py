@@ -75,9 +75,9 @@ def _requested(driver) -> set[str]:
     return {u for u in urls if u.startswith(("http:", "https:", "ws:", "wss:"))}
 
 
-def test_segment_an_uploaded_image_in_the_browser(page_url, browser, shared_dir, tmp_path,
+def test_segment_an_uploaded_image_in_the_browser(page_url, browser, sample_dir, tmp_path,
                                                   capsys):
-    image = shared_dir / "data" / "biomedparse-demo" / "demo" / "01_CT_lung.png"
+    image = sample_dir / "biomedparse-demo" / "demo" / "01_CT_lung.png"
     wait = WebDriverWait(browser, 120)
     browser.get(page_url)
     upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR,

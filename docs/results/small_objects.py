@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -163,10 +164,13 @@ def score(run_dir: Path, data: Path, model: torch.nn.Module | None = None) -> di
 
 
 def summarise(info: dict[str, Any], m: dict[str, Any]) -> dict[str, Any]:
-    """A result.json: the run's `info` and the figures of its evaluation's metrics `m`."""
+    """A result.json: the run's `info` and the figures of its evaluation's metrics `m`
+    ("tiny", the part of small < 0.1 % of the image, is None for evaluations made before the
+    stratum existed, and when the split has no tiny object)."""
     return {
         **info,
         "small": m["size_strata"]["weighted"]["small"]["dice_mean"],
+        "tiny": m["size_strata"]["weighted"].get("tiny", {}).get("dice_mean"),
         "large": m["size_strata"]["weighted"]["large"]["dice_mean"],
         "all": m["overall"]["dice_mean"],
         "failure_rate": m["overall"]["failure_rate"],
@@ -372,16 +376,16 @@ def sides(run_dir: Path) -> dict[str, Any]:
 
 def table(folders: list[Path]) -> str:
     rows = results(folders)
-    head = ("| run | steps | small | large | all | failures | prompt acc. | hedging |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|")
+    head = ("| run | steps | small | tiny | large | all | failures | prompt acc. | hedging |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 
     def pct(v: float | None) -> str:
-        return "–" if v is None else f"{100 * v:.1f}"
+        return "–" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"
 
     lines = [head] + [
-        f"| {r['variant']} s{r['seed']} | {r['steps']} | {pct(r['small'])} | {pct(r['large'])} "
-        f"| {pct(r['all'])} | {pct(r['failure_rate'])} % | {pct(r['prompt_accuracy'])} | "
-        f"{pct(r['hedging'])} |"
+        f"| {r['variant']} s{r['seed']} | {r['steps']} | {pct(r['small'])} | "
+        f"{pct(r.get('tiny'))} | {pct(r['large'])} | {pct(r['all'])} | "
+        f"{pct(r['failure_rate'])} % | {pct(r['prompt_accuracy'])} | {pct(r['hedging'])} |"
         for r in rows
     ]
     return "\n".join(lines)
@@ -389,19 +393,27 @@ def table(folders: list[Path]) -> str:
 
 def spread(folders: list[Path]) -> str:
     """Mean ± standard deviation over seeds (or demo runs) of each variant's results (paper
-    Table 3)."""
+    Table 3). Tiny (objects < 0.1 % of the image, a part of small) is over the runs that
+    have it (n given when some lack it: older results, or no tiny object in the split)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in results(folders):
         groups.setdefault(r["variant"], []).append(r)
-    keys = ("small", "large", "all", "failure_rate", "prompt_accuracy", "hedging")
-    lines = ["| variant | seeds | steps | small | large | all | failures | prompt acc. | hedging |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    keys = ("small", "tiny", "large", "all", "failure_rate", "prompt_accuracy", "hedging")
+    lines = ["| variant | seeds | steps | small | tiny | large | all | failures | prompt acc. "
+             "| hedging |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for variant, rows in groups.items():
         cells = []
         for key in keys:
-            values = torch.tensor([100 * r[key] for r in rows], dtype=torch.float64)
-            sd = float(values.std()) if len(rows) > 1 else 0.0
-            cells.append(f"{float(values.mean()):.1f} ± {sd:.1f}")
+            found = [100 * r[key] for r in rows
+                     if r.get(key) is not None and math.isfinite(r[key])]
+            if not found:
+                cells.append("–")
+                continue
+            values = torch.tensor(found, dtype=torch.float64)
+            sd = float(values.std()) if len(found) > 1 else 0.0
+            some = f" (n={len(found)})" if len(found) < len(rows) else ""
+            cells.append(f"{float(values.mean()):.1f} ± {sd:.1f}{some}")
         steps = "/".join(str(r["steps"]) for r in rows)
         seeds = ",".join(str(r["seed"]) for r in rows)
         lines.append(f"| {variant} | {seeds} | {steps} | " + " | ".join(cells) + " |")

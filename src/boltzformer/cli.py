@@ -13,11 +13,13 @@ import importlib
 import sys
 
 # Verbs in the order `--help` lists them; each names a module in boltzformer.commands (with
-# "_" for "-").
+# "_" for "-"), unless MODULES names another.
 COMMANDS: tuple[str, ...] = (
-    "demo", "synth", "train", "evaluate", "predict", "visualize", "serve", "study", "bench",
-    "throughput", "presets", "convert-release",
+    "demo", "synth", "convert", "train", "evaluate", "predict", "visualize", "serve", "study",
+    "bench", "throughput", "presets", "convert-release",
 )
+# `convert` (data sets) lives in convert_data, beside convert_release (model weights).
+MODULES: dict[str, str] = {"convert": "convert_data"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"boltzformer.commands.{name.replace('-', '_')}")
+        module_name = MODULES.get(name, name.replace("-", "_"))
+        module = importlib.import_module(f"boltzformer.commands.{module_name}")
         module.add_parser(sub)
     return parser
 

@@ -10,10 +10,14 @@ Conventions (all documented in docs/training.md):
 - Grounding (`grounding.py`): which of the image's annotated targets each prediction overlaps
   most (prompt accuracy, confusion) and how alike an image's predictions for different
   prompts are (hedging).
-- Size strata (Table 2): small if the object covers < 1% of the original image, else large.
+- Size strata (Table 2): small if the object covers < 1% of the original image, else large;
+  tiny (< 0.1%) is a part of small, reported beside it (small keeps the paper's meaning).
   Per data set, each stratum's Dice mean and std (population std, ddof=0); across data sets,
   the average of the per-data-set values weighted by the stratum's share of that data set's
   present targets ("all": every data set weighs 1). Means and stds are weighted alike.
+- Objects and volumes (`objects.py`): detection precision, recall, F1 and panoptic quality
+  of each target's objects at the mask's original size, and 3D Dice of the cases of data
+  cut from volumes.
 - The model samples its attention at random: a torch.Generator seeded with `seed` drives it,
   so a run is reproducible given the seed (and the batch size, which groups the draws).
 - Models are called as `model(images, prompts, image_index=..., generator=...)`: the batch's
@@ -42,13 +46,18 @@ from tqdm.auto import tqdm
 
 from boltzformer.data import collate
 from boltzformer.grounding import GroundingCollector
+from boltzformer.objects import ObjectCollector
 from boltzformer.plots import plot_confusion, plot_dice_vs_size
+from boltzformer.report import json_safe, render_markdown
 
 SMALL_AREA = 0.01  # the paper's small/large threshold: 1% of the image area
+TINY_AREA = 0.001  # the tiny sub-stratum of small: 0.1% of the image area
+STRATA = ("tiny", "small", "large", "all")
 CSV_COLUMNS: tuple[str, ...] = (
     "index", "dataset", "image_file", "mask_file", "target", "modality", "site", "prompt",
     "area", "size", "gt_pixels", "pred_pixels", "intersection", "dice", "missed",
-    "false_positive", "best_match", "best_match_dice",
+    "false_positive", "best_match", "best_match_dice", "gt_objects", "pred_objects",
+    "matched_objects",
 )
 
 
@@ -100,19 +109,27 @@ def group_summary(rows: Iterable[dict[str, Any]], key: str) -> dict[str, dict[st
     return {name: summarize(groups[name]) for name in sorted(groups)}
 
 
+def in_stratum(row: dict[str, Any], stratum: str) -> bool:
+    """Whether a present target's row belongs to a stratum: tiny (area < TINY_AREA, a part of
+    small), small, large or all."""
+    if stratum == "tiny":
+        return row["area"] < TINY_AREA
+    return stratum in ("all", row["size"])
+
+
 def size_strata(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Table 2: per data set and stratum (small, large, all) the Dice summary and the
+    """Table 2: per data set and stratum (tiny, small, large, all) the Dice summary and the
     stratum's share; `weighted` averages data sets weighted by that share."""
     per_dataset: dict[str, dict[str, Any]] = {}
     for name in sorted({r["dataset"] for r in rows if r["size"] != "absent"}):
         present = [r for r in rows if r["dataset"] == name and r["size"] != "absent"]
         strata = {}
-        for stratum in ("small", "large", "all"):
-            members = [r["dice"] for r in present if stratum in ("all", r["size"])]
+        for stratum in STRATA:
+            members = [r["dice"] for r in present if in_stratum(r, stratum)]
             strata[stratum] = {**summarize(members), "share": len(members) / len(present)}
         per_dataset[name] = strata
     weighted = {}
-    for stratum in ("small", "large", "all"):
+    for stratum in STRATA:
         parts = [d[stratum] for d in per_dataset.values() if d[stratum]["n"]]
         weights = np.array([p["share"] for p in parts])
         entry: dict[str, Any] = {"n": int(sum(p["n"] for p in parts)), "datasets": len(parts)}
@@ -120,7 +137,8 @@ def size_strata(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             values = np.array([p[stat] for p in parts])
             entry[stat] = float(weights @ values / weights.sum()) if parts else math.nan
         weighted[stratum] = entry
-    return {"threshold": SMALL_AREA, "per_dataset": per_dataset, "weighted": weighted}
+    return {"threshold": SMALL_AREA, "tiny_threshold": TINY_AREA, "per_dataset": per_dataset,
+            "weighted": weighted}
 
 
 def absent_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -180,7 +198,8 @@ def evaluate(
     workers: int = 0,
     progress: bool = True,
 ) -> EvalResult:
-    """Predict every item of `dataset` (BiomedParseDataset items) and score it.
+    """Predict every item of `dataset` (BiomedParseDataset items) and score it: Dice at the
+    model's size, objects and volumes at the masks' original size (see `objects.py`).
 
     The model runs in eval mode on its own device; its attention sampling draws from a
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
@@ -196,20 +215,23 @@ def evaluate(
     model.eval()
     rows: list[dict[str, Any]] = []
     grounding = GroundingCollector(_items_per_image(dataset))
+    objects = ObjectCollector(threshold)
     try:
         for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
             images, index = unique_images(batch)  # each image encoded once
             extra = {"targets": batch["target"]} if takes_targets else {}
             logits = model(images.to(device), batch["prompt"], image_index=index.to(device),
                            generator=generator, **extra).logits.float()
-            pred = (logits.sigmoid() > threshold).cpu()
+            prob = logits.sigmoid()
+            pred = (prob > threshold).cpu()
             gt = batch["mask"] > 0.5
             batch_rows = score_batch(pred, gt, batch, start=len(rows))
             grounding.add(batch_rows, pred, gt)
+            objects.add(batch_rows, prob, batch)
             rows.extend(batch_rows)
     finally:
         model.train(was_training)
-    metrics = {**aggregate(rows), "grounding": grounding.finish(rows)}
+    metrics = {**aggregate(rows), "grounding": grounding.finish(rows), **objects.finish()}
     return EvalResult(rows, metrics, seed=seed, threshold=threshold)
 
 
@@ -270,6 +292,9 @@ def score_batch(
                 "false_positive": group == "absent" and p_pix[i] > 0,
                 "best_match": "",  # set by grounding
                 "best_match_dice": math.nan,
+                "gt_objects": "",  # set by ObjectCollector
+                "pred_objects": "",
+                "matched_objects": "",
             }
         )
     return rows
@@ -289,7 +314,7 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     }
     payload = {"seed": result.seed, "threshold": result.threshold, **result.info,
                **result.metrics}
-    paths["metrics"].write_text(json.dumps(_json_safe(payload), indent=2) + "\n")
+    paths["metrics"].write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     with paths["per_sample"].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
@@ -298,118 +323,7 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     if result.metrics.get("grounding", {}).get("n"):
         paths["confusion"] = plot_confusion(result.metrics["grounding"]["confusion"],
                                             out / "confusion.png")
-    paths["report"].write_text(render_markdown(result, scatter=paths["scatter"].name))
+    settings = {**result.info, "seed": result.seed, "threshold": result.threshold}
+    report = render_markdown(result.metrics, settings, scatter=paths["scatter"].name)
+    paths["report"].write_text(report)
     return paths
-
-
-def render_markdown(result: EvalResult, *, scatter: str) -> str:
-    """The report: settings, overall Dice, Table 2 strata, breakdowns, absent targets."""
-    m = result.metrics
-    lines = ["# BoltzFormer evaluation", ""]
-    for key, value in {**result.info, "seed": result.seed, "threshold": result.threshold}.items():
-        lines.append(f"- {key}: `{value}`")
-    lines += [
-        f"- samples: {m['n_samples']} ({m['n_present']} present targets, "
-        f"{m['n_absent']} absent)",
-        "",
-        "Dice is in %, mean (std); failures are present targets missed completely.",
-        "",
-        "## Overall",
-        "",
-        *_table(["", "n", "Dice", "failure rate"], [_stat_row("all present", m["overall"])]),
-        "",
-        "## By object size (paper Table 2)",
-        "",
-        "Small: < 1% of the image area. Weighted: the average over data sets weighted by "
-        "each stratum's share of the data set.",
-        "",
-        *_table(
-            ["stratum", "n", "Dice", "failure rate"],
-            [_stat_row(s, m["size_strata"]["weighted"][s]) for s in ("small", "large", "all")],
-        ),
-        "",
-        *_table(
-            ["data set", "stratum", "share", "n", "Dice", "failure rate"],
-            [
-                [name, s, f"{d[s]['share']:.1%}", *_stat_row("", d[s])[1:]]
-                for name, d in m["size_strata"]["per_dataset"].items()
-                for s in ("small", "large", "all")
-            ],
-        ),
-        "",
-        f"![Dice against object size]({scatter})",
-        "",
-    ]
-    for title, key in (("data set", "by_dataset"), ("modality", "by_modality"),
-                       ("target", "by_target")):
-        lines += [f"## By {title}", "",
-                  *_table([title, "n", "Dice", "failure rate"],
-                          [_stat_row(k, v) for k, v in m[key].items()]), ""]
-    lines += _grounding_section(m.get("grounding"))
-    absent = m["absent"]
-    lines += ["## Absent targets", ""]
-    if absent["n"]:
-        lines += [
-            f"{absent['n']} absent targets: {absent['correct']} correctly empty "
-            f"({absent['correct_rate']:.1%}), {absent['false_positive']} false positives "
-            f"({absent['false_positive_rate']:.1%}).",
-            "",
-            *_table(["target", "n", "false positives"],
-                    [[k, v["n"], v["false_positive"]] for k, v in absent["by_target"].items()]),
-        ]
-    else:
-        lines.append("None in this split.")
-    return "\n".join(lines) + "\n"
-
-
-def _grounding_section(g: dict[str, Any] | None) -> list[str]:
-    """Prompt accuracy, hedging and the per-target confusion, when grounding was measured."""
-    if not g or not g["n"]:
-        return []
-
-    def pct(v: float) -> str:
-        return "–" if not math.isfinite(v) else f"{100 * v:.1f} %"
-
-    return [
-        "## Grounding: does the prediction follow the prompt?",
-        "",
-        "For each present target, the image's annotated target that the prediction overlaps "
-        "most (\"none\": it overlaps none). Hedging: mean Dice between an image's predictions "
-        "for different prompts (0: each prompt its own object, 100 %: the same mask for all); "
-        "the ground truth's own figure is what a perfect model scores.",
-        "",
-        f"- prompt accuracy: **{pct(g['prompt_accuracy'])}** of {g['n']} present targets",
-        f"- hedging: **{pct(g['hedging'])}** over {g['hedging_pairs']} pairs of prompts "
-        f"(ground truth: {pct(g['hedging_gt'])})",
-        "",
-        *_table(["prompted target", "n", "prompt accuracy", "most common other match"],
-                [[t, v["n"], pct(v["accuracy"]), v["most_common_wrong"] or "–"]
-                 for t, v in g["by_target"].items()]),
-        "",
-        "![prompted target against best-matching target](confusion.png)",
-        "",
-    ]
-
-
-def _stat_row(name: str, s: dict[str, Any]) -> list[Any]:
-    if not s["n"]:
-        return [name, 0, "–", "–"]
-    return [name, s["n"], f"{100 * s['dice_mean']:.1f} ({100 * s['dice_std']:.1f})",
-            f"{s['failure_rate']:.1%}"]
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return out
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN (an empty group) becomes null so metrics.json is standard JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

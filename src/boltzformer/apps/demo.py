@@ -5,7 +5,8 @@
 
 Everything lands in one folder (default `demo_output/`):
 
-    report.md            Dice overall / small (< 1 %) / large, per target, failure rate, figures
+    report.md            Dice overall / small (< 1 %, and its tiny part < 0.1 %) / large, per
+                         target, failure rate, objects (detection, PQ), figures
     predictions.png      test images with ground truth (red) and prediction (green)
     sampling.png         which tokens a query attended to, layer by layer (the paper's Fig. 4)
     loss_curve.png       training and validation loss
@@ -19,6 +20,7 @@ against training minutes.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from boltzformer.data import BiomedParseDataset, generate_phantoms
+from boltzformer.data import BiomedParseDataset, generate_phantoms, list_splits
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.predictor import Predictor
@@ -67,11 +69,15 @@ TRAINING = TrainConfig(
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """What the demo does besides training: its folder, the phantoms it generates and whether
-    the U-Net expert trains too. `training` is the run (its time budget `train.max_minutes`)."""
+    """What the demo does besides training: its folder, its data (the phantoms it generates,
+    or a user's BiomedParse-layout folder) and whether the U-Net expert trains too.
+    `training` is the run (its time budget `train.max_minutes`)."""
 
     out_dir: Path = DEMO_RUN.parent  # the folder `predict`, `serve`, ... look in by default
     images: int = 1200  # phantom images (80 % train, 20 % test)
+    # a BiomedParse-layout folder with `train` and `test` splits (e.g. `boltzformer convert`'s
+    # output) instead of the phantoms; None: generate `images` phantoms in out_dir/data
+    data: Path | None = None
     training: TrainConfig = TRAINING
     progress: bool = True
     expert: bool = False  # also train the U-Net expert for the same minutes and compare
@@ -85,23 +91,39 @@ class DemoSettings:
         return self.training.replace(data=replace(self.training.data, root=str(data_dir)))
 
 
+def _pct(value: float | None) -> str:
+    """A share in % with one decimal; "–" for an empty group (None or NaN)."""
+    return "–" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """The summary line of an evaluation's Dice: "small objects 51.9 (tiny 30.2), large 93.0,
+    all 62.5" (weighted strata; tiny, < 0.1 % of the image, is a part of small)."""
+    w = metrics["size_strata"]["weighted"]
+    tiny = w.get("tiny", {}).get("dice_mean")
+    return (f"small objects {_pct(w['small']['dice_mean'])} (tiny {_pct(tiny)}), "
+            f"large {_pct(w['large']['dice_mean'])}, all {_pct(metrics['overall']['dice_mean'])}")
+
+
 def _comparison(ours: dict[str, Any], train_metrics: dict[str, Any], expert: dict[str, Any],
                 s: DemoSettings) -> list[str]:
     """A table of BoltzFormer against the U-Net expert trained for the same minutes."""
 
     def row(name: str, m: dict[str, Any], steps: str) -> str:
         w, g = m["size_strata"]["weighted"], m["grounding"]
-        return (f"| {name} | {steps} | {100 * w['small']['dice_mean']:.1f} | "
-                f"{100 * w['large']['dice_mean']:.1f} | {100 * m['overall']['dice_mean']:.1f} | "
-                f"{100 * m['overall']['failure_rate']:.1f} % | "
-                f"{100 * g['prompt_accuracy']:.1f} % | {100 * g['hedging']:.1f} % |")
+        return (f"| {name} | {steps} | {_pct(w['small']['dice_mean'])} | "
+                f"{_pct(w['tiny']['dice_mean'])} | {_pct(w['large']['dice_mean'])} | "
+                f"{_pct(m['overall']['dice_mean'])} | {_pct(m['overall']['failure_rate'])} % | "
+                f"{_pct(g['prompt_accuracy'])} % | {_pct(g['hedging'])} % |")
 
     unet, loop = expert["train"], s.training.train
     return [
         f"## Against the U-Net expert (same data, same {loop.max_minutes:g} training minutes)",
         "",
-        "| model | steps | small | large | all | failures | prompt accuracy | hedging |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "Dice in %; small: objects < 1 % of the image, tiny: the part of small < 0.1 %.",
+        "",
+        "| model | steps | small | tiny | large | all | failures | prompt accuracy | hedging |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         row("BoltzFormer tiny", ours,
             f"{train_metrics.get('step')} x {loop.batch_size} images"),
         row("U-Net expert", expert["metrics"], f"{unet['steps']} x 8 images"),
@@ -160,12 +182,19 @@ def _figures(model: BoltzFormer, test: BiomedParseDataset, rows: list[dict], out
 
 
 def run_demo(s: DemoSettings) -> dict[str, Any]:
-    """Run the whole demo; returns the headline metrics and the paths written."""
+    """Run the whole demo; returns the metrics, their `headline` (and the expert's), the
+    paths written, the training's final metrics (`train`: step, ...) and the minutes taken."""
     started = time.monotonic()
     loop, size = s.training.train, s.training.model.resolve().image_size
     out = Path(s.out_dir)
-    data_dir = out / "data"
-    if not (data_dir / "test.json").is_file():
+    data_dir = out / "data" if s.data is None else Path(s.data)
+    if s.data is not None:
+        missing = {"train", "test"} - set(list_splits(data_dir))
+        if missing:
+            raise ValueError(f"{data_dir} is not a BiomedParse-layout folder with train and test "
+                             f"splits (missing: {', '.join(sorted(missing))}); see docs/data.md")
+        print(f"[1/4] using the data in {data_dir}")
+    elif not (data_dir / "test.json").is_file():
         print(f"[1/4] generating {s.images} phantom images in {data_dir}")
         generate_phantoms(data_dir, images=s.images, size=size, seed=loop.seed,
                           progress=s.progress)
@@ -194,8 +223,10 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     expert = _expert(s, data_dir, test, out / "expert") if s.expert else None
     minutes = (time.monotonic() - started) / 60
     _write_demo_report(out, paths, result.metrics, s, minutes, expert, ev.metrics)
-    return {"metrics": ev.metrics, "paths": paths, "minutes": minutes,
-            "expert": expert["metrics"] if expert else None}
+    return {"metrics": ev.metrics, "headline": headline(ev.metrics), "paths": paths,
+            "train": result.metrics,
+            "minutes": minutes, "expert": expert["metrics"] if expert else None,
+            "expert_headline": headline(expert["metrics"]) if expert else None}
 
 
 def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
@@ -228,12 +259,15 @@ def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[st
     body = paths["report"].read_text()
     loop, model = s.training.train, s.training.model.resolve()
     size = model.image_size
+    source = (f"--images {s.images}" if s.data is None else f"--data {s.data}")
+    data = (f"{s.images} phantom images ({size}x{size})" if s.data is None
+            else f"the train split of {s.data} at {size}x{size}")
     head = [
         "# BoltzFormer demo",
         "",
-        f"`boltzformer demo --minutes {loop.max_minutes:g} --images {s.images} --image-size "
+        f"`boltzformer demo --minutes {loop.max_minutes:g} {source} --image-size "
         f"{size} --text-encoder {model.text_encoder} --seed {loop.seed}`: "
-        f"{s.images} phantom images ({size}x{size}), the `tiny` model trained "
+        f"{data}, the `tiny` model trained "
         f"from scratch for {train_metrics.get('step')} steps ({loop.batch_size} images of up to "
         f"{loop.prompts_per_image} prompts each), "
         f"evaluated on the held-out test split. Whole demo: {minutes:.1f} min.",

@@ -11,6 +11,7 @@ from boltzformer.baselines.unet_training import (
     UNetTrainResult,
     lr_factor_at,
     masked_dice_bce,
+    multilabel_dice_bce,
     train_unet,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "UNetTrainResult",
     "lr_factor_at",
     "masked_dice_bce",
+    "multilabel_dice_bce",
     "train_unet",
 ]

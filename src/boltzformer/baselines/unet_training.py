@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -96,6 +97,27 @@ def masked_dice_bce(logits: Tensor, masks: Tensor, annotated: Tensor) -> Tensor:
     return dice_bce_loss(logits[annotated][:, None], masks[annotated][:, None])
 
 
+def multilabel_dice_bce(logits: Tensor, masks: Tensor, annotated: Tensor) -> Tensor:
+    """BCE on every channel (a target the image does not annotate counts as empty), averaged
+    over all pixels of all channels, plus Dice averaged over each image's annotated channels
+    and then over the images that annotate any. logits, masks (B, C, H, W); annotated (B, C)
+    bool with at least one True."""
+    if not bool(annotated.any()):
+        raise ValueError("no annotated channel in the batch: nothing to learn from")
+    masks = masks.to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, masks)
+    p = logits.sigmoid().flatten(2)
+    t = masks.flatten(2)
+    dice = 1 - (2 * (p * t).sum(2) + 1) / (p.sum(2) + t.sum(2) + 1)  # (B, C)
+    weight = annotated.to(dice.dtype)
+    per_image = (dice * weight).sum(1) / weight.sum(1).clamp(min=1)
+    return bce + per_image[annotated.any(1)].mean()
+
+
+SUPERVISION = {"all": multilabel_dice_bce, "annotated": masked_dice_bce}
+SCHEDULES = ("constant", "cosine")
+
+
 def lr_factor_at(progress: float, *, warmup: float = 0.05, min_ratio: float = 0.05) -> float:
     """Learning-rate multiplier at `progress` (0-1) of the budget: linear from `min_ratio` to
     1 over the first `warmup` of it, then a cosine decay back to `min_ratio` at 1."""
@@ -124,6 +146,9 @@ def train_unet(
     batch_size: int = 8,
     lr: float = 1e-3,
     weight_decay: float = 1e-2,
+    schedule: str = "cosine",
+    clip: float | None = 1.0,
+    supervise: str = "annotated",
     seed: int = 0,
     augment: bool = True,
     rotations: bool = True,
@@ -145,6 +170,11 @@ def train_unet(
         raise ValueError("give exactly one budget: minutes or steps")
     if (minutes is not None and not minutes > 0) or (steps is not None and steps < 1):
         raise ValueError(f"the budget must be positive, got minutes={minutes}, steps={steps}")
+    if supervise not in SUPERVISION:
+        raise ValueError(f"supervise must be one of {sorted(SUPERVISION)}, got {supervise!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    loss_of = SUPERVISION[supervise]
     out = Path(out_dir)
     metrics_path = out / METRICS_NAME
     if metrics_path.exists():
@@ -185,14 +215,15 @@ def train_unet(
                             generator=torch.Generator().manual_seed(mix_seed(seed, epoch)))
         for batch in loader:
             for group in optimizer.param_groups:
-                group["lr"] = lr * lr_factor_at(used())
-            loss = masked_dice_bce(model.channel_logits(batch["image"]), batch["masks"],
+                group["lr"] = lr * (lr_factor_at(used()) if schedule == "cosine" else 1.0)
+            loss = loss_of(model.channel_logits(batch["image"]), batch["masks"],
                                    batch["annotated"])
             if not bool(torch.isfinite(loss)):
                 raise FloatingPointError(f"non-finite loss {float(loss)} at step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
             step += 1
             images_seen += len(batch["image"])

@@ -40,6 +40,8 @@ class Sample:
     `sentences` holds the prompts (from the JSON, else the one built from the file names);
     `area` is the object's area fraction when the JSON records it (`area_fraction`, as the
     built-in phantoms do), else None: the loaded item always carries the measured area.
+    `volume` and `slice` name the source volume (a key of the JSON's "volumes") and the index
+    along its axis when the image is a slice cut from a volume, else None.
     """
 
     image_path: Path
@@ -49,6 +51,8 @@ class Sample:
     site: str
     sentences: tuple[str, ...]
     area: float | None = None
+    volume: str | None = None
+    slice: int | None = None
 
     @property
     def image_file(self) -> str:
@@ -67,7 +71,8 @@ class Skipped(NamedTuple):
 
 
 def list_splits(root: str | Path) -> list[str]:
-    """Splits in a data set folder: names with both `<split>/` and `<split>_mask/`."""
+    """Splits in a data set folder: names with both `<split>/` and `<split>_mask/` (so
+    `<split>_mask/` and `<split>_instances/` are not splits)."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -132,6 +137,15 @@ def _inside(folder: Path, name: Any, json_path: Path, field: str) -> Path:
     return path
 
 
+def _slice_of(image: dict[str, Any], json_path: Path) -> tuple[str, int]:
+    """(volume, slice) of a JSON image entry cut from a volume."""
+    volume, index = image["volume"], image.get("slice")
+    if not isinstance(volume, str) or not isinstance(index, int) or isinstance(index, bool):
+        raise DataError(f"{json_path}: image {image.get('file_name')!r} needs a 'volume' name "
+                        f"and an integer 'slice', got {volume!r} and {index!r}")
+    return volume, index
+
+
 def _area_fraction(value: Any) -> float | None:
     if isinstance(value, int | float) and 0.0 <= value <= 1.0:
         return float(value)
@@ -145,11 +159,13 @@ class BiomedParseDataset(Dataset):
     exactly 0/1 (S = `image_size`; images are resized to a square, masks stay binary and a
     tiny object keeps at least one pixel), "prompt", "target", "modality", "site",
     "image_file", "mask_file", "dataset" (str) and "area" (float: the object's area fraction
-    in the original mask). `train=True` draws a random sentence per access and, unless
-    `augment=False`, applies `random_augment` (paper A.5); `train=False` uses the first
-    sentence. Randomness comes from `seed` (mixed with the worker seed in DataLoader workers).
-    `prompt`, when given, replaces every sample's sentences with that one string: a control
-    that shows how much a model relies on the text.
+    in the original mask), "mask_path" (str), "instances_path" (str: the mask's instance map
+    `<split>_instances/<mask file>`, "" when there is none), "volume" (str, "" unless the
+    image is a slice of a volume) and "slice" (int, -1 likewise). `train=True` draws a
+    random sentence per access and, unless `augment=False`, applies `random_augment` (paper
+    A.5); `train=False` uses the first sentence. Randomness comes from `seed` (mixed with the
+    worker seed in DataLoader workers). `prompt`, when given, replaces every sample's
+    sentences with that one string: a control that shows how much a model relies on the text.
     """
 
     def __init__(
@@ -211,6 +227,16 @@ class BiomedParseDataset(Dataset):
     def mask_dir(self) -> Path:
         return self.root / f"{self.split}_mask"
 
+    @property
+    def instance_dir(self) -> Path:
+        """Instance maps (16-bit, one id per object), named like the masks; optional."""
+        return self.root / f"{self.split}_instances"
+
+    def instance_path(self, sample: Sample) -> Path | None:
+        """The instance map of a sample's mask, None when the data set has none."""
+        path = self.instance_dir / sample.mask_path.relative_to(self.mask_dir)
+        return path if path.is_file() else None
+
     def _index_names(self) -> list[tuple[Path, Sample | DataError]]:
         images = _image_files(self.image_dir)
         found: list[tuple[Path, Sample | DataError]] = []
@@ -248,6 +274,8 @@ class BiomedParseDataset(Dataset):
             data = json.loads(json_path.read_text(encoding="utf-8"))
             annotations = data["annotations"]
             image_names = {img["id"]: img["file_name"] for img in data.get("images", [])}
+            slices = {img["file_name"]: _slice_of(img, json_path)
+                      for img in data.get("images", []) if "volume" in img}
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise DataError(f"{json_path}: not a readable JSON file ({err})") from err
         except (KeyError, TypeError) as err:
@@ -291,6 +319,7 @@ class BiomedParseDataset(Dataset):
                         site,
                         sentences,
                         _area_fraction(ann.get("area_fraction")),
+                        *slices.get(image_name, (None, None)),
                     ),
                 )
             )
@@ -391,6 +420,10 @@ class BiomedParseDataset(Dataset):
             "mask_file": sample.mask_file,
             "area": area,
             "dataset": self.name,
+            "mask_path": str(sample.mask_path),
+            "instances_path": str(self.instance_path(sample) or ""),
+            "volume": sample.volume or "",
+            "slice": -1 if sample.slice is None else sample.slice,
         }
 
 

@@ -24,10 +24,11 @@ wall, spine, ribs), `chest` and `abdomen` (each site's anatomy), `render` (scene
 pixels), `phantom` (one slice), `writer` (a data set on disk).
 """
 
+from ..size_stats import format_size_table, size_statistics
 from .phantom import Phantom, make_phantom
 from .prompts import ABSENT_CANDIDATES, SENTENCES, sentences_for
 from .tables import CONTRASTS, Contrast, Tissue
-from .writer import format_size_table, generate_phantoms, size_statistics
+from .writer import generate_phantoms
 
 __all__ = [
     "ABSENT_CANDIDATES",

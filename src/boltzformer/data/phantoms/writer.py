@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import multiprocessing
 import os
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import DataError
+from ..size_stats import size_statistics, write_size_stats
 from .phantom import make_phantom
 from .prompts import SENTENCES, sentences_for
 
@@ -89,53 +88,6 @@ def _coco(records: list[dict[str, Any]], split: str, size: int, seed: int) -> di
     }
 
 
-def size_statistics(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-target rows: where it occurs, mask count, absent count and area % statistics."""
-    areas: dict[str, list[float]] = {}
-    absent: dict[str, int] = {}
-    where: dict[str, set[str]] = {}
-    for rec in records:
-        for _, target, area, is_absent in rec["masks"]:
-            where.setdefault(target, set()).add(f"{rec['modality']} {rec['site']}")
-            if is_absent:
-                absent[target] = absent.get(target, 0) + 1
-            else:
-                areas.setdefault(target, [])
-                areas[target].append(area * 100)
-    rows = []
-    for target in sorted(where, key=lambda t: np.mean(areas.get(t, [0.0]))):
-        values = np.asarray(areas.get(target, [np.nan]))
-        rows.append(
-            {
-                "target": target,
-                "where": ", ".join(sorted(where[target])),
-                "masks": int(np.isfinite(values).sum()),
-                "absent": absent.get(target, 0),
-                "mean_pct": float(np.mean(values)),
-                "median_pct": float(np.median(values)),
-                "min_pct": float(np.min(values)),
-                "max_pct": float(np.max(values)),
-                "share_below_1pct": float(np.mean(values < 1.0)),
-            }
-        )
-    return rows
-
-
-def format_size_table(rows: list[dict[str, Any]]) -> str:
-    """The size statistics as a Markdown table (areas in % of the image)."""
-    lines = [
-        "| target | where | masks | absent | mean % | median % | min % | max % | share < 1 % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['target']} | {r['where']} | {r['masks']} | {r['absent']} | "
-            f"{r['mean_pct']:.3f} | {r['median_pct']:.3f} | {r['min_pct']:.4f} | "
-            f"{r['max_pct']:.2f} | {r['share_below_1pct']:.2f} |"
-        )
-    return "\n".join(lines)
-
-
 def generate_phantoms(
     out_dir: str | Path,
     *,
@@ -196,11 +148,7 @@ def generate_phantoms(
         text = json.dumps(_coco(chosen, split, size, seed), indent=1)
         (out / f"{split}.json").write_text(text, encoding="utf-8")
     stats = size_statistics(records)
-    (out / "size_stats.md").write_text(format_size_table(stats) + "\n", encoding="utf-8")
-    with (out / "size_stats.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(stats[0]))
-        writer.writeheader()
-        writer.writerows(stats)
+    write_size_stats(out, stats)
     names = sorted(set(splits))
     return {
         "out_dir": str(out),

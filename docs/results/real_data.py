@@ -1,0 +1,158 @@
+"""Issue 23's real-data benchmark: BoltzFormer against the U-Net expert on converted public data.
+
+`boltzformer demo --data DIR --expert` is the user's one command (the two models train one
+after the other, each with all the cores). This script measures the same thing on a shared
+machine: `pair` trains the two models *at the same time*, one thread each, for the same
+minutes, so that whatever else the machine runs slows both alike; each is then scored by the
+package's evaluator on the held-out test split (Dice per class and size stratum, objects
+matched at IoU >= 0.5, PQ, grounding). `table` gathers the runs into mean ± sd over seeds.
+
+    boltzformer convert consep CoNSeP data/consep       # or dsb2018 ...
+    python docs/results/real_data.py pair data/consep --out runs/consep --minutes 15 --seed 0
+    python docs/results/real_data.py table runs/consep
+
+One run alone: `python docs/results/real_data.py run boltzformer data/consep --out runs/consep`
+(`unet` for the expert). BoltzFormer's run is `boltzformer demo --data` (its figures too); the
+expert is `train_unet` with PLAIN_UNET's recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from boltzformer.apps.demo import TRAINING, DemoSettings, run_demo
+from boltzformer.baselines import train_unet
+from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluate import evaluate, write_report
+
+MODELS = ("boltzformer", "unet")
+
+# The expert's recipe: issue 24's plain multi-label U-Net, the strongest measured at equal
+# minutes on the phantoms (every channel supervised with BCE, an absent target as an empty
+# mask; Dice over the image's annotated channels; AdamW at a constant 1e-3, weight decay 1e-4;
+# 8 images a step; no augmentation, no clipping).
+PLAIN_UNET = {"supervise": "all", "schedule": "constant", "lr": 1e-3, "weight_decay": 1e-4,
+              "batch_size": 8, "augment": False, "clip": None}
+
+
+def run(model: str, data: Path, out: Path, *, minutes: float, seed: int) -> dict[str, Any]:
+    """Train `model` on `data`'s train split for `minutes` on one thread, score it on the test
+    split; writes `out/<model>-s<seed>/` (the report, metrics.json) and its result.json."""
+    torch.set_num_threads(1)
+    folder = out / f"{model}-s{seed}"
+    training = TRAINING.with_overrides({"train.max_minutes": minutes, "train.seed": seed,
+                                        "data.workers": 1})
+    started = time.monotonic()
+    if model == "boltzformer":
+        result = run_demo(DemoSettings(out_dir=folder, data=data, training=training,
+                                       progress=False))
+        metrics, steps = result["metrics"], result["train"].get("step")
+        images = steps * training.train.batch_size
+    else:
+        size = training.model.resolve().image_size
+        trained = train_unet(data, folder / "model", minutes=minutes, image_size=size,
+                             seed=seed, val_fraction=training.data.val_fraction,
+                             workers=training.data.workers, progress=False, **PLAIN_UNET)
+        test = BiomedParseDataset(data, "test", image_size=size, train=False)
+        ev = evaluate(trained.model, test, seed=seed, progress=False)
+        write_report(ev, folder)
+        metrics, steps, images = ev.metrics, trained.metrics["steps"], trained.metrics["images"]
+    summary = {"model": model, "data": str(data), "seed": seed, "minutes": minutes,
+               "steps": steps, "images_seen": images,
+               "wall_minutes": (time.monotonic() - started) / 60, **figures(metrics)}
+    (folder / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def figures(m: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark's figures from an evaluation's metrics.json: Dice per stratum and target,
+    objects (F1, PQ) overall and per size bin, grounding and absent targets."""
+    strata, objects = m["size_strata"]["weighted"], m["objects"]
+    return {
+        "dice_all": m["overall"]["dice_mean"],
+        "dice_small": strata["small"]["dice_mean"],
+        "dice_tiny": strata["tiny"]["dice_mean"],
+        "dice_large": strata["large"]["dice_mean"],
+        "dice_by_target": {k: v["dice_mean"] for k, v in m["by_target"].items()},
+        "object_f1": objects["overall"]["f1"],
+        "object_precision": objects["overall"]["precision"],
+        "object_recall": objects["overall"]["recall"],
+        "pq": objects["overall"]["pq"],
+        "object_f1_by_size": {k: v["f1"] for k, v in objects["overall"]["by_size"].items()},
+        "object_f1_by_target": {k: v["f1"] for k, v in objects["by_target"].items()},
+        "prompt_accuracy": (m.get("grounding") or {}).get("prompt_accuracy"),
+        "absent_false_positive_rate": m["absent"]["false_positive_rate"],
+    }
+
+
+def pair(data: Path, out: Path, *, minutes: float, seed: int) -> None:
+    """Both models at once, one process and one thread each, the same minutes."""
+    jobs = [subprocess.Popen([sys.executable, __file__, "run", model, str(data), "--out",
+                              str(out), "--minutes", str(minutes), "--seed", str(seed)],
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}) for model in MODELS]
+    codes = [job.wait() for job in jobs]
+    if any(codes):
+        raise SystemExit(f"a run failed: exit codes {codes}")
+
+
+def table(folders: list[Path]) -> str:
+    """Mean ± sd over seeds per (data, model) of every result.json under `folders`."""
+    rows = [json.loads(p.read_text()) for f in folders for p in sorted(f.glob("*/result.json"))]
+    keys = ("dice_all", "dice_small", "dice_tiny", "dice_large", "object_f1", "pq",
+            "prompt_accuracy", "absent_false_positive_rate")
+    lines = ["| data | model | seeds | images seen | " + " | ".join(keys) + " |",
+             "|---|---|---:|---:|" + "---:|" * len(keys)]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((Path(r["data"]).name, r["model"]), []).append(r)
+    for (data, model), rs in sorted(groups.items()):
+        cells = [_mean_sd([r[k] for r in rs]) for k in keys]
+        seen = statistics.mean(r["images_seen"] for r in rs)
+        lines.append(f"| {data} | {model} | {len(rs)} | {seen:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _mean_sd(values: list[float | None]) -> str:
+    xs = [100 * v for v in values if v is not None and v == v]  # None, NaN: not measured
+    if not xs:
+        return "–"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.1f} ± {sd:.1f}" if len(xs) > 1 else f"{xs[0]:.1f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("run", "pair"):
+        s = sub.add_parser(name)
+        if name == "run":
+            s.add_argument("model", choices=MODELS)
+        s.add_argument("data", type=Path)
+        s.add_argument("--out", type=Path, required=True)
+        s.add_argument("--minutes", type=float, default=15.0)
+        s.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("table")
+    t.add_argument("folders", type=Path, nargs="+")
+    args = p.parse_args()
+    if args.command == "run":
+        print(json.dumps(run(args.model, args.data, args.out, minutes=args.minutes,
+                             seed=args.seed), indent=2))
+    elif args.command == "pair":
+        pair(args.data, args.out, minutes=args.minutes, seed=args.seed)
+    else:
+        print(table(args.folders))
+
+
+if __name__ == "__main__":
+    main()

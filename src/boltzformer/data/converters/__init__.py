@@ -1,0 +1,21 @@
+"""Converters of public data sets into the BiomedParse layout (`boltzformer convert`).
+
+`consep` (H&E nuclei in 4 or 7 classes), `dsb2018` (Kaggle DSB 2018 nuclei), `nifti`
+(TotalSegmentator-style mask files or Decathlon-style label volumes, cut into slices);
+`dataset_writer` writes images, masks, instance maps, the JSON and the size statistics.
+"""
+
+from .consep import convert_consep
+from .dataset_writer import DatasetWriter, TargetMask, summary_lines
+from .dsb2018 import convert_dsb2018
+from .nifti import convert_nifti, stack_slices
+
+__all__ = [
+    "DatasetWriter",
+    "TargetMask",
+    "convert_consep",
+    "convert_dsb2018",
+    "convert_nifti",
+    "stack_slices",
+    "summary_lines",
+]
