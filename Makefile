@@ -34,10 +34,13 @@ test-browser: $(STAMP)
 web-screenshot: test-browser
 	cp $(SHOT) docs/web.png
 
-# `boltzformer serve` under load: 12 concurrent gradio_client sessions x 10 waves (see
-# src/boltzformer/apps/web_load.py; its short version is tests/test_web_load.py).
+# `boltzformer serve` under load: 12 concurrent gradio_client sessions x 10 waves, then 10
+# back-to-back bursts of 12 new clients with gradio_client's default time-outs, memory held
+# under the server's start + --cache-mb 256 (see src/boltzformer/apps/web_load.py; the short
+# versions are tests/test_web_load.py).
 load-test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m boltzformer.apps.web_load --sessions 12 --waves 10
+	OMP_NUM_THREADS=1 $(PY) -m boltzformer.apps.web_load --sessions 12 --waves 10 --burst --cache-mb 256
 
 demo: $(STAMP)
 	$(VENV)/bin/boltzformer demo --out demo_output

@@ -31,6 +31,8 @@ import gc
 import json
 import logging
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from boltzformer import viz
 from boltzformer.apps.web_sessions import (
+    QUEUE_SIZE,
     Encoding,
     EncodingCache,
     Limits,
@@ -110,13 +113,15 @@ def _release_memory() -> None:
 
 
 def _guard(fn: Callable) -> Callable:
-    """Turn any error of a handler into a one-line message in the page (gr.Error); the
-    traceback of an unexpected one goes to the server's log only. Frees memory after."""
+    """Turn any error of a handler (a `_Handlers` method) into a one-line message in the page
+    (gr.Error); the traceback of an unexpected one goes to the server's log only. Starts the
+    request's clock (`_Handlers.in_time`); frees memory after."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(handlers: _Handlers, *args: Any, **kwargs: Any) -> Any:
+        handlers.clock.started = time.monotonic()
         try:
-            return fn(*args, **kwargs)
+            return fn(handlers, *args, **kwargs)
         except gr.Error:
             raise
         except _EXPECTED as err:
@@ -141,6 +146,27 @@ class _Handlers:
                  cache: EncodingCache) -> None:
         self.model, self.seed, self.limits, self.work_dir = model, seed, limits, work_dir
         self.cache, self.feature_bytes = cache, feature_bytes(model)
+        self.clock = threading.local()  # .started: when the thread's request began (`_guard`)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Handlers:
+        """Shared, never copied. Gradio deep-copies the page's config on every page load and
+        every /config request (each new gradio_client), and the config holds the session
+        State's delete_callback, a method of this: a copy took the model and every cached
+        encoding with it (five times over, as gradio retries level by level once the cache's
+        lock refuses to be copied), 0.2 to 0.3 s of the GIL and ~400 MB a request, so a burst
+        of new clients stalled the server past their time-outs and its memory ballooned."""
+        return self
+
+    def in_time(self, done: str) -> None:
+        """Between a request's stages (`done`: the stage just finished): a one-line "busy"
+        error once it has run past the server's time limit, so that no request holds the
+        model for long (one stage may overrun it: a running computation is not cut off)."""
+        elapsed = time.monotonic() - self.clock.started
+        if elapsed > self.limits.max_seconds:
+            raise TimeoutError(
+                f"busy: this request took {elapsed:.1f} s ({done}), over this server's limit "
+                f"of {self.limits.max_seconds:g} s a request: try again, with fewer prompts, "
+                "fewer sampling draws or a smaller file")
 
     def end_session(self, session: Session | None) -> None:
         """Gradio's delete_callback: the session expired; free its encoding and files."""
@@ -190,6 +216,7 @@ class _Handlers:
                              self.limits)
         except (ValueError, OSError) as err:  # name the upload, not the server's copy of it
             raise ValueError(str(err).replace(str(path), path.name)) from None
+        self.in_time("the upload read")
         predictor = Predictor(self.model, seed=self.seed)
         index = len(scan.slices) // 2
         encoding = Encoding(scan, index, predictor, self.feature_bytes)
@@ -228,12 +255,14 @@ class _Handlers:
         prompts, samples = parse_prompts(text), int(samples)
         predictor, image = encoding.predictor, encoding.image
         pred = predictor.predict(prompts, samples=samples)
+        self.in_time("the masks computed, not yet drawn")
         masks = Predictor.threshold(pred.prob, threshold)
         where = self._where(encoding)
         folder = session.run_folder()
         overlay = viz.to_array(viz.prompts_overlay(image, pred.prob, prompts,
                                                    threshold=threshold, title=where))
         probability = viz.to_array(viz.probability_maps(pred.prob, prompts))
+        self.in_time("the masks drawn, not the sampling panels")
         traces = [predictor.sampling(p) for p in prompts]  # one decoder pass per prompt
         sampling = _stack([
             viz.sampling_figure(image, t.keep_masks, t.prob, title=f'"{t.prompt}"',
@@ -242,6 +271,7 @@ class _Handlers:
         ])
         uncertainty = gr.update(value=None, visible=False)
         if pred.std is not None:
+            self.in_time("the sampling panels drawn, not the uncertainty maps")
             uncertainty = gr.update(visible=True, value=_save_png(
                 folder / "uncertainty.png", _stack([
                     viz.uncertainty_figure(image, pred.prob[i], pred.std[i], caption=p,
@@ -422,15 +452,21 @@ class QuietDisconnects:
 def launch(
     app: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, work_dir: Path,
     max_file_size_mb: int = 1024, block: bool = True, quiet: bool = False,
-    auth: list[tuple[str, str]] | None = None,
+    auth: list[tuple[str, str]] | None = None, queue_size: int = QUEUE_SIZE,
+    ssl: tuple[Path, Path] | None = None,
 ) -> None:
     """Serve `app` offline: no share link, no analytics, no monitoring page, system fonts (no
     web fonts fetched), client-side rendering, the sessions' files under `work_dir` only.
-    With `auth` ((user, password) pairs) the page, its files and the API need a login."""
+    With `auth` ((user, password) pairs) the page, its files and the API need a login. At
+    most `queue_size` requests wait for the model (one runs at a time); more are refused at
+    once (gradio_client: "Queue is full! Please try again."). `ssl`: (certificate file, key
+    file), PEM, to serve https."""
     if _GLIBC is not None:  # two heaps for all the server's threads (before they start)
         _GLIBC.mallopt(_M_ARENA_MAX, 2)
     gc.collect()  # what is left now lives as long as the server: `_release_memory` skips it
     gc.freeze()
+    app.queue(max_size=queue_size, default_concurrency_limit=1)
+    certfile, keyfile = (None, None) if ssl is None else (str(ssl[0]), str(ssl[1]))
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
     app.launch(
@@ -441,4 +477,7 @@ def launch(
         auth=auth or None, auth_message="BoltzFormer: log in with the account you were given.",
         state_session_capacity=STATE_SESSIONS,
         app_kwargs={"middleware": [Middleware(QuietDisconnects)]},
+        ssl_certfile=certfile, ssl_keyfile=keyfile,
+        # gradio's start-up request to itself here: a self-signed certificate must pass it
+        ssl_verify=ssl is None,
     )

@@ -29,15 +29,19 @@ log = logging.getLogger(__name__)
 CACHED_SESSIONS, CACHE_MB = 32, 2048
 #: Largest NIfTI volume the app reads by default: 2**28 voxels (256 MiB as uint8 display).
 DEFAULT_MAX_VOXELS = 2**28
+#: Requests waiting for the model at most (more are refused: "busy, try again"), and the
+#: seconds one request may run before it is stopped at its next stage, by default.
+QUEUE_SIZE, TIME_LIMIT = 32, 120.0
 
 
 @dataclass(frozen=True)
 class Limits:
     """What one request may ask of the server: pixels per image, voxels per volume (and, for a
-    volume's export, prompts x voxels)."""
+    volume's export, prompts x voxels), seconds of work (checked between its stages)."""
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_voxels: int = DEFAULT_MAX_VOXELS
+    max_seconds: float = TIME_LIMIT
 
 
 @dataclass

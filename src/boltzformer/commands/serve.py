@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import os
 import signal
+import ssl
 import tempfile
 import threading
 from pathlib import Path
@@ -14,6 +15,8 @@ from boltzformer.apps.web_sessions import (
     CACHE_MB,
     CACHED_SESSIONS,
     DEFAULT_MAX_VOXELS,
+    QUEUE_SIZE,
+    TIME_LIMIT,
     EncodingCache,
     Limits,
 )
@@ -29,13 +32,22 @@ examples:
   boltzformer serve --checkpoint runs/tiny --port 8080    # a run folder: its best/
   boltzformer serve --checkpoint ckpt/ --host 0.0.0.0 --auth-file logins.txt   # on the LAN
   BOLTZFORMER_AUTH=ana:s3cret boltzformer serve --host 0.0.0.0 --device cuda
+  boltzformer serve --host 0.0.0.0 --auth-file logins.txt --ssl-certfile c.pem --ssl-keyfile k.pem
 
 Login: on this machine only (--host 127.0.0.1, the default) there is none unless one is
 given. Any other --host (reachable from the network) needs one: --auth-file FILE, lines of
 user:password (blank lines and # comments skipped), or BOLTZFORMER_AUTH=user:password in the
 environment; or --no-auth to serve scans to anyone who can reach the port. Passwords never go
 on the command line. The page asks for the login; gradio_client passes it as
-Client(url, auth=(user, password)). The login travels unencrypted over http.
+Client(url, auth=(user, password)). Over http the login (and every scan) travels in clear:
+on a network, give --ssl-certfile and --ssl-keyfile to serve https (a self-signed
+certificate: openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=HOST
+-keyout key.pem -out cert.pem; browsers then ask to trust it, and gradio_client needs
+Client(url, ssl_verify=False)).
+
+Load: one request runs on the model at a time; at most --queue-size wait (more are refused
+at once: "Queue is full! Please try again."), and a request that runs past --time-limit
+seconds is stopped at its next stage with a one-line "busy" message.
 
 Memory: each session's loaded scan and its encoding stay in memory for its next prompts, for
 the --cached-sessions most recently used sessions and --cache-mb in all; an older session is
@@ -84,6 +96,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-mb", type=int, default=CACHE_MB, metavar="MB",
                         help="and at most MB megabytes of them in all (default "
                         f"{CACHE_MB}); a scan that needs more alone is refused")
+    parser.add_argument("--queue-size", type=int, default=QUEUE_SIZE, metavar="N",
+                        help="requests waiting for the model at most; more are refused with "
+                        f"\"busy, try again\" (default {QUEUE_SIZE})")
+    parser.add_argument("--time-limit", type=float, default=TIME_LIMIT, metavar="S",
+                        help="seconds a request may run; it is stopped at its next stage after "
+                        f"that, with a one-line message (default {TIME_LIMIT:g})")
+    parser.add_argument("--ssl-certfile", type=Path, metavar="PEM",
+                        help="certificate to serve https (with --ssl-keyfile)")
+    parser.add_argument("--ssl-keyfile", type=Path, metavar="PEM",
+                        help="its private key, unencrypted")
     parser.add_argument("--auth-file", type=Path, metavar="FILE",
                         help="logins, one user:password per line; the page and the API need "
                         f"one (default: ${AUTH_ENV}, else none)")
@@ -146,11 +168,33 @@ def resolve_auth(host: str, auth_file: Path | None, no_auth: bool,
     return None
 
 
+def resolve_ssl(certfile: Path | None, keyfile: Path | None) -> tuple[Path, Path] | None:
+    """(certificate, key) to serve https, None for http; one-line errors if only one is
+    given, or they are not a PEM certificate and its unencrypted key."""
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        raise ValueError("https needs both --ssl-certfile and --ssl-keyfile")
+    for option, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if not path.is_file():
+            raise ValueError(f"{option} {path}: no such file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as err:
+        raise ValueError(f"--ssl-certfile {certfile} --ssl-keyfile {keyfile}: not a PEM "
+                         f"certificate and its unencrypted key ({err})") from None
+    return certfile, keyfile
+
+
 def run(args: argparse.Namespace) -> int:
     checkpoint = resolve_checkpoint(args.checkpoint)
-    if min(args.max_file_size, args.max_voxels, args.cached_sessions, args.cache_mb) < 1:
-        raise ValueError("--max-file-size, --max-voxels, --cached-sessions and --cache-mb "
-                         "must be at least 1")
+    if min(args.max_file_size, args.max_voxels, args.cached_sessions, args.cache_mb,
+           args.queue_size) < 1:
+        raise ValueError("--max-file-size, --max-voxels, --cached-sessions, --cache-mb and "
+                         "--queue-size must be at least 1")
+    if not args.time_limit > 0:
+        raise ValueError(f"--time-limit must be over 0 seconds, got {args.time_limit}")
+    ssl = resolve_ssl(args.ssl_certfile, args.ssl_keyfile)
     auth = resolve_auth(args.host, args.auth_file, args.no_auth, dict(os.environ))
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by gradio at import and launch
     try:  # imported here: gradio is an optional extra, and --help must not need it
@@ -165,12 +209,13 @@ def run(args: argparse.Namespace) -> int:
         examples = web.make_examples(work_dir / "examples")
         app = web.build_app(
             predictor.model, work_dir=work_dir, examples=examples, seed=args.seed,
-            limits=Limits(max_voxels=args.max_voxels),
+            limits=Limits(max_voxels=args.max_voxels, max_seconds=args.time_limit),
             cache=EncodingCache(args.cached_sessions, args.cache_mb * 2**20),
             title=f"BoltzFormer: {checkpoint}",
         )
         login = f"login required ({len(auth)} account(s))" if auth else "no login"
-        print(f"serving {checkpoint} at http://{args.host}:{args.port}, {login} "
+        scheme = "http" if ssl is None else "https"
+        print(f"serving {checkpoint} at {scheme}://{args.host}:{args.port}, {login} "
               "(Ctrl-C stops)", flush=True)
         # Ctrl-C (or SIGTERM) sets an event instead of raising KeyboardInterrupt wherever the
         # main thread happens to be (inside gradio's start-up, a KeyboardInterrupt could
@@ -180,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             web.launch(app, host=args.host, port=args.port, work_dir=work_dir,
-                       max_file_size_mb=args.max_file_size, block=False, auth=auth)
+                       max_file_size_mb=args.max_file_size, block=False, auth=auth,
+                       queue_size=args.queue_size, ssl=ssl)
             stop.wait()
         finally:
             app.close()
