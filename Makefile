@@ -30,9 +30,11 @@ test-browser: $(STAMP)
 		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium chromium-driver; }
 	BOLTZFORMER_SCREENSHOT=$(CURDIR)/$(SHOT) $(PY) -m pytest -q -m browser tests/test_web_browser.py
 
-# The README's screenshot of the web app, taken by the browser test.
+# The README's screenshot of the web app: CHECKPOINT serving IMAGE for PROMPT, in headless
+# Chromium (docs/inference.md says which model and image the committed one shows).
 web-screenshot: test-browser
-	cp $(SHOT) docs/web.png
+	$(PY) -m boltzformer.apps.web_screenshot --checkpoint "$(CHECKPOINT)" --image "$(IMAGE)" \
+		--prompt "$(PROMPT)" --out docs/web.png
 
 # `boltzformer serve` under load: 12 concurrent gradio_client sessions x 10 waves, then 10
 # back-to-back bursts of 12 new clients with gradio_client's default time-outs, memory held
