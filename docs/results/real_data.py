@@ -10,6 +10,7 @@ matched at IoU >= 0.5, PQ, grounding). `table` gathers the runs into mean ± sd 
     boltzformer convert consep CoNSeP data/consep       # or dsb2018 ...
     python docs/results/real_data.py pair data/consep --out runs/consep --minutes 15 --seed 0
     python docs/results/real_data.py table runs/consep
+    python docs/results/real_data.py ceiling data/consep   # objects of the true masks themselves
 
 One run alone: `python docs/results/real_data.py run boltzformer data/consep --out runs/consep`
 (`unet` for the expert). BoltzFormer's run is `boltzformer demo --data` (its figures too); the
@@ -28,12 +29,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from boltzformer.apps.demo import TRAINING, DemoSettings, run_demo
 from boltzformer.baselines import train_unet
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
+from boltzformer.objects import (
+    label_objects,
+    read_instances,
+    relabel,
+    score_objects,
+    summarize_objects,
+)
 
 MODELS = ("boltzformer", "unet")
 
@@ -101,6 +111,24 @@ def figures(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def ceiling(data: Path, split: str = "test") -> dict[str, Any]:
+    """What a model that answers a prompt with one mask can score in objects at best: each
+    ground-truth mask itself, its objects taken as its connected components (as the evaluator
+    takes a prediction's), against the instance map (touching nuclei merge into one)."""
+    records = []
+    for mask in sorted((data / f"{split}_mask").glob("*.png")):
+        with Image.open(mask) as picture:
+            union = np.asarray(picture.convert("L")) > 127
+        gt, n_gt = relabel(read_instances(data / f"{split}_instances" / mask.name))
+        pred, n_pred = label_objects(union)
+        target = mask.stem.rsplit("_", 1)[1].replace("+", " ")
+        records.append((data.name, target, score_objects(gt, n_gt, pred, n_pred)))
+    summary = summarize_objects(records)
+    return {name: {k: summary[name][k] for k in ("f1", "sq", "pq")} if name == "overall" else
+            {t: {k: v[k] for k in ("f1", "sq", "pq")} for t, v in summary[name].items()}
+            for name in ("overall", "by_target")}
+
+
 def pair(data: Path, out: Path, *, minutes: float, seed: int, unet_recipe: str) -> None:
     """Both models at once, one process and one thread each, the same minutes."""
     jobs = [subprocess.Popen([sys.executable, __file__, "run", model, str(data), "--out",
@@ -150,6 +178,8 @@ def main() -> None:
         s.add_argument("--minutes", type=float, default=15.0)
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--unet-recipe", choices=sorted(UNET_RECIPES), default="expert")
+    c = sub.add_parser("ceiling")
+    c.add_argument("data", type=Path)
     t = sub.add_parser("table")
     t.add_argument("folders", type=Path, nargs="+")
     args = p.parse_args()
@@ -159,6 +189,8 @@ def main() -> None:
     elif args.command == "pair":
         pair(args.data, args.out, minutes=args.minutes, seed=args.seed,
              unet_recipe=args.unet_recipe)
+    elif args.command == "ceiling":
+        print(json.dumps(ceiling(args.data), indent=2))
     else:
         print(table(args.folders))
 
