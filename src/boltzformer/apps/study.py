@@ -229,10 +229,9 @@ def _train_expert(s: StudySettings, data: Path, run_dir: Path, seed: int
     cfg = s.training
     result = train_unet(data, run_dir, minutes=cfg.train.max_minutes, steps=cfg.train.max_steps,
                         image_size=cfg.model.resolve().image_size,
-                        batch_size=cfg.train.batch_size, lr=cfg.optim.lr, seed=seed,
+                        batch_size=cfg.train.batch_size, seed=seed,
                         val_fraction=cfg.data.val_fraction, workers=cfg.data.workers // s.jobs,
-                        augment=cfg.data.augment, rotations=cfg.data.rotations,
-                        progress=False)
+                        progress=False)  # the expert's own recipe (issue 24), not BoltzFormer's
     return result.model, result.metrics["steps"]
 
 
