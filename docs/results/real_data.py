@@ -34,9 +34,10 @@ import torch
 from PIL import Image
 
 from boltzformer.apps.demo import TRAINING, DemoSettings, run_demo
-from boltzformer.baselines import train_unet
+from boltzformer.baselines import UNetExpert, train_unet
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
+from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.objects import (
     label_objects,
     read_instances,
@@ -44,6 +45,7 @@ from boltzformer.objects import (
     score_objects,
     summarize_objects,
 )
+from boltzformer.train.data import split_by_image
 
 MODELS = ("boltzformer", "unet")
 
@@ -109,6 +111,24 @@ def figures(m: dict[str, Any]) -> dict[str, Any]:
         "prompt_accuracy": (m.get("grounding") or {}).get("prompt_accuracy"),
         "absent_false_positive_rate": m["absent"]["false_positive_rate"],
     }
+
+
+def validate(folder: Path) -> dict[str, Any]:
+    """Score a finished run on its own validation images (the seeded 5 % of the train split
+    that `split_by_image` held out of its training): the figures a recipe is chosen on."""
+    result = json.loads((folder / "result.json").read_text())
+    torch.set_num_threads(1)
+    size = TRAINING.model.resolve().image_size
+    base = BiomedParseDataset(Path(result["data"]), "train", image_size=size, train=False)
+    _, val = split_by_image(base, TRAINING.data.val_fraction, result["seed"])
+    model: torch.nn.Module = (BoltzFormer.from_pretrained(folder / "run" / "best")
+                              if result["model"] == "boltzformer"
+                              else UNetExpert.from_pretrained(folder / "model"))
+    ev = evaluate(model, torch.utils.data.Subset(base, val), seed=result["seed"],
+                  progress=False)
+    return {"model": result["model"], "data": Path(result["data"]).name,
+            "seed": result["seed"], "val_images": len({base.samples[i].image_file for i in val}),
+            **figures(ev.metrics)}
 
 
 def ceiling(data: Path, split: str = "test") -> dict[str, Any]:
@@ -180,6 +200,8 @@ def main() -> None:
         s.add_argument("--unet-recipe", choices=sorted(UNET_RECIPES), default="expert")
     c = sub.add_parser("ceiling")
     c.add_argument("data", type=Path)
+    v = sub.add_parser("validate")
+    v.add_argument("folders", type=Path, nargs="+", help="run folders (<model>-s<seed>)")
     t = sub.add_parser("table")
     t.add_argument("folders", type=Path, nargs="+")
     args = p.parse_args()
@@ -189,6 +211,9 @@ def main() -> None:
     elif args.command == "pair":
         pair(args.data, args.out, minutes=args.minutes, seed=args.seed,
              unet_recipe=args.unet_recipe)
+    elif args.command == "validate":
+        for folder in args.folders:
+            print(json.dumps(validate(folder)))
     elif args.command == "ceiling":
         print(json.dumps(ceiling(args.data), indent=2))
     else:
