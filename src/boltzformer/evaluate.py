@@ -5,7 +5,11 @@ Conventions (all documented in docs/training.md):
 - `dice(pred, gt) = 2|P∩G| / (|P| + |G|)`; when both are empty it is 1 (a correct "nothing
   here"). A target is *present* when its mask has a pixel, *absent* otherwise.
 - Dice statistics cover present targets. Absent targets are counted separately: an empty
-  prediction is correct, anything else a false positive.
+  prediction is correct, anything else a false positive; their false-positive rate and mean
+  predicted area (share of the image) are reported. A model with an existence output
+  (`existence_logits`, BoltzFormer's existence head) answers "absent" below 0.5 with an
+  empty mask; its probability is each row's `existence`, scored over all items (present =
+  positive) by AUROC (ties count half) and accuracy at 0.5.
 - Failure: a present target that the prediction misses completely (no overlapping pixel).
 - Grounding (`grounding.py`): which of the image's annotated targets each prediction overlaps
   most (prompt accuracy, confusion) and how alike an image's predictions for different
@@ -46,6 +50,7 @@ from tqdm.auto import tqdm
 
 from boltzformer.data import collate
 from boltzformer.grounding import GroundingCollector
+from boltzformer.modeling.existence import gate_logits
 from boltzformer.objects import ObjectCollector
 from boltzformer.plots import plot_confusion, plot_dice_vs_size
 from boltzformer.report import json_safe, render_markdown
@@ -55,8 +60,8 @@ TINY_AREA = 0.001  # the tiny sub-stratum of small: 0.1% of the image area
 STRATA = ("tiny", "small", "large", "all")
 CSV_COLUMNS: tuple[str, ...] = (
     "index", "dataset", "image_file", "mask_file", "target", "modality", "site", "prompt",
-    "area", "size", "gt_pixels", "pred_pixels", "intersection", "dice", "missed",
-    "false_positive", "best_match", "best_match_dice", "gt_objects", "pred_objects",
+    "area", "size", "gt_pixels", "pred_pixels", "pred_area", "intersection", "dice", "missed",
+    "false_positive", "existence", "best_match", "best_match_dice", "gt_objects", "pred_objects",
     "matched_objects",
 )
 
@@ -141,8 +146,43 @@ def size_strata(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "weighted": weighted}
 
 
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random
+    negative, ties counted half (Mann-Whitney); NaN without both classes."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    ranks[order] = np.arange(1, len(s) + 1)
+    for value in np.unique(s):  # ties share their mean rank
+        tied = s == value
+        ranks[tied] = ranks[tied].mean()
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def existence_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The existence output over every item with one (present = positive): n, AUROC and
+    accuracy at 0.5; None when the model gives no existence probability."""
+    scored = [r for r in rows if math.isfinite(r.get("existence", math.nan))]
+    if not scored:
+        return None
+    present = [r["size"] != "absent" for r in scored]
+    said = [r["existence"] >= 0.5 for r in scored]
+    return {
+        "n": len(scored),
+        "n_absent": present.count(False),
+        "auroc": auroc([r["existence"] for r in scored], present),
+        "accuracy": float(np.mean([p == s for p, s in zip(present, said)])),
+    }
+
+
 def absent_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Absent targets: how many were correctly left empty, how many got a false positive."""
+    """Absent targets: how many were correctly left empty, how many got a false positive
+    (any predicted pixel), the mean predicted area (share of the image) and, when the model
+    has an existence output, its AUROC and accuracy over all items (`existence`)."""
+    rows = list(rows)
     absent = [r for r in rows if r["size"] == "absent"]
     n, fp = len(absent), sum(bool(r["false_positive"]) for r in absent)
     by_target: dict[str, dict[str, int]] = defaultdict(lambda: {"n": 0, "false_positive": 0})
@@ -155,6 +195,8 @@ def absent_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "false_positive": fp,
         "correct_rate": (n - fp) / n if n else math.nan,
         "false_positive_rate": fp / n if n else math.nan,
+        "mean_pred_area": float(np.mean([r["pred_area"] for r in absent])) if n else math.nan,
+        "existence": existence_summary(rows),
         "by_target": {k: by_target[k] for k in sorted(by_target)},
     }
 
@@ -220,12 +262,14 @@ def evaluate(
         for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
             images, index = unique_images(batch)  # each image encoded once
             extra = {"targets": batch["target"]} if takes_targets else {}
-            logits = model(images.to(device), batch["prompt"], image_index=index.to(device),
-                           generator=generator, **extra).logits.float()
-            prob = logits.sigmoid()
+            out = model(images.to(device), batch["prompt"], image_index=index.to(device),
+                        generator=generator, **extra)
+            exist = getattr(out, "existence_logits", None)  # absent below 0.5: empty mask
+            prob = gate_logits(out.logits.float(), exist).sigmoid()
             pred = (prob > threshold).cpu()
             gt = batch["mask"] > 0.5
-            batch_rows = score_batch(pred, gt, batch, start=len(rows))
+            batch_rows = score_batch(pred, gt, batch, start=len(rows),
+                                     existence=None if exist is None else exist.sigmoid())
             grounding.add(batch_rows, pred, gt)
             objects.add(batch_rows, prob, batch)
             rows.extend(batch_rows)
@@ -267,9 +311,13 @@ def unique_images(batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
 
 
 def score_batch(
-    pred: Tensor, gt: Tensor, batch: dict[str, Any], *, start: int = 0
+    pred: Tensor, gt: Tensor, batch: dict[str, Any], *, start: int = 0,
+    existence: Tensor | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows for one batch: pred, gt boolean (B, 1, S, S); batch as `collate` returns it."""
+    """Rows for one batch: pred, gt boolean (B, 1, S, S); batch as `collate` returns it;
+    existence (B,) the model's probability that each target is there, if it gives one."""
+    exist = [math.nan] * pred.shape[0] if existence is None else existence.float().tolist()
+    pixels = pred[0].numel() if pred.shape[0] else 1
     inter = (pred & gt).flatten(1).sum(1).tolist()
     p_pix = pred.flatten(1).sum(1).tolist()
     g_pix = gt.flatten(1).sum(1).tolist()
@@ -286,10 +334,12 @@ def score_batch(
                 "size": group,
                 "gt_pixels": g_pix[i],
                 "pred_pixels": p_pix[i],
+                "pred_area": p_pix[i] / pixels,
                 "intersection": inter[i],
                 "dice": 1.0 if total == 0 else 2.0 * inter[i] / total,
                 "missed": group != "absent" and inter[i] == 0,
                 "false_positive": group == "absent" and p_pix[i] > 0,
+                "existence": exist[i],
                 "best_match": "",  # set by grounding
                 "best_match_dice": math.nan,
                 "gt_objects": "",  # set by ObjectCollector

@@ -14,6 +14,9 @@ PiGMA output (`deep_supervision: false`, with "vnet": the release's loss). Deep 
 (Mask2Former's auxiliary losses) adds Dice + BCE on each decoder layer's prediction, the
 masks that drive the next layer's Boltzmann sampling; see docs/training.md for why and for
 what it measured, and docs/fidelity.md for the choice of the default Dice form.
+
+With the existence head (not the paper's; `existence_loss`), BCE of its per-prompt logit
+against whether the mask has a pixel is added, times `loss.existence_weight`.
 """
 
 from __future__ import annotations
@@ -62,6 +65,13 @@ def dice_bce_loss(logits: Tensor, target: Tensor, dice: str = DEFAULT_DICE) -> T
     logits = resize_to_mask(logits, target.shape[-2:])
     target = target.to(logits.dtype)
     return dice_loss(logits, target, dice) + F.binary_cross_entropy_with_logits(logits, target)
+
+
+def existence_loss(existence_logits: Tensor, mask: Tensor) -> Tensor:
+    """BCE of existence logits (B,) against "the mask (B, 1, H, W) has a pixel" (mean).
+    """
+    present = (mask.flatten(1) > 0.5).any(1).to(existence_logits.dtype)
+    return F.binary_cross_entropy_with_logits(existence_logits, present)
 
 
 def layer_target(mask: Tensor, size: Sequence[int]) -> Tensor:

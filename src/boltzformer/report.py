@@ -65,13 +65,19 @@ def render_markdown(metrics: dict[str, Any], settings: dict[str, Any], *, scatte
         lines += [
             f"{absent['n']} absent targets: {absent['correct']} correctly empty "
             f"({absent['correct_rate']:.1%}), {absent['false_positive']} false positives "
-            f"({absent['false_positive_rate']:.1%}).",
+            f"({absent['false_positive_rate']:.1%}); mean predicted area "
+            f"{_pct(absent.get('mean_pred_area'))} of the image.",
             "",
             *_table(["target", "n", "false positives"],
                     [[k, v["n"], v["false_positive"]] for k, v in absent["by_target"].items()]),
         ]
     else:
         lines.append("None in this split.")
+    exist = absent.get("existence")
+    if exist:
+        lines += ["", f"Existence output ({exist['n']} prompts, {exist['n_absent']} absent; "
+                  "an answer below 0.5 is an empty mask): AUROC "
+                  f"{exist['auroc']:.3f}, accuracy at 0.5 {_pct(exist['accuracy'])}."]
     return "\n".join(lines) + "\n"
 
 

@@ -81,10 +81,16 @@ class DemoSettings:
     training: TrainConfig = TRAINING
     progress: bool = True
     expert: bool = False  # also train the U-Net expert for the same minutes and compare
+    # absent targets in the phantoms (docs/data.md): the share of images with one of the site's
+    # optional targets left out, and the share that also gets a target of the other site
+    # (a lung on an abdomen slice); both written as empty masks flagged absent
+    absent_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.images < 10:
             raise ValueError(f"the demo needs at least 10 images, got {self.images}")
+        if not 0.0 <= self.absent_share <= 1.0:
+            raise ValueError(f"absent_share must be in [0, 1], got {self.absent_share}")
 
     def train_config(self, data_dir: Path) -> TrainConfig:
         """`training` on the phantoms in `data_dir`."""
@@ -98,11 +104,18 @@ def _pct(value: float | None) -> str:
 
 def headline(metrics: dict[str, Any]) -> str:
     """The summary line of an evaluation's Dice: "small objects 51.9 (tiny 30.2), large 93.0,
-    all 62.5" (weighted strata; tiny, < 0.1 % of the image, is a part of small)."""
+    all 62.5" (weighted strata; tiny, < 0.1 % of the image, is a part of small), and, when the
+    split has absent targets, "; absent: 3.1 % false positives" (and the existence AUROC)."""
     w = metrics["size_strata"]["weighted"]
     tiny = w.get("tiny", {}).get("dice_mean")
-    return (f"small objects {_pct(w['small']['dice_mean'])} (tiny {_pct(tiny)}), "
+    line = (f"small objects {_pct(w['small']['dice_mean'])} (tiny {_pct(tiny)}), "
             f"large {_pct(w['large']['dice_mean'])}, all {_pct(metrics['overall']['dice_mean'])}")
+    absent = metrics.get("absent", {})
+    if absent.get("n"):
+        line += f"; absent: {_pct(absent['false_positive_rate'])} % false positives"
+        if absent.get("existence"):
+            line += f" (existence AUROC {absent['existence']['auroc']:.3f})"
+    return line
 
 
 def _comparison(ours: dict[str, Any], train_metrics: dict[str, Any], expert: dict[str, Any],
@@ -197,6 +210,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     elif not (data_dir / "test.json").is_file():
         print(f"[1/4] generating {s.images} phantom images in {data_dir}")
         generate_phantoms(data_dir, images=s.images, size=size, seed=loop.seed,
+                          absent_fraction=s.absent_share, foreign_fraction=s.absent_share,
                           progress=s.progress)
     else:
         print(f"[1/4] reusing the phantoms in {data_dir}")

@@ -55,6 +55,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="seed for data, training, sampling")
     p.add_argument("--workers", type=int, default=TRAINING.data.workers,
                    help=f"data loader processes (default {TRAINING.data.workers})")
+    p.add_argument("--absent-share", type=float, default=d.absent_share,
+                   help="share of phantom images with one target left out, and share that "
+                   "also gets a target of the other site (a lung on an abdomen slice): "
+                   "prompts whose target is absent, written as empty masks (default "
+                   f"{d.absent_share:g})")
+    p.add_argument("--existence-head", action="store_true",
+                   default=bool(model.existence_head),
+                   help="add the existence head (not the paper's): a per-prompt probability "
+                   "that the target is in the image; below 0.5 the answer is an empty mask")
     p.add_argument("--expert", action="store_true",
                    help="also train the U-Net expert (one output per target; needs the "
                    "[baselines] extra) for the same minutes and compare both in report.md "
@@ -69,10 +78,10 @@ def settings(args: argparse.Namespace) -> DemoSettings:
         "train.max_minutes": args.minutes, "model.image_size": args.image_size,
         "train.batch_size": args.batch_size, "train.prompts_per_image": args.prompts_per_image,
         "optim.lr": args.lr, "model.text_encoder": args.text_encoder, "train.seed": args.seed,
-        "data.workers": args.workers,
+        "data.workers": args.workers, "model.existence_head": args.existence_head,
     })
     return DemoSettings(out_dir=args.out, images=args.images, data=args.data,
-                        training=training, expert=args.expert)
+                        training=training, expert=args.expert, absent_share=args.absent_share)
 
 
 def run(args: argparse.Namespace) -> int:

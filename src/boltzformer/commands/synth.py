@@ -41,6 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--absent-fraction", type=float, default=0.0,
                         help="share of images where one prompted target is absent, written "
                         "with an empty mask (default 0)")  # fmt: skip
+    parser.add_argument("--foreign-fraction", type=float, default=0.0,
+                        help="share of images that also get a prompt for a target of the other "
+                        "site (a lung on an abdomen slice, the liver on a chest slice), "
+                        "written with an empty mask flagged absent (default 0)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: all CPUs for 64+ images)")  # fmt: skip
     parser.set_defaults(run=run)
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         test_fraction=args.test_fraction,
         absent_fraction=args.absent_fraction,
+        foreign_fraction=args.foreign_fraction,
         workers=args.workers,
         progress=True,
     )

@@ -19,6 +19,7 @@ from boltzformer.modeling.checkpoint import (
     write_checkpoint,
 )
 from boltzformer.modeling.config import BoltzFormerConfig, get_preset
+from boltzformer.modeling.existence import ExistenceHead
 from boltzformer.modeling.fine_semantic import FineSemantic
 from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
 from boltzformer.modeling.pigma import PiGMA
@@ -72,12 +73,15 @@ class BoltzFormerOutput:
     query_logits (B, Q, H/4, W/4), one mask per query; keep_masks, with return_sampling=True,
     one (B, Q, h_l, w_l) bool per decoder layer (True = the query attended to that token);
     layer_logits, with return_layers=True, the (B, Q, H/4, W/4) prediction, with gradient,
-    that drove each decoder layer's sampling (for deep supervision)."""
+    that drove each decoder layer's sampling (for deep supervision); existence_logits (B,),
+    with the existence head, the logit that the prompted target is in the image (the mask
+    logits are not gated by it: `existence.gate_logits` does that)."""
 
     logits: Tensor
     query_logits: Tensor
     keep_masks: list[Tensor] | None = None
     layer_logits: list[Tensor] | None = None
+    existence_logits: Tensor | None = None
 
 
 class BoltzFormer(nn.Module):
@@ -98,6 +102,7 @@ class BoltzFormer(nn.Module):
         decoder: BoltzFormerDecoder,
         pigma: PiGMA,
         fine_semantic: FineSemantic | None = None,
+        existence: ExistenceHead | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -107,6 +112,7 @@ class BoltzFormer(nn.Module):
         self.text_encoder = text_encoder
         self.decoder = decoder
         self.pigma = pigma
+        self.existence = existence
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
 
@@ -146,6 +152,7 @@ class BoltzFormer(nn.Module):
                         correction=config.pigma),
             fine_semantic=(FineSemantic(config.mask_dim, in_channels=backbone.stride2_channels)
                            if fine else None),
+            existence=ExistenceHead(config.hidden_dim) if config.existence_head else None,
         )
 
     @property
@@ -208,7 +215,10 @@ class BoltzFormer(nn.Module):
         logits = F.interpolate(
             logits, size=image.pixels.shape[-2:], mode="bilinear", align_corners=False
         )
-        return BoltzFormerOutput(logits, query_logits, out.keep_masks, out.layer_logits)
+        existence = (None if self.existence is None
+                     else self.existence(out.queries, text.tokens, text.padding))
+        return BoltzFormerOutput(logits, query_logits, out.keep_masks, out.layer_logits,
+                                 existence)
 
     def forward(
         self,

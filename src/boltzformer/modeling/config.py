@@ -66,6 +66,9 @@ class BoltzFormerConfig:
     pigma_channels: int = 10
     # Fidelity switches (docs/fidelity.md): where the paper and the authors' release differ
     sampling_per_head: bool = False  # True: one draw per query and head (the release)
+    # Not in the paper: a per-prompt existence probability (modeling/existence.py); an answer
+    # below 0.5 is an empty mask. Off: the paper's model, which answers every prompt.
+    existence_head: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_labels", tuple(self.text_labels))  # JSON/YAML give lists

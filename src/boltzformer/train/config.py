@@ -107,16 +107,20 @@ class LossConfig:
     every decoder layer's prediction (the masks that drive the sampling), times `weight`.
     `dice` is the Dice form (loss.py): "mask2former" (linear denominator) or "vnet" (the
     paper's citation and the release's); `deep_supervision: false, dice: vnet` is the
-    authors' release's loss."""
+    authors' release's loss. `existence_weight` weighs the existence head's BCE (a model
+    with `existence_head: true`; not the paper's)."""
 
     deep_supervision: bool = True
     weight: float = 1.0
     target: str = "query"  # "query": each query's own mask; "mean": the ensemble mean
     dice: str = DEFAULT_DICE  # "mask2former" | "vnet" (docs/fidelity.md)
+    existence_weight: float = 1.0  # BCE of the existence head, when the model has one
 
     def __post_init__(self) -> None:
         if not self.weight >= 0:
             raise ValueError(f"loss.weight must be >= 0, got {self.weight}")
+        if not self.existence_weight >= 0:
+            raise ValueError(f"loss.existence_weight must be >= 0, got {self.existence_weight}")
         if self.target not in DEEP_SUPERVISION_TARGETS:
             raise ValueError(f"loss.target={self.target!r} is not valid; choose one of "
                              f"{', '.join(DEEP_SUPERVISION_TARGETS)}")

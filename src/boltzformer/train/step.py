@@ -1,7 +1,8 @@
 """`TrainStep`: one optimiser step of the training recipe.
 
 Forward (each image encoded once, its features decoded for each of its prompts), the loss
-(Dice + BCE on the final mask, plus deep supervision of every decoder layer, `loss` section),
+(Dice + BCE on the final mask, plus deep supervision of every decoder layer, plus the
+existence head's BCE when the model has one; `loss` section),
 backward (scaled under fp16), gradient clipping, the AdamW update and the schedule's step.
 A NaN or infinite loss or gradient norm leaves the model untouched and is reported, not
 raised: the caller's `nan_policy` decides.
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 
-from boltzformer.loss import training_loss
+from boltzformer.loss import existence_loss, training_loss
 from boltzformer.train.config import TrainConfig
 
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -75,6 +76,9 @@ class TrainStep:
         layers = [t.float() for t in out.layer_logits] if deep else None
         loss, _ = training_loss(out.logits.float(), masks, layers, weight=self.loss.weight,
                                 target=self.loss.target, dice=self.loss.dice)
+        if out.existence_logits is not None:  # the existence head (not the paper's)
+            loss = loss + self.loss.existence_weight * existence_loss(
+                out.existence_logits.float(), masks)
         if self.any_rank(not bool(torch.isfinite(loss.detach()))):
             return self._not_taken("loss", loss.detach())
         self.scaler.scale(loss).backward()

@@ -31,6 +31,7 @@ from boltzformer.evaluate import dice_batch, unique_images
 from boltzformer.loss import dice_bce_loss
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.checkpoint import WEIGHTS_FILE, load_weights
+from boltzformer.modeling.existence import gate_logits
 from boltzformer.plots import plot_loss_curve
 from boltzformer.train import checkpoint as ckpt
 from boltzformer.train.config import TrainConfig
@@ -387,12 +388,13 @@ class Trainer:
             for batch in loader:
                 images, index = unique_images(batch)  # each image encoded once
                 masks = batch["mask"].to(self.device)
-                logits = self.model(images.to(self.device), batch["prompt"],
-                                    image_index=index.to(self.device), targets=batch["target"],
-                                    generator=generator).logits.float()
-                n = masks.shape[0]
+                out = self.model(images.to(self.device), batch["prompt"],
+                                 image_index=index.to(self.device), targets=batch["target"],
+                                 generator=generator)
+                logits, n = out.logits.float(), masks.shape[0]
                 loss_sum += float(dice_bce_loss(logits, masks, self.cfg.loss.dice)) * n
-                dice_sum += float(dice_batch(logits > 0, masks > 0.5).sum())
+                answer = gate_logits(logits, out.existence_logits)  # absent: an empty mask
+                dice_sum += float(dice_batch(answer > 0, masks > 0.5).sum())
                 count += n
         finally:
             self.model.train()

@@ -8,7 +8,7 @@ import numpy as np
 
 from .abdomen import draw_abdomen
 from .chest import draw_chest
-from .prompts import ABSENT_CANDIDATES
+from .prompts import ABSENT_CANDIDATES, FOREIGN_CANDIDATES
 from .render import render
 from .scene import Scene
 from .tables import CONTRASTS
@@ -20,7 +20,8 @@ _MIN_PIXELS = 3  # a present target has at least this many pixels
 class Phantom:
     """One synthetic slice: image (S, S) uint8 and masks {target: (S, S) bool}.
 
-    `absent` names the target left out on purpose (its mask is empty), if any.
+    `absent` names the target left out on purpose (its mask is empty), if any; `foreign` a
+    target of the other site prompted on this slice (an empty mask too), if any.
     """
 
     image: np.ndarray
@@ -29,12 +30,18 @@ class Phantom:
     site: str
     contrast: str
     absent: str | None
+    foreign: str | None = None
 
 
 def make_phantom(
-    index: int, *, size: int = 256, seed: int = 0, absent_fraction: float = 0.0
+    index: int, *, size: int = 256, seed: int = 0, absent_fraction: float = 0.0,
+    foreign_fraction: float = 0.0,
 ) -> Phantom:
-    """Draw phantom number `index` of the set made from `seed` (deterministic, no I/O)."""
+    """Draw phantom number `index` of the set made from `seed` (deterministic, no I/O).
+
+    With probability `absent_fraction` one of the site's optional targets is left out; with
+    probability `foreign_fraction` one target of the other site is added; both get empty
+    masks. The foreign draw comes after the image's, so it does not change the pixels."""
     rng = np.random.default_rng([seed, index])
     kind = rng.random()
     if kind < 0.35:
@@ -63,4 +70,8 @@ def make_phantom(
     if absent is not None:
         masks[absent] = np.zeros((size, size), dtype=bool)
     image = render(scene, rng, CONTRASTS[contrast], window)
-    return Phantom(image, masks, modality, site, contrast, absent)
+    foreign = None
+    if rng.random() < foreign_fraction:
+        foreign = str(rng.choice(FOREIGN_CANDIDATES[site]))
+        masks[foreign] = np.zeros((size, size), dtype=bool)
+    return Phantom(image, masks, modality, site, contrast, absent, foreign)

@@ -127,6 +127,17 @@ ABSENT_CANDIDATES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 
+#: Targets of the other site, prompted on a slice that cannot hold them (empty masks): chest
+#: structures on abdomen slices and abdominal organs on chest slices (the aorta is in both).
+FOREIGN_CANDIDATES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "chest": ("liver", "liver tumor", "gallbladder", "spleen", "left kidney",
+                  "right kidney", "left adrenal gland", "right adrenal gland",
+                  "inferior vena cava", "pancreas", "stomach"),
+        "abdomen": ("right lung", "left lung", "esophagus", "trachea", "heart", "nodule"),
+    }
+)
+
 MIN_PIXELS = 3  # a present target has at least this many pixels
 
 

@@ -19,10 +19,12 @@ from .phantom import make_phantom
 from .prompts import SENTENCES, sentences_for
 
 
-def _write_one(task: tuple[int, str, int, int, float, str]) -> dict[str, Any]:
+def _write_one(task: tuple[int, str, int, int, float, float, str]) -> dict[str, Any]:
     """Draw phantom `index` and write its image and masks; returns what the JSON needs."""
-    index, split, size, seed, absent_fraction, out_dir = task
-    phantom = make_phantom(index, size=size, seed=seed, absent_fraction=absent_fraction)
+    index, split, size, seed, absent_fraction, foreign_fraction, out_dir = task
+    phantom = make_phantom(index, size=size, seed=seed, absent_fraction=absent_fraction,
+                           foreign_fraction=foreign_fraction)
+    empty = (phantom.absent, phantom.foreign)
     out = Path(out_dir)
     stem = f"{index:05d}_{phantom.modality}_{phantom.site}"
     Image.fromarray(phantom.image).save(out / split / f"{stem}.png", compress_level=3)
@@ -33,7 +35,7 @@ def _write_one(task: tuple[int, str, int, int, float, str]) -> dict[str, Any]:
         Image.fromarray(mask.astype(np.uint8) * np.uint8(255)).save(
             out / f"{split}_mask" / mask_file, compress_level=1
         )
-        masks.append((mask_file, target, float(mask.mean()), target == phantom.absent))
+        masks.append((mask_file, target, float(mask.mean()), target in empty))
     return {
         "index": index,
         "split": split,
@@ -96,6 +98,7 @@ def generate_phantoms(
     seed: int = 0,
     test_fraction: float = 0.2,
     absent_fraction: float = 0.0,
+    foreign_fraction: float = 0.0,
     workers: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -104,15 +107,20 @@ def generate_phantoms(
     Writes `train/`, `train_mask/`, `train.json` (and the same for `test`: the last
     round(images x test_fraction) images), `size_stats.md` and `size_stats.csv`. Each image
     has one mask per target drawn in it; with probability `absent_fraction` one target is
-    left out and written with an empty mask. `workers`: processes (default: all CPUs for 64+
-    images). The summary holds the counts, the per-target size rows ("stats") and "seconds".
+    left out and written with an empty mask; with probability `foreign_fraction` a target of
+    the other site (chest on abdomen, abdomen on chest) is added with an empty mask. Both
+    are flagged `"absent": true` in the JSON, as `boltzformer convert` writes them.
+    `workers`: processes (default: all CPUs for 64+ images). The summary holds the counts,
+    the per-target size rows ("stats") and "seconds".
     """
     if images < 1:
         raise ValueError(f"images must be at least 1, got {images}")
     if size < 96:
         raise ValueError(f"size must be at least 96 pixels (small targets need room), got {size}")
-    if not 0.0 <= test_fraction < 1.0 or not 0.0 <= absent_fraction <= 1.0:
-        raise ValueError("test_fraction must be in [0, 1) and absent_fraction in [0, 1]")
+    if not 0.0 <= test_fraction < 1.0 or not (0.0 <= absent_fraction <= 1.0
+                                              and 0.0 <= foreign_fraction <= 1.0):
+        raise ValueError("test_fraction must be in [0, 1), absent_fraction and "
+                         "foreign_fraction in [0, 1]")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: exists and is not an empty folder; choose a new output folder")
@@ -122,7 +130,8 @@ def generate_phantoms(
     for split in sorted(set(splits)):
         (out / split).mkdir(parents=True, exist_ok=True)
         (out / f"{split}_mask").mkdir(exist_ok=True)
-    tasks = [(i, splits[i], size, seed, absent_fraction, str(out)) for i in range(images)]
+    tasks = [(i, splits[i], size, seed, absent_fraction, foreign_fraction, str(out))
+             for i in range(images)]
     if workers is None:
         workers = (os.cpu_count() or 1) if images >= 64 else 1
     with tqdm(total=images, disable=not progress, desc="phantoms", unit="img") as bar:
