@@ -4,6 +4,11 @@
     predictor.set_image(image)                      # backbone + pixel decoder, once
     pred = predictor.predict(["nodule in lung CT", "left lung in chest CT"])
     masks = Predictor.threshold(pred.prob)          # (P, H, W) bool at the image's size
+    pred.exists                                     # (P,) P(target in image), or None
+
+A model with the existence head (`existence_head: true`) answers a prompt whose existence
+probability is below 0.5 with an empty mask (prob 0 everywhere); `Prediction.found` says
+which prompts were found. Volumes decide per slice.
 
 Intensity rule (`to_255`): uint8 values are used as they are; bool becomes {0, 255}; floats
 that all lie in [0, 1] are multiplied by 255; any other values that all lie in [0, 255] are
@@ -26,6 +31,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
+from boltzformer.modeling.existence import gate_logits
 from boltzformer.modeling.text_encoder import TextFeatures, check_prompts
 
 ImageLike = np.ndarray | Image.Image | Tensor
@@ -44,12 +50,22 @@ class Prediction:
         draws (population std, ddof=0); None when samples == 1.
     prompts: the P prompts, in the order of prob's first axis.
     samples: the number of sampling draws (decoder passes) averaged.
+    exists: with the existence head, the probability that each prompt's target is in the
+        image, (P,) for an image, (P, N) for N slices (mean over the draws; a draw below 0.5
+        answers with an empty mask); None for a model without the head.
     """
 
     prob: np.ndarray
     std: np.ndarray | None
     prompts: tuple[str, ...]
     samples: int
+    exists: np.ndarray | None = None
+
+    @property
+    def found(self) -> np.ndarray | None:
+        """Whether each prompt's target was found (exists >= 0.5), shaped like `exists`;
+        None without the existence head (every prompt is answered with a mask)."""
+        return None if self.exists is None else self.exists >= 0.5
 
 
 @dataclass(frozen=True)
@@ -204,19 +220,26 @@ class Predictor:
     def _probabilities(
         self, feats: ImageFeatures, prompts: list[str], size: tuple[int, int], samples: int,
         generator: torch.Generator,
-    ) -> tuple[Tensor, Tensor | None]:
-        """N encoded images x P prompts -> mean and std (N, P, H, W) over `samples` passes.
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """N encoded images x P prompts -> mean and std (N, P, H, W) over `samples` passes,
+        and the mean existence probability (N, P) (None without the existence head).
 
-        Each pass decodes all N*P (image, prompt) pairs in one batch.
+        Each pass decodes all N*P (image, prompt) pairs in one batch; a pass whose existence
+        probability is below 0.5 answers that pair with an empty mask.
         """
         n, p = feats.semantic.shape[0], len(prompts)
         text = self.model.encode_text(prompts)
         text = TextFeatures(text.tokens.repeat(n, 1, 1), text.padding.repeat(n, 1))
         tiled = feats.repeat(p)
 
+        exist: list[Tensor] = []
+
         def draw() -> Tensor:
-            logits = self.model.decode(tiled, text, generator=generator).logits
-            return _resize(torch.sigmoid(logits.float()), size).view(n, p, *size)
+            out = self.model.decode(tiled, text, generator=generator)
+            if out.existence_logits is not None:
+                exist.append(out.existence_logits.float().sigmoid().view(n, p))
+            logits = gate_logits(out.logits.float(), out.existence_logits)
+            return _resize(torch.sigmoid(logits), size).view(n, p, *size)
 
         mean = draw()
         m2 = torch.zeros_like(mean)
@@ -226,7 +249,8 @@ class Predictor:
             mean += delta / (k + 1)
             m2 += delta * (prob - mean)
         std = (m2 / samples).clamp_min(0).sqrt() if samples > 1 else None
-        return mean.clamp(0, 1), std
+        exists = torch.stack(exist).mean(0) if exist else None
+        return mean.clamp(0, 1), std, exists
 
     @torch.inference_mode()
     def predict(
@@ -239,7 +263,7 @@ class Predictor:
         """
         feats, size = self._require_image()
         prompts = check_prompts(prompts)
-        mean, std = self._probabilities(
+        mean, std, exists = self._probabilities(
             feats, prompts, size, _check_samples(samples), self._generator(seed)
         )
         return Prediction(
@@ -247,6 +271,7 @@ class Predictor:
             std=None if std is None else std[0].cpu().numpy(),
             prompts=tuple(prompts),
             samples=samples,
+            exists=None if exists is None else exists[0].cpu().numpy(),
         )
 
     @torch.inference_mode()
@@ -283,18 +308,24 @@ class Predictor:
         generator = self._generator(seed)
         mean = np.empty((len(prompts), len(stack), *size), np.float32)
         std = np.empty_like(mean) if samples > 1 else None
+        exists = np.empty((len(prompts), len(stack)), np.float32)
+        has_head = False
         with tqdm(total=len(stack), unit="slice", disable=not progress) as bar:
             for start in range(0, len(stack), batch_size):
                 batch = stack[start : start + batch_size]
                 pixels = torch.cat([self._pixels(_rgb(s)) for s in batch])
-                m, s = self._probabilities(
+                m, s, e = self._probabilities(
                     self.model.encode_image(pixels), prompts, size, samples, generator
                 )
                 mean[:, start : start + len(batch)] = m.transpose(0, 1).cpu().numpy()
+                if e is not None:  # the existence head decides per slice
+                    exists[:, start : start + len(batch)] = e.transpose(0, 1).cpu().numpy()
+                    has_head = True
                 if std is not None and s is not None:  # both when samples > 1
                     std[:, start : start + len(batch)] = s.transpose(0, 1).cpu().numpy()
                 bar.update(len(batch))
-        return Prediction(prob=mean, std=std, prompts=tuple(prompts), samples=samples)
+        return Prediction(prob=mean, std=std, prompts=tuple(prompts), samples=samples,
+                          exists=exists if has_head else None)
 
     @torch.inference_mode()
     def sampling(self, prompt: str, *, seed: int | None = None) -> SamplingTrace:
@@ -308,7 +339,8 @@ class Predictor:
             feats, text, generator=self._generator(seed), return_sampling=True
         )
         assert out.keep_masks is not None  # asked for with return_sampling=True
-        prob = _resize(torch.sigmoid(out.logits.float()), size)[0, 0].clamp(0, 1)
+        logits = gate_logits(out.logits.float(), out.existence_logits)
+        prob = _resize(torch.sigmoid(logits), size)[0, 0].clamp(0, 1)
         return SamplingTrace(
             keep_masks=[k[0].cpu().numpy() for k in out.keep_masks],
             prob=prob.cpu().numpy(),

@@ -53,6 +53,7 @@ from boltzformer.apps.web_sessions import (
     EncodingCache,
     Limits,
     Session,
+    existence_note,
     feature_bytes,
     read_scan,
 )
@@ -284,7 +285,8 @@ class _Handlers:
             downloads.append(_save_png(folder / f"{name}{suffix}_mask.png",
                                        mask.astype(np.uint8) * np.uint8(255)))
         areas = _areas(prompts, masks, "pixels", "image")
-        status = f"**{where}**: {len(prompts)} prompt(s), {samples} sampling draw(s)."
+        status = (f"**{where}**: {len(prompts)} prompt(s), {samples} sampling draw(s)."
+                  + existence_note(prompts, pred.found))
         return (_save_png(folder / "overlay.png", overlay),
                 _save_png(folder / "probability.png", probability),
                 _save_png(folder / "sampling.png", sampling),
@@ -323,7 +325,8 @@ class _Handlers:
                              path)
             downloads.append(str(path))
         status = (f"**{scan.name}**: {len(prompts)} prompt(s) on all {len(scan.slices)} slices; "
-                  "the NIfTI masks keep the input's affine and header.")
+                  "the NIfTI masks keep the input's affine and header."
+                  + existence_note(prompts, pred.found))
         return _areas(prompts, masks, "voxels", "volume"), downloads, status
 
 

@@ -183,3 +183,17 @@ def read_scan(path: Path, window: str | None, axis: int, limits: Limits) -> Scan
     windowable = not path.name.lower().endswith(IMAGE_EXTENSIONS)
     plane = read_plane(path, window if windowable else None, max_pixels=limits.max_pixels)
     return Scan(path.name, plane[None], None, axis, windowable)
+
+
+def existence_note(prompts: list[str], found: np.ndarray | None) -> str:
+    """The status text's note on targets the existence head did not find: found (P,) for a
+    slice or (P, N) for a volume's N slices, None without the head (then "")."""
+    if found is None:
+        return ""
+    parts = []
+    for prompt, f in zip(prompts, found):
+        if f.ndim and f.any():
+            parts.append(f'"{prompt}" found on {int(f.sum())} of {f.size} slices')
+        elif not f.any():
+            parts.append(f'"{prompt}": not found (empty mask)')
+    return (" " + "; ".join(parts) + ".") if parts else ""

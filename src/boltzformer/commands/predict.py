@@ -52,6 +52,11 @@ characters as '-', e.g. nodule-in-lung-ct):
     OUT/NAME_std.nii.gz        (--samples K > 1) float32 std
     OUT/NAME_uncertainty.png   (--samples K > 1) on the slice where the mask is largest
     overlay.png shows, per prompt, the slice where its mask is largest.
+
+a model trained with the existence head (existence_head: true) also says, per prompt,
+whether its target is in the image: below 0.5 it prints "not found", writes an empty
+mask, and predictions.json records "existence" and "found" (for a volume, per slice,
+with "slices_found").
 """
 
 
@@ -188,9 +193,22 @@ def _uncertainty(
 
 
 def _record(prompt: str, mask: np.ndarray, files: dict, pred: Prediction, i: int) -> dict:
+    """One prompt's entry in results.json; with the existence head also its existence
+    probability and `found` (an image), or per slice and the slices found (a volume), and a
+    line on the terminal for a target not found (its mask is written empty)."""
     record = {"prompt": prompt, "files": files, "foreground_fraction": float(mask.mean())}
     if pred.std is not None:
         record["mean_std"] = float(pred.std[i].mean())
+    if pred.exists is not None and pred.found is not None:
+        found = pred.found[i]
+        if found.ndim == 0:  # an image
+            record |= {"existence": float(pred.exists[i]), "found": bool(found)}
+        else:  # a volume: the existence head decides per slice
+            record |= {"existence": [round(float(e), 4) for e in pred.exists[i]],
+                       "slices_found": int(found.sum()), "found": bool(found.any())}
+        if not found.any():
+            print(f"{prompt!r}: not found (existence {float(pred.exists[i].max()):.2f} < 0.5); "
+                  "its mask is empty")
     return record
 
 

@@ -1,0 +1,215 @@
+"""Absent targets: the metrics on hand-made cases, the existence head (a toy that learns to say
+absent), its checkpoints, and what Predictor and `boltzformer predict` answer for an absent
+target."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from boltzformer import Predictor, cli
+from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluate import absent_summary, auroc, evaluate
+from boltzformer.modeling.boltzformer import BoltzFormer, build_model
+from boltzformer.modeling.checkpoint import CheckpointError
+from boltzformer.report import render_markdown
+from boltzformer.train.config import LoopConfig, LossConfig, OptimConfig, TrainConfig
+from boltzformer.train.optim import build_optimizer, build_scheduler
+from boltzformer.train.step import TrainStep
+
+
+# --- metrics by hand ---------------------------------------------------------------------------
+def _row(size: str, existence: float, *, pred_area: float = 0.0, target: str = "t") -> dict:
+    return {"size": size, "existence": existence, "pred_area": pred_area, "target": target,
+            "false_positive": size == "absent" and pred_area > 0}
+
+
+def test_auroc_by_hand() -> None:
+    # 3 positives x 4 negatives = 12 pairs; 0.9 beats 4, 0.8 beats 3 (not 0.85), 0.4 beats 2
+    scores = [0.9, 0.8, 0.4, 0.1, 0.85, 0.2, 0.6]
+    positive = [True, True, True, False, False, False, False]
+    assert auroc(scores, positive) == pytest.approx(9 / 12)
+    assert auroc([0.5, 0.5], [True, False]) == pytest.approx(0.5)  # a tie counts half
+    assert auroc([0.2, 0.7], [False, True]) == 1.0
+    assert math.isnan(auroc([0.3, 0.4], [True, True]))  # one class only
+
+
+def test_absent_summary_by_hand() -> None:
+    rows = [
+        _row("small", 0.9), _row("large", 0.8), _row("small", 0.4),
+        _row("absent", 0.1, target="nodule"), _row("absent", 0.85, pred_area=0.1, target="liver"),
+        _row("absent", 0.2, target="nodule"), _row("absent", 0.6, pred_area=0.3, target="liver"),
+    ]
+    s = absent_summary(rows)
+    assert (s["n"], s["false_positive"], s["correct"]) == (4, 2, 2)
+    assert s["false_positive_rate"] == pytest.approx(0.5)
+    assert s["mean_pred_area"] == pytest.approx((0.1 + 0.3) / 4)
+    assert s["by_target"] == {"liver": {"n": 2, "false_positive": 2},
+                              "nodule": {"n": 2, "false_positive": 0}}
+    e = s["existence"]
+    assert (e["n"], e["n_absent"]) == (7, 4)
+    assert e["auroc"] == pytest.approx(9 / 12)
+    # said present (>= 0.5): 0.9, 0.8 right; 0.4 wrong; absent 0.1, 0.2 right, 0.85, 0.6 wrong
+    assert e["accuracy"] == pytest.approx(4 / 7)
+    without = absent_summary([{**r, "existence": math.nan} for r in rows])
+    assert without["existence"] is None and without["false_positive"] == 2
+
+
+def test_report_shows_the_absent_figures() -> None:
+    rows = [_row("small", 0.9), _row("absent", 0.2, pred_area=0.04)]
+    metrics = {"absent": absent_summary(rows)}
+    text = _absent_section(metrics)
+    assert "1 false positives (100.0%)" in text and "mean predicted area 4.0 %" in text
+    assert "AUROC 1.000" in text and "accuracy at 0.5 100.0 %" in text
+
+
+def _absent_section(metrics: dict) -> str:
+    """render_markdown's absent-target section for `metrics["absent"]` alone."""
+    empty = {"n": 0, "dice_mean": math.nan, "dice_std": math.nan, "failure_rate": math.nan}
+    full = {"n_samples": 2, "n_present": 1, "n_absent": 1, "overall": empty,
+            "size_strata": {"threshold": 0.01, "tiny_threshold": 0.001, "weighted": {},
+                            "per_dataset": {}},
+            "by_dataset": {}, "by_modality": {}, "by_target": {}, **metrics}
+    return render_markdown(full, {}, scatter="x.png").split("## Absent targets")[1]
+
+
+class _SaysAbsent(nn.Module):
+    """A stand-in model that paints every pixel but says every target is absent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, images, prompts, image_index=None, generator=None):  # noqa: ANN001
+        _, _, h, w = images.shape
+        p = len(prompts)
+        return SimpleNamespace(logits=self.w * 10 * torch.ones(p, 1, h, w),
+                               existence_logits=torch.full((p,), -10.0))
+
+
+def test_evaluate_answers_absent_with_an_empty_mask(phantoms) -> None:
+    data = BiomedParseDataset(phantoms, "test", image_size=64)
+    result = evaluate(_SaysAbsent(), data, batch_size=3, progress=False)
+    assert all(r["pred_pixels"] == 0 for r in result.samples)  # gated: every mask empty
+    absent = result.metrics["absent"]
+    assert absent["n"] > 0 and absent["false_positive"] == 0 and absent["mean_pred_area"] == 0
+    assert absent["existence"]["accuracy"] == pytest.approx(absent["n"] / len(data))
+    assert absent["existence"]["auroc"] == pytest.approx(0.5)  # one score for all: all ties
+
+
+# --- a toy that learns to say absent -----------------------------------------------------------
+TOY_MODEL = {"image_size": 64, "backbone": "mobilenetv3_small_050", "hidden_dim": 32,
+             "mask_dim": 32, "text_width": 32, "text_layers": 1, "text_vocab_size": 512,
+             "num_layers": 3, "ffn_dim": 64, "existence_head": True}
+
+
+def _toy(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n 64x64 noise images, a bright 16x16 square in every other one: images (n, 3, 64, 64)
+    in 0-255 and masks (n, 1, 64, 64)."""
+    images = rng.uniform(0, 80, (n, 1, 64, 64)).astype(np.float32)
+    masks = np.zeros((n, 1, 64, 64), np.float32)
+    for i in range(0, n, 2):
+        y, x = rng.integers(0, 48, 2)
+        images[i, 0, y : y + 16, x : x + 16] = 230
+        masks[i, 0, y : y + 16, x : x + 16] = 1
+    return torch.from_numpy(images).expand(n, 3, 64, 64).contiguous(), torch.from_numpy(masks)
+
+
+def _existence_accuracy(existence_weight: float, steps: int = 40) -> float:
+    """Train the toy for `steps` steps of 8 images with the existence BCE weighted by
+    `existence_weight`; its existence accuracy at 0.5 on 32 new images."""
+    torch.manual_seed(0)
+    model = build_model("tiny", **TOY_MODEL)
+    cfg = TrainConfig(optim=OptimConfig(lr=2e-3, warmup_steps=0),
+                      loss=LossConfig(existence_weight=existence_weight),
+                      train=LoopConfig(batch_size=8))
+    optimizer = build_optimizer(model, cfg.optim)
+    step = TrainStep(model, optimizer, build_scheduler(optimizer, cfg.optim, steps), cfg,
+                     torch.device("cpu"), torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        images, masks = _toy(8, rng)
+        assert step({"image": images, "mask": masks, "prompt": ["square"] * 8,
+                     "target": ["square"] * 8, "image_index": torch.arange(8)}).loss is not None
+    images, masks = _toy(32, np.random.default_rng(1))
+    model.eval()
+    with torch.no_grad():
+        out = model(images, ["square"] * 32, generator=torch.Generator().manual_seed(0))
+    said = out.existence_logits.sigmoid() >= 0.5
+    return float((said == (masks.flatten(1).amax(1) > 0)).float().mean())
+
+
+def test_a_toy_learns_to_say_absent() -> None:
+    # half the images hold the square: chance is 0.5 (with loss.existence_weight 0 it stays
+    # there: the head is never trained)
+    assert _existence_accuracy(1.0) >= 0.85
+
+
+# --- checkpoints, Predictor, predict -------------------------------------------------------------
+def _model(existence_bias: float | None) -> BoltzFormer:
+    """A small model; with a bias, an existence head whose last layer answers sigmoid(bias)
+    for every prompt."""
+    torch.manual_seed(0)
+    model = build_model("tiny", **{**TOY_MODEL, "existence_head": existence_bias is not None})
+    if existence_bias is not None:
+        assert model.existence is not None
+        last = model.existence.mlp.layers[-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.fill_(existence_bias)
+    return model.eval()
+
+
+def test_checkpoints_without_the_head_still_load(tmp_path: Path) -> None:
+    old = _model(None).save_pretrained(tmp_path / "old")
+    config = json.loads((old / "config.json").read_text())
+    del config["existence_head"]  # as written before the head existed
+    (old / "config.json").write_text(json.dumps(config))
+    model = BoltzFormer.from_pretrained(old)
+    assert model.existence is None
+    assert model(torch.zeros(1, 3, 64, 64), ["x"]).existence_logits is None
+    with pytest.raises(CheckpointError, match="existence"):  # no weights for a head
+        BoltzFormer.from_pretrained(old, existence_head=True)
+    with_head = BoltzFormer.from_pretrained(_model(3.0).save_pretrained(tmp_path / "new"))
+    assert with_head.existence is not None
+
+
+def test_predictor_answers_absent_with_an_empty_mask() -> None:
+    image = np.random.default_rng(0).integers(0, 255, (50, 70), dtype=np.uint8)
+    absent, present, plain = (Predictor(_model(b)) for b in (-5.0, 5.0, None))
+    for p in (absent, present, plain):
+        p.set_image(image)
+    no = absent.predict(["nodule", "liver"])
+    assert no.exists is not None and no.exists.shape == (2,)
+    assert no.exists == pytest.approx(1 / (1 + math.exp(5)), rel=1e-4)
+    assert not no.found.any() and no.prob.shape == (2, 50, 70) and no.prob.max() == 0
+    yes = present.predict(["nodule", "liver"], samples=2)
+    assert yes.found.all() and yes.prob.max() > 0.01
+    assert plain.predict(["nodule"]).exists is None and plain.predict(["nodule"]).found is None
+    # volumes decide per slice: (P, N)
+    stack = np.random.default_rng(1).integers(0, 255, (3, 40, 40), dtype=np.uint8)
+    vol = absent.predict_slices(stack, ["nodule"], batch_size=2)
+    assert vol.exists.shape == (1, 3) and not vol.found.any() and vol.prob.max() == 0
+
+
+def test_predict_says_not_found_and_writes_an_empty_mask(tmp_path: Path, capsys) -> None:
+    checkpoint = _model(-5.0).save_pretrained(tmp_path / "ckpt")
+    image = tmp_path / "slice.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    argv = ["predict", "--checkpoint", str(checkpoint), "--input", str(image),
+            "--prompt", "nodule", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert "'nodule': not found" in capsys.readouterr().out
+    assert np.asarray(Image.open(out / "nodule_mask.png")).max() == 0
+    record = json.loads((out / "predictions.json").read_text())["prompts"][0]
+    assert record["found"] is False and record["existence"] < 0.5
