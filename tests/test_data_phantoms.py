@@ -15,6 +15,7 @@ from boltzformer.cli import build_parser, main
 from boltzformer.data import BiomedParseDataset, DataError
 from boltzformer.data.phantoms import (
     ABSENT_CANDIDATES,
+    FOREIGN_CANDIDATES,
     SENTENCES,
     generate_phantoms,
     make_phantom,
@@ -81,6 +82,27 @@ def test_absent_targets_have_empty_masks(phantom_set):
         assert item["area"] == 0.0 and item["mask"].sum() == 0
     present = [a for a in data["annotations"] if not a["absent"]]
     assert all(a["area_fraction"] > 0 for a in present)
+
+
+def test_foreign_targets_are_absent_and_leave_the_pixels_alone(tmp_path):
+    for i in range(12):
+        plain = make_phantom(i, size=96, seed=3)
+        foreign = make_phantom(i, size=96, seed=3, foreign_fraction=1.0)
+        np.testing.assert_array_equal(plain.image, foreign.image)
+        assert plain.foreign is None and foreign.foreign not in plain.masks
+        assert foreign.foreign in FOREIGN_CANDIDATES[foreign.site]
+        assert not foreign.masks[foreign.foreign].any()
+        assert set(foreign.masks) - set(plain.masks) == {foreign.foreign}
+    generate_phantoms(tmp_path / "f", images=4, size=96, seed=3, test_fraction=0.5,
+                      foreign_fraction=1.0, workers=1)
+    for split in ("train", "test"):
+        data = json.loads((tmp_path / "f" / f"{split}.json").read_text())
+        sites = {img["id"]: img["site"] for img in data["images"]}
+        absent = [a for a in data["annotations"] if a["absent"]]
+        assert len(absent) == 2  # one foreign target per image
+        for ann in absent:
+            assert ann["target"] in FOREIGN_CANDIDATES[sites[ann["image_id"]]]
+            assert ann["area_fraction"] == 0.0
 
 
 def test_same_seed_same_files_different_seed_different(phantom_set, tmp_path):

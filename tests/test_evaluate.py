@@ -54,7 +54,8 @@ def _row(dataset: str, dice_value: float, area: float, *, target: str = "t",
          modality: str = "CT", fp: bool = False) -> dict:
     group = size_group(area, 0 if area == 0 else 1)
     return {"dataset": dataset, "dice": dice_value, "area": area, "size": group,
-            "target": target, "modality": modality, "false_positive": fp}
+            "target": target, "modality": modality, "false_positive": fp,
+            "pred_area": 0.01 if fp else 0.0}
 
 
 def test_aggregation_by_hand() -> None:
@@ -101,6 +102,7 @@ def test_aggregation_by_hand() -> None:
     assert (absent["n"], absent["correct"], absent["false_positive"]) == (2, 1, 1)
     assert absent["false_positive_rate"] == 0.5
     assert absent["by_target"] == {"nodule": {"n": 2, "false_positive": 1}}
+    assert absent["mean_pred_area"] == pytest.approx(0.005) and absent["existence"] is None
 
 
 def test_tiny_stratum_is_a_part_of_small_by_hand() -> None:
@@ -151,6 +153,8 @@ def test_score_batch_by_hand() -> None:
     assert [r["false_positive"] for r in rows] == [False, False, False, True]
     assert [r["index"] for r in rows] == [10, 11, 12, 13]
     assert (rows[0]["gt_pixels"], rows[0]["pred_pixels"], rows[0]["intersection"]) == (2, 3, 1)
+    assert [r["pred_area"] for r in rows] == [3 / 16, 0.0, 0.0, 1 / 16]
+    assert all(np.isnan(r["existence"]) for r in rows)  # no existence output given
 
 
 class _Constant(nn.Module):

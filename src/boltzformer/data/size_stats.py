@@ -21,10 +21,11 @@ def size_statistics(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     where: dict[str, set[str]] = {}
     for rec in records:
         for _, target, area, is_absent in rec["masks"]:
-            where.setdefault(target, set()).add(f"{rec['modality']} {rec['site']}")
+            places = where.setdefault(target, set())  # where it is present
             if is_absent:
                 absent[target] = absent.get(target, 0) + 1
             else:
+                places.add(f"{rec['modality']} {rec['site']}")
                 areas.setdefault(target, [])
                 areas[target].append(area * 100)
     rows = []

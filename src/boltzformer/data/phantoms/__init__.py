@@ -26,12 +26,13 @@ pixels), `phantom` (one slice), `writer` (a data set on disk).
 
 from ..size_stats import format_size_table, size_statistics
 from .phantom import Phantom, make_phantom
-from .prompts import ABSENT_CANDIDATES, SENTENCES, sentences_for
+from .prompts import ABSENT_CANDIDATES, FOREIGN_CANDIDATES, SENTENCES, sentences_for
 from .tables import CONTRASTS, Contrast, Tissue
 from .writer import generate_phantoms
 
 __all__ = [
     "ABSENT_CANDIDATES",
+    "FOREIGN_CANDIDATES",
     "CONTRASTS",
     "SENTENCES",
     "Contrast",
