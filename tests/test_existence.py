@@ -12,9 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from boltzformer import Predictor, cli
+from boltzformer.apps.web_sessions import existence_note
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import absent_summary, auroc, evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer, build_model
@@ -202,8 +204,6 @@ def test_predictor_answers_absent_with_an_empty_mask() -> None:
 def test_predict_says_not_found_and_writes_an_empty_mask(tmp_path: Path, capsys) -> None:
     checkpoint = _model(-5.0).save_pretrained(tmp_path / "ckpt")
     image = tmp_path / "slice.png"
-    from PIL import Image
-
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)).save(image)
     out = tmp_path / "out"
     argv = ["predict", "--checkpoint", str(checkpoint), "--input", str(image),
@@ -213,3 +213,11 @@ def test_predict_says_not_found_and_writes_an_empty_mask(tmp_path: Path, capsys)
     assert np.asarray(Image.open(out / "nodule_mask.png")).max() == 0
     record = json.loads((out / "predictions.json").read_text())["prompts"][0]
     assert record["found"] is False and record["existence"] < 0.5
+
+
+def test_web_status_names_the_targets_not_found() -> None:
+    assert existence_note(["a"], None) == ""  # no head: nothing to say
+    assert existence_note(["a", "b"], np.array([True, True])) == ""
+    assert existence_note(["a", "b"], np.array([True, False])) == ' "b": not found (empty mask).'
+    note = existence_note(["a", "b"], np.array([[True, False, True], [False, False, False]]))
+    assert note == ' "a" found on 2 of 3 slices; "b": not found (empty mask).'
