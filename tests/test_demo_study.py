@@ -118,7 +118,8 @@ def test_demo_rejects_bad_settings_before_doing_any_work(tmp_path, capsys):
                            (["--minutes", "0"], "train.max_minutes must be > 0"),
                            (["--lr", "0"], "optim.lr must be > 0"),
                            (["--prompts-per-image", "0"], "train.prompts_per_image must be >= 1"),
-                           (["--images", "9"], "at least 10 images")):
+                           (["--images", "9"], "at least 10 images"),
+                           (["--absent-share", "1.5"], "absent_share must be in [0, 1]")):
         assert main(["demo", "--out", str(out), *flags]) == 1, flags
         assert message in capsys.readouterr().err, flags
         assert not out.exists(), flags
@@ -144,6 +145,11 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     given = demo_command.settings(build_parser().parse_args(["demo"]))
     assert given.train_config(tmp_path) == expected
     assert (given.out_dir, given.images, given.expert) == (Path("demo_output"), 1200, False)
+    assert given.absent_share == DemoSettings().absent_share
+    absent = demo_command.settings(build_parser().parse_args(
+        ["demo", "--absent-share", "0.25", "--existence-head"]))
+    assert absent.absent_share == 0.25
+    assert absent.train_config(tmp_path).model.resolve().existence_head
 
     flags = ["demo", "--minutes", "3", "--image-size", "128", "--batch-size", "2",
              "--prompts-per-image", "1", "--lr", "3e-3", "--text-encoder", "builtin",

@@ -78,7 +78,8 @@ def settings(args: argparse.Namespace) -> DemoSettings:
         "train.max_minutes": args.minutes, "model.image_size": args.image_size,
         "train.batch_size": args.batch_size, "train.prompts_per_image": args.prompts_per_image,
         "optim.lr": args.lr, "model.text_encoder": args.text_encoder, "train.seed": args.seed,
-        "data.workers": args.workers, "model.existence_head": args.existence_head,
+        "data.workers": args.workers,
+        **({"model.existence_head": True} if args.existence_head else {}),
     })
     return DemoSettings(out_dir=args.out, images=args.images, data=args.data,
                         training=training, expert=args.expert, absent_share=args.absent_share)
