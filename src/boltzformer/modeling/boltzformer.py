@@ -215,8 +215,12 @@ class BoltzFormer(nn.Module):
         logits = F.interpolate(
             logits, size=image.pixels.shape[-2:], mode="bilinear", align_corners=False
         )
-        existence = (None if self.existence is None
-                     else self.existence(out.queries, text.tokens, text.padding))
+        existence = None
+        if self.existence is not None:  # detached: its BCE leaves the mask path alone
+            queries, tokens = out.queries, text.tokens
+            if self.config.existence_detach:
+                queries, tokens = queries.detach(), tokens.detach()
+            existence = self.existence(queries, tokens, text.padding)
         return BoltzFormerOutput(logits, query_logits, out.keep_masks, out.layer_logits,
                                  existence)
 

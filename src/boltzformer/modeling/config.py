@@ -69,6 +69,9 @@ class BoltzFormerConfig:
     # Not in the paper: a per-prompt existence probability (modeling/existence.py); an answer
     # below 0.5 is an empty mask. Off: the paper's model, which answers every prompt.
     existence_head: bool = False
+    # True: the head reads the queries and text detached, so its loss leaves the mask path as
+    # it is without the head; False: its BCE trains the decoder and text encoder too
+    existence_detach: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_labels", tuple(self.text_labels))  # JSON/YAML give lists
