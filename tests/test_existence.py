@@ -19,6 +19,7 @@ from boltzformer import Predictor, cli
 from boltzformer.apps.web_sessions import existence_note
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import absent_summary, auroc, evaluate
+from boltzformer.loss import existence_loss
 from boltzformer.modeling.boltzformer import BoltzFormer, build_model
 from boltzformer.modeling.checkpoint import CheckpointError
 from boltzformer.report import render_markdown
@@ -152,6 +153,20 @@ def test_a_toy_learns_to_say_absent() -> None:
     # half the images hold the square: chance is 0.5 (with loss.existence_weight 0 it stays
     # there: the head is never trained)
     assert _existence_accuracy(1.0) >= 0.85
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_a_detached_head_leaves_the_mask_path_alone(detach: bool) -> None:
+    torch.manual_seed(0)
+    model = build_model("tiny", **{**TOY_MODEL, "existence_detach": detach})
+    images, masks = _toy(2, np.random.default_rng(0))
+    out = model(images, ["square", "square"])
+    existence_loss(out.existence_logits, masks).backward()
+    assert model.existence is not None
+    assert all(p.grad is not None for p in model.existence.parameters())
+    reached = [p.grad is not None and bool(p.grad.abs().sum() > 0)
+               for p in [*model.decoder.parameters(), *model.text_encoder.parameters()]]
+    assert not any(reached) if detach else any(reached)
 
 
 # --- checkpoints, Predictor, predict -------------------------------------------------------------
