@@ -274,6 +274,10 @@ def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[st
     loop, model = s.training.train, s.training.model.resolve()
     size = model.image_size
     source = (f"--images {s.images}" if s.data is None else f"--data {s.data}")
+    if s.data is None and s.absent_share:
+        source += f" --absent-share {s.absent_share:g}"
+    if model.existence_head:
+        source += " --existence-head"
     data = (f"{s.images} phantom images ({size}x{size})" if s.data is None
             else f"the train split of {s.data} at {size}x{size}")
     head = [
