@@ -253,7 +253,11 @@ def test_evaluate_command(phantoms, tmp_path, capsys, small_model) -> None:
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert sorted(metrics["by_dataset"]) == ["phantoms", "second"]
     assert metrics["size_strata"]["weighted"]["all"]["datasets"] == 2
-    assert "report:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "report:" in printed
+    absent = metrics["absent"]
+    assert absent["n"] > 0 and absent["existence"] is None  # the paper's model: no head
+    assert f"absent targets: {absent['n']}, false positives" in printed
 
     code = main(["evaluate", "--checkpoint", str(tmp_path / "nowhere"), "--data",
                  str(phantoms), "--out", str(tmp_path / "c")])

@@ -33,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Evaluate a checkpoint on a BiomedParse-format split: Dice per sample, "
         "aggregated per target, modality and data set, stratified by object size (small < 1% "
         "of the image, as in the paper's Table 2, and its tiny part < 0.1%), failure rate, "
-        "absent-target false positives, object detection (F1, panoptic quality) and, for "
+        "absent-target false positives and mean predicted area (and, for a model with the "
+        "existence head, its AUROC and accuracy), object detection (F1, panoptic quality) and, for "
         "slices of volumes, 3D Dice per case.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -83,5 +84,11 @@ def run(args: argparse.Namespace) -> int:
           f"{strata['tiny']['dice_mean']:.4f}; large {strata['large']['dice_mean']:.4f}), "
           f"failure rate {overall['failure_rate']:.2%}; objects: F1 {objects['f1']:.4f}, "
           f"PQ {objects['pq']:.4f}")
+    absent = result.metrics["absent"]
+    if absent["n"]:
+        exist = absent["existence"]
+        print(f"absent targets: {absent['n']}, false positives {absent['false_positive_rate']:.2%}"
+              + (f"; existence AUROC {exist['auroc']:.4f}, accuracy {exist['accuracy']:.2%}"
+                 if exist else ""))
     print(f"report: {paths['report']}")
     return 0
