@@ -99,7 +99,7 @@ class KeptTokens:
 def gather_index(keep: Tensor) -> KeptTokens:
     """Pack the kept tokens of every query of `keep` (B, Q, n) bool (see `KeptTokens`)."""
     b, nq, n = keep.shape
-    counts, order = keep.reshape(b * nq, n).sum(-1).sort(stable=True)
+    counts, order = keep.reshape(b * nq, n).count_nonzero(-1).sort(stable=True)
     row, token = keep.reshape(b * nq, n)[order].nonzero(as_tuple=True)  # grouped by row
     slot = torch.arange(row.numel(), device=keep.device) - (counts.cumsum(0) - counts)[row]
     capacity = int(counts[-1])
@@ -260,7 +260,7 @@ class SampledCrossAttention(nn.Module):
                              f"{(b, nq, n)} or (B, h, Q, n) = {(b, self.num_heads, nq, n)}")
         per_head = keep.ndim == 4
         # per head, each (query, head) pair costs what a query costs for all heads, / h
-        pairs = int(keep.sum()) // (self.num_heads if per_head else 1)
+        pairs = int(keep.count_nonzero()) // (self.num_heads if per_head else 1)
         if self.impl == "auto" and not prefers_sparse(b, nq, n, d, self.num_heads, pairs):
             return self._dense(query, memory, keep, pos)
         return self._sparse(query, memory, keep, pos)
