@@ -35,13 +35,18 @@ def test_backward_time_goes_to_the_part_whose_forward_made_it():
         model.zero_grad(set_to_none=True)
         model(x).square().mean().backward()
 
-    seconds = profile_calls(step, {model.small: "small", model.large: "large"}, repeats=3)
+    result = profile_calls(step, {model.small: "small", model.large: "large"}, repeats=3)
+    seconds = result.seconds
     for part in ("small", "large"):
         assert seconds[(part, "forward")] > 0 and seconds[(part, "backward")] > 0, part
     # the large layer's gradients are 16x the work of the small one's
     assert seconds[("large", "backward")] > seconds[("small", "backward")]
     assert seconds[(LEAVES, "backward")] > 0  # the weights' gradients land in leaves
     assert seconds[(OTHER, "backward")] > 0  # relu, square and mean are in no part
+    # the layers' time is mostly in matrix products, which the FLOP counter counts; the
+    # leaves' (gradient copies) and the loss's (elementwise) is not
+    assert 0 < result.counted[("large", "backward")] <= seconds[("large", "backward")]
+    assert result.counted.get((OTHER, "forward"), 0.0) == 0.0
 
 
 def test_decoder_parts_are_found_in_both_passes():
@@ -61,7 +66,7 @@ def test_decoder_parts_are_found_in_both_passes():
         out = decoder(levels, semantic, text, padding, generator=torch.Generator().manual_seed(0))
         out.query_logits.mean().backward()
 
-    seconds = profile_calls(step, model_parts(decoder), repeats=1)
+    seconds = profile_calls(step, model_parts(decoder), repeats=1).seconds
     for part in ("gathered attention", "folding", "projections"):
         key = f"decoder > cross-attention > {part}"
         assert seconds[(key, "forward")] > 0 and seconds[(key, "backward")] > 0, part

@@ -35,7 +35,7 @@ from boltzformer.apps.bench_measure import (
     time_step,
 )
 from boltzformer.apps.bench_report import ratios, scaling
-from boltzformer.apps.profiling import format_profile, model_parts, profile_calls
+from boltzformer.apps.profiling import Profile, format_profile, model_parts, profile_calls
 from boltzformer.modeling.config import get_preset
 
 PARTS: tuple[str, ...] = ("decoder", "model")
@@ -171,7 +171,7 @@ def run_benchmark(settings: BenchSettings, progress: Callable[[str], None] | Non
 
 
 def profile_benchmark(settings: BenchSettings, progress: Callable[[str], None] | None = None
-                      ) -> list[tuple[str, dict[tuple[str, str], float]]]:
+                      ) -> list[tuple[str, Profile]]:
     """`torch.profiler` CPU time of one forward+backward step by model part (`profiling`), for
     every part, size and mode: (title, seconds by (part, phase)) each, the mean of `repeats`
     profiled steps after `warmup` unprofiled ones."""
@@ -193,7 +193,7 @@ def profile_benchmark(settings: BenchSettings, progress: Callable[[str], None] |
     return tables
 
 
-def format_profiles(tables: list[tuple[str, dict[tuple[str, str], float]]]) -> str:
+def format_profiles(tables: list[tuple[str, Profile]]) -> str:
     """The tables of `profile_benchmark`, one after another."""
     return "\n\n".join(format_profile(seconds, f"**{title}**") for title, seconds in tables)
 

@@ -7,6 +7,10 @@ step's loss and optimiser). An operator's self time goes to the innermost chain 
 around it; a backward operator's to the part whose forward operator created its autograd node
 (matched by the profiler's sequence numbers), so "backward" is split by part too. Time outside
 every part is "other" (Python glue, the autograd engine's bookkeeping).
+
+Each part's time is also split by whether its operators are ones `torch.utils.flop_counter`
+counts (matrix products, convolutions, attention kernels: `COUNTED_OPS`) or not (gathers,
+scatters, copies, elementwise work, sampling): FLOPs see only the first.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -32,6 +37,27 @@ BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
 OTHER = "other"
 # Gradients written into leaves (weights, inputs): no forward op created their node.
 LEAVES = "gradient accumulation (leaves)"
+# Operators whose FLOPs `torch.utils.flop_counter` counts (with bench_measure's CPU attention
+# formulas), by profiler name; any name with "convolution" counts too.
+COUNTED_OPS = frozenset({
+    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+})
+
+
+def is_counted(name: str) -> bool:
+    """Does the FLOP counter count the operator called `name` (a profiler event name)?"""
+    return name in COUNTED_OPS or "convolution" in name
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Mean self CPU seconds of a step by (part, phase): in all (`seconds`) and in operators
+    the FLOP counter counts (`counted`)."""
+
+    seconds: dict[tuple[str, str], float]
+    counted: dict[tuple[str, str], float]
 
 
 def model_parts(model: nn.Module) -> dict[nn.Module, str]:
@@ -102,8 +128,9 @@ def _backward_node(event: Any) -> Any:
     return None
 
 
-def attribute(events: list[Any]) -> dict[tuple[str, str], float]:
-    """Self CPU seconds of `events` (profiler FunctionEvents) by (part, phase).
+def attribute(events: list[Any], counted_only: bool = False) -> dict[tuple[str, str], float]:
+    """Self CPU seconds of `events` (profiler FunctionEvents) by (part, phase); with
+    `counted_only`, of the operators the FLOP counter counts only.
 
     A part is its chain of ranges joined by " > " (e.g. "decoder > cross-attention >
     projections"); phase is "forward" or "backward".
@@ -115,6 +142,8 @@ def attribute(events: list[Any]) -> dict[tuple[str, str], float]:
             creator[e.sequence_nr] = _chain(e)
     seconds: dict[tuple[str, str], float] = defaultdict(float)
     for e in events:
+        if counted_only and not is_counted(e.name):
+            continue
         node = _backward_node(e)
         if node is None:
             chain, phase = _chain(e), "forward"
@@ -127,26 +156,35 @@ def attribute(events: list[Any]) -> dict[tuple[str, str], float]:
 
 
 def profile_calls(step: Callable[[], object], parts: Mapping[nn.Module, str], repeats: int
-                  ) -> dict[tuple[str, str], float]:
+                  ) -> Profile:
     """Mean self CPU seconds per call of `step` by (part, phase), over `repeats` calls."""
     with labelled(parts), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(repeats):
             step()
-    return {key: s / repeats for key, s in attribute(list(prof.events())).items()}
+    events = list(prof.events())
+    return Profile(*({key: s / repeats for key, s in attribute(events, only).items()}
+                     for only in (False, True)))
 
 
-def format_profile(seconds: Mapping[tuple[str, str], float], title: str) -> str:
-    """A Markdown table: ms forward, backward and in all per part, parts in order of time."""
+def format_profile(result: Profile, title: str) -> str:
+    """A Markdown table: ms forward, backward and in all per part, its share of the step and
+    the share of its time in operators the FLOP counter counts; parts in order of time."""
+    seconds = result.seconds
     total = sum(seconds.values())
-    parts = sorted({p for p, _ in seconds}, key=lambda p: -sum(
-        s for (q, _), s in seconds.items() if q == p))
-    lines = [title, "", "| part | forward ms | backward ms | total ms | share |",
-             "|---|---:|---:|---:|---:|"]
+
+    def part_total(table: Mapping[tuple[str, str], float], part: str) -> float:
+        return sum(s for (q, _), s in table.items() if q == part)
+
+    parts = sorted({p for p, _ in seconds}, key=lambda p: -part_total(seconds, p))
+    lines = [title, "", "| part | forward ms | backward ms | total ms | share | in FLOP-counted "
+             "ops |", "|---|---:|---:|---:|---:|---:|"]
     for p in parts:
         fwd, bwd = seconds.get((p, "forward"), 0.0), seconds.get((p, "backward"), 0.0)
         lines.append(f"| {p} | {fwd * 1e3:.0f} | {bwd * 1e3:.0f} | {(fwd + bwd) * 1e3:.0f} | "
-                     f"{(fwd + bwd) / total:.1%} |")
+                     f"{(fwd + bwd) / total:.1%} | "
+                     f"{part_total(result.counted, p) / max(fwd + bwd, 1e-12):.0%} |")
     fwd = sum(s for (_, ph), s in seconds.items() if ph == "forward")
+    counted = sum(result.counted.values())
     lines.append(f"| **all** | {fwd * 1e3:.0f} | {(total - fwd) * 1e3:.0f} | "
-                 f"{total * 1e3:.0f} | 100% |")
+                 f"{total * 1e3:.0f} | 100% | {counted / total:.0%} |")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from torch.profiler import record_function
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from boltzformer.apps.profiling import model_parts, profile_calls
+from boltzformer.apps.profiling import Profile, model_parts, profile_calls
 from boltzformer.data import BiomedParseDataset
 from boltzformer.modeling.attention import PART
 from boltzformer.modeling.boltzformer import BoltzFormer
@@ -133,7 +133,7 @@ def measure_throughput(s: ThroughputSettings, progress: bool = True) -> list[dic
 
 
 def profile_training(s: ThroughputSettings, progress: bool = True
-                     ) -> dict[int, dict[tuple[str, str], float]]:
+                     ) -> dict[int, Profile]:
     """`torch.profiler` CPU seconds of a training step by part and phase (`profiling`), data
     loading included, for each K: the mean of `steps` profiled steps after `warmup` others."""
     model, step, streams = _setup(s)

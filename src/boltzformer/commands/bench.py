@@ -150,8 +150,9 @@ def _profile(args: argparse.Namespace, settings: BenchSettings, parts: tuple[str
     print(format_profiles(tables))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        rows = [{"title": title, "part": part, "phase": phase, "seconds": s}
-                for title, seconds in tables for (part, phase), s in seconds.items()]
+        rows = [{"title": title, "part": part, "phase": phase, "seconds": s,
+                 "flop_counted_seconds": result.counted.get((part, phase), 0.0)}
+                for title, result in tables for (part, phase), s in result.seconds.items()]
         args.json.write_text(json.dumps({"command": command_line(args, parts),
                                          "threads": torch.get_num_threads(), "rows": rows},
                                         indent=2))

@@ -106,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
             rows = measure_throughput(s, progress=not args.no_progress)
     if args.profile:
         cfg = s.training
-        for k, seconds in tables.items():
-            print(format_profile(seconds, f"**`{cfg.model.preset}` at {args.image_size}x"
+        for k, result in tables.items():
+            print(format_profile(result, f"**`{cfg.model.preset}` at {args.image_size}x"
                                  f"{args.image_size}, {cfg.train.batch_size} images per step, "
                                  f"K = {k}, {torch.get_num_threads()} thread(s), mean of "
                                  f"{s.steps} steps**") + "\n")
