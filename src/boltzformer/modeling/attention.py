@@ -287,10 +287,6 @@ class SampledCrossAttention(nn.Module):
         b, nq, d = query.shape
         n, h = memory.shape[1], self.num_heads
         dh = d // h
-        if not keep.any(-1).all():
-            raise ValueError(
-                "a query keeps no token at all; give it every token (sampling.ensure_nonempty)"
-            )
         q = self.q_proj(query).view(b * nq, h, dh) * dh**-0.5
         with record_function(PART + "folding"):
             # Keys by linearity: q . (W_K k + b_K) = (W_K^T q) . k + q . b_K, per head.
@@ -303,6 +299,9 @@ class SampledCrossAttention(nn.Module):
             per_batch = nq * h
         with record_function(PART + "index"):
             kept = gather_index(keep)  # rows sorted by kept count
+            if kept.counts[0] == 0:  # the fewest first
+                raise ValueError("a query keeps no token at all; give it every token "
+                                 "(sampling.ensure_nonempty)")
             folded, bias = folded[kept.order], bias[kept.order]
             if pos is not None:
                 bias = bias + pos.to(folded.dtype).dot(folded, kept.tokens)
