@@ -96,6 +96,21 @@ def test_always_keep_threshold_and_empty_rows():
     assert masked[0, 1].all()  # a query that would see nothing sees everything
 
 
+def test_a_threshold_of_exactly_one_still_keeps_saturated_tokens():
+    # sigmoid(40) rounds to 1.0 in float32: always kept at threshold 1.0, never above 1; with
+    # one draw per row (ratio 1/64) sampling picks it in ~4 % of the 200 rows
+    logits = torch.full((1, 200, 64), -30.0)
+    logits[0, :, 5] = 40.0
+    g = torch.Generator().manual_seed(0)
+    for heads in (None, 4):
+        at_one = boltzmann_keep_mask(logits, tau=1.0, ratio=1 / 64, keep_threshold=1.0,
+                                     heads=heads, generator=g)
+        assert at_one[..., 5].all()
+        above = boltzmann_keep_mask(logits, tau=1.0, ratio=1 / 64, keep_threshold=1.1,
+                                    heads=heads, generator=g)
+        assert above[..., 5].float().mean() < 0.7  # ~0.4: rows left empty get every token
+
+
 def test_always_kept_tokens_leave_the_distribution_which_is_renormalised():
     logits = torch.tensor([[[4.0, 3.0, -1.0, -2.0, 0.0]]])  # sigmoid: .98 .95 .27 .12 .5
     p = boltzmann_distribution_over(logits, 0.5, keep_threshold=0.9)

@@ -9,6 +9,7 @@ The result is summarised by `bench_report`.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import statistics
@@ -34,6 +35,7 @@ from boltzformer.apps.bench_measure import (
     time_step,
 )
 from boltzformer.apps.bench_report import ratios, scaling
+from boltzformer.apps.profiling import Profile, format_profile, model_parts, profile_calls
 from boltzformer.modeling.config import get_preset
 
 PARTS: tuple[str, ...] = ("decoder", "model")
@@ -166,6 +168,34 @@ def run_benchmark(settings: BenchSettings, progress: Callable[[str], None] | Non
         "scaling": scaling(rows),
         "agreement": checks,
     }
+
+
+def profile_benchmark(settings: BenchSettings, progress: Callable[[str], None] | None = None
+                      ) -> list[tuple[str, Profile]]:
+    """`torch.profiler` CPU time of one forward+backward step by model part (`profiling`), for
+    every part, size and mode: (title, seconds by (part, phase)) each, the mean of `repeats`
+    profiled steps after `warmup` unprofiled ones."""
+    device = torch.device(settings.device)
+    tick = progress or (lambda label: None)
+    tables = []
+    for part, size, work in _workloads(settings, device):
+        parts = model_parts(work.module)
+        for name in settings.modes:
+            set_mode(work.decoder, MODES[name])
+            for _ in range(settings.warmup):
+                time_step(work, True, settings.seed, device)
+            step = functools.partial(time_step, work, True, settings.seed, device)
+            seconds = profile_calls(step, parts, settings.repeats)
+            tables.append((f"{part} {size}px, {name}, forward+backward, mean of "
+                           f"{settings.repeats} step(s)", seconds))
+            tick(f"{part} {size}px {name} profile")
+        del work
+    return tables
+
+
+def format_profiles(tables: list[tuple[str, Profile]]) -> str:
+    """The tables of `profile_benchmark`, one after another."""
+    return "\n\n".join(format_profile(seconds, f"**{title}**") for title, seconds in tables)
 
 
 @contextmanager

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.profiler import record_function
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from boltzformer.apps.profiling import Profile, model_parts, profile_calls
 from boltzformer.data import BiomedParseDataset
+from boltzformer.modeling.attention import PART
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.config import DataConfig, LoopConfig, ModelSpec, TrainConfig
 from boltzformer.train.data import EpochView, collate_groups
@@ -77,8 +80,9 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_throughput(s: ThroughputSettings, progress: bool = True) -> list[dict[str, Any]]:
-    """One row per K: pairs and images per step, median seconds per step, pairs/s, images/s."""
+def _setup(s: ThroughputSettings) -> tuple[BoltzFormer, TrainStep,
+                                           dict[int, Iterator[dict[str, Any]]]]:
+    """The model, its `TrainStep` and a batch stream per K, as `measure_throughput` runs them."""
     cfg, loop = s.training, s.training.train
     if cfg.data.root is None:
         raise ValueError("no data to measure on: set data.root (--data DIR)")
@@ -94,7 +98,15 @@ def measure_throughput(s: ThroughputSettings, progress: bool = True) -> list[dic
     step = TrainStep(model, optimizer, scheduler, cfg, device,
                      torch.Generator(device).manual_seed(loop.seed),
                      net=torch.compile(model) if loop.compile else model)
-    streams = {k: _batches(s.config(k), base) for k in s.prompts_per_image}
+    return model, step, {k: _batches(s.config(k), base) for k in s.prompts_per_image}
+
+
+def measure_throughput(s: ThroughputSettings, progress: bool = True) -> list[dict[str, Any]]:
+    """One row per K: pairs and images per step, median seconds per step, pairs/s, images/s."""
+    loop = s.training.train
+    _, step, streams = _setup(s)
+    device = step.device
+    per_k = s.warmup + s.steps
     times: dict[int, list[float]] = {k: [] for k in s.prompts_per_image}
     pairs: dict[int, list[int]] = {k: [] for k in s.prompts_per_image}
     with tqdm(total=per_k * len(streams), desc="throughput", unit="step",
@@ -118,6 +130,30 @@ def measure_throughput(s: ThroughputSettings, progress: bool = True) -> list[dic
                      "pairs_per_step": per_step, "seconds_per_step": seconds,
                      "pairs_per_s": per_step / seconds, "images_per_s": loop.batch_size / seconds})
     return rows
+
+
+def profile_training(s: ThroughputSettings, progress: bool = True
+                     ) -> dict[int, Profile]:
+    """`torch.profiler` CPU seconds of a training step by part and phase (`profiling`), data
+    loading included, for each K: the mean of `steps` profiled steps after `warmup` others."""
+    model, step, streams = _setup(s)
+    parts = model_parts(model)
+    tables = {}
+    with tqdm(total=(s.warmup + s.steps) * len(streams), desc="profile", unit="step",
+              disable=not progress) as bar:
+        for k, stream in streams.items():
+            for _ in range(s.warmup):
+                step(next(stream))
+                bar.update()
+
+            def one(stream: Iterator[dict[str, Any]] = stream) -> None:
+                with record_function(PART + "data loading"):
+                    batch = next(stream)
+                step(batch)
+                bar.update()
+
+            tables[k] = profile_calls(one, parts, s.steps)
+    return tables
 
 
 def format_rows(s: ThroughputSettings, rows: list[dict[str, Any]]) -> str:

@@ -7,11 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from boltzformer.apps.bench import (
     PARTS,
     BenchSettings,
+    format_profiles,
+    profile_benchmark,
     run_benchmark,
     steps_per_workload,
     torch_threads,
@@ -76,6 +79,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory runs (they are slower than plain runs)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of measuring, profile forward+backward with torch.profiler "
+                        "and print CPU time by model part (decoder parts, backbone, ...) for "
+                        "each mode: --repeats profiled steps after --warmup")
     parser.add_argument("--seed", type=int, default=0, help="weights, inputs and sampling")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT",
                         help="also write every measurement to this JSON file")
@@ -95,6 +102,8 @@ def command_line(args: argparse.Namespace, parts: tuple[str, ...]) -> str:
         words += ["--threads", str(args.threads)]
     if args.no_memory:
         words.append("--no-memory")
+    if args.profile:
+        words.append("--profile")
     if args.json is not None:
         words += ["--json", str(args.json)]
     return " ".join(words)
@@ -109,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats, warmup=args.warmup, batch=args.batch, seed=args.seed,
         device=args.device, memory=not args.no_memory,
     )
+    if args.profile:
+        return _profile(args, settings, parts)
     total = steps_per_workload(settings) * len(settings.parts) * len(settings.sizes)
     with torch_threads(args.threads), tqdm(total=total, disable=args.quiet,
                                            file=sys.stderr, unit="step") as bar:
@@ -122,5 +133,28 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def _profile(args: argparse.Namespace, settings: BenchSettings, parts: tuple[str, ...]) -> int:
+    total = len(settings.modes) * len(settings.parts) * len(settings.sizes)
+    with torch_threads(args.threads), tqdm(total=total, disable=args.quiet,
+                                           file=sys.stderr, unit="profile") as bar:
+        def progress(label: str) -> None:
+            bar.set_description(label)
+            bar.update()
+
+        tables = profile_benchmark(settings, progress)
+    print(f"`{command_line(args, parts)}`, {torch.get_num_threads()} thread(s)\n")
+    print(format_profiles(tables))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{"title": title, "part": part, "phase": phase, "seconds": s,
+                 "flop_counted_seconds": result.counted.get((part, phase), 0.0)}
+                for title, result in tables for (part, phase), s in result.seconds.items()]
+        args.json.write_text(json.dumps({"command": command_line(args, parts),
+                                         "threads": torch.get_num_threads(), "rows": rows},
+                                        indent=2))
         print(f"\nwrote {args.json}")
     return 0

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import torch
 
+from boltzformer.apps.profiling import format_profile
 from boltzformer.apps.throughput import (
     TRAINING,
     ThroughputSettings,
     format_rows,
     measure_throughput,
+    profile_training,
 )
 from boltzformer.data import generate_phantoms
 from boltzformer.modeling.config import PRESETS
@@ -65,6 +67,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="the final loss only (the authors' release)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--seed", type=int, default=loop.seed)
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing, profile --steps steps of each K with "
+                        "torch.profiler and print CPU time by part (data loading, backbone, "
+                        "pixel decoder, decoder parts, loss, backward, optimizer)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(run=run)
     return parser
@@ -94,6 +100,17 @@ def run(args: argparse.Namespace) -> int:
                               progress=False)
         s = replace(s, training=s.training.replace(
             data=replace(s.training.data, root=str(data))))
-        rows = measure_throughput(s, progress=not args.no_progress)
+        if args.profile:
+            tables = profile_training(s, progress=not args.no_progress)
+        else:
+            rows = measure_throughput(s, progress=not args.no_progress)
+    if args.profile:
+        cfg = s.training
+        for k, result in tables.items():
+            print(format_profile(result, f"**`{cfg.model.preset}` at {args.image_size}x"
+                                 f"{args.image_size}, {cfg.train.batch_size} images per step, "
+                                 f"K = {k}, {torch.get_num_threads()} thread(s), mean of "
+                                 f"{s.steps} steps**") + "\n")
+        return 0
     print(format_rows(s, rows))
     return 0

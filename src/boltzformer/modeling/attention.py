@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+from torch.profiler import record_function
 
 from boltzformer.modeling.config import CROSS_ATTENTION_IMPLS
 from boltzformer.modeling.position import GridPositions
@@ -46,6 +47,8 @@ CHUNK_BYTES = 4 * 2**20
 # work is at least this large (measured on CPU: docs/benchmarks.md).
 SPARSE_MAX_COST_RATIO = 0.3
 SPARSE_MIN_DENSE_MACS = 2**24
+# Prefix of the profiler ranges that mark a model part (apps/profiling.py reads them).
+PART = "part:"
 
 
 def check_impl(impl: str) -> str:
@@ -96,7 +99,7 @@ class KeptTokens:
 def gather_index(keep: Tensor) -> KeptTokens:
     """Pack the kept tokens of every query of `keep` (B, Q, n) bool (see `KeptTokens`)."""
     b, nq, n = keep.shape
-    counts, order = keep.reshape(b * nq, n).sum(-1).sort(stable=True)
+    counts, order = keep.reshape(b * nq, n).count_nonzero(-1).sort(stable=True)
     row, token = keep.reshape(b * nq, n)[order].nonzero(as_tuple=True)  # grouped by row
     slot = torch.arange(row.numel(), device=keep.device) - (counts.cumsum(0) - counts)[row]
     capacity = int(counts[-1])
@@ -257,7 +260,7 @@ class SampledCrossAttention(nn.Module):
                              f"{(b, nq, n)} or (B, h, Q, n) = {(b, self.num_heads, nq, n)}")
         per_head = keep.ndim == 4
         # per head, each (query, head) pair costs what a query costs for all heads, / h
-        pairs = int(keep.sum()) // (self.num_heads if per_head else 1)
+        pairs = int(keep.count_nonzero()) // (self.num_heads if per_head else 1)
         if self.impl == "auto" and not prefers_sparse(b, nq, n, d, self.num_heads, pairs):
             return self._dense(query, memory, keep, pos)
         return self._sparse(query, memory, keep, pos)
@@ -272,7 +275,8 @@ class SampledCrossAttention(nn.Module):
         v = self._heads(self.v_proj(memory))
         # (B, 1, Q, n): shared by all heads; (B, h, Q, n): one per head
         mask = keep if keep is None or keep.ndim == 4 else keep[:, None]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        with record_function(PART + "attention"):
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         b, _, nq, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, nq, -1))
 
@@ -283,36 +287,40 @@ class SampledCrossAttention(nn.Module):
         b, nq, d = query.shape
         n, h = memory.shape[1], self.num_heads
         dh = d // h
-        if not keep.any(-1).all():
-            raise ValueError(
-                "a query keeps no token at all; give it every token (sampling.ensure_nonempty)"
-            )
         q = self.q_proj(query).view(b * nq, h, dh) * dh**-0.5
-        # Keys by linearity: q . (W_K k + b_K) = (W_K^T q) . k + q . b_K, per head.
-        folded = torch.einsum("rhe,hed->rhd", q, self.k_proj.weight.view(h, dh, d))
-        bias = (q * self.k_proj.bias.view(h, dh)).sum(-1, keepdim=True)  # (B Q, h, 1)
+        with record_function(PART + "folding"):
+            # Keys by linearity: q . (W_K k + b_K) = (W_K^T q) . k + q . b_K, per head.
+            folded = torch.einsum("rhe,hed->rhd", q, self.k_proj.weight.view(h, dh, d))
+            bias = (q * self.k_proj.bias.view(h, dh)).sum(-1, keepdim=True)  # (B Q, h, 1)
         per_batch = nq
         if keep.ndim == 4:  # one row per (query, head), each with its own tokens
             keep = keep.transpose(1, 2).reshape(b, nq * h, n)
             folded, bias = folded.reshape(b * nq * h, 1, d), bias.reshape(b * nq * h, 1, 1)
             per_batch = nq * h
-        kept = gather_index(keep)  # rows sorted by kept count
-        folded, bias = folded[kept.order], bias[kept.order]
-        if pos is not None:
-            bias = bias + pos.to(folded.dtype).dot(folded, kept.tokens)
-        bias = bias.masked_fill(~kept.valid[:, None, :], float("-inf"))
-        rows = kept.tokens + (kept.order // per_batch * n)[:, None]  # into memory as (B n, d)
+        with record_function(PART + "index"):
+            kept = gather_index(keep)  # rows sorted by kept count
+            if kept.counts[0] == 0:  # the fewest first
+                raise ValueError("a query keeps no token at all; give it every token "
+                                 "(sampling.ensure_nonempty)")
+            folded, bias = folded[kept.order], bias[kept.order]
+            if pos is not None:
+                bias = bias + pos.to(folded.dtype).dot(folded, kept.tokens)
+            bias = bias.masked_fill(~kept.valid[:, None, :], float("-inf"))
+            rows = kept.tokens + (kept.order // per_batch * n)[:, None]  # into (B n, d)
         # One compute dtype: autocast's where it is on (as SDPA would run), else memory's.
         device = query.device.type
         dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
                  else memory.dtype)
-        flat = memory.reshape(b * n, d).contiguous().to(dtype)  # gathers read whole rows
-        chunks = plan_chunks(kept.counts, d, flat.element_size())
-        mixed = GatheredAttention.apply(folded.to(dtype), bias.to(dtype), flat, rows, chunks)
-        mixed = mixed[kept.order.argsort()].reshape(b * nq, h, d)  # back to (b, q) order
-        # Values by linearity: sum a (W_V v + b_V) = W_V (sum a v) + b_V, per head.
-        out = torch.einsum("rhd,hed->rhe", mixed, self.v_proj.weight.view(h, dh, d))
-        out = out + self.v_proj.bias.view(h, dh)
+        with record_function(PART + "gathered attention"):
+            flat = memory.reshape(b * n, d).contiguous().to(dtype)  # gathers read whole rows
+            chunks = plan_chunks(kept.counts, d, flat.element_size())
+            mixed = GatheredAttention.apply(folded.to(dtype), bias.to(dtype), flat, rows,
+                                            chunks)
+            mixed = mixed[kept.order.argsort()].reshape(b * nq, h, d)  # back to (b, q) order
+        with record_function(PART + "folding"):
+            # Values by linearity: sum a (W_V v + b_V) = W_V (sum a v) + b_V, per head.
+            out = torch.einsum("rhd,hed->rhe", mixed, self.v_proj.weight.view(h, dh, d))
+            out = out + self.v_proj.bias.view(h, dh)
         return self.out_proj(out.reshape(b, nq, d))
 
 

@@ -27,9 +27,11 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from boltzformer.modeling.attention import (
     MLP,
+    PART,
     CrossAttentionLayer,
     FFNLayer,
     SelfAttentionLayer,
@@ -290,7 +292,8 @@ class BoltzFormerDecoder(nn.Module):
             memory.append((feat.flatten(2).transpose(1, 2) + self.level_embed.weight[i])
                           .contiguous())
             memory_pos.append(sine_positions(h, w, d, device=feat.device).to(feat.dtype))
-        semantic_at = self._resized_semantic(semantic, [f.shape[-2:] for f in levels])
+        with record_function(PART + "resize S"):
+            semantic_at = self._resized_semantic(semantic, [f.shape[-2:] for f in levels])
 
         q = self.query_feat.weight.expand(b, -1, -1)
         q_pos = self.query_pos.weight.expand(b, -1, -1)
@@ -307,15 +310,17 @@ class BoltzFormerDecoder(nn.Module):
             reuse = {}
             if return_layers:  # deep supervision: this layer's prediction, with gradient
                 mu = self.mask_head.embed(q)
-                layer_logits.append(MaskHead.logits(mu, semantic))
+                with record_function(PART + "mask logits"):
+                    layer_logits.append(MaskHead.logits(mu, semantic))
                 reuse = {"embedding": mu.detach(), "prediction": layer_logits[-1].detach()}
             if given_keep is not None:
                 keep = given_keep[layer].flatten(-2)
             elif self.sampling.attention == "full":
                 keep = None
             else:  # sampled from that same prediction, detached
-                logits = self.level_logits(q, semantic, semantic_at[lvl], (h, w), **reuse)
-                keep = self._keep(logits, layer, generator)
+                with record_function(PART + "sampling"):
+                    logits = self.level_logits(q, semantic, semantic_at[lvl], (h, w), **reuse)
+                    keep = self._keep(logits, layer, generator)
             if return_sampling:  # per head: the tokens a query attended to with any head
                 seen = keep.any(1) if keep is not None and keep.ndim == 4 else keep
                 keep_masks.append(
@@ -328,7 +333,8 @@ class BoltzFormerDecoder(nn.Module):
             q = self.ffn[layer](q)
 
         mu = self.mask_head.embed(q)
-        query_logits = MaskHead.logits(mu, semantic)  # Eq. 1/3
+        with record_function(PART + "mask logits"):
+            query_logits = MaskHead.logits(mu, semantic)  # Eq. 1/3
         return DecoderOutput(
             query_logits=query_logits, queries=q, mask_embedding=mu,
             keep_masks=keep_masks if return_sampling else None,

@@ -155,14 +155,16 @@ def boltzmann_keep_mask(
         (B, Q, n) bool, or (B, h, Q, n) with `heads`; a query (or query and head) left with
         no token is given every token (as the release does).
     """
-    kept = torch.sigmoid(logits.float()) >= keep_threshold  # always kept (none when > 1)
+    # always kept; a sigmoid never exceeds 1, so above 1 none is (and no pass is spent on it)
+    kept = torch.sigmoid(logits.float()) >= keep_threshold if keep_threshold <= 1.0 else None
     p = boltzmann_distribution_over(logits, tau, keep_threshold=keep_threshold)
-    p = with_exploration(p, explore, eligible=~kept)
+    p = with_exploration(p, explore, eligible=None if kept is None else ~kept)
     if heads is not None:
-        p, kept = p[:, None].expand(-1, heads, -1, -1), kept[:, None]
+        p = p[:, None].expand(-1, heads, -1, -1)
+        kept = None if kept is None else kept[:, None]
     keep = sample_keep_mask(p, num_draws(logits.shape[-1], ratio), sampler=sampler,
                             generator=generator)
-    return ensure_nonempty(keep | kept)
+    return ensure_nonempty(keep if kept is None else keep | kept)
 
 
 @torch.no_grad()

@@ -19,8 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
+from torch.profiler import record_function
 
 from boltzformer.loss import existence_loss, training_loss
+from boltzformer.modeling.attention import PART
 from boltzformer.train.config import TrainConfig
 
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -73,15 +75,21 @@ class TrainStep:
             out = self.net(images, batch["prompt"], image_index=batch["image_index"],
                            targets=batch["target"], generator=self.generator,
                            return_layers=deep)
-        layers = [t.float() for t in out.layer_logits] if deep else None
-        loss, _ = training_loss(out.logits.float(), masks, layers, weight=self.loss.weight,
-                                target=self.loss.target, dice=self.loss.dice)
-        if out.existence_logits is not None:  # the existence head (not the paper's)
-            loss = loss + self.loss.existence_weight * existence_loss(
-                out.existence_logits.float(), masks)
+        with record_function(PART + "loss"):
+            layers = [t.float() for t in out.layer_logits] if deep else None
+            loss, _ = training_loss(out.logits.float(), masks, layers, weight=self.loss.weight,
+                                    target=self.loss.target, dice=self.loss.dice)
+            if out.existence_logits is not None:  # the existence head (not the paper's)
+                loss = loss + self.loss.existence_weight * existence_loss(
+                    out.existence_logits.float(), masks)
         if self.any_rank(not bool(torch.isfinite(loss.detach()))):
             return self._not_taken("loss", loss.detach())
         self.scaler.scale(loss).backward()
+        with record_function(PART + "optimizer"):
+            return self._update(loss)
+
+    def _update(self, loss: Tensor) -> StepResult:
+        """Clip, step the optimiser and the schedule (after backward)."""
         self.scaler.unscale_(self.optimizer)
         clip = self.grad_clip if self.grad_clip is not None else math.inf
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
