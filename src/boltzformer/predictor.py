@@ -308,8 +308,7 @@ class Predictor:
         generator = self._generator(seed)
         mean = np.empty((len(prompts), len(stack), *size), np.float32)
         std = np.empty_like(mean) if samples > 1 else None
-        exists = np.empty((len(prompts), len(stack)), np.float32)
-        has_head = False
+        exists: np.ndarray | None = None  # with the existence head: (P, N)
         with tqdm(total=len(stack), unit="slice", disable=not progress) as bar:
             for start in range(0, len(stack), batch_size):
                 batch = stack[start : start + batch_size]
@@ -319,13 +318,14 @@ class Predictor:
                 )
                 mean[:, start : start + len(batch)] = m.transpose(0, 1).cpu().numpy()
                 if e is not None:  # the existence head decides per slice
+                    if exists is None:
+                        exists = np.empty((len(prompts), len(stack)), np.float32)
                     exists[:, start : start + len(batch)] = e.transpose(0, 1).cpu().numpy()
-                    has_head = True
                 if std is not None and s is not None:  # both when samples > 1
                     std[:, start : start + len(batch)] = s.transpose(0, 1).cpu().numpy()
                 bar.update(len(batch))
         return Prediction(prob=mean, std=std, prompts=tuple(prompts), samples=samples,
-                          exists=exists if has_head else None)
+                          exists=exists)
 
     @torch.inference_mode()
     def sampling(self, prompt: str, *, seed: int | None = None) -> SamplingTrace:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -121,12 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         return _profile(args, settings, parts)
     total = steps_per_workload(settings) * len(settings.parts) * len(settings.sizes)
-    with torch_threads(args.threads), tqdm(total=total, disable=args.quiet,
-                                           file=sys.stderr, unit="step") as bar:
-        def progress(label: str) -> None:
-            bar.set_description(label)
-            bar.update()
-
+    with torch_threads(args.threads), _progress(total, "step", args.quiet) as progress:
         result = run_benchmark(settings, progress)
     result["command"] = command_line(args, parts)
     print(format_report(result))
@@ -137,14 +134,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _profile(args: argparse.Namespace, settings: BenchSettings, parts: tuple[str, ...]) -> int:
-    total = len(settings.modes) * len(settings.parts) * len(settings.sizes)
-    with torch_threads(args.threads), tqdm(total=total, disable=args.quiet,
-                                           file=sys.stderr, unit="profile") as bar:
+@contextmanager
+def _progress(total: int, unit: str, quiet: bool) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr and the callback that labels and advances it."""
+    with tqdm(total=total, disable=quiet, file=sys.stderr, unit=unit) as bar:
         def progress(label: str) -> None:
             bar.set_description(label)
             bar.update()
 
+        yield progress
+
+
+def _profile(args: argparse.Namespace, settings: BenchSettings, parts: tuple[str, ...]) -> int:
+    total = len(settings.modes) * len(settings.parts) * len(settings.sizes)
+    with torch_threads(args.threads), _progress(total, "profile", args.quiet) as progress:
         tables = profile_benchmark(settings, progress)
     print(f"`{command_line(args, parts)}`, {torch.get_num_threads()} thread(s)\n")
     print(format_profiles(tables))
