@@ -15,6 +15,14 @@ matched at IoU >= 0.5, PQ, grounding). `table` gathers the runs into mean ± sd 
 One run alone: `python docs/results/real_data.py run boltzformer data/consep --out runs/consep`
 (`unet` for the expert). BoltzFormer's run is `boltzformer demo --data` (its figures too); the
 expert is `train_unet` as `demo --expert` trains it.
+
+Choosing a recipe on validation (never on test): a candidate is a run with `--set` overrides
+(BoltzFormer, TrainConfig keys) or a named `--unet-recipe`, a `--tag` naming it, a fixed
+`--steps` budget (so that the load of a shared machine changes its wall time, not its result)
+and `--score val`: it is scored on its own held-out 5 % of the train split, not on test.
+
+    python docs/results/real_data.py run boltzformer data/consep --out runs/val --seed 2 \
+        --steps 561 --set data.rotations=true --tag rot --score val
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from boltzformer.objects import (
     score_objects,
     summarize_objects,
 )
+from boltzformer.train import train
 from boltzformer.train.data import split_by_image
 
 MODELS = ("boltzformer", "unet")
@@ -57,39 +66,82 @@ UNET_RECIPES: dict[str, dict[str, Any]] = {
     "plain": {"supervise": "all", "schedule": "constant", "lr": 1e-3, "weight_decay": 1e-4,
               "batch_size": 8, "augment": False, "clip": None},
 }
+# Candidates to the plain recipe, one change each (chosen between on validation):
+_PLAIN = UNET_RECIPES["plain"]
+UNET_RECIPES.update({
+    "plain-cosine": {**_PLAIN, "schedule": "cosine"},  # warm-up, then decay to the budget's end
+    "plain-aug": {**_PLAIN, "augment": True, "rotations": True},  # BoltzFormer's crops, + turns
+    "plain-b4": {**_PLAIN, "batch_size": 4},  # twice the steps at the same images seen
+})
 
 
-def run(model: str, data: Path, out: Path, *, minutes: float, seed: int,
-        unet_recipe: str = "expert") -> dict[str, Any]:
-    """Train `model` on `data`'s train split for `minutes` on one thread, score it on the test
-    split; writes `out/<name>-s<seed>/` (the report, metrics.json) and its result.json; the
-    name is the model's, `unet-plain` for the U-Net with the plain recipe."""
+def run(model: str, data: Path, out: Path, *, minutes: float | None, seed: int,
+        unet_recipe: str = "expert", steps: int | None = None, overrides: list[str] = (),
+        tag: str = "", score: str = "test") -> dict[str, Any]:
+    """Train `model` on `data`'s train split on one thread for `minutes` (or a fixed number of
+    `steps`), score it on the test split (`score="test"`) or on its own held-out validation
+    images ("val"); writes `out/<name>[-<tag>]-s<seed>/` and its result.json. The name is the
+    model's, `unet-<recipe>` for a U-Net recipe other than the expert's; `overrides` are
+    `section.key=value` changes to BoltzFormer's demo recipe."""
     torch.set_num_threads(1)
+    if (minutes is None) == (steps is None):
+        raise SystemExit("give exactly one budget: --minutes or --steps")
     name = model if model == "boltzformer" or unet_recipe == "expert" else f"unet-{unet_recipe}"
-    folder = out / f"{name}-s{seed}"
-    training = TRAINING.with_overrides({"train.max_minutes": minutes, "train.seed": seed,
-                                        "data.workers": 1})
+    folder = out / f"{name}{'-' + tag if tag else ''}-s{seed}"
+    budget = ({"train.max_minutes": minutes} if steps is None
+              else {"train.max_minutes": None, "train.max_steps": steps})
+    training = TRAINING.with_overrides({**budget, "train.seed": seed, "data.workers": 1}
+                                       ).with_overrides(list(overrides))
+    size = training.model.resolve().image_size
     started = time.monotonic()
     if model == "boltzformer":
-        result = run_demo(DemoSettings(out_dir=folder, data=data, training=training,
-                                       progress=False))
-        metrics, steps = result["metrics"], result["train"].get("step")
+        settings = DemoSettings(out_dir=folder, data=data, training=training, progress=False)
+        if score == "test" and steps is None:  # the user's command, figures and all
+            result = run_demo(settings)
+            metrics, steps = result["metrics"], result["train"].get("step")
+        else:
+            trained = train(settings.train_config(data), folder / "run", progress=False)
+            metrics, steps = None, trained.metrics.get("step")
         images = steps * training.train.batch_size
     else:
-        size = training.model.resolve().image_size
-        trained = train_unet(data, folder / "model", minutes=minutes, image_size=size,
-                             seed=seed, val_fraction=training.data.val_fraction,
-                             workers=training.data.workers, progress=False,
-                             **UNET_RECIPES[unet_recipe])
-        test = BiomedParseDataset(data, "test", image_size=size, train=False)
-        ev = evaluate(trained.model, test, seed=seed, progress=False)
-        write_report(ev, folder)
-        metrics, steps, images = ev.metrics, trained.metrics["steps"], trained.metrics["images"]
-    summary = {"model": name, "data": str(data), "seed": seed, "minutes": minutes,
+        recipe = UNET_RECIPES[unet_recipe]
+        unet = train_unet(data, folder / "model", minutes=minutes, steps=steps,
+                          image_size=size, seed=seed, val_fraction=training.data.val_fraction,
+                          workers=training.data.workers, progress=False, **recipe)
+        metrics, steps, images = None, unet.metrics["steps"], unet.metrics["images"]
+        if score == "test":
+            test = BiomedParseDataset(data, "test", image_size=size, train=False)
+            ev = evaluate(unet.model, test, seed=seed, progress=False)
+            write_report(ev, folder)
+            metrics = ev.metrics
+    summary = {"model": name, "tag": tag, "overrides": list(overrides),
+               "unet_recipe": None if model == "boltzformer" else unet_recipe,
+               "data": str(data), "seed": seed, "minutes": minutes, "image_size": size,
                "steps": steps, "images_seen": images,
-               "wall_minutes": (time.monotonic() - started) / 60, **figures(metrics)}
+               "wall_minutes": (time.monotonic() - started) / 60}
+    if score == "test":
+        summary.update(figures(metrics) if metrics is not None else _test(folder, data, seed))
     (folder / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if score == "val":
+        scores = {k: v for k, v in validate(folder).items() if k not in summary}
+        summary = {**summary, "split": "val", **scores}
+        (folder / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _test(folder: Path, data: Path, seed: int) -> dict[str, Any]:
+    """Score a BoltzFormer run's best checkpoint on the test split (report in `folder`)."""
+    model = BoltzFormer.from_pretrained(_checkpoint(folder))
+    test = BiomedParseDataset(data, "test", image_size=model.config.image_size, train=False)
+    ev = evaluate(model, test, seed=seed, progress=False)
+    write_report(ev, folder)
+    return figures(ev.metrics)
+
+
+def _checkpoint(folder: Path) -> Path:
+    """A BoltzFormer run's checkpoint: the best on validation loss, else the last."""
+    best = folder / "run" / "best"
+    return best if best.exists() else folder / "run" / "last"
 
 
 def figures(m: dict[str, Any]) -> dict[str, Any]:
@@ -118,16 +170,17 @@ def validate(folder: Path) -> dict[str, Any]:
     that `split_by_image` held out of its training): the figures a recipe is chosen on."""
     result = json.loads((folder / "result.json").read_text())
     torch.set_num_threads(1)
-    size = TRAINING.model.resolve().image_size
+    size = result.get("image_size", TRAINING.model.resolve().image_size)
     base = BiomedParseDataset(Path(result["data"]), "train", image_size=size, train=False)
     _, val = split_by_image(base, TRAINING.data.val_fraction, result["seed"])
-    model: torch.nn.Module = (BoltzFormer.from_pretrained(folder / "run" / "best")
+    model: torch.nn.Module = (BoltzFormer.from_pretrained(_checkpoint(folder))
                               if result["model"] == "boltzformer"
                               else UNetExpert.from_pretrained(folder / "model"))
     ev = evaluate(model, torch.utils.data.Subset(base, val), seed=result["seed"],
                   progress=False)
-    return {"model": result["model"], "data": Path(result["data"]).name,
-            "seed": result["seed"], "val_images": len({base.samples[i].image_file for i in val}),
+    return {"model": result["model"], "tag": result.get("tag", ""),
+            "data": Path(result["data"]).name, "seed": result["seed"],
+            "val_images": len({base.samples[i].image_file for i in val}),
             **figures(ev.metrics)}
 
 
@@ -195,9 +248,17 @@ def main() -> None:
             s.add_argument("model", choices=MODELS)
         s.add_argument("data", type=Path)
         s.add_argument("--out", type=Path, required=True)
-        s.add_argument("--minutes", type=float, default=15.0)
+        s.add_argument("--minutes", type=float, default=None, help="budget (default 15)")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--unet-recipe", choices=sorted(UNET_RECIPES), default="expert")
+        if name == "run":
+            s.add_argument("--steps", type=int, default=None,
+                           help="a fixed step budget instead of minutes")
+            s.add_argument("--set", dest="overrides", action="append", default=[],
+                           metavar="KEY=VALUE", help="BoltzFormer recipe change, e.g. "
+                           "data.rotations=true or model.text_encoder=builtin")
+            s.add_argument("--tag", default="", help="names the candidate in its folder")
+            s.add_argument("--score", choices=("test", "val"), default="test")
     c = sub.add_parser("ceiling")
     c.add_argument("data", type=Path)
     v = sub.add_parser("validate")
@@ -206,10 +267,13 @@ def main() -> None:
     t.add_argument("folders", type=Path, nargs="+")
     args = p.parse_args()
     if args.command == "run":
-        print(json.dumps(run(args.model, args.data, args.out, minutes=args.minutes,
-                             seed=args.seed, unet_recipe=args.unet_recipe), indent=2))
+        minutes = 15.0 if args.minutes is None and args.steps is None else args.minutes
+        print(json.dumps(run(args.model, args.data, args.out, minutes=minutes, seed=args.seed,
+                             unet_recipe=args.unet_recipe, steps=args.steps,
+                             overrides=args.overrides, tag=args.tag, score=args.score),
+                         indent=2))
     elif args.command == "pair":
-        pair(args.data, args.out, minutes=args.minutes, seed=args.seed,
+        pair(args.data, args.out, minutes=args.minutes or 15.0, seed=args.seed,
              unet_recipe=args.unet_recipe)
     elif args.command == "validate":
         for folder in args.folders:
