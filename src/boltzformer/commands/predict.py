@@ -24,6 +24,7 @@ from boltzformer.data.inputs import (
     read_planes,
     read_volume,
     to_uint8,
+    window_for,
 )
 from boltzformer.data.medio import (
     nifti_slices,
@@ -242,11 +243,12 @@ def _record(
 
 
 def _summary(
-    args: argparse.Namespace, checkpoint: Path, source: Path, kind: str, **fields: object
+    args: argparse.Namespace, checkpoint: Path, source: Path, kind: str, window: str | None,
+    **fields: object,
 ) -> dict:
     """An input's predictions.json: what was read, the settings, and `fields`."""
     return {"input": str(source), "kind": kind, "checkpoint": str(checkpoint),
-            "window": args.window, "threshold": args.threshold, "samples": args.samples,
+            "window": window, "threshold": args.threshold, "samples": args.samples,
             "seed": args.seed, **fields}
 
 
@@ -262,13 +264,13 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if isinstance(source, Volume):
         records = _predict_volume(predictor, source, prompts, names, args)
-        summary = _summary(args, checkpoint, args.input, "volume", axis=args.axis,
+        summary = _summary(args, checkpoint, args.input, "volume", args.window, axis=args.axis,
                            shape=list(source.reference.shape), prompts=records)
     else:
         predictor.set_image(source)
         pred = predictor.predict(prompts, samples=args.samples)
         records = _write_plane(source, pred, names, args.out, args)
-        summary = _summary(args, checkpoint, args.input, "image", axis=None,
+        summary = _summary(args, checkpoint, args.input, "image", args.window, axis=None,
                            shape=list(source.shape[:2]), prompts=records)
     (args.out / RESULTS_FILE).write_text(json.dumps(summary, indent=2))
     print(f"wrote {len(records)} prediction(s) for {args.input.name} to {args.out}/")
@@ -285,8 +287,10 @@ def _run_folder(
     if files.others:
         shown = ", ".join(p.name for p in files.others[:3])
         more = ", ..." if len(files.others) > 3 else ""
+        hint = ("; give a NIfTI volume as --input on its own"
+                if any(is_volume(p) for p in files.others) else "")
         print(f"not read: {len(files.others)} file(s) that are not images or DICOM "
-              f"({shown}{more}); give a NIfTI volume as --input on its own")
+              f"({shown}{more}){hint}")
     predictor = load_predictor(checkpoint, args)
     skipped: list[dict] = []
 
@@ -312,16 +316,16 @@ def _run_folder(
         out = args.out / sub
         out.mkdir(parents=True, exist_ok=True)
         records = _write_plane(plane, pred, names, out, args, where=f"{path.name}: ")
-        summary = _summary(args, checkpoint, path, "image", axis=None,
-                           shape=list(plane.shape[:2]), prompts=records)
+        summary = _summary(args, checkpoint, path, "image", window_for(path, args.window),
+                           axis=None, shape=list(plane.shape[:2]), prompts=records)
         (out / RESULTS_FILE).write_text(json.dumps(summary, indent=2))
         images.append({"file": path.name, "folder": sub, "shape": list(plane.shape[:2]),
                        "prompts": records})
     if not images:
         raise ValueError(f"--input {args.input}: none of its {len(files.planes)} image file(s) "
                          "could be read")
-    summary = _summary(args, checkpoint, args.input, "folder", batch_size=args.batch_size,
-                       images=images, skipped=skipped,
+    summary = _summary(args, checkpoint, args.input, "folder", args.window,
+                       batch_size=args.batch_size, images=images, skipped=skipped,
                        not_read=[p.name for p in files.others])
     (args.out / RESULTS_FILE).write_text(json.dumps(summary, indent=2))
     print(f"wrote predictions for {len(images)} image(s) of {args.input} to {args.out}/"

@@ -124,6 +124,11 @@ def folder_files(folder: Path) -> FolderFiles:
     return FolderFiles(planes, others)
 
 
+def window_for(path: Path, window: str | None) -> str | None:
+    """The window a folder's file is read with: `window` for DICOM, None for an image."""
+    return None if path.name.lower().endswith(IMAGE_EXTENSIONS) else window
+
+
 def read_planes(
     paths: Iterable[Path], window: str | None, skip: Callable[[Path, str], None],
     *, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -132,9 +137,8 @@ def read_planes(
     by `read_plane`; `window` applies to the DICOM files only (images are read as they are).
     A file that cannot be read is passed to `skip` with the one-line reason and left out."""
     for path in paths:
-        is_image = path.name.lower().endswith(IMAGE_EXTENSIONS)
         try:
-            plane = read_plane(path, None if is_image else window, max_pixels=max_pixels)
+            plane = read_plane(path, window_for(path, window), max_pixels=max_pixels)
         except ValueError as err:
             skip(path, str(err).splitlines()[0])
             continue
