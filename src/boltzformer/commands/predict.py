@@ -95,7 +95,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser)
-    add_input_options(parser)
+    add_input_options(parser, folders=True)
     parser.add_argument(
         "--prompt", action="append", required=True, metavar="TEXT",
         help="what to segment, e.g. 'nodule in lung CT'; repeat for several objects",
