@@ -80,6 +80,10 @@ def test_predict_images_equals_one_image_at_a_time() -> None:
             assert pred.prob.shape == (2, *image.shape[:2]) and pred.prompts == tuple(PROMPTS)
             np.testing.assert_allclose(pred.prob, alone.prob, atol=1e-5)
             np.testing.assert_allclose(pred.std, alone.std, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):  # at the call, not at the first image
+        predictor.predict_images(images, PROMPTS, batch_size=0)
+    with pytest.raises(ValueError, match="empty"):
+        predictor.predict_images(images, [" "])
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])

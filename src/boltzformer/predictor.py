@@ -283,7 +283,6 @@ class Predictor:
             exists=None if exists is None else exists[0].cpu().numpy(),
         )
 
-    @torch.inference_mode()
     def predict_images(
         self,
         images: Iterable[ImageLike],
@@ -304,12 +303,20 @@ class Predictor:
         the other images (unlike `predict_slices`, whose draws run over the batch). Images
         are taken from `images` one batch at a time, so a long iterable is never held in
         memory at once. A progress bar over images (of `total` when given) is shown when
-        `progress`. Does not change the image set by `set_image`.
+        `progress`. Does not change the image set by `set_image`. The arguments are checked
+        at the call, the images as they are taken.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        prompts = check_prompts(prompts)
-        samples = _check_samples(samples)
+        return self._images(images, check_prompts(prompts), batch_size, _check_samples(samples),
+                            seed, progress, total)
+
+    @torch.inference_mode()
+    def _images(
+        self, images: Iterable[ImageLike], prompts: list[str], batch_size: int, samples: int,
+        seed: int | None, progress: bool, total: int | None,
+    ) -> Iterator[Prediction]:
+        """`predict_images` once its arguments are checked."""
         with tqdm(total=total, unit="image", disable=not progress) as bar:
             for batch in _batches(images, batch_size):
                 rgbs = [to_rgb255(image) for image in batch]

@@ -47,7 +47,7 @@ examples:
       --prompt "nodule in lung CT" --out preds/
   boltzformer predict --checkpoint ckpt/ --input ct.nii.gz --axis 2 --window abdomen \\
       --prompt "liver in abdomen CT" --out preds/
-  boltzformer predict --checkpoint ckpt/ --input scans/ --batch-size 8 \
+  boltzformer predict --checkpoint ckpt/ --input scans/ --batch-size 8 \\
       --prompt "nodule in lung CT" --out preds/
   boltzformer predict ... --samples 8     # mean and std over 8 sampling draws
 
