@@ -40,11 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "latency",
         help="measure inference latency: per image (set_image) and per prompt (predict)",
-        description="Measure what a Predictor user waits for, with random weights: the time "
-        "of set_image (backbone and pixel decoder, once per image) and of predict with 1, 2, "
-        "4, 8 prompts (text encoder and decoder, all prompts in one batched pass), at each "
-        "input size; the median of --repeats after --warmup rounds, set_image and the prompt "
-        "counts interleaved within a round. Prints a Markdown table with the machine and its "
+        description="Measure what a Predictor user waits for, with random weights: the time\n"
+        "of set_image (backbone and pixel decoder, once per image) and of predict with 1, 2,\n"
+        "4, 8 prompts (text encoder and decoder, all prompts in one batched pass), at each\n"
+        "input size; the median of --repeats after --warmup rounds, set_image and the prompt\n"
+        "counts taking turns within a round. Prints a Markdown table with the machine and its\n"
         "load average; --json writes every timing.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
