@@ -115,8 +115,14 @@ class LossConfig:
     target: str = "query"  # "query": each query's own mask; "mean": the ensemble mean
     dice: str = DEFAULT_DICE  # "mask2former" | "vnet" (docs/fidelity.md)
     existence_weight: float = 1.0  # BCE of the existence head, when the model has one
+    # Deep supervision on S average-pooled by this factor (its mask max-pooled alike): 1 is
+    # S's resolution; 2 supervises the intermediate layers at stride 8, the final output
+    # unchanged (docs/training.md, "A cheaper deep supervision")
+    layer_pool: int = 1
 
     def __post_init__(self) -> None:
+        if self.layer_pool < 1:
+            raise ValueError(f"loss.layer_pool must be >= 1, got {self.layer_pool}")
         if not self.weight >= 0:
             raise ValueError(f"loss.weight must be >= 0, got {self.weight}")
         if not self.existence_weight >= 0:
