@@ -309,6 +309,37 @@ def test_throughput_command_reports_each_k(phantoms, capsys):
     assert float(rows[0][2]) == 2.0 and 2.0 < float(rows[1][2]) <= 6.0  # pairs per step
 
 
+def test_throughput_compares_settings_interleaved(phantoms, capsys, monkeypatch):
+    """--set changes the training measured; each --compare adds a setting measured alongside
+    with its own model and step, one row each (same batches: same pairs per step)."""
+    from boltzformer.apps import throughput as app
+    from boltzformer.cli import main
+
+    pools = []
+    real = app.TrainStep
+
+    def spy(model, optimizer, scheduler, cfg, *args, **kw):
+        pools.append(cfg.loss.layer_pool)
+        return real(model, optimizer, scheduler, cfg, *args, **kw)
+
+    monkeypatch.setattr(app, "TrainStep", spy)
+    code = main(["throughput", "--data", str(phantoms), "--image-size", "96", "--batch-size",
+                 "2", "--prompts-per-image", "3", "--steps", "1", "--warmup", "0",
+                 "--no-progress", "--set", "loss.layer_pool=1",
+                 "--compare", "loss.layer_pool=2,loss.weight=0.5"])
+    out = capsys.readouterr().out
+    assert code == 0 and pools == [1, 2]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines()
+            if line.startswith("| as given") or line.startswith("| loss.")]
+    assert [r[0] for r in rows] == ["as given", "loss.layer_pool=2 loss.weight=0.5"]
+    assert rows[0][2] == rows[1][2] and rows[0][-1] == "1.00x"  # pairs per step; vs first
+    assert main(["throughput", "--data", str(phantoms), "--compare", "loss.nope=1"]) == 1
+    assert "nope" in capsys.readouterr().err
+    assert main(["throughput", "--data", str(phantoms), "--profile",
+                 "--compare", "loss.layer_pool=2"]) == 1
+    assert "--profile profiles one setting" in capsys.readouterr().err
+
+
 def test_throughput_measures_a_train_config_the_flags_override(tmp_path, capsys):
     from boltzformer.cli import build_parser, main
     from boltzformer.commands.throughput import settings
