@@ -65,6 +65,7 @@ def test_weight_decay_spares_biases_and_norms() -> None:
     optimizer = build_optimizer(model, OptimConfig(lr=0.01, beta1=0.8, beta2=0.9))
     assert [g["lr"] for g in optimizer.param_groups] == [0.01, 0.01]
     assert optimizer.param_groups[0]["betas"] == (0.8, 0.9)
+    assert optimizer.defaults["fused"]  # PyTorch's fused AdamW kernel on the CPU
 
 
 def _step_for(phantoms, small_model, loss_weight: float = 1.0, **loss):
