@@ -9,8 +9,8 @@ two settings (or two source trees) at equal steps.
 train and test splits, e.g. `boltzformer synth`'s) for --steps steps with the data loaded in
 the training process, one record per step, then scores the last weights on the test split
 (Dice small / large / all) into OUT/result.json. `compare` tabulates the runs every 25 steps
-(the training loss and its final-output term, `final_loss`, which no deep-supervision setting
-changes) and draws fixed_steps.png.
+(means over 25 steps of the training loss and of its final-output term, `final_loss`, which
+no deep-supervision setting changes) and draws fixed_steps.png (running means over 10 steps).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from boltzformer.evaluate import evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.trainer import train
 
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+
 
 def _run(args: argparse.Namespace) -> None:
     cfg = TRAINING.with_overrides({
@@ -40,8 +42,8 @@ def _run(args: argparse.Namespace) -> None:
     metrics = evaluate(model, test, seed=cfg.train.seed, batch_size=32, progress=False).metrics
     records = [json.loads(line) for line in
                (args.out / "run" / "metrics.jsonl").read_text().splitlines()]
-    steps = [{k: r[k] for k in ("step", "loss", "final_loss", "minutes")}
-             for r in records if r["kind"] == "train"]
+    steps = [{k: r.get(k) for k in ("step", "loss", "final_loss", "minutes")}
+             for r in records if r["kind"] == "train"]  # final_loss: None before it was logged
     strata = metrics["size_strata"]["weighted"]
     out = {"overrides": args.set, "steps": steps, "headline": headline(metrics),
            "dice": {"small": strata["small"]["dice_mean"], "large": strata["large"]["dice_mean"],
@@ -53,21 +55,26 @@ def _run(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     runs = {p.name: json.loads((p / "result.json").read_text()) for p in args.runs}
     names = list(runs)
-    lines = ["| step | " + " | ".join(f"{n} loss | {n} final_loss" for n in names) + " |",
-             "|---:|" + "---:|---:|" * len(names)]
     by_step = {n: {s["step"]: s for s in r["steps"]} for n, r in runs.items()}
     last = min(max(s) for s in by_step.values())
-    for step in [1, *range(25, last + 1, 25)]:
-        cells = [f"{by_step[n][step]['loss']:.4f} | {by_step[n][step]['final_loss']:.4f}"
+
+    def mean(name: str, key: str, first: int, end: int) -> str:
+        """The mean of `key` over steps first..end of run `name`; "–" where not logged."""
+        values = [by_step[name][i][key] for i in range(first, end + 1)]
+        return "–" if None in values else f"{sum(values) / len(values):.4f}"
+
+    lines = ["| steps | " + " | ".join(f"{n} loss | {n} final_loss" for n in names) + " |",
+             "|---|" + "---:|---:|" * len(names)]
+    for end in range(25, last + 1, 25):
+        cells = [f"{mean(n, 'loss', end - 24, end)} | {mean(n, 'final_loss', end - 24, end)}"
                  for n in names]
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+        lines.append(f"| {end - 24}-{end} | " + " | ".join(cells) + " |")
     lines += ["", "| run | small | large | all | mean final_loss, last 50 steps |",
               "|---|---:|---:|---:|---:|"]
     for n, r in runs.items():
-        tail = [s["final_loss"] for s in r["steps"] if s["step"] > last - 50]
         d = r["dice"]
         lines.append(f"| {n} | {100 * d['small']:.1f} | {100 * d['large']:.1f} | "
-                     f"{100 * d['all']:.1f} | {sum(tail) / len(tail):.4f} |")
+                     f"{100 * d['all']:.1f} | {mean(n, 'final_loss', last - 49, last)} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fixed_steps.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -88,14 +95,16 @@ def _plot(runs: dict[str, dict], path: Path) -> None:
     FigureCanvasAgg(fig)
     for i, key in enumerate(("loss", "final_loss")):
         ax = fig.add_subplot(1, 2, i + 1)
-        for name, r in runs.items():
-            steps = [s["step"] for s in r["steps"]]
-            ax.plot(steps, [s[key] for s in r["steps"]], alpha=0.25, linewidth=0.8)
-            ax.plot(steps, _smooth([s[key] for s in r["steps"]]), color=ax.lines[-1].get_color(),
-                    label=name)
+        for color, (name, r) in zip(PALETTE, runs.items(), strict=False):
+            points = [(s["step"], s[key]) for s in r["steps"] if s[key] is not None]
+            if not points:
+                continue
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, alpha=0.2, linewidth=0.8, color=color)
+            ax.plot(steps, _smooth(list(values)), color=color, label=name)
         ax.set_xlabel("step")
         ax.set_title("training loss" if key == "loss"
-                     else "final-output term (Dice + BCE), same in every setting")
+                     else "its final-output term (Dice + BCE)")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path)

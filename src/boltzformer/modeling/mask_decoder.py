@@ -12,8 +12,9 @@ A mask head (LayerNorm -> 3-layer MLP -> dot product with S, Eq. 1/3/7) predicts
 modes (`boltzmann`, `masked`, `full`) differ only in how `keep` is made.
 
 With `return_layers=True` (training with deep supervision) the predictions that drive the
-sampling are also returned at S's resolution *with* gradient, so a loss can supervise each of
-them; the sampling logits are the same prediction on the level grid, detached. Without it
+sampling are also returned at S's resolution *with* gradient (or on a pooled S given as
+`layer_semantic`), so a loss can supervise each of them; the sampling logits are the same
+prediction on the level grid, detached. Without it
 (inference) they are computed without gradient on the level grids only (the low-resolution
 fast path).
 """
@@ -55,8 +56,7 @@ class DecoderOutput:
     layer when asked for (sampling per head: the tokens a query attended to with any head);
     queries (B, Q, d) after the last layer; layer_logits, when asked for, the L predictions
     (B, Q, Hs, Ws) (or at `layer_semantic`'s resolution) with gradient that drove layers
-    0..L-1; mask_embedding (B, Q, D), the
-    final mu (Eq. 3) that query_logits take on S."""
+    0..L-1; mask_embedding (B, Q, D), the final mu (Eq. 3) that query_logits take on S."""
 
     query_logits: Tensor
     queries: Tensor
