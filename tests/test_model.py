@@ -1,12 +1,16 @@
 """The assembled model: shapes, prompts, gradients, checkpoints, presets, learning."""
 
+from functools import partial
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 import boltzformer.modeling.mask_decoder as mask_decoder
 from boltzformer import BoltzFormer, BoltzFormerConfig, build_model, dice_bce_loss, get_preset
 from boltzformer.evaluate import dice_batch
 from boltzformer.modeling.config import PRESETS
+from boltzformer.modeling.pigma import PiGMA
 
 PROMPTS = ["nodule in lung CT", "left kidney in abdomen MRI"]
 
@@ -63,6 +67,20 @@ def test_gradients_reach_every_component_but_not_through_the_sampler(monkeypatch
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
         assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), part
     assert seen and not any(seen)  # the sampler only ever saw detached logits
+
+
+def test_pigma_output_convolution_is_the_1x1_convolution():
+    """PiGMA computes its 1x1 output convolution as matrix products per input part: the
+    function of the Conv2d it holds (the release's weights) on the concatenated channels."""
+    torch.manual_seed(0)
+    pigma = PiGMA(10)
+    query_logits = torch.randn(3, 10, 8, 8)
+    image = torch.randn(3, 3, 32, 32)
+    resize = partial(F.interpolate, mode="bilinear", align_corners=False)
+    up = pigma.up(torch.cat([resize(image, size=(8, 8)), query_logits], 1))
+    correction = pigma.out(torch.cat([resize(image, size=(16, 16)), up], 1))
+    ensemble = resize(query_logits.mean(1, keepdim=True), size=(16, 16))
+    torch.testing.assert_close(pigma(query_logits, image), (ensemble + correction) / 2)
 
 
 def test_pigma_switch_gives_ensemble_only():

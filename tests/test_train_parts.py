@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+import boltzformer.train.step as step_module
 from boltzformer.data import BiomedParseDataset
+from boltzformer.loss import dice_bce_loss
 from boltzformer.modeling.boltzformer import build_model
 from boltzformer.train import checkpoint as ckpt
 from boltzformer.train.config import LoopConfig, OptimConfig, TrainConfig
@@ -63,11 +65,13 @@ def test_weight_decay_spares_biases_and_norms() -> None:
     optimizer = build_optimizer(model, OptimConfig(lr=0.01, beta1=0.8, beta2=0.9))
     assert [g["lr"] for g in optimizer.param_groups] == [0.01, 0.01]
     assert optimizer.param_groups[0]["betas"] == (0.8, 0.9)
+    assert optimizer.defaults["fused"]  # PyTorch's fused AdamW kernel on the CPU
 
 
-def _step_for(phantoms, small_model, loss_weight: float = 1.0):
+def _step_for(phantoms, small_model, loss_weight: float = 1.0, **loss):
     model = build_model("tiny", **small_model).train()
-    cfg = TrainConfig().with_overrides({"loss.weight": loss_weight, "optim.warmup_steps": 0})
+    cfg = TrainConfig().with_overrides({"loss.weight": loss_weight, "optim.warmup_steps": 0,
+                                        **{f"loss.{k}": v for k, v in loss.items()}})
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total=10)
     step = TrainStep(model, optimizer, scheduler, cfg, torch.device("cpu"),
@@ -94,6 +98,28 @@ def test_a_non_finite_loss_leaves_the_model_untouched(phantoms, small_model) -> 
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert all(p.grad is None for p in model.parameters())
     assert step.scheduler.last_epoch == 0
+
+
+@pytest.mark.parametrize("pool", [1, 2])
+def test_the_step_honours_loss_layer_pool_and_reports_the_final_term(
+        phantoms, small_model, monkeypatch, pool) -> None:
+    seen = []
+
+    def spy(logits, mask, layers, **kw):
+        seen.append((layers[0].shape[-2:], float(dice_bce_loss(logits.detach(), mask))))
+        return real(logits, mask, layers, **kw)
+
+    real = step_module.training_loss
+    monkeypatch.setattr(step_module, "training_loss", spy)
+    model, step, batch = _step_for(phantoms, small_model, layer_pool=pool)
+    result = step(batch)
+    semantic = small_model["image_size"] // 4  # S at stride 4
+    [(size, final)] = seen
+    assert tuple(size) == (semantic // pool, semantic // pool)
+    assert result.final_loss == pytest.approx(final, rel=1e-5)
+    assert result.loss > result.final_loss  # the deep supervision term comes on top
+    with pytest.raises(ValueError, match="loss.layer_pool must be >= 1"):
+        TrainConfig().with_overrides({"loss.layer_pool": 0})
 
 
 def test_amp_needs_cuda() -> None:

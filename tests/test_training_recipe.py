@@ -105,6 +105,33 @@ def test_deep_supervision_targets_and_weight():
         deep_supervision_loss(layers, mask, "median")
 
 
+def test_layer_pool_supervises_s_pooled_and_leaves_the_final_output_alone():
+    """loss.layer_pool: the layer predictions on S average-pooled are the dense predictions
+    average-pooled (Eq. 1 is linear in S); the sampling and the final output do not change;
+    a pool of 1 is the dense prediction itself."""
+    model = _tiny().train()
+    x = torch.rand(2, 3, 64, 64) * 255
+    prompts = ["nodule in lung CT", "tumor in liver CT"]
+
+    def run(**kw):
+        return model(x, prompts, image_index=torch.tensor([0, 1]), return_layers=True,
+                     generator=torch.Generator().manual_seed(0), **kw)
+
+    dense, same, pooled = run(), run(layer_pool=1), run(layer_pool=2)
+    assert torch.equal(pooled.logits, dense.logits)
+    for a, b, c in zip(dense.layer_logits, same.layer_logits, pooled.layer_logits, strict=True):
+        assert torch.equal(a, b)
+        assert c.shape == (2, 10, 8, 8) and c.requires_grad
+        torch.testing.assert_close(c, F.avg_pool2d(a, 2), rtol=1e-4, atol=1e-4)
+    mask = (torch.rand(2, 1, 64, 64) > 0.95).float()
+    _, aux = training_loss(pooled.logits, mask, pooled.layer_logits)
+    goal = F.max_pool2d(mask, 8)  # an 8x8 cell is a target where it holds an object pixel
+    assert aux is not None
+    torch.testing.assert_close(aux, deep_supervision_loss(pooled.layer_logits, goal))
+    with pytest.raises(ValueError, match="layer_pool must be >= 1"):
+        run(layer_pool=0)
+
+
 @pytest.mark.parametrize("logits_mode", ["lowres", "reference"])
 def test_sampling_follows_the_supervised_prediction(monkeypatch, logits_mode):
     """Layer l+1 samples from layer l's supervised prediction, detached: the sampling logits
@@ -280,6 +307,37 @@ def test_throughput_command_reports_each_k(phantoms, capsys):
             or line.startswith("| 3 ")]
     assert [r[1].strip() for r in rows] == ["1", "3"]
     assert float(rows[0][2]) == 2.0 and 2.0 < float(rows[1][2]) <= 6.0  # pairs per step
+
+
+def test_throughput_compares_settings_interleaved(phantoms, capsys, monkeypatch):
+    """--set changes the training measured; each --compare adds a setting measured alongside
+    with its own model and step, one row each (same batches: same pairs per step)."""
+    from boltzformer.apps import throughput as app
+    from boltzformer.cli import main
+
+    pools = []
+    real = app.TrainStep
+
+    def spy(model, optimizer, scheduler, cfg, *args, **kw):
+        pools.append(cfg.loss.layer_pool)
+        return real(model, optimizer, scheduler, cfg, *args, **kw)
+
+    monkeypatch.setattr(app, "TrainStep", spy)
+    code = main(["throughput", "--data", str(phantoms), "--image-size", "96", "--batch-size",
+                 "2", "--prompts-per-image", "3", "--steps", "1", "--warmup", "0",
+                 "--no-progress", "--set", "loss.layer_pool=1",
+                 "--compare", "loss.layer_pool=2,loss.weight=0.5"])
+    out = capsys.readouterr().out
+    assert code == 0 and pools == [1, 2]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines()
+            if line.startswith("| as given") or line.startswith("| loss.")]
+    assert [r[0] for r in rows] == ["as given", "loss.layer_pool=2 loss.weight=0.5"]
+    assert rows[0][2] == rows[1][2] and rows[0][-1] == "1.00x"  # pairs per step; vs first
+    assert main(["throughput", "--data", str(phantoms), "--compare", "loss.nope=1"]) == 1
+    assert "nope" in capsys.readouterr().err
+    assert main(["throughput", "--data", str(phantoms), "--profile",
+                 "--compare", "loss.layer_pool=2"]) == 1
+    assert "--profile profiles one setting" in capsys.readouterr().err
 
 
 def test_throughput_measures_a_train_config_the_flags_override(tmp_path, capsys):

@@ -43,12 +43,15 @@ TRAINING = TrainConfig(
 @dataclass(frozen=True)
 class ThroughputSettings:
     """Each K of `prompts_per_image` in turn (as `train.prompts_per_image`), `steps` timed
-    steps after `warmup` untimed ones, of the run `training` describes (its `data.root`)."""
+    steps after `warmup` untimed ones, of the run `training` describes (its `data.root`).
+    `compare`: other settings ("key=value" overrides of `training`, one tuple each) measured
+    alongside, each with its own model, interleaved step by step with the first."""
 
     training: TrainConfig = TRAINING
     prompts_per_image: tuple[int, ...] = (1, 8)
     steps: int = 10  # timed steps per K
     warmup: int = 2  # untimed steps per K first
+    compare: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.warmup < 0:
@@ -56,12 +59,19 @@ class ThroughputSettings:
                              f"{self.warmup}")
         if not self.prompts_per_image:
             raise ValueError("give at least one value of prompts_per_image")
-        for k in self.prompts_per_image:
-            self.config(k)  # each K is checked as the training config checks it
+        for setting in self.settings:
+            for k in self.prompts_per_image:
+                self.config(k, setting)  # each is checked as the training config checks it
 
-    def config(self, k: int) -> TrainConfig:
-        """The training measured for K = `k`."""
-        return self.training.with_overrides({"train.prompts_per_image": k})
+    @property
+    def settings(self) -> tuple[tuple[str, ...], ...]:
+        """The settings measured: `training` itself (no overrides), then each of `compare`."""
+        return ((), *self.compare)
+
+    def config(self, k: int, setting: tuple[str, ...] = ()) -> TrainConfig:
+        """The training measured for K = `k` under `setting`'s overrides."""
+        return self.training.with_overrides(list(setting)).with_overrides(
+            {"train.prompts_per_image": k})
 
 
 def _batches(cfg: TrainConfig, base: BiomedParseDataset) -> Iterator[dict[str, Any]]:
@@ -80,10 +90,12 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _setup(s: ThroughputSettings) -> tuple[BoltzFormer, TrainStep,
-                                           dict[int, Iterator[dict[str, Any]]]]:
-    """The model, its `TrainStep` and a batch stream per K, as `measure_throughput` runs them."""
-    cfg, loop = s.training, s.training.train
+def _setup(s: ThroughputSettings, setting: tuple[str, ...] = ()
+           ) -> tuple[BoltzFormer, TrainStep, dict[int, Iterator[dict[str, Any]]]]:
+    """The model, its `TrainStep` and a batch stream per K, as `measure_throughput` runs them,
+    under `setting`'s overrides."""
+    cfg = s.training.with_overrides(list(setting))
+    loop = cfg.train
     if cfg.data.root is None:
         raise ValueError("no data to measure on: set data.root (--data DIR)")
     device = resolve_device(loop.device)
@@ -98,37 +110,41 @@ def _setup(s: ThroughputSettings) -> tuple[BoltzFormer, TrainStep,
     step = TrainStep(model, optimizer, scheduler, cfg, device,
                      torch.Generator(device).manual_seed(loop.seed),
                      net=torch.compile(model) if loop.compile else model)
-    return model, step, {k: _batches(s.config(k), base) for k in s.prompts_per_image}
+    return model, step, {k: _batches(s.config(k, setting), base) for k in s.prompts_per_image}
 
 
 def measure_throughput(s: ThroughputSettings, progress: bool = True) -> list[dict[str, Any]]:
-    """One row per K: pairs and images per step, median seconds per step, pairs/s, images/s."""
+    """One row per setting and K: pairs and images per step, median seconds per step, pairs/s,
+    images/s. The settings and Ks take one step each in turn."""
     loop = s.training.train
-    _, step, streams = _setup(s)
-    device = step.device
+    runs = {}  # (setting, K) -> (its step, its batches)
+    for setting in s.settings:
+        _, step, streams = _setup(s, setting)
+        runs.update({(setting, k): (step, stream) for k, stream in streams.items()})
     per_k = s.warmup + s.steps
-    times: dict[int, list[float]] = {k: [] for k in s.prompts_per_image}
-    pairs: dict[int, list[int]] = {k: [] for k in s.prompts_per_image}
-    with tqdm(total=per_k * len(streams), desc="throughput", unit="step",
+    times: dict[tuple, list[float]] = {key: [] for key in runs}
+    pairs: dict[tuple, list[int]] = {key: [] for key in runs}
+    with tqdm(total=per_k * len(runs), desc="throughput", unit="step",
               disable=not progress) as bar:
         for i in range(per_k):
-            for k, stream in streams.items():
+            for key, (step, stream) in runs.items():
                 batch = next(stream)
-                _synchronize(device)
+                _synchronize(step.device)
                 started = time.perf_counter()
                 step(batch)
-                _synchronize(device)
+                _synchronize(step.device)
                 if i >= s.warmup:
-                    times[k].append(time.perf_counter() - started)
-                    pairs[k].append(len(batch["prompt"]))
+                    times[key].append(time.perf_counter() - started)
+                    pairs[key].append(len(batch["prompt"]))
                 bar.update()
     rows = []
-    for k in s.prompts_per_image:
-        seconds = statistics.median(times[k])
-        per_step = statistics.mean(pairs[k])
-        rows.append({"prompts_per_image": k, "images_per_step": loop.batch_size,
-                     "pairs_per_step": per_step, "seconds_per_step": seconds,
-                     "pairs_per_s": per_step / seconds, "images_per_s": loop.batch_size / seconds})
+    for setting, k in runs:
+        seconds = statistics.median(times[setting, k])
+        per_step = statistics.mean(pairs[setting, k])
+        rows.append({"setting": " ".join(setting), "prompts_per_image": k,
+                     "images_per_step": loop.batch_size, "pairs_per_step": per_step,
+                     "seconds_per_step": seconds, "pairs_per_s": per_step / seconds,
+                     "images_per_s": loop.batch_size / seconds})
     return rows
 
 
@@ -157,16 +173,20 @@ def profile_training(s: ThroughputSettings, progress: bool = True
 
 
 def format_rows(s: ThroughputSettings, rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of `rows`, with the speed-up of each K over the first."""
+    """A Markdown table of `rows`, with the speed-up of each row over the first; a setting
+    column when other settings were compared."""
     cfg = s.training
     size = cfg.model.resolve().image_size
+    compared = bool(s.compare)
     lines = [f"`{cfg.model.preset}` at {size}x{size}, {cfg.train.batch_size} images per step, "
              f"deep supervision {'on' if cfg.loss.deep_supervision else 'off'}, "
              f"{torch.get_num_threads()} thread(s); median of {s.steps} steps", "",
-             "| K (prompts per image) | pairs per step | s per step | pairs/s | images/s | "
-             "pairs/s vs first |", "|---:|---:|---:|---:|---:|---:|"]
+             ("| setting " if compared else "") + "| K (prompts per image) | pairs per step | "
+             "s per step | pairs/s | images/s | pairs/s vs first |",
+             ("|---" if compared else "") + "|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['prompts_per_image']} | {r['pairs_per_step']:.1f} | "
+        setting = f"| {r['setting'] or 'as given'} " if compared else ""
+        lines.append(f"{setting}| {r['prompts_per_image']} | {r['pairs_per_step']:.1f} | "
                      f"{r['seconds_per_step']:.2f} | {r['pairs_per_s']:.1f} | "
                      f"{r['images_per_s']:.1f} | "
                      f"{r['pairs_per_s'] / rows[0]['pairs_per_s']:.2f}x |")

@@ -25,8 +25,14 @@ Each step encodes --batch-size images once and decodes up to K of each image's t
 `boltzformer train` does with train.prompts_per_image=K. The K values are measured
 interleaved, one step each in turn, so that a shared machine's drift affects them alike.
 
-example (the figures in docs/training.md):
+--set changes the training measured (any TrainConfig key); each --compare adds a setting
+(overrides of it, comma-separated) measured alongside, with its own model, one step each in
+turn, and a row per setting.
+
+examples (the figures in docs/training.md and docs/benchmarks.md):
   boltzformer throughput --prompts-per-image 1,8 --threads 2
+  boltzformer throughput --batch-size 4 --prompts-per-image 8 --threads 1 \
+      --set loss.layer_pool=1 --compare loss.layer_pool=2
 """
 
 
@@ -65,6 +71,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="untimed steps per K first")
     parser.add_argument("--no-deep-supervision", action="store_true",
                         help="the final loss only (the authors' release)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a TrainConfig override of the training measured, e.g. "
+                        "loss.layer_pool=2 (repeatable)")
+    parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE,...",
+                        help="also measure the training with these overrides (comma-"
+                        "separated), interleaved with the first; repeatable")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--seed", type=int, default=loop.seed)
     parser.add_argument("--profile", action="store_true",
@@ -83,9 +95,12 @@ def settings(args: argparse.Namespace) -> ThroughputSettings:
         "model.preset": args.preset, "model.image_size": args.image_size,
         "train.batch_size": args.batch_size, "train.seed": args.seed,
         "loss.deep_supervision": not args.no_deep_supervision,
-    })
+    }).with_overrides(args.set)
+    if args.profile and args.compare:
+        raise ValueError("--profile profiles one setting: give it with --set, not --compare")
+    compare = tuple(tuple(p.strip() for p in c.split(",") if p.strip()) for c in args.compare)
     return ThroughputSettings(training=training, prompts_per_image=args.prompts_per_image,
-                              steps=args.steps, warmup=args.warmup)
+                              steps=args.steps, warmup=args.warmup, compare=compare)
 
 
 def run(args: argparse.Namespace) -> int:

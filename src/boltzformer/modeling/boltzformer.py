@@ -72,10 +72,11 @@ class BoltzFormerOutput:
     """logits (B, 1, H, W) at the input resolution (sigmoid -> probability);
     query_logits (B, Q, H/4, W/4), one mask per query; keep_masks, with return_sampling=True,
     one (B, Q, h_l, w_l) bool per decoder layer (True = the query attended to that token);
-    layer_logits, with return_layers=True, the (B, Q, H/4, W/4) prediction, with gradient,
-    that drove each decoder layer's sampling (for deep supervision); existence_logits (B,),
-    with the existence head, the logit that the prompted target is in the image (the mask
-    logits are not gated by it: `existence.gate_logits` does that)."""
+    layer_logits, with return_layers=True, the (B, Q, H/4, W/4) prediction (coarser with
+    layer_pool > 1), with gradient, that drove each decoder layer's sampling (for deep
+    supervision); existence_logits (B,), with the existence head, the logit that the
+    prompted target is in the image (the mask logits are not gated by it:
+    `existence.gate_logits` does that)."""
 
     logits: Tensor
     query_logits: Tensor
@@ -197,8 +198,10 @@ class BoltzFormer(nn.Module):
         generator: torch.Generator | None = None,
         return_sampling: bool = False,
         return_layers: bool = False,
+        layer_semantic: Tensor | None = None,
     ) -> BoltzFormerOutput:
-        """Decoder + PiGMA; logits come back at the resolution of `image.pixels`."""
+        """Decoder + PiGMA; logits come back at the resolution of `image.pixels`.
+        `layer_semantic`: S at the resolution the layer predictions take (the decoder's)."""
         if text.tokens.shape[0] != image.semantic.shape[0]:
             raise ValueError(
                 f"{text.tokens.shape[0]} prompts for {image.semantic.shape[0]} images: give "
@@ -207,6 +210,7 @@ class BoltzFormer(nn.Module):
         out = self.decoder(
             image.levels, image.semantic, text.tokens, text.padding,
             generator=generator, return_sampling=return_sampling, return_layers=return_layers,
+            layer_semantic=layer_semantic,
         )
         query_logits = out.query_logits
         if self.fine_semantic is not None and image.fine is not None:  # Eq. 1 on S at stride 2
@@ -234,6 +238,7 @@ class BoltzFormer(nn.Module):
         generator: torch.Generator | None = None,
         return_sampling: bool = False,
         return_layers: bool = False,
+        layer_pool: int = 1,
     ) -> BoltzFormerOutput:
         """images (N, 3, H, W) in 0-255 and P prompts -> BoltzFormerOutput for P pairs.
 
@@ -243,20 +248,31 @@ class BoltzFormer(nn.Module):
         Without `image_index`, P == N: prompt i goes with image i. With it, (P,) long, prompt
         p goes with image `image_index[p]`: each image is encoded once for all its prompts
         (training with many prompts per image).
+
+        `layer_pool` > 1 (with `return_layers`): the layer predictions are taken on S
+        average-pooled by that factor, once per image (a cheaper deep supervision,
+        `loss.layer_pool`); the sampling and the final output are unchanged.
         """
+        if layer_pool < 1:
+            raise ValueError(f"layer_pool must be >= 1, got {layer_pool}")
         if image_index is None and len(prompts) != images.shape[0]:
             raise ValueError(
                 f"{len(prompts)} prompts for {images.shape[0]} images: give one prompt per image"
             )
         features = self.encode_image(images)
+        coarse = (F.avg_pool2d(features.semantic, layer_pool)
+                  if return_layers and layer_pool > 1 else None)
         if image_index is not None:
             if image_index.shape != (len(prompts),):
                 raise ValueError(f"image_index must be ({len(prompts)},), one image per prompt; "
                                  f"got {tuple(image_index.shape)}")
             features = features.select(image_index)
+            if coarse is not None:
+                coarse = coarse.index_select(0, image_index.to(coarse.device))
         return self.decode(
             features, self.encode_text(prompts, targets),
             generator=generator, return_sampling=return_sampling, return_layers=return_layers,
+            layer_semantic=coarse,
         )
 
     # --- checkpoints ------------------------------------------------------------------------

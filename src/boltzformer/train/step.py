@@ -35,6 +35,8 @@ class StepResult:
     loss: float | None
     non_finite: str | None = None  # "loss" or "gradient norm": the step was not taken
     value: float | None = None  # the non-finite value
+    # the final output's Dice + BCE alone (the loss without deep supervision and existence)
+    final_loss: float | None = None
 
 
 class TrainStep:
@@ -74,11 +76,13 @@ class TrainStep:
         with autocast:
             out = self.net(images, batch["prompt"], image_index=batch["image_index"],
                            targets=batch["target"], generator=self.generator,
-                           return_layers=deep)
+                           return_layers=deep, layer_pool=self.loss.layer_pool)
         with record_function(PART + "loss"):
             layers = [t.float() for t in out.layer_logits] if deep else None
-            loss, _ = training_loss(out.logits.float(), masks, layers, weight=self.loss.weight,
-                                    target=self.loss.target, dice=self.loss.dice)
+            loss, aux = training_loss(out.logits.float(), masks, layers,
+                                      weight=self.loss.weight, target=self.loss.target,
+                                      dice=self.loss.dice)
+            final = (loss if aux is None else loss - self.loss.weight * aux).detach()
             if out.existence_logits is not None:  # the existence head (not the paper's)
                 loss = loss + self.loss.existence_weight * existence_loss(
                     out.existence_logits.float(), masks)
@@ -86,9 +90,9 @@ class TrainStep:
             return self._not_taken("loss", loss.detach())
         self.scaler.scale(loss).backward()
         with record_function(PART + "optimizer"):
-            return self._update(loss)
+            return self._update(loss, final)
 
-    def _update(self, loss: Tensor) -> StepResult:
+    def _update(self, loss: Tensor, final: Tensor) -> StepResult:
         """Clip, step the optimiser and the schedule (after backward)."""
         self.scaler.unscale_(self.optimizer)
         clip = self.grad_clip if self.grad_clip is not None else math.inf
@@ -99,7 +103,7 @@ class TrainStep:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return StepResult(float(loss.detach()))
+        return StepResult(float(loss.detach()), final_loss=float(final))
 
     def _not_taken(self, what: str, value: Tensor) -> StepResult:
         self.optimizer.zero_grad(set_to_none=True)

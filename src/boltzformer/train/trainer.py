@@ -265,29 +265,31 @@ class Trainer:
             bar = tqdm(total=self.steps_per_epoch, initial=self.state.batch,
                        desc=f"epoch {epoch + 1}/{loop.epochs}", unit="step",
                        disable=not self.progress, dynamic_ncols=True, leave=False)
-            window_loss, window_batches, window_pairs = 0.0, 0, 0
+            window_loss, window_final, window_batches, window_pairs = 0.0, 0.0, 0, 0
             window_start = time.monotonic()
             for batch in loader:
-                loss = self._step(batch)
+                result = self._step(batch)
                 self.state.batch += 1
                 pairs = len(batch["prompt"]) * self.cluster.world  # all ranks (approximately)
                 pairs_seen += pairs
                 window_pairs += pairs
                 bar.update(1)
-                if loss is not None:
-                    window_loss += loss
+                if result is not None:
+                    window_loss += result.loss or 0.0
+                    window_final += result.final_loss or 0.0
                     window_batches += 1
                     step = self.state.step
                     if step % loop.log_every == 0:
                         rate = window_pairs / max(time.monotonic() - window_start, 1e-9)
-                        mean = self.cluster.all_sum([window_loss])[0] / (
-                            window_batches * self.cluster.world)
+                        mean, final = (v / (window_batches * self.cluster.world) for v in
+                                       self.cluster.all_sum([window_loss, window_final]))
                         bar.set_postfix(loss=f"{mean:.4f}", pairs_s=f"{rate:.1f}")
                         self._record({"kind": "train", "epoch": epoch + 1, "step": step,
-                                      "loss": mean, "lr": self.scheduler.get_last_lr()[0],
+                                      "loss": mean, "final_loss": final,
+                                      "lr": self.scheduler.get_last_lr()[0],
                                       "pairs_per_s": rate,
                                       "minutes": round(self._elapsed() / 60, 4)})
-                        window_loss, window_batches, window_pairs = 0.0, 0, 0
+                        window_loss, window_final, window_batches, window_pairs = 0.0, 0.0, 0, 0
                         window_start = time.monotonic()
                     mid_epoch = self.state.batch < self.steps_per_epoch
                     if step % loop.checkpoint_every == 0 and mid_epoch:
@@ -322,8 +324,8 @@ class Trainer:
                 return "max_minutes"
         return None
 
-    def _step(self, batch: dict[str, Any]) -> float | None:
-        """One optimiser step; the loss, or None when a non-finite step was skipped."""
+    def _step(self, batch: dict[str, Any]) -> StepResult | None:
+        """One optimiser step; what it did, or None when a non-finite step was skipped."""
         result = self.train_step(batch)
         if result.loss is None:
             self._non_finite(result)
@@ -332,7 +334,7 @@ class Trainer:
         s.step += 1
         s.epoch_loss_sum += result.loss
         s.epoch_batches += 1
-        return result.loss
+        return result
 
     def _non_finite(self, result: StepResult) -> None:
         """Count the step as skipped (train.nan_policy=skip) or stop the run."""
