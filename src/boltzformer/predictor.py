@@ -5,6 +5,8 @@
     pred = predictor.predict(["nodule in lung CT", "left lung in chest CT"])
     masks = Predictor.threshold(pred.prob)          # (P, H, W) bool at the image's size
     pred.exists                                     # (P,) P(target in image), or None
+    for pred in predictor.predict_images(images, prompts, batch_size=8):  # many images
+        ...                                         # as set_image + predict, encoder batched
 
 A model with the existence head (`existence_head: true`) answers a prompt whose existence
 probability is below 0.5 with an empty mask (prob 0 everywhere); `Prediction.found` says
@@ -19,7 +21,7 @@ first (`boltzformer.data.medio.read_dicom(path, window="lung")`) rather than rel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,9 +264,16 @@ class Predictor:
         pass with different sampling draws and reports their mean and pixel-wise std.
         """
         feats, size = self._require_image()
-        prompts = check_prompts(prompts)
+        return self._answer(feats, size, check_prompts(prompts), _check_samples(samples), seed)
+
+    def _answer(
+        self, feats: ImageFeatures, size: tuple[int, int], prompts: list[str], samples: int,
+        seed: int | None,
+    ) -> Prediction:
+        """One encoded image's Prediction for checked `prompts`, its draws from a fresh
+        generator seeded with `seed` (else the predictor's)."""
         mean, std, exists = self._probabilities(
-            feats, prompts, size, _check_samples(samples), self._generator(seed)
+            feats, prompts, size, samples, self._generator(seed)
         )
         return Prediction(
             prob=mean[0].cpu().numpy(),
@@ -273,6 +282,49 @@ class Predictor:
             samples=samples,
             exists=None if exists is None else exists[0].cpu().numpy(),
         )
+
+    def predict_images(
+        self,
+        images: Iterable[ImageLike],
+        prompts: Sequence[str],
+        *,
+        batch_size: int = 8,
+        samples: int = 1,
+        seed: int | None = None,
+        progress: bool = False,
+        total: int | None = None,
+    ) -> Iterator[Prediction]:
+        """Many images (any sizes and forms `set_image` takes) -> one Prediction each, in
+        order, equal to `set_image(image)` then `predict(prompts, samples=samples, seed=seed)`.
+
+        `batch_size` images are encoded together (backbone and pixel decoder, the costly
+        part); each image's prompts are then decoded with draws from its own generator
+        seeded with `seed`, so an image's answer depends neither on the batch size nor on
+        the other images (unlike `predict_slices`, whose draws run over the batch). Images
+        are taken from `images` one batch at a time, so a long iterable is never held in
+        memory at once. A progress bar over images (of `total` when given) is shown when
+        `progress`. Does not change the image set by `set_image`. The arguments are checked
+        at the call, the images as they are taken.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        return self._images(images, check_prompts(prompts), batch_size, _check_samples(samples),
+                            seed, progress, total)
+
+    @torch.inference_mode()
+    def _images(
+        self, images: Iterable[ImageLike], prompts: list[str], batch_size: int, samples: int,
+        seed: int | None, progress: bool, total: int | None,
+    ) -> Iterator[Prediction]:
+        """`predict_images` once its arguments are checked."""
+        with tqdm(total=total, unit="image", disable=not progress) as bar:
+            for batch in _batches(images, batch_size):
+                rgbs = [to_rgb255(image) for image in batch]
+                feats = self.model.encode_image(torch.cat([self._pixels(rgb) for rgb in rgbs]))
+                for i, rgb in enumerate(rgbs):
+                    one = feats.select(torch.tensor([i]))
+                    yield self._answer(one, (rgb.shape[0], rgb.shape[1]), prompts, samples, seed)
+                bar.update(len(batch))
 
     @torch.inference_mode()
     def predict_slices(
@@ -353,6 +405,18 @@ class Predictor:
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {t}")
         return np.asarray(prob) >= t
+
+
+def _batches(items: Iterable[ImageLike], size: int) -> Iterator[list[ImageLike]]:
+    """`items` in lists of `size` (the last one shorter), taken lazily."""
+    batch: list[ImageLike] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _check_samples(samples: int) -> int:

@@ -28,10 +28,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_input_options(parser: argparse.ArgumentParser) -> None:
+def add_input_options(parser: argparse.ArgumentParser, *, folders: bool = False) -> None:
+    """--input (a file, or with `folders` also a folder of images), --window and --axis."""
+    what = "PNG/JPG/TIFF/BMP image, DICOM slice (.dcm) or NIfTI volume (.nii, .nii.gz)"
     parser.add_argument(
-        "--input", required=True, type=Path, metavar="FILE",
-        help="PNG/JPG/TIFF/BMP image, DICOM slice (.dcm) or NIfTI volume (.nii, .nii.gz)",
+        "--input", required=True, type=Path, metavar="PATH" if folders else "FILE",
+        help=what + (", or a folder of images and DICOM slices" if folders else ""),
     )
     parser.add_argument(
         "--window", metavar="NAME|W,L",

@@ -1,25 +1,38 @@
-"""`boltzformer predict`: segment an image, DICOM slice or NIfTI volume from text prompts."""
+"""`boltzformer predict`: segment an image, DICOM slice, NIfTI volume or a folder of images
+from text prompts."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from boltzformer import viz
 from boltzformer.commands._inference import add_input_options, add_model_options, load_predictor
 from boltzformer.data.inputs import (
     Volume,
     file_names,
+    folder_files,
     is_volume,
     read_plane,
+    read_planes,
     read_volume,
     to_uint8,
+    window_for,
 )
-from boltzformer.data.medio import nifti_slices, stack_slices, write_nifti_float, write_nifti_mask
+from boltzformer.data.medio import (
+    nifti_slices,
+    parse_window,
+    stack_slices,
+    write_nifti_float,
+    write_nifti_mask,
+)
 from boltzformer.modeling.text_encoder import check_prompts
 from boltzformer.predictor import Prediction, Predictor
 from boltzformer.train.run_dir import resolve_checkpoint
@@ -34,6 +47,8 @@ examples:
       --prompt "nodule in lung CT" --out preds/
   boltzformer predict --checkpoint ckpt/ --input ct.nii.gz --axis 2 --window abdomen \\
       --prompt "liver in abdomen CT" --out preds/
+  boltzformer predict --checkpoint ckpt/ --input scans/ --batch-size 8 \\
+      --prompt "nodule in lung CT" --out preds/
   boltzformer predict ... --samples 8     # mean and std over 8 sampling draws
 
 output layout (OUT: the --out folder; NAME: the prompt in lower case, other
@@ -52,6 +67,14 @@ characters as '-', e.g. nodule-in-lung-ct):
     OUT/NAME_std.nii.gz        (--samples K > 1) float32 std
     OUT/NAME_uncertainty.png   (--samples K > 1) on the slice where the mask is largest
     overlay.png shows, per prompt, the slice where its mask is largest.
+  a folder (--input DIR): its images and DICOM files (by extension, or none: DICOM),
+  not its subfolders; --batch-size images are encoded together, with a progress bar:
+    OUT/IMAGE/...              per image (IMAGE: its file name without the extension),
+                               the files and predictions.json of that image on its own
+    OUT/predictions.json       every image's prompts and files, and the files skipped
+  an image's masks are the same as with --input IMAGE (same --seed), whatever the batch.
+  A file that cannot be read is skipped with one line saying why; other files (NIfTI
+  volumes, .json, .txt, ...) are not read and are counted in one line.
 
 a model trained with the existence head (existence_head: true) also says, per prompt,
 whether its target is in the image: below 0.5 it prints "not found", writes an empty
@@ -63,15 +86,16 @@ with "slices_found").
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="segment an image, DICOM slice or NIfTI volume from text prompts",
+        help="segment an image, DICOM slice, NIfTI volume or folder from text prompts",
         description="Segment the objects named by one or more text prompts. The image is\n"
         "encoded once and all prompts are answered in one batched decoder pass; NIfTI\n"
-        "volumes are segmented slice by slice (slices batched, with a progress bar).",
+        "volumes are segmented slice by slice and folders image by image (slices or\n"
+        "images batched through the encoder, with a progress bar).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser)
-    add_input_options(parser)
+    add_input_options(parser, folders=True)
     parser.add_argument(
         "--prompt", action="append", required=True, metavar="TEXT",
         help="what to segment, e.g. 'nodule in lung CT'; repeat for several objects",
@@ -86,7 +110,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "probability and pixel-wise std (default 1)",
     )
     parser.add_argument("--batch-size", type=int, default=8, metavar="N",
-                        help="NIfTI slices encoded together (default 8)")
+                        help="NIfTI slices or a folder's images encoded together (default 8)")
     parser.set_defaults(run=run)
 
 
@@ -100,6 +124,8 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--batch-size {args.batch_size}: give at least 1")
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} is a file; give a folder")
+    if args.window is not None:
+        parse_window(args.window)  # refused before any file is read
     return prompts
 
 
@@ -116,27 +142,26 @@ def _write_volume(values: np.ndarray, volume: Volume, path: Path) -> str:
     return path.name
 
 
-def _predict_plane(
-    predictor: Predictor, image: np.ndarray, prompts: list[str], names: list[str],
-    args: argparse.Namespace,
+def _write_plane(
+    image: np.ndarray, pred: Prediction, names: list[str], out: Path, args: argparse.Namespace,
+    where: str = "",
 ) -> list[dict]:
-    predictor.set_image(image)
-    pred = predictor.predict(prompts, samples=args.samples)
+    """The files of one image's prediction in `out`; one record per prompt (`_record`)."""
     records, panels = [], []
-    for i, (prompt, name) in enumerate(zip(prompts, names)):
+    for i, (prompt, name) in enumerate(zip(pred.prompts, names)):
         mask = Predictor.threshold(pred.prob[i], args.threshold)
         files = {
-            "mask": _save_png(mask.astype(np.uint8) * 255, args.out / f"{name}_mask.png"),
-            "prob": _save_png(to_uint8(pred.prob[i] * 255), args.out / f"{name}_prob.png"),
+            "mask": _save_png(mask.astype(np.uint8) * 255, out / f"{name}_mask.png"),
+            "prob": _save_png(to_uint8(pred.prob[i] * 255), out / f"{name}_prob.png"),
         }
         if pred.std is not None:
-            files["std"] = _save_png(to_uint8(pred.std[i] * 510), args.out / f"{name}_std.png")
+            files["std"] = _save_png(to_uint8(pred.std[i] * 510), out / f"{name}_std.png")
             files["uncertainty"] = _uncertainty(
-                image, pred.prob[i], pred.std[i], prompt, pred.samples, args, name
+                image, pred.prob[i], pred.std[i], prompt, pred.samples, args, out / name
             )
-        records.append(_record(prompt, mask, files, pred, i))
+        records.append(_record(prompt, mask, files, pred, i, where))
         panels.append(viz.GridItem(image, pred.prob[i], caption=prompt))
-    viz.prediction_grid(panels, args.out / "overlay.png", threshold=args.threshold)
+    viz.prediction_grid(panels, out / "overlay.png", threshold=args.threshold)
     return records
 
 
@@ -172,7 +197,8 @@ def _predict_volume(
                 stack_slices(pred.std[i], args.axis), volume, args.out / f"{name}_std.nii.gz"
             )
             files["uncertainty"] = _uncertainty(
-                slices[k], pred.prob[i, k], pred.std[i, k], caption, pred.samples, args, name
+                slices[k], pred.prob[i, k], pred.std[i, k], caption, pred.samples, args,
+                args.out / name,
             )
         records.append(_record(prompt, mask, files, pred, i) | {"shown_slice": k})
         panels.append(viz.GridItem(slices[k], pred.prob[i, k], caption=caption))
@@ -182,20 +208,24 @@ def _predict_volume(
 
 def _uncertainty(
     image: np.ndarray, prob: np.ndarray, std: np.ndarray, caption: str, samples: int,
-    args: argparse.Namespace, name: str,
+    args: argparse.Namespace, stem: Path,
 ) -> str:
-    """The uncertainty figure of one prompt on one (H, W) plane; returns its file name."""
-    path = args.out / f"{name}_uncertainty.png"
+    """The uncertainty figure of one prompt on one (H, W) plane, at STEM_uncertainty.png;
+    returns its file name."""
+    path = stem.parent / f"{stem.name}_uncertainty.png"
     viz.uncertainty_figure(
         image, prob, std, caption=caption, samples=samples, threshold=args.threshold, path=path
     )
     return path.name
 
 
-def _record(prompt: str, mask: np.ndarray, files: dict, pred: Prediction, i: int) -> dict:
-    """One prompt's entry in results.json; with the existence head also its existence
+def _record(
+    prompt: str, mask: np.ndarray, files: dict, pred: Prediction, i: int, where: str = ""
+) -> dict:
+    """One prompt's entry in predictions.json; with the existence head also its existence
     probability and `found` (an image), or per slice and the slices found (a volume), and a
-    line on the terminal for a target not found (its mask is written empty)."""
+    line on the terminal for a target not found (its mask is written empty), after `where`
+    (the image's name in a folder)."""
     record = {"prompt": prompt, "files": files, "foreground_fraction": float(mask.mean())}
     if pred.std is not None:
         record["mean_std"] = float(pred.std[i].mean())
@@ -207,37 +237,106 @@ def _record(prompt: str, mask: np.ndarray, files: dict, pred: Prediction, i: int
             record |= {"existence": [round(float(e), 4) for e in pred.exists[i]],
                        "slices_found": int(found.sum()), "found": bool(found.any())}
         if not found.any():
-            print(f"{prompt!r}: not found (existence {float(pred.exists[i].max()):.2f} < 0.5); "
-                  "its mask is empty")
+            tqdm.write(f"{where}{prompt!r}: not found (existence "
+                       f"{float(pred.exists[i].max()):.2f} < 0.5); its mask is empty")
     return record
+
+
+def _summary(
+    args: argparse.Namespace, checkpoint: Path, source: Path, kind: str, window: str | None,
+    **fields: object,
+) -> dict:
+    """An input's predictions.json: what was read, the settings, and `fields`."""
+    return {"input": str(source), "kind": kind, "checkpoint": str(checkpoint),
+            "window": window, "threshold": args.threshold, "samples": args.samples,
+            "seed": args.seed, **fields}
 
 
 def run(args: argparse.Namespace) -> int:
     prompts = _check_args(args)
     checkpoint = resolve_checkpoint(args.checkpoint)
     names = file_names(prompts)
+    if args.input.is_dir():
+        return _run_folder(args, prompts, names, checkpoint)
     source = (read_volume(args.input, args.window, args.axis) if is_volume(args.input)
               else read_plane(args.input, args.window))
     predictor = load_predictor(checkpoint, args)
     args.out.mkdir(parents=True, exist_ok=True)
     if isinstance(source, Volume):
         records = _predict_volume(predictor, source, prompts, names, args)
-        shape = list(source.reference.shape)
+        summary = _summary(args, checkpoint, args.input, "volume", args.window, axis=args.axis,
+                           shape=list(source.reference.shape), prompts=records)
     else:
-        records = _predict_plane(predictor, source, prompts, names, args)
-        shape = list(source.shape[:2])
-    summary = {
-        "input": str(args.input),
-        "kind": "volume" if isinstance(source, Volume) else "image",
-        "shape": shape,
-        "checkpoint": str(checkpoint),
-        "window": args.window,
-        "axis": args.axis if isinstance(source, Volume) else None,
-        "threshold": args.threshold,
-        "samples": args.samples,
-        "seed": args.seed,
-        "prompts": records,
-    }
+        predictor.set_image(source)
+        pred = predictor.predict(prompts, samples=args.samples)
+        records = _write_plane(source, pred, names, args.out, args)
+        summary = _summary(args, checkpoint, args.input, "image", args.window, axis=None,
+                           shape=list(source.shape[:2]), prompts=records)
     (args.out / RESULTS_FILE).write_text(json.dumps(summary, indent=2))
     print(f"wrote {len(records)} prediction(s) for {args.input.name} to {args.out}/")
     return 0
+
+
+def _run_folder(
+    args: argparse.Namespace, prompts: list[str], names: list[str], checkpoint: Path
+) -> int:
+    """Every image of the folder --input, --batch-size at a time through the encoder; one
+    sub-folder of --out per image as `run` writes for it alone, and the folder's
+    predictions.json. Unreadable files are skipped with one line each."""
+    files = folder_files(args.input)
+    if files.others:
+        shown = ", ".join(p.name for p in files.others[:3])
+        more = ", ..." if len(files.others) > 3 else ""
+        hint = ("; give a NIfTI volume as --input on its own"
+                if any(is_volume(p) for p in files.others) else "")
+        print(f"not read: {len(files.others)} file(s) that are not images or DICOM "
+              f"({shown}{more}){hint}")
+    predictor = load_predictor(checkpoint, args)
+    skipped: list[dict] = []
+
+    def skip(path: Path, reason: str) -> None:
+        skipped.append({"file": path.name, "reason": reason})
+        tqdm.write(f"skipped {reason}")
+
+    read: deque[tuple[Path, np.ndarray]] = deque()  # read, not yet answered
+
+    def planes() -> Iterator[np.ndarray]:
+        for path, plane in read_planes(files.planes, args.window, skip):
+            read.append((path, plane))
+            yield plane
+
+    images: list[dict] = []
+    used = {RESULTS_FILE}
+    for pred in predictor.predict_images(
+        planes(), prompts, batch_size=args.batch_size, samples=args.samples, progress=True,
+        total=len(files.planes),
+    ):
+        path, plane = read.popleft()
+        sub = _unique(path.stem, used)
+        out = args.out / sub
+        out.mkdir(parents=True, exist_ok=True)
+        records = _write_plane(plane, pred, names, out, args, where=f"{path.name}: ")
+        summary = _summary(args, checkpoint, path, "image", window_for(path, args.window),
+                           axis=None, shape=list(plane.shape[:2]), prompts=records)
+        (out / RESULTS_FILE).write_text(json.dumps(summary, indent=2))
+        images.append({"file": path.name, "folder": sub, "shape": list(plane.shape[:2]),
+                       "prompts": records})
+    if not images:
+        raise ValueError(f"--input {args.input}: none of its {len(files.planes)} image file(s) "
+                         "could be read")
+    summary = _summary(args, checkpoint, args.input, "folder", args.window,
+                       batch_size=args.batch_size, images=images, skipped=skipped,
+                       not_read=[p.name for p in files.others])
+    (args.out / RESULTS_FILE).write_text(json.dumps(summary, indent=2))
+    print(f"wrote predictions for {len(images)} image(s) of {args.input} to {args.out}/"
+          + (f" ({len(skipped)} skipped)" if skipped else ""))
+    return 0
+
+
+def _unique(name: str, used: set[str]) -> str:
+    """`name`, or `name-2`, `name-3`, ... the first not in `used` (which it joins)."""
+    unique, n = name, 2
+    while unique in used:
+        unique, n = f"{name}-{n}", n + 1
+    used.add(unique)
+    return unique

@@ -3,19 +3,21 @@ names of the files written for its prompts.
 
 What `boltzformer predict`, `visualize` and the web app read: PNG/JPG/TIFF/BMP images and
 DICOM slices as (H, W, 3) uint8 planes, NIfTI volumes as (X, Y, Z) uint8 with the nibabel
-image kept to write results back. Intensities follow `medio`'s windows, so the Predictor's
-intensity rule has nothing to guess.
+image kept to write results back, and a folder's images (`folder_files`, `read_planes`).
+Intensities follow `medio`'s windows, so the Predictor's intensity rule has nothing to guess.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import DataError
 from .medio import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_VOXELS,
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from nibabel.nifti1 import Nifti1Image
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# What a folder's files are read as planes by: their extension, or none (DICOM often has none).
+PLANE_SUFFIXES = (*IMAGE_EXTENSIONS, ".dcm", ".dicom")
 
 
 def is_volume(path: Path) -> bool:
@@ -95,6 +99,50 @@ def read_volume(
         width = max(float(high - low), 1e-6)
         window = f"{width},{float(low) + width / 2}"
     return Volume(display=to_uint8(apply_window(volume, window)), reference=reference)
+
+
+@dataclass
+class FolderFiles:
+    """The files directly in a folder, sorted by name: `planes`, read as 2-D inputs (image or
+    DICOM extensions, or no extension), and `others` (NIfTI volumes among them), not read."""
+
+    planes: list[Path]
+    others: list[Path]
+
+
+def folder_files(folder: Path) -> FolderFiles:
+    """The files of `folder` (not of its subfolders; hidden files left out). A folder without
+    a file to read as a plane is a `DataError` naming what it holds instead."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    planes = [p for p in files if p.suffix == "" or p.name.lower().endswith(PLANE_SUFFIXES)]
+    others = [p for p in files if p not in planes]
+    if not planes:
+        held = f"; it holds {len(others)} other file(s), e.g. {others[0].name}" if others else ""
+        raise DataError(f"{folder}: no images in this folder (PNG/JPG/TIFF/BMP or DICOM){held}")
+    return FolderFiles(planes, others)
+
+
+def window_for(path: Path, window: str | None) -> str | None:
+    """The window a folder's file is read with: `window` for DICOM, None for an image."""
+    return None if path.name.lower().endswith(IMAGE_EXTENSIONS) else window
+
+
+def read_planes(
+    paths: Iterable[Path], window: str | None, skip: Callable[[Path, str], None],
+    *, max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[tuple[Path, np.ndarray]]:
+    """(path, (H, W, 3) uint8) for each readable file of `paths`, in order, read one at a time
+    by `read_plane`; `window` applies to the DICOM files only (images are read as they are).
+    A file that cannot be read is passed to `skip` with the one-line reason and left out."""
+    for path in paths:
+        try:
+            plane = read_plane(path, window_for(path, window), max_pixels=max_pixels)
+        except ValueError as err:
+            skip(path, str(err).splitlines()[0])
+            continue
+        yield path, plane
 
 
 def read_gt(path: Path, size: tuple[int, int]) -> np.ndarray:
