@@ -165,15 +165,16 @@ def figures(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def validate(folder: Path) -> dict[str, Any]:
+def validate(folder: Path, checkpoint: Path | None = None) -> dict[str, Any]:
     """Score a finished run on its own validation images (the seeded 5 % of the train split
-    that `split_by_image` held out of its training): the figures a recipe is chosen on."""
+    that `split_by_image` held out of its training): the figures a recipe is chosen on.
+    `checkpoint`: a BoltzFormer checkpoint of the run other than its best (a snapshot)."""
     result = json.loads((folder / "result.json").read_text())
     torch.set_num_threads(1)
     size = result.get("image_size", TRAINING.model.resolve().image_size)
     base = BiomedParseDataset(Path(result["data"]), "train", image_size=size, train=False)
     _, val = split_by_image(base, TRAINING.data.val_fraction, result["seed"])
-    model: torch.nn.Module = (BoltzFormer.from_pretrained(_checkpoint(folder))
+    model: torch.nn.Module = (BoltzFormer.from_pretrained(checkpoint or _checkpoint(folder))
                               if result["model"] == "boltzformer"
                               else UNetExpert.from_pretrained(folder / "model"))
     ev = evaluate(model, torch.utils.data.Subset(base, val), seed=result["seed"],
@@ -182,6 +183,13 @@ def validate(folder: Path) -> dict[str, Any]:
             "data": Path(result["data"]).name, "seed": result["seed"],
             "val_images": len({base.samples[i].image_file for i in val}),
             **figures(ev.metrics)}
+
+
+def curve(folder: Path) -> list[dict[str, Any]]:
+    """Validation figures of a BoltzFormer run's snapshots (`train.snapshot_minutes`): is it
+    still learning at the end of its budget?"""
+    snapshots = sorted((folder / "run" / "snapshots").iterdir())
+    return [{"snapshot": s.name, **validate(folder, s)} for s in snapshots]
 
 
 def ceiling(data: Path, split: str = "test") -> dict[str, Any]:
@@ -263,6 +271,8 @@ def main() -> None:
     c.add_argument("data", type=Path)
     v = sub.add_parser("validate")
     v.add_argument("folders", type=Path, nargs="+", help="run folders (<model>-s<seed>)")
+    k = sub.add_parser("curve")
+    k.add_argument("folder", type=Path, help="a BoltzFormer run folder with snapshots")
     t = sub.add_parser("table")
     t.add_argument("folders", type=Path, nargs="+")
     args = p.parse_args()
@@ -278,6 +288,9 @@ def main() -> None:
     elif args.command == "validate":
         for folder in args.folders:
             print(json.dumps(validate(folder)))
+    elif args.command == "curve":
+        for row in curve(args.folder):
+            print(json.dumps(row))
     elif args.command == "ceiling":
         print(json.dumps(ceiling(args.data), indent=2))
     else:
