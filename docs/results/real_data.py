@@ -121,11 +121,11 @@ def run(model: str, data: Path, out: Path, *, minutes: float | None, seed: int,
                "wall_minutes": (time.monotonic() - started) / 60}
     if score == "test":
         summary.update(figures(metrics) if metrics is not None else _test(folder, data, seed))
+    else:
+        scores = _validation(summary, folder)
+        summary = {**summary, "split": "val", **{k: v for k, v in scores.items()
+                                                 if k not in summary}}
     (folder / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if score == "val":
-        scores = {k: v for k, v in validate(folder).items() if k not in summary}
-        summary = {**summary, "split": "val", **scores}
-        (folder / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -169,7 +169,12 @@ def validate(folder: Path, checkpoint: Path | None = None) -> dict[str, Any]:
     """Score a finished run on its own validation images (the seeded 5 % of the train split
     that `split_by_image` held out of its training): the figures a recipe is chosen on.
     `checkpoint`: a BoltzFormer checkpoint of the run other than its best (a snapshot)."""
-    result = json.loads((folder / "result.json").read_text())
+    return _validation(json.loads((folder / "result.json").read_text()), folder, checkpoint)
+
+
+def _validation(result: dict[str, Any], folder: Path,
+                checkpoint: Path | None = None) -> dict[str, Any]:
+    """`validate` of the run in `folder` whose result.json holds `result`."""
     torch.set_num_threads(1)
     size = result.get("image_size", TRAINING.model.resolve().image_size)
     base = BiomedParseDataset(Path(result["data"]), "train", image_size=size, train=False)

@@ -57,9 +57,7 @@ class BenchSettings:
     memory: bool = True
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.sizes or any(s <= 0 or s % 32 for s in self.sizes):
-            problems.append(f"sizes must be positive multiples of 32, got {list(self.sizes)}")
+        problems = size_problems(self.sizes)
         if unknown := [p for p in self.parts if p not in PARTS]:
             problems.append(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
         if unknown := [m for m in self.modes if m not in MODES]:
@@ -69,6 +67,14 @@ class BenchSettings:
         if problems:
             raise ValueError("; ".join(problems))
         get_preset(self.preset)  # raises with the valid names
+
+
+def size_problems(sizes: tuple[int, ...]) -> list[str]:
+    """What is wrong with image sizes to measure at ([] when nothing): they must be positive
+    multiples of 32 (the backbone's stride)."""
+    if not sizes or any(s <= 0 or s % 32 for s in sizes):
+        return [f"sizes must be positive multiples of 32, got {list(sizes)}"]
+    return []
 
 
 def machine_description(device: torch.device) -> dict[str, Any]:

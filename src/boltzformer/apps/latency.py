@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from boltzformer.apps.bench import machine_description
+from boltzformer.apps.bench import machine_description, size_problems
 from boltzformer.modeling.boltzformer import build_model
 from boltzformer.modeling.config import get_preset
 from boltzformer.predictor import Predictor
@@ -53,9 +53,7 @@ class LatencySettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.sizes or any(s <= 0 or s % 32 for s in self.sizes):
-            problems.append(f"sizes must be positive multiples of 32, got {list(self.sizes)}")
+        problems = size_problems(self.sizes)
         if not self.prompts or any(not 1 <= p <= len(PROMPTS) for p in self.prompts):
             problems.append(f"prompt counts must be within 1-{len(PROMPTS)}, got "
                             f"{list(self.prompts)}")

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from boltzformer.apps.bench import (
     PARTS,
@@ -23,16 +18,8 @@ from boltzformer.apps.bench import (
 )
 from boltzformer.apps.bench_measure import MODES
 from boltzformer.apps.bench_report import format_report
+from boltzformer.commands._options import int_list, progress_bar, write_json
 from boltzformer.modeling.config import PRESETS
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 512,1024, got {text!r}"
-        ) from None
 
 
 def _names(allowed: tuple[str, ...]):
@@ -66,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--preset", default="paper-hiera-s", choices=sorted(PRESETS),
                         help="model configuration to measure")
-    parser.add_argument("--sizes", type=_ints, default="256,512",
+    parser.add_argument("--sizes", type=int_list, default="256,512",
                         help="input sizes in pixels (square, multiples of 32), comma-separated")
     parser.add_argument("--decoder-only", action="store_true",
                         help="skip the whole model (its backbone dominates and is slow on CPU)")
@@ -123,41 +110,23 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         return _profile(args, settings, parts)
     total = steps_per_workload(settings) * len(settings.parts) * len(settings.sizes)
-    with torch_threads(args.threads), _progress(total, "step", args.quiet) as progress:
+    with torch_threads(args.threads), progress_bar(total, "step", args.quiet) as progress:
         result = run_benchmark(settings, progress)
     result["command"] = command_line(args, parts)
     print(format_report(result))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-        print(f"\nwrote {args.json}")
+    write_json(args.json, result)
     return 0
-
-
-@contextmanager
-def _progress(total: int, unit: str, quiet: bool) -> Iterator[Callable[[str], None]]:
-    """A progress bar on stderr and the callback that labels and advances it."""
-    with tqdm(total=total, disable=quiet, file=sys.stderr, unit=unit) as bar:
-        def progress(label: str) -> None:
-            bar.set_description(label)
-            bar.update()
-
-        yield progress
 
 
 def _profile(args: argparse.Namespace, settings: BenchSettings, parts: tuple[str, ...]) -> int:
     total = len(settings.modes) * len(settings.parts) * len(settings.sizes)
-    with torch_threads(args.threads), _progress(total, "profile", args.quiet) as progress:
+    with torch_threads(args.threads), progress_bar(total, "profile", args.quiet) as progress:
         tables = profile_benchmark(settings, progress)
     print(f"`{command_line(args, parts)}`, {torch.get_num_threads()} thread(s)\n")
     print(format_profiles(tables))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        rows = [{"title": title, "part": part, "phase": phase, "seconds": s,
-                 "flop_counted_seconds": result.counted.get((part, phase), 0.0)}
-                for title, result in tables for (part, phase), s in result.seconds.items()]
-        args.json.write_text(json.dumps({"command": command_line(args, parts),
-                                         "threads": torch.get_num_threads(), "rows": rows},
-                                        indent=2))
-        print(f"\nwrote {args.json}")
+    rows = [{"title": title, "part": part, "phase": phase, "seconds": s,
+             "flop_counted_seconds": result.counted.get((part, phase), 0.0)}
+            for title, result in tables for (part, phase), s in result.seconds.items()]
+    write_json(args.json, {"command": command_line(args, parts),
+                           "threads": torch.get_num_threads(), "rows": rows})
     return 0

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from boltzformer.apps.bench import torch_threads
 from boltzformer.apps.latency import PROMPTS, LatencySettings, format_latency, measure_latency
+from boltzformer.commands._options import int_list, progress_bar, write_json
 from boltzformer.modeling.config import PRESETS
 
 _EPILOG = """\
@@ -25,14 +22,6 @@ each size S (the model's input size), so nothing is resized. "per extra prompt" 
 slope of the median predict time over the prompt counts; a user's image costs
 set_image + predict(P prompts), and each further prompt on the same image about the slope.
 """
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 256,512, got {text!r}") from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,13 +39,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--preset", default=default.preset, choices=sorted(PRESETS),
                         help=f"model configuration (default {default.preset})")
-    parser.add_argument("--sizes", type=_ints, default=default.sizes, metavar="S,S",
+    parser.add_argument("--sizes", type=int_list, default=default.sizes, metavar="S,S",
                         help="input sizes in pixels, multiples of 32 (default "
                         f"{','.join(map(str, default.sizes))})")
-    parser.add_argument("--prompts", type=_ints, default=default.prompts, metavar="P,P",
+    parser.add_argument("--prompts", type=int_list, default=default.prompts, metavar="P,P",
                         help=f"prompt counts, 1-{len(PROMPTS)} (default "
                         f"{','.join(map(str, default.prompts))})")
-    parser.add_argument("--batch-sizes", type=_ints, default=default.batch_sizes,
+    parser.add_argument("--batch-sizes", type=int_list, default=default.batch_sizes,
                         metavar="B,B", help="also time predict_images (the folder path, "
                         "without file I/O) on one batch of B images with one prompt")
     parser.add_argument("--repeats", type=int, default=default.repeats,
@@ -97,17 +86,10 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup, samples=args.samples, batch_sizes=args.batch_sizes,
         device=args.device, seed=args.seed,
     )
-    with torch_threads(args.threads), tqdm(total=settings.rounds(), unit="round",
-                                           disable=args.quiet, file=sys.stderr) as bar:
-        def progress(label: str) -> None:
-            bar.set_description(label)
-            bar.update()
-
+    with torch_threads(args.threads), progress_bar(settings.rounds(), "round",
+                                                   args.quiet) as progress:
         result = measure_latency(settings, progress)
     result["command"] = command_line(args)
     print(format_latency(result))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-        print(f"\nwrote {args.json}")
+    write_json(args.json, result)
     return 0

@@ -17,6 +17,7 @@ from boltzformer.apps.throughput import (
     measure_throughput,
     profile_training,
 )
+from boltzformer.commands._options import int_list
 from boltzformer.data import generate_phantoms
 from boltzformer.modeling.config import PRESETS
 
@@ -34,14 +35,6 @@ examples (the figures in docs/training.md and docs/benchmarks.md):
   boltzformer throughput --batch-size 4 --prompts-per-image 8 --threads 1 \
       --set loss.layer_pool=1 --compare loss.layer_pool=2
 """
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 1,8, got {text!r}") from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -62,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--image-size", type=int, default=model.image_size)
     parser.add_argument("--batch-size", type=int, default=loop.batch_size,
                         help=f"images per step (default {loop.batch_size})")
-    parser.add_argument("--prompts-per-image", type=_ints, default=default.prompts_per_image,
+    parser.add_argument("--prompts-per-image", type=int_list, default=default.prompts_per_image,
                         metavar="K,K", help="values of K, comma-separated (default "
                         f"{','.join(map(str, default.prompts_per_image))})")
     parser.add_argument("--steps", type=int, default=default.steps,
