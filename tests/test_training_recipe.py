@@ -383,3 +383,30 @@ def test_data_rotations_false_reaches_the_training_view(phantoms, small_config, 
     assert not kept.rotations and turned.rotations
     same = [torch.equal(kept[i]["mask"], turned[i]["mask"]) for i in range(len(kept))]
     assert any(same) and not all(same)
+
+
+def test_negatives_add_absent_targets_with_empty_masks_and_leave_the_rest_alone(phantoms):
+    base = BiomedParseDataset(phantoms, "train", image_size=64, train=False)
+    train_idx, _ = split_by_image(base, 0.2, seed=0)
+    plain = EpochView(base, train_idx, seed=0, augment=True, prompts_per_image=3)
+    neg = EpochView(base, train_idx, seed=0, augment=True, prompts_per_image=3, negatives=2)
+    vocabulary = {s.target for s in base.samples}
+    added = 0
+    for i in range(len(plain)):
+        a, b = plain[i], neg[i]
+        k = len(a["prompt"])
+        # the group's own pairs, prompts and augmented image are unchanged
+        assert b["prompt"][:k] == a["prompt"] and torch.equal(a["image"], b["image"])
+        assert torch.equal(a["mask"], b["mask"][:k])
+        image = base.samples[plain.groups[i][0]].image_path
+        annotated = {s.target for s in base.samples if s.image_path == image}
+        extra = b["target"][k:]
+        assert len(extra) == min(2, len(vocabulary - annotated)) and len(set(extra)) == len(extra)
+        assert not set(extra) & annotated and set(extra) <= vocabulary
+        assert b["mask"][k:].sum() == 0 and all(area == 0.0 for area in b["area"][k:])
+        site = base.samples[plain.groups[i][0]].site
+        assert all(p.startswith(f"{t} in {site}") for t, p in zip(extra, b["prompt"][k:]))
+        added += len(extra)
+    assert added > 0
+    batch = collate_groups([neg[0], neg[1]])  # absent pairs batch like any other
+    assert batch["mask"].shape[0] == len(batch["prompt"]) == batch["image_index"].numel()

@@ -276,6 +276,8 @@ def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[st
     source = (f"--images {s.images}" if s.data is None else f"--data {s.data}")
     if s.data is None and s.absent_share:
         source += f" --absent-share {s.absent_share:g}"
+    if s.training.data.negatives:
+        source += f" --negatives {s.training.data.negatives}"
     if model.existence_head:
         source += " --existence-head"
     data = (f"{s.images} phantom images ({size}x{size})" if s.data is None

@@ -60,6 +60,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "also gets a target of the other site (a lung on an abdomen slice): "
                    "prompts whose target is absent, written as empty masks (default "
                    f"{d.absent_share:g})")
+    p.add_argument("--negatives", type=int, default=TRAINING.data.negatives,
+                   help="absent targets added to each training image: other target names "
+                   "with empty masks, so the model learns to answer 'not there' (the "
+                   "phantoms annotate every target they hold; default "
+                   f"{TRAINING.data.negatives})")
     p.add_argument("--existence-head", action="store_true",
                    default=bool(model.existence_head),
                    help="add the existence head (not the paper's): a per-prompt probability "
@@ -78,7 +83,7 @@ def settings(args: argparse.Namespace) -> DemoSettings:
         "train.max_minutes": args.minutes, "model.image_size": args.image_size,
         "train.batch_size": args.batch_size, "train.prompts_per_image": args.prompts_per_image,
         "optim.lr": args.lr, "model.text_encoder": args.text_encoder, "train.seed": args.seed,
-        "data.workers": args.workers,
+        "data.workers": args.workers, "data.negatives": args.negatives,
         **({"model.existence_head": True} if args.existence_head else {}),
     })
     return DemoSettings(out_dir=args.out, images=args.images, data=args.data,

@@ -63,12 +63,16 @@ class DataConfig:
     workers: int = 2  # DataLoader worker processes (0: load in the main process)
     skip_bad: bool = False  # skip unreadable samples instead of stopping
     prompt: str | None = None  # replace every prompt with this one (a text-reliance control)
+    # absent targets added to each training image: other target names of the data set that
+    # the image does not annotate, with empty masks (needs complete annotation per image)
+    negatives: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.workers < 0:
-            raise ValueError(f"data.workers must be >= 0, got {self.workers}")
+        if self.workers < 0 or self.negatives < 0:
+            raise ValueError("data.workers and data.negatives must be >= 0, got "
+                             f"{self.workers} and {self.negatives}")
 
 
 @dataclass(frozen=True)

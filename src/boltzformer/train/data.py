@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from boltzformer.data import BiomedParseDataset, random_augment
+from boltzformer.data.biomedparse import default_prompt
 
 
 def mix_seed(*parts: int) -> int:
@@ -60,21 +61,34 @@ class EpochView(Dataset):
     (without its rotations when `rotations` is false) applied once to the image and
     identically to all its masks. A resumed run therefore sees
     exactly the groups an uninterrupted one would, whatever the number of workers.
+
+    `negatives` (N > 0) adds to each group up to N absent targets: names of the data set's
+    targets (all of `base`) that the image does not annotate, drawn per (seed, epoch, group)
+    without replacement, each prompted `<target> in <site> <modality>` with an empty mask and
+    area 0. It assumes every image annotates every target it holds, as the built-in
+    phantoms do; the group's other draws are the same with and without it.
     """
 
     def __init__(
         self, base: BiomedParseDataset, indices: Sequence[int], *, seed: int, augment: bool,
-        prompts_per_image: int = 1, rotations: bool = True,
+        prompts_per_image: int = 1, rotations: bool = True, negatives: int = 0,
     ) -> None:
         if prompts_per_image < 1:
             raise ValueError(f"prompts_per_image must be >= 1, got {prompts_per_image}")
+        if negatives < 0:
+            raise ValueError(f"negatives must be >= 0, got {negatives}")
         self.base = base
         self.indices = list(indices)
         self.seed = seed
         self.augment = augment
         self.rotations = rotations
         self.k = prompts_per_image
+        self.negatives = negatives
+        self.vocabulary = sorted({sample.target for sample in base.samples})
         self.images = group_by_image(base, self.indices)
+        self.annotated: dict[str, set[str]] = {}  # image path -> every target it annotates
+        for sample in base.samples:
+            self.annotated.setdefault(str(sample.image_path), set()).add(sample.target)
         self.epoch = 0
         self.groups = self._groups(0)
 
@@ -107,6 +121,8 @@ class EpochView(Dataset):
             if len(sample.sentences) > 1 and item["mask_file"] == sample.mask_file:
                 pick = int(torch.randint(len(sample.sentences), (), generator=generator))
                 item["prompt"] = sample.sentences[pick]
+        if self.negatives:
+            items += self._absent_items(group[0], items[0])
         image = items[0]["image"]
         masks = torch.cat([item["mask"] for item in items])  # (k, S, S)
         if self.augment:
@@ -115,6 +131,19 @@ class EpochView(Dataset):
                                if key not in ("image", "mask")}
         out.update(image=image, mask=masks[:, None])
         return out
+
+    def _absent_items(self, first: int, like: dict[str, Any]) -> list[dict[str, Any]]:
+        """Up to `negatives` items of targets the image of item `first` does not annotate,
+        made from its item `like`: an empty mask (1, S, S), area 0, no mask file."""
+        sample = self.base.samples[first]
+        absent = [t for t in self.vocabulary
+                  if t not in self.annotated[str(sample.image_path)]]
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, first, 3))
+        order = torch.randperm(len(absent), generator=generator)[: self.negatives].tolist()
+        return [{**like, "target": absent[i], "mask": torch.zeros_like(like["mask"]),
+                 "prompt": default_prompt(absent[i], sample.site, sample.modality),
+                 "area": 0.0, "mask_file": "", "mask_path": "", "instances_path": ""}
+                for i in order]
 
 
 def collate_groups(groups: list[dict[str, Any]]) -> dict[str, Any]:

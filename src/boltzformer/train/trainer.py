@@ -126,7 +126,8 @@ class Trainer:
                 text_labels=tuple(sorted({sample.target for sample in base.samples})))
         self.train_set = EpochView(base, train_idx, seed=loop.seed, augment=cfg.data.augment,
                                    prompts_per_image=loop.prompts_per_image,
-                                   rotations=cfg.data.rotations)
+                                   rotations=cfg.data.rotations,
+                                   negatives=cfg.data.negatives)
         self.val_set = Subset(base, val_idx[cluster.rank :: cluster.world])
         self.n_train, self.n_val = len(train_idx), len(val_idx)
         self.sampler = ResumableSampler(
