@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+import boltzformer.baselines as baselines
+from boltzformer.apps import demo as demo_app
 from boltzformer.apps.demo import TRAINING, DemoSettings, run_demo
 from boltzformer.apps.study import TABLES, StudySettings, Variant, cell_config, plan
 from boltzformer.cli import build_parser, main
@@ -150,6 +152,8 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
         ["demo", "--absent-share", "0.25", "--existence-head"]))
     assert absent.absent_share == 0.25
     assert absent.train_config(tmp_path).model.resolve().existence_head
+    negatives = demo_command.settings(build_parser().parse_args(["demo", "--negatives", "2"]))
+    assert negatives.train_config(tmp_path).data.negatives == 2
 
     flags = ["demo", "--minutes", "3", "--image-size", "128", "--batch-size", "2",
              "--prompts-per-image", "1", "--lr", "3e-3", "--text-encoder", "builtin",
@@ -202,3 +206,21 @@ def test_study_runs_train_as_before_and_the_budget_flags_override_them(tmp_path)
     assert (both.max_steps, both.max_minutes) == (500, 1.0)
     with pytest.raises(ValueError, match="train.max_steps must be > 0"):
         given("--steps", "0")
+
+
+@pytest.mark.parametrize(("negatives", "supervise"), [(0, "annotated"), (2, "all")])
+def test_the_expert_learns_absent_targets_when_boltzformer_does(tmp_path, monkeypatch,
+                                                                 negatives, supervise):
+    """With data.negatives (complete annotation assumed) the U-Net supervises every channel,
+    an unannotated target as empty; without, only the annotated ones."""
+    given = {}
+
+    def record(*args, **kwargs):
+        given.update(kwargs)
+        raise StopIteration  # enough: the call's arguments are what is tested
+
+    monkeypatch.setattr(baselines, "train_unet", record)
+    training = TRAINING.with_overrides({"data.negatives": negatives})
+    with pytest.raises(StopIteration):
+        demo_app._expert(DemoSettings(training=training), tmp_path, None, tmp_path / "expert")
+    assert given["supervise"] == supervise

@@ -247,7 +247,9 @@ def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
             ) -> dict[str, Any]:
     """The U-Net expert (one output channel per target) on the same split, images and
     minutes, with its own recipe (`train_unet`'s defaults: constant lr, no augmentation); its
-    evaluation is written to `out` (the [baselines] extra is needed)."""
+    evaluation is written to `out` (the [baselines] extra is needed). With `data.negatives`
+    (every image annotates every target it holds) it supervises every channel, an
+    unannotated target as empty, as BoltzFormer's absent prompts do."""
     try:
         from boltzformer.baselines import train_unet  # an optional extra: imported on use
     except ImportError as err:
@@ -260,6 +262,7 @@ def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
     result = train_unet(data_dir, out / "model", minutes=cfg.train.max_minutes,
                         image_size=cfg.model.resolve().image_size, seed=cfg.train.seed,
                         val_fraction=cfg.data.val_fraction, workers=cfg.data.workers,
+                        supervise="all" if cfg.data.negatives else "annotated",
                         progress=s.progress)
     ev = evaluate(result.model, test, seed=cfg.train.seed, progress=s.progress)
     write_report(ev, out)
