@@ -224,3 +224,9 @@ def test_the_expert_learns_absent_targets_when_boltzformer_does(tmp_path, monkey
     with pytest.raises(StopIteration):
         demo_app._expert(DemoSettings(training=training), tmp_path, None, tmp_path / "expert")
     assert given["supervise"] == supervise
+
+
+def test_configs_demo_yaml_is_the_demos_recipe():
+    """configs/demo.yaml lets `boltzformer train` run the demo's recipe: it must not drift."""
+    path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    assert TrainConfig.from_yaml(path) == TRAINING
