@@ -68,9 +68,10 @@ def test_weight_decay_spares_biases_and_norms() -> None:
     assert optimizer.defaults["fused"]  # PyTorch's fused AdamW kernel on the CPU
 
 
-def _step_for(phantoms, small_model, loss_weight: float = 1.0, **loss):
+def _step_for(phantoms, small_model, loss_weight: float = 1.0, amp: str = "none", **loss):
     model = build_model("tiny", **small_model).train()
     cfg = TrainConfig().with_overrides({"loss.weight": loss_weight, "optim.warmup_steps": 0,
+                                        "train.amp": amp,
                                         **{f"loss.{k}": v for k, v in loss.items()}})
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total=10)
@@ -88,6 +89,24 @@ def test_a_step_updates_the_model_and_advances_the_schedule(phantoms, small_mode
     assert result.loss is not None and result.loss > 0 and result.non_finite is None
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert step.scheduler.last_epoch == 1
+
+
+@pytest.mark.parametrize(("amp", "dtype"), [("none", torch.float32), ("bf16", torch.bfloat16)])
+def test_bf16_autocast_trains_on_the_cpu(phantoms, small_model, amp, dtype) -> None:
+    """train.amp=bf16 runs the forward pass's matrix products in bfloat16 on the CPU (AMX
+    where the CPU has it) and still takes a finite float32 step; fp16 stays CUDA-only."""
+    model, step, batch = _step_for(phantoms, small_model, amp=amp)
+    seen = []
+    model.pixel_decoder.register_forward_hook(lambda m, i, o: seen.append(
+        next(t for t in (o if isinstance(o, (tuple, list)) else [o]) if torch.is_tensor(t))))
+    before = [p.detach().clone() for p in model.parameters()]
+    result = step(batch)
+    assert seen and seen[0].dtype == dtype
+    assert result.loss is not None and math.isfinite(result.loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        _step_for(phantoms, small_model, amp="fp16")
 
 
 def test_a_non_finite_loss_leaves_the_model_untouched(phantoms, small_model) -> None:

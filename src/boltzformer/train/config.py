@@ -156,7 +156,7 @@ class LoopConfig:
     snapshot_minutes: float | None = None  # keep the weights every this many minutes
     log_every: int = 10  # steps between training records in metrics.jsonl
     nan_policy: str = "stop"  # a non-finite loss: "stop" the run or "skip" the step
-    amp: str = "none"  # "bf16" or "fp16" autocast on CUDA
+    amp: str = "none"  # "bf16" autocast (CPU or CUDA) or "fp16" (CUDA, with loss scaling)
     compile: bool = False  # torch.compile the model (CUDA)
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda"
 

@@ -53,9 +53,9 @@ class TrainStep:
                  generator: torch.Generator, *, net: Callable[..., Any] | None = None,
                  any_rank: Callable[[bool], bool] = bool) -> None:
         amp = cfg.train.amp
-        if amp != "none" and device.type != "cuda":
-            raise ValueError(f"train.amp={amp} needs a CUDA device (this run uses {device}); "
-                             "set train.amp=none")
+        if amp == "fp16" and device.type != "cuda":
+            raise ValueError(f"train.amp=fp16 needs a CUDA device (this run uses {device}); "
+                             "set train.amp=bf16 or none")
         self.model = model
         self.net: Callable[..., Any] = net if net is not None else model
         self.optimizer, self.scheduler = optimizer, scheduler
