@@ -94,7 +94,7 @@ def test_a_step_updates_the_model_and_advances_the_schedule(phantoms, small_mode
 @pytest.mark.parametrize(("amp", "dtype"), [("none", torch.float32), ("bf16", torch.bfloat16)])
 def test_bf16_autocast_trains_on_the_cpu(phantoms, small_model, amp, dtype) -> None:
     """train.amp=bf16 runs the forward pass's matrix products in bfloat16 on the CPU (AMX
-    where the CPU has it) and still takes a finite float32 step; fp16 stays CUDA-only."""
+    where the CPU has it) and still takes a finite float32 step."""
     model, step, batch = _step_for(phantoms, small_model, amp=amp)
     seen = []
     model.pixel_decoder.register_forward_hook(lambda m, i, o: seen.append(
@@ -105,8 +105,28 @@ def test_bf16_autocast_trains_on_the_cpu(phantoms, small_model, amp, dtype) -> N
     assert result.loss is not None and math.isfinite(result.loss)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
-    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
-        _step_for(phantoms, small_model, amp="fp16")
+
+
+def test_absent_targets_can_be_left_to_the_existence_head(phantoms, small_model,
+                                                         monkeypatch) -> None:
+    """loss.absent_masks=false: a pair whose mask is empty trains the head, not the masks;
+    the mask loss is that of the present pairs alone."""
+    model, step, batch = _step_for(phantoms, {**small_model, "existence_head": True},
+                                   absent_masks=False)
+    batch["mask"][0] = 0  # one absent pair at least
+    real, seen = step_module.training_loss, []
+
+    def spy(logits, masks, *args, **kwargs):
+        seen.append(masks.clone())
+        return real(logits, masks, *args, **kwargs)
+
+    monkeypatch.setattr(step_module, "training_loss", spy)
+    assert step(batch).loss is not None
+    present = batch["mask"].flatten(1).amax(1) > 0.5
+    assert len(seen) == 1 and torch.equal(seen[0], batch["mask"][present])
+    assert 0 < int(present.sum()) < batch["mask"].shape[0]
+    with pytest.raises(ValueError, match="existence_head=true"):
+        _step_for(phantoms, small_model, absent_masks=False)
 
 
 def test_a_non_finite_loss_leaves_the_model_untouched(phantoms, small_model) -> None:
@@ -141,11 +161,11 @@ def test_the_step_honours_loss_layer_pool_and_reports_the_final_term(
         TrainConfig().with_overrides({"loss.layer_pool": 0})
 
 
-def test_amp_needs_cuda() -> None:
-    cfg = TrainConfig().with_overrides({"train.amp": "bf16"})
+def test_fp16_needs_cuda() -> None:
+    cfg = TrainConfig().with_overrides({"train.amp": "fp16"})
     weight = nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([weight])
-    with pytest.raises(ValueError, match="train.amp=bf16 needs a CUDA device"):
+    with pytest.raises(ValueError, match="train.amp=fp16 needs a CUDA device"):
         TrainStep(nn.Linear(1, 1), optimizer, build_scheduler(optimizer, cfg.optim, 1), cfg,
                   torch.device("cpu"), torch.Generator())
 

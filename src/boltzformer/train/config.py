@@ -125,6 +125,9 @@ class LossConfig:
     # unchanged: at equal steps as accurate, each step faster (docs/training.md, "A cheaper
     # deep supervision")
     layer_pool: int = 2
+    # pairs whose target is absent (an empty mask) train the mask path too (the paper's loss
+    # on every pair); false: only the existence head learns from them (needs the head)
+    absent_masks: bool = True
 
     def __post_init__(self) -> None:
         if self.layer_pool < 1:

@@ -56,6 +56,9 @@ class TrainStep:
         if amp == "fp16" and device.type != "cuda":
             raise ValueError(f"train.amp=fp16 needs a CUDA device (this run uses {device}); "
                              "set train.amp=bf16 or none")
+        if not cfg.loss.absent_masks and getattr(model, "existence", None) is None:
+            raise ValueError("loss.absent_masks=false leaves absent targets to the existence "
+                             "head: set model.existence_head=true too")
         self.model = model
         self.net: Callable[..., Any] = net if net is not None else model
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -78,10 +81,18 @@ class TrainStep:
                            targets=batch["target"], generator=self.generator,
                            return_layers=deep, layer_pool=self.loss.layer_pool)
         with record_function(PART + "loss"):
-            layers = [t.float() for t in out.layer_logits] if deep else None
-            loss, aux = training_loss(out.logits.float(), masks, layers,
-                                      weight=self.loss.weight, target=self.loss.target,
-                                      dice=self.loss.dice)
+            logits, layers, targets = out.logits, out.layer_logits if deep else None, masks
+            if not self.loss.absent_masks:  # only pairs whose target is present train masks
+                keep = masks.flatten(1).amax(1) > 0.5
+                logits, targets = logits[keep], masks[keep]
+                layers = [t[keep] for t in layers] if layers else None
+            if targets.shape[0]:
+                loss, aux = training_loss(logits.float(), targets,
+                                          [t.float() for t in layers] if layers else None,
+                                          weight=self.loss.weight, target=self.loss.target,
+                                          dice=self.loss.dice)
+            else:  # no present target in the batch: no mask loss
+                loss, aux = out.logits.sum() * 0.0, None
             final = (loss if aux is None else loss - self.loss.weight * aux).detach()
             if out.existence_logits is not None:  # the existence head (not the paper's)
                 loss = loss + self.loss.existence_weight * existence_loss(
