@@ -333,3 +333,20 @@ def test_a_label_model_learns_its_vocabulary_from_the_data(phantoms, tmp_path,
     targets = {s.target for s in BiomedParseDataset(phantoms, "train", image_size=64).samples}
     assert model.config.text_labels == tuple(sorted(targets))
     assert model.text_encoder.labels == model.config.text_labels
+
+
+def test_a_bf16_channels_last_run_saves_a_loadable_float32_checkpoint(phantoms, tmp_path,
+                                                                      small_config) -> None:
+    """train.amp=bf16 with train.channels_last: the model trains in that layout, says which
+    precision it ran in, and its checkpoint loads as any other (float32 weights)."""
+    cfg = TrainConfig.from_dict(small_config(phantoms, train={
+        "epochs": 1, "max_steps": 2, "amp": "bf16", "channels_last": True}))
+    run_dir = tmp_path / "run"
+    result = train(cfg, run_dir, progress=False)
+    assert result.metrics["amp"] == "bf16"
+    convs = [m.weight for m in result.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    model = BoltzFormer.from_pretrained(result.last_checkpoint)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 result.model.state_dict().values()))

@@ -68,10 +68,11 @@ def test_weight_decay_spares_biases_and_norms() -> None:
     assert optimizer.defaults["fused"]  # PyTorch's fused AdamW kernel on the CPU
 
 
-def _step_for(phantoms, small_model, loss_weight: float = 1.0, amp: str = "none", **loss):
+def _step_for(phantoms, small_model, loss_weight: float = 1.0, amp: str = "none",
+              channels_last: bool = False, **loss):
     model = build_model("tiny", **small_model).train()
     cfg = TrainConfig().with_overrides({"loss.weight": loss_weight, "optim.warmup_steps": 0,
-                                        "train.amp": amp,
+                                        "train.amp": amp, "train.channels_last": channels_last,
                                         **{f"loss.{k}": v for k, v in loss.items()}})
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, total=10)
@@ -159,6 +160,35 @@ def test_the_step_honours_loss_layer_pool_and_reports_the_final_term(
     assert result.loss > result.final_loss  # the deep supervision term comes on top
     with pytest.raises(ValueError, match="loss.layer_pool must be >= 1"):
         TrainConfig().with_overrides({"loss.layer_pool": 0})
+
+
+def test_amp_auto_takes_bf16_only_where_the_hardware_has_it(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    assert step_module.resolve_amp("none", cpu) == "none"
+    assert step_module.resolve_amp("bf16", cpu) == "bf16"
+    monkeypatch.setattr(step_module, "native_bf16", lambda device: True)
+    assert step_module.resolve_amp("auto", cpu) == "bf16"
+    monkeypatch.setattr(step_module, "native_bf16", lambda device: False)
+    assert step_module.resolve_amp("auto", cpu) == "none"
+    # the CPU test reads torch's capability probes; without them it says no
+    monkeypatch.undo()
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert not step_module.native_bf16(cpu)
+
+
+def test_channels_last_trains_the_same_function(phantoms, small_model) -> None:
+    """train.channels_last changes the layout of the convolutions' weights and inputs, not
+    what is computed: the same loss to float32 rounding."""
+    losses = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model, step, batch = _step_for(phantoms, small_model, channels_last=channels_last)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+            assert step.memory_format == torch.channels_last
+        losses.append(step(batch).loss)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
 def test_fp16_needs_cuda() -> None:

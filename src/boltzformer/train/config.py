@@ -25,7 +25,7 @@ import yaml
 from boltzformer.loss import DEEP_SUPERVISION_TARGETS, DEFAULT_DICE, DICE_FORMS
 from boltzformer.modeling.config import PRESETS, BoltzFormerConfig, check_keys, get_preset
 
-AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16")
+AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16", "auto")
 NAN_POLICIES: tuple[str, ...] = ("stop", "skip")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 
@@ -159,7 +159,10 @@ class LoopConfig:
     snapshot_minutes: float | None = None  # keep the weights every this many minutes
     log_every: int = 10  # steps between training records in metrics.jsonl
     nan_policy: str = "stop"  # a non-finite loss: "stop" the run or "skip" the step
-    amp: str = "none"  # "bf16" autocast (CPU or CUDA) or "fp16" (CUDA, with loss scaling)
+    # "bf16" autocast (CPU or CUDA), "fp16" (CUDA, with loss scaling), "auto": bf16 where the
+    # hardware computes it natively (a CUDA GPU with bf16, a CPU with AVX-512 BF16 or AMX)
+    amp: str = "none"
+    channels_last: bool = False  # the convolutions in channels-last layout (pays with bf16)
     compile: bool = False  # torch.compile the model (CUDA)
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda"
 

@@ -28,6 +28,24 @@ from boltzformer.train.config import TrainConfig
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 (Ampere and later),
+    or a CPU with AVX-512 BF16 or AMX tiles (torch has no public test for the CPU; where its
+    private ones are missing this says no)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    cpu = torch.cpu
+    return any(bool(getattr(cpu, name, lambda: False)())
+               for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """`train.amp` as run on `device`: "auto" becomes "bf16" where it is native, else "none"."""
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else "none"
+    return amp
+
+
 @dataclass(frozen=True)
 class StepResult:
     """What a step did: its loss, or (`loss` None) what was not finite and its value."""
@@ -52,7 +70,7 @@ class TrainStep:
                  scheduler: LRScheduler, cfg: TrainConfig, device: torch.device,
                  generator: torch.Generator, *, net: Callable[..., Any] | None = None,
                  any_rank: Callable[[bool], bool] = bool) -> None:
-        amp = cfg.train.amp
+        amp = resolve_amp(cfg.train.amp, device)
         if amp == "fp16" and device.type != "cuda":
             raise ValueError(f"train.amp=fp16 needs a CUDA device (this run uses {device}); "
                              "set train.amp=bf16 or none")
@@ -66,9 +84,13 @@ class TrainStep:
         self.device, self.generator, self.any_rank = device, generator, any_rank
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
         self.autocast_dtype = AUTOCAST_DTYPES.get(amp)
+        self.amp = amp
+        self.memory_format = (torch.channels_last if cfg.train.channels_last
+                              else torch.contiguous_format)
 
     def __call__(self, batch: dict[str, Any]) -> StepResult:
-        images = batch["image"].to(self.device, non_blocking=True)
+        images = batch["image"].to(self.device, non_blocking=True).contiguous(
+            memory_format=self.memory_format)
         masks = batch["mask"].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         autocast = (

@@ -143,6 +143,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loop.seed)
             self.model = BoltzFormer.from_config(self.model_config).to(self.device)
+        if loop.channels_last:  # the 4-D (convolution) weights; images follow in TrainStep
+            self.model = self.model.to(memory_format=torch.channels_last)
         torch.manual_seed(mix_seed(loop.seed, cluster.rank))
         self.sampling_rng = torch.Generator(device=self.device)
         self.sampling_rng.manual_seed(mix_seed(loop.seed, cluster.rank, 1))
@@ -452,6 +454,7 @@ class Trainer:
             "train_items": self.n_train,
             "val_items": self.n_val,
             "world_size": self.cluster.world,
+            "amp": self.train_step.amp,  # what train.amp ran as ("auto" resolved)
         }
         if self.cluster.main:
             self._record({"kind": "end", **metrics})
