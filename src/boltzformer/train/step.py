@@ -87,6 +87,8 @@ class TrainStep:
         self.amp = amp
         self.memory_format = (torch.channels_last if cfg.train.channels_last
                               else torch.contiguous_format)
+        if cfg.train.channels_last:  # the 4-D (convolution) weights, in place; images per step
+            model.to(memory_format=torch.channels_last)
 
     def __call__(self, batch: dict[str, Any]) -> StepResult:
         images = batch["image"].to(self.device, non_blocking=True).contiguous(

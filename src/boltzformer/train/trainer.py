@@ -143,8 +143,6 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(loop.seed)
             self.model = BoltzFormer.from_config(self.model_config).to(self.device)
-        if loop.channels_last:  # the 4-D (convolution) weights; images follow in TrainStep
-            self.model = self.model.to(memory_format=torch.channels_last)
         torch.manual_seed(mix_seed(loop.seed, cluster.rank))
         self.sampling_rng = torch.Generator(device=self.device)
         self.sampling_rng.manual_seed(mix_seed(loop.seed, cluster.rank, 1))
