@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from boltzformer import build_model
-from boltzformer.modeling.attention import SampledCrossAttention
+from boltzformer.modeling.attention import SampledCrossAttention, SelfAttentionLayer
 from boltzformer.modeling.mask_decoder import MaskHead
 
 
@@ -110,3 +110,19 @@ def test_given_keep_masks_replace_the_sampling():
     with pytest.raises(ValueError, match="2 keep masks given for 9 layers"):
         model.decoder(feats.levels, feats.semantic, text.tokens, text.padding,
                       given_keep=every[:2])
+
+
+def test_self_attention_stays_float32_under_cpu_bf16_autocast():
+    """Its small (S x S) products are slower in bf16 on the CPU: under autocast it computes
+    exactly what it computes without."""
+    torch.manual_seed(0)
+    layer = SelfAttentionLayer(16, 4)
+    x, pos = torch.randn(3, 7, 16), torch.randn(3, 7, 16)
+    padding = torch.zeros(3, 7, dtype=torch.bool)
+    padding[:, -2:] = True
+    plain = layer(x, pos, padding)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = layer(x.bfloat16(), pos, padding)
+    assert cast.dtype == torch.float32
+    assert torch.allclose(cast, layer(x.bfloat16().float(), pos, padding), atol=1e-6)
+    assert plain.dtype == torch.float32 and not torch.equal(cast, plain)  # x was rounded
