@@ -27,6 +27,8 @@ def test_demo_writes_report_and_figures_beside_the_experts(tmp_path):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "# BoltzFormer demo" in report and "small" in report
+    precision = "bfloat16" if result["train"]["amp"] == "bf16" else "float32"
+    assert f"prompts each, {precision})" in report  # what train.amp=auto ran as
     assert "![Boltzmann sampling across layers](sampling.png)" in report
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_samples"] == result["metrics"]["n_samples"] > 0
@@ -141,7 +143,7 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
         "optim": {"lr": 0.001, "warmup_steps": 20},
         "train": {"batch_size": 4, "prompts_per_image": 8, "epochs": 100, "patience": None,
                   "max_minutes": 9, "seed": 0, "checkpoint_every": 200,
-                  "snapshot_minutes": 2},
+                  "snapshot_minutes": 2, "amp": "auto", "channels_last": True},
     })
     assert DemoSettings().train_config(tmp_path) == expected
     given = demo_command.settings(build_parser().parse_args(["demo"]))
