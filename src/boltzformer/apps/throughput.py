@@ -77,7 +77,8 @@ class ThroughputSettings:
 def _batches(cfg: TrainConfig, base: BiomedParseDataset) -> Iterator[dict[str, Any]]:
     loop = cfg.train
     view = EpochView(base, range(len(base)), seed=loop.seed, augment=cfg.data.augment,
-                     prompts_per_image=loop.prompts_per_image, rotations=cfg.data.rotations)
+                     prompts_per_image=loop.prompts_per_image, rotations=cfg.data.rotations,
+                     negatives=cfg.data.negatives)
     while True:
         loader = DataLoader(view, batch_size=loop.batch_size, shuffle=True,
                             num_workers=cfg.data.workers, collate_fn=collate_groups,
