@@ -1,9 +1,12 @@
-"""The table of absent_targets.md from demo output folders (metrics.json, per_sample.csv).
+"""The tables of absent_targets.md from run folders: a demo's output folder (metrics.json,
+per_sample.csv, report.md) or a `boltzformer train` run folder with its test report in
+eval/ (`boltzformer evaluate --out RUN/eval`).
 
     python docs/results/absent_targets.py RUN [RUN ...]
 
 A foreign prompt names a target of the other site (FOREIGN_CANDIDATES), e.g. a lung on an
-abdomen slice; the others left out a target of the image's own site.
+abdomen slice; an own-site one a target of the image's site that it left out (a nodule, an
+adrenal gland).
 """
 
 from __future__ import annotations
@@ -17,35 +20,49 @@ from pathlib import Path
 from boltzformer.data.phantoms import FOREIGN_CANDIDATES
 
 
+def _steps(run: Path) -> str:
+    """The training steps: from a demo's report, else the run's last metrics.jsonl record."""
+    report = run / "report.md"
+    found = re.search(r"for (\d+) steps", report.read_text()) if report.is_file() else None
+    if found:
+        return found.group(1)
+    records = (run / "metrics.jsonl").read_text().splitlines() if (
+        run / "metrics.jsonl").is_file() else []
+    return str(json.loads(records[-1]).get("step", "?")) if records else "?"
+
+
 def row(run: Path) -> str:
-    """One Markdown table row for the demo output folder `run`."""
-    m = json.loads((run / "metrics.json").read_text())
+    """One Markdown table row for the run folder `run`."""
+    scores = run if (run / "metrics.json").is_file() else run / "eval"
+    m = json.loads((scores / "metrics.json").read_text())
     absent, strata = m["absent"], m["size_strata"]["weighted"]
     exist = absent["existence"] or {}
-    with (run / "per_sample.csv").open() as f:
+    with (scores / "per_sample.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r["size"] == "absent"]
     foreign = [r for r in rows if r["target"] in FOREIGN_CANDIDATES[r["site"]]]
-    fp = sum(r["false_positive"] == "True" for r in foreign)
-    steps = re.search(r"for (\d+) steps", (run / "report.md").read_text())
+    own = [r for r in rows if r["target"] not in FOREIGN_CANDIDATES[r["site"]]]
 
     def pct(v: float) -> str:
         return "–" if v != v else f"{100 * v:.1f}"
 
+    def fp(items: list[dict]) -> str:
+        n = sum(r["false_positive"] == "True" for r in items)
+        return f"{pct(n / max(1, len(items)))} % ({n}/{len(items)})"
+
     nan = float("nan")
     auroc = exist.get("auroc", nan)
-
-    return (f"| {run.name} | {steps.group(1) if steps else '?'} | "
-            f"{pct(absent['false_positive_rate'])} % ({absent['false_positive']}/{absent['n']}) | "
-            f"{pct(fp / max(1, len(foreign)))} % ({fp}/{len(foreign)}) | "
+    return (f"| {run.name} | {_steps(run)} | "
+            f"{pct(absent['false_positive_rate'])} % | {fp(foreign)} | {fp(own)} | "
             f"{100 * absent['mean_pred_area']:.2f} % | "
             f"{'–' if auroc != auroc else f'{auroc:.3f}'} | {pct(exist.get('accuracy', nan))} | "
-            f"{pct(strata['small']['dice_mean'])} | {pct(strata['large']['dice_mean'])} | "
+            f"{pct(strata['tiny']['dice_mean'])} | {pct(strata['small']['dice_mean'])} | "
+            f"{pct(strata['large']['dice_mean'])} | "
             f"{pct(m['overall']['dice_mean'])} | {pct(m['grounding']['prompt_accuracy'])} |")
 
 
 if __name__ == "__main__":
-    print("| run | steps | absent FP | foreign FP | mean area (absent) | existence AUROC | "
-          "existence acc. | small | large | all | prompt acc. |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| run | steps | absent FP | foreign FP | own-site FP | mean area (absent) | "
+          "existence AUROC | existence acc. | tiny | small | large | all | prompt acc. |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in sys.argv[1:]:
         print(row(Path(name)))
