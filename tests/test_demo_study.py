@@ -153,7 +153,9 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     absent = demo_command.settings(build_parser().parse_args(
         ["demo", "--absent-share", "0.25", "--existence-head"]))
     assert absent.absent_share == 0.25
-    assert absent.train_config(tmp_path).model.resolve().existence_head
+    cfg = absent.train_config(tmp_path)
+    assert cfg.model.resolve().existence_head and not cfg.model.resolve().existence_detach
+    assert not cfg.loss.absent_masks  # absent prompts train the head alone
     negatives = demo_command.settings(build_parser().parse_args(["demo", "--negatives", "2"]))
     assert negatives.train_config(tmp_path).data.negatives == 2
 

@@ -68,7 +68,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--existence-head", action="store_true",
                    default=bool(model.existence_head),
                    help="add the existence head (not the paper's): a per-prompt probability "
-                   "that the target is in the image; below 0.5 the answer is an empty mask")
+                   "that the target is in the image, below 0.5 an empty mask; trained with the "
+                   "decoder, and absent prompts train only it (with --negatives 2: small and "
+                   "tiny Dice up, docs/results/absent_targets.md)")
     p.add_argument("--expert", action="store_true",
                    help="also train the U-Net expert (one output per target; needs the "
                    "[baselines] extra) for the same minutes and compare both in report.md "
@@ -84,7 +86,9 @@ def settings(args: argparse.Namespace) -> DemoSettings:
         "train.batch_size": args.batch_size, "train.prompts_per_image": args.prompts_per_image,
         "optim.lr": args.lr, "model.text_encoder": args.text_encoder, "train.seed": args.seed,
         "data.workers": args.workers, "data.negatives": args.negatives,
-        **({"model.existence_head": True} if args.existence_head else {}),
+        # the head as measured best: trained with the decoder, absent pairs left to it alone
+        **({"model.existence_head": True, "model.existence_detach": False,
+            "loss.absent_masks": False} if args.existence_head else {}),
     })
     return DemoSettings(out_dir=args.out, images=args.images, data=args.data,
                         training=training, expert=args.expert, absent_share=args.absent_share)
