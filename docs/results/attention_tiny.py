@@ -45,6 +45,7 @@ def run(data: Path, runs: Path, mode: str, seed: int, steps: int, extra: list[st
     out = runs / f"{mode}-s{seed}"
     cfg = TrainConfig.from_yaml(CONFIG).with_overrides({
         "data.root": str(data), "data.workers": 0, "model.attention": mode,
+        "train.amp": "none", "train.channels_last": False,  # float32, as the table was measured
         "train.seed": seed, "train.max_minutes": None, "train.max_steps": steps,
         "train.snapshot_minutes": None, **parse_overrides(extra)})
     started = time.monotonic()
