@@ -207,6 +207,24 @@ def test_training_defaults_to_no_augmentation(phantoms, tmp_path) -> None:
     assert not all(torch.equal(default[k], augmented[k]) for k in default)
 
 
+def test_the_expert_trains_in_bf16_and_channels_last_on_request(phantoms, tmp_path) -> None:
+    """amp=bf16 runs the U-Net's forward in bfloat16 (a different trajectory from float32),
+    channels_last stores its convolutions so; the weights stay float32 and it says which."""
+    def run(name: str, **kwargs):
+        return train_unet(phantoms, tmp_path / name, steps=2, image_size=64, batch_size=3,
+                          progress=False, **kwargs)
+
+    plain, fast = run("f32"), run("bf16", amp="bf16", channels_last=True)
+    assert (plain.metrics["amp"], fast.metrics["amp"]) == ("none", "bf16")
+    convs = [m.weight for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    a, b = plain.model.state_dict(), fast.model.state_dict()
+    assert all(b[k].dtype == a[k].dtype for k in a)
+    assert not all(torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    with pytest.raises(ValueError, match="amp must be none, bf16 or auto"):
+        run("f16", amp="fp16")
+
+
 def test_schedule_warms_up_then_decays() -> None:
     values = [lr_factor_at(i / 100) for i in range(101)]
     assert values[0] == pytest.approx(0.05) and max(values) == pytest.approx(1.0)

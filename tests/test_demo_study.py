@@ -228,6 +228,8 @@ def test_the_expert_learns_absent_targets_when_boltzformer_does(tmp_path, monkey
     with pytest.raises(StopIteration):
         demo_app._expert(DemoSettings(training=training), tmp_path, None, tmp_path / "expert")
     assert given["supervise"] == supervise
+    # the same hardware as BoltzFormer's: precision and layout
+    assert (given["amp"], given["channels_last"]) == ("auto", True)
 
 
 def test_configs_demo_yaml_is_the_demos_recipe():

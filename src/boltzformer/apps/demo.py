@@ -254,7 +254,8 @@ def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
     minutes, with its own recipe (`train_unet`'s defaults: constant lr, no augmentation); its
     evaluation is written to `out` (the [baselines] extra is needed). With `data.negatives`
     (every image annotates every target it holds) it supervises every channel, an
-    unannotated target as empty, as BoltzFormer's absent prompts do."""
+    unannotated target as empty, as BoltzFormer's absent prompts do. It trains in the same
+    precision and layout (`train.amp`, `train.channels_last`)."""
     try:
         from boltzformer.baselines import train_unet  # an optional extra: imported on use
     except ImportError as err:
@@ -268,6 +269,7 @@ def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
                         image_size=cfg.model.resolve().image_size, seed=cfg.train.seed,
                         val_fraction=cfg.data.val_fraction, workers=cfg.data.workers,
                         supervise="all" if cfg.data.negatives else "annotated",
+                        amp=cfg.train.amp, channels_last=cfg.train.channels_last,
                         progress=s.progress)
     ev = evaluate(result.model, test, seed=cfg.train.seed, progress=s.progress)
     write_report(ev, out)

@@ -33,6 +33,7 @@ from boltzformer.data import BiomedParseDataset, random_augment
 from boltzformer.loss import dice_bce_loss
 from boltzformer.train.data import group_by_image, mix_seed, split_by_image
 from boltzformer.train.optim import cosine_factor, decay_groups
+from boltzformer.train.step import resolve_amp
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -162,6 +163,8 @@ def train_unet(
     val_fraction: float = 0.2,
     workers: int = 0,
     log_every: int = 10,
+    amp: str = "none",
+    channels_last: bool = False,
     progress: bool = True,
 ) -> UNetTrainResult:
     """Train a `UNetExpert` on the "train" split of `data_root` for `minutes` or `steps`
@@ -173,7 +176,10 @@ def train_unet(
     `masked_dice_bce`) or BCE on every channel, an unannotated target as empty ("all",
     `multilabel_dice_bce`: right only where every image annotates every target it shows).
     `augment`: `random_augment`'s crops (and 90-degree turns with `rotations`), off by
-    default. Records "train" every `log_every` steps and "end" in metrics.jsonl.
+    default. `amp` ("none", "bf16", "auto": bf16 where native, as `train.amp`) and
+    `channels_last` set the precision and layout as for BoltzFormer, so that both models of a
+    comparison get the same hardware. Records "train" every `log_every` steps and "end" in
+    metrics.jsonl.
     """
     from tqdm.auto import tqdm
 
@@ -201,6 +207,11 @@ def train_unet(
         torch.manual_seed(seed)
         model = UNetExpert(config)
     model.train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
+    precision = resolve_amp(amp, torch.device("cpu"))
+    if precision == "fp16":
+        raise ValueError("the U-Net trains on the CPU: amp must be none, bf16 or auto")
     optimizer = torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -227,8 +238,9 @@ def train_unet(
         for batch in loader:
             for group in optimizer.param_groups:
                 group["lr"] = lr * (lr_factor_at(used()) if schedule == "cosine" else 1.0)
-            loss = loss_of(model.channel_logits(batch["image"]), batch["masks"],
-                                   batch["annotated"])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model.channel_logits(batch["image"].contiguous(memory_format=layout))
+            loss = loss_of(logits.float(), batch["masks"], batch["annotated"])
             if not bool(torch.isfinite(loss)):
                 raise FloatingPointError(f"non-finite loss {float(loss)} at step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
@@ -257,7 +269,7 @@ def train_unet(
         "seconds": seconds,
         "images_per_s": images_seen / seconds, "steps_per_s": step / seconds,
         "final_loss": last_loss, "train_images": len(data), "train_masks": len(train_idx),
-        "val_masks_unused": len(val_idx), "targets": targets,
+        "val_masks_unused": len(val_idx), "targets": targets, "amp": precision,
         "recipe": {"lr": lr, "schedule": schedule, "weight_decay": weight_decay, "clip": clip,
                    "supervise": supervise, "augment": augment, "batch_size": batch_size},
     }
