@@ -3,6 +3,7 @@ per_sample.csv, report.md) or a `boltzformer train` run folder with its test rep
 eval/ (`boltzformer evaluate --out RUN/eval`).
 
     python docs/results/absent_targets.py RUN [RUN ...]
+    python docs/results/absent_targets.py --gate RUN    # a stricter existence threshold
 
 A foreign prompt names a target of the other site (FOREIGN_CANDIDATES), e.g. a lung on an
 abdomen slice; an own-site one a target of the image's site that it left out (a nodule, an
@@ -60,7 +61,26 @@ def row(run: Path) -> str:
             f"{pct(m['overall']['dice_mean'])} | {pct(m['grounding']['prompt_accuracy'])} |")
 
 
+def gate(run: Path, thresholds: tuple[float, ...] = (0.5, 0.8, 0.85, 0.9, 0.95)) -> None:
+    """What a stricter existence threshold would give, from `per_sample.csv`'s existence
+    column: a present target below it loses its Dice, an absent one its false positive."""
+    scores = run if (run / "per_sample.csv").is_file() else run / "eval"
+    with (scores / "per_sample.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    absent = [r for r in rows if r["size"] == "absent"]
+    present = [r for r in rows if r["size"] != "absent"]
+    for t in thresholds:
+        fp = sum(float(r["existence"]) >= t and r["false_positive"] == "True" for r in absent)
+        kept = [float(r["dice"]) if float(r["existence"]) >= t else 0.0 for r in present]
+        small = [d for d, r in zip(kept, present) if r["size"] == "small"]
+        print(f"threshold {t}: absent FP {100 * fp / len(absent):.1f} %, small Dice "
+              f"{100 * sum(small) / len(small):.1f}, all {100 * sum(kept) / len(kept):.1f}")
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--gate":
+        gate(Path(sys.argv[2]))
+        sys.exit()
     print("| run | steps | absent FP | foreign FP | own-site FP | mean area (absent) | "
           "existence AUROC | existence acc. | tiny | small | large | all | prompt acc. |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

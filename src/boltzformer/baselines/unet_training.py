@@ -210,8 +210,9 @@ def train_unet(
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model.to(memory_format=layout)
     precision = resolve_amp(amp, torch.device("cpu"))
-    if precision == "fp16":
-        raise ValueError("the U-Net trains on the CPU: amp must be none, bf16 or auto")
+    if precision not in ("none", "bf16"):
+        raise ValueError("the U-Net trains on the CPU: amp must be none, bf16 or auto, got "
+                         f"{amp!r}")
     optimizer = torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr)
     out.mkdir(parents=True, exist_ok=True)
 

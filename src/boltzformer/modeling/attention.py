@@ -356,8 +356,8 @@ class SelfAttentionLayer(nn.Module):
         """x, pos (B, S, d); padding (B, S) bool, True at padded text tokens -> (B, S, d).
 
         On the CPU it runs in float32 even under bf16 autocast: its (S x S) products are too
-        small for the bf16 kernels, which took 85 ms against float32's 36-62 ms for the
-        demo's 32 pairs (forward + backward, one thread)."""
+        small for the bf16 kernels (the demo's 32 pairs, forward + backward, one thread: 61 ms
+        in bf16 against 37 ms in float32; docs/results/precision_cost.py)."""
         with torch.autocast("cpu", enabled=False):  # a CUDA autocast applies as before
             if x.device.type == "cpu":
                 x, pos = x.float(), pos.float()
