@@ -105,6 +105,34 @@ def test_deep_supervision_targets_and_weight():
         deep_supervision_loss(layers, mask, "median")
 
 
+def test_absent_dice_false_teaches_empty_masks_by_bce_alone():
+    """loss.absent_dice=false: a pair with an empty mask adds only its BCE; the Dice term
+    is that of the present pairs (hand-computed), at the final output and every layer."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1, 8, 8)
+    mask = torch.zeros(3, 1, 8, 8)
+    mask[0, 0, 2:4, 2:4] = 1
+    mask[2, 0, 5, 5] = 1  # pair 1 is absent
+    p, t = logits.sigmoid().flatten(1), mask.flatten(1)
+    dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+    bce = F.binary_cross_entropy_with_logits(logits, mask)
+    total, _ = training_loss(logits, mask, absent_dice=False)
+    assert torch.allclose(total, dice[[0, 2]].mean() + bce)
+    assert torch.allclose(training_loss(logits, mask)[0], dice.mean() + bce)
+    # all absent: BCE alone, and the empty-mask Dice (which punishes any pixel) is gone
+    empty = torch.zeros(2, 1, 8, 8)
+    only_bce, _ = training_loss(logits[:2], empty, absent_dice=False)
+    assert torch.allclose(only_bce, F.binary_cross_entropy_with_logits(logits[:2], empty))
+    layers = [torch.randn(3, 2, 4, 4)]
+    goal = layer_target(mask, (4, 4))
+    per_query = deep_supervision_loss(layers, mask, absent_dice=False)
+    kept = layers[0][[0, 2]].reshape(4, 1, 4, 4)  # pair 0 queries 0, 1; pair 2 alike
+    expected = (dice_loss(kept, goal[[0, 0, 2, 2]])
+                + F.binary_cross_entropy_with_logits(layers[0].reshape(6, 1, 4, 4),
+                                                     goal.repeat_interleave(2, 0)))
+    assert torch.allclose(per_query, expected)
+
+
 def test_layer_pool_supervises_s_pooled_and_leaves_the_final_output_alone():
     """loss.layer_pool: the layer predictions on S average-pooled are the dense predictions
     average-pooled (Eq. 1 is linear in S); the sampling and the final output do not change;

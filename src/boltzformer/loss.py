@@ -39,11 +39,18 @@ def check_dice(form: str) -> str:
     return form
 
 
-def dice_loss(logits: Tensor, target: Tensor, form: str = DEFAULT_DICE) -> Tensor:
+def dice_loss(logits: Tensor, target: Tensor, form: str = DEFAULT_DICE, *,
+              present_only: bool = False) -> Tensor:
     """Dice loss per sample, averaged: logits, target (B, 1, H, W) -> scalar (see module doc
-    for the forms)."""
+    for the forms). `present_only`: averaged over the samples whose target has a pixel (0 if
+    none), so an empty target is left to BCE."""
     p = logits.sigmoid().flatten(1)
     t = target.flatten(1)
+    if present_only:
+        keep = t.amax(1) > 0.5
+        if not bool(keep.any()):
+            return logits.sum() * 0.0
+        p, t = p[keep], t[keep]
     if check_dice(form) == "vnet":
         dice = (2 * (p * t).sum(1) + 1e-5) / ((p * p).sum(1) + (t * t).sum(1) + 1e-5)
     else:
@@ -59,12 +66,15 @@ def resize_to_mask(logits: Tensor, size: Sequence[int]) -> Tensor:
                          antialias=True)
 
 
-def dice_bce_loss(logits: Tensor, target: Tensor, dice: str = DEFAULT_DICE) -> Tensor:
+def dice_bce_loss(logits: Tensor, target: Tensor, dice: str = DEFAULT_DICE, *,
+                  absent_dice: bool = True) -> Tensor:
     """Dice + pixel-wise BCE (mean), equal weights. logits (B, 1, h, w), resized to the
-    target's (B, 1, H, W) when they differ; target in {0, 1}."""
+    target's (B, 1, H, W) when they differ; target in {0, 1}. `absent_dice=False`: Dice over
+    the pairs whose target is present only (an empty target gets BCE alone)."""
     logits = resize_to_mask(logits, target.shape[-2:])
     target = target.to(logits.dtype)
-    return dice_loss(logits, target, dice) + F.binary_cross_entropy_with_logits(logits, target)
+    return (dice_loss(logits, target, dice, present_only=not absent_dice)
+            + F.binary_cross_entropy_with_logits(logits, target))
 
 
 def existence_loss(existence_logits: Tensor, mask: Tensor) -> Tensor:
@@ -83,12 +93,13 @@ def layer_target(mask: Tensor, size: Sequence[int]) -> Tensor:
 
 
 def deep_supervision_loss(layer_logits: list[Tensor], mask: Tensor, target: str = "query",
-                          dice: str = DEFAULT_DICE) -> Tensor:
+                          dice: str = DEFAULT_DICE, *, absent_dice: bool = True) -> Tensor:
     """Mean over layers of Dice + BCE on each layer's prediction.
 
     layer_logits: L tensors (B, Q, h, w) (the predictions that drove layers 0..L-1);
     mask: (B, 1, H, W). `target="query"` supervises every query's own mask (each drives its
     query's sampling); `"mean"` supervises the ensemble mean of the Q masks (Eq. 7's mean).
+    `absent_dice` as in `dice_bce_loss`.
     """
     if target not in DEEP_SUPERVISION_TARGETS:
         raise ValueError(f"deep supervision target {target!r} is not valid; choose one of "
@@ -98,23 +109,26 @@ def deep_supervision_loss(layer_logits: list[Tensor], mask: Tensor, target: str 
     for logits in layer_logits:
         b, q, h, w = logits.shape
         if target == "mean":
-            losses.append(dice_bce_loss(logits.mean(1, keepdim=True), goal, dice))
+            losses.append(dice_bce_loss(logits.mean(1, keepdim=True), goal, dice,
+                                        absent_dice=absent_dice))
         else:  # every query its own sample: (B * Q, 1, h, w) against its pair's mask
             per_query = goal.expand(b, q, h, w).reshape(b * q, 1, h, w)
-            losses.append(dice_bce_loss(logits.reshape(b * q, 1, h, w), per_query, dice))
+            losses.append(dice_bce_loss(logits.reshape(b * q, 1, h, w), per_query, dice,
+                                        absent_dice=absent_dice))
     return torch.stack(losses).mean()
 
 
 def training_loss(logits: Tensor, mask: Tensor, layer_logits: list[Tensor] | None = None, *,
                   weight: float = 1.0, target: str = "query", dice: str = DEFAULT_DICE,
-                  ) -> tuple[Tensor, Tensor | None]:
+                  absent_dice: bool = True) -> tuple[Tensor, Tensor | None]:
     """(total, deep-supervision term) for final logits (B, 1, h, w) and mask (B, 1, H, W).
 
     Without `layer_logits` it is the paper's loss, Dice + BCE on the final output (the
     release's with dice="vnet"); with them, `weight` times `deep_supervision_loss` is added.
+    `absent_dice=False` leaves pairs with an empty mask to BCE alone (no Dice term).
     """
-    final = dice_bce_loss(logits, mask, dice)
+    final = dice_bce_loss(logits, mask, dice, absent_dice=absent_dice)
     if not layer_logits:
         return final, None
-    aux = deep_supervision_loss(layer_logits, mask, target, dice)
+    aux = deep_supervision_loss(layer_logits, mask, target, dice, absent_dice=absent_dice)
     return final + weight * aux, aux

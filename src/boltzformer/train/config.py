@@ -128,6 +128,9 @@ class LossConfig:
     # pairs whose target is absent (an empty mask) train the mask path too (the paper's loss
     # on every pair); false: only the existence head learns from them (needs the head)
     absent_masks: bool = True
+    # with absent_masks: the Dice term counts present pairs only, an absent pair's empty mask
+    # is taught by BCE alone (its Dice, 1 - 1/(sum p + 1), punishes any pixel hard)
+    absent_dice: bool = True
 
     def __post_init__(self) -> None:
         if self.layer_pool < 1:

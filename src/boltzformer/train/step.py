@@ -114,7 +114,8 @@ class TrainStep:
                 loss, aux = training_loss(logits.float(), targets,
                                           [t.float() for t in layers] if layers else None,
                                           weight=self.loss.weight, target=self.loss.target,
-                                          dice=self.loss.dice)
+                                          dice=self.loss.dice,
+                                          absent_dice=self.loss.absent_dice)
             else:  # no present target in the batch: no mask loss
                 loss, aux = out.logits.sum() * 0.0, None
             final = (loss if aux is None else loss - self.loss.weight * aux).detach()
