@@ -134,13 +134,16 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     name, a third of the sampling's draws uniform and initial queries of std 0.02, A.5's
     crops without its rotations, 4 images of up to 8 prompts a step at lr 1e-3 (20 warm-up
     steps), for 9 minutes with no early stopping, 5 % of the training images for validation,
-    snapshots every 2 minutes."""
+    snapshots every 2 minutes; the existence head trained with the decoder on two absent names
+    per image, absent pairs to it alone, on phantoms with absent targets."""
     expected = TrainConfig.from_dict({
         "model": {"preset": "tiny", "image_size": 256, "text_encoder": "labels",
-                  "sampling_explore": 0.3, "query_init_std": 0.02},
+                  "sampling_explore": 0.3, "query_init_std": 0.02,
+                  "existence_head": True, "existence_detach": False},
         "data": {"root": str(tmp_path), "workers": 2, "val_fraction": 0.05,
-                 "rotations": False},
+                 "rotations": False, "negatives": 2},
         "optim": {"lr": 0.001, "warmup_steps": 20},
+        "loss": {"absent_masks": False},
         "train": {"batch_size": 4, "prompts_per_image": 8, "epochs": 100, "patience": None,
                   "max_minutes": 9, "seed": 0, "checkpoint_every": 200,
                   "snapshot_minutes": 2, "amp": "auto", "channels_last": True},
@@ -149,15 +152,13 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     given = demo_command.settings(build_parser().parse_args(["demo"]))
     assert given.train_config(tmp_path) == expected
     assert (given.out_dir, given.images, given.expert) == (Path("demo_output"), 1200, False)
-    assert given.absent_share == DemoSettings().absent_share
+    assert given.absent_share == DemoSettings().absent_share == 0.5
     absent = demo_command.settings(build_parser().parse_args(
-        ["demo", "--absent-share", "0.25", "--existence-head"]))
+        ["demo", "--absent-share", "0.25", "--no-existence-head", "--negatives", "0"]))
     assert absent.absent_share == 0.25
     cfg = absent.train_config(tmp_path)
-    assert cfg.model.resolve().existence_head and not cfg.model.resolve().existence_detach
-    assert not cfg.loss.absent_masks  # absent prompts train the head alone
-    negatives = demo_command.settings(build_parser().parse_args(["demo", "--negatives", "2"]))
-    assert negatives.train_config(tmp_path).data.negatives == 2
+    assert not cfg.model.resolve().existence_head and cfg.data.negatives == 0
+    assert cfg.loss.absent_masks  # without the head, absent prompts teach the masks
 
     flags = ["demo", "--minutes", "3", "--image-size", "128", "--batch-size", "2",
              "--prompts-per-image", "1", "--lr", "3e-3", "--text-encoder", "builtin",
@@ -166,7 +167,8 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     assert given.images == 50
     assert given.train_config(tmp_path).to_dict() == {
         "model": {"preset": "tiny", "image_size": 128, "text_encoder": "builtin",
-                  "sampling_explore": 0.3, "query_init_std": 0.02},
+                  "sampling_explore": 0.3, "query_init_std": 0.02,
+                  "existence_head": True, "existence_detach": False},
         "data": {**expected.to_dict()["data"], "workers": 0},
         "optim": {**expected.to_dict()["optim"], "lr": 0.003},
         "loss": expected.to_dict()["loss"],

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from boltzformer.apps.demo import WITHOUT_EXISTENCE
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
@@ -44,6 +45,7 @@ def run(data: Path, runs: Path, mode: str, seed: int, steps: int, extra: list[st
     """Train one arm into RUNS/<mode>-s<seed>/run and write its test report beside it."""
     out = runs / f"{mode}-s{seed}"
     cfg = TrainConfig.from_yaml(CONFIG).with_overrides({
+        **WITHOUT_EXISTENCE,  # the recipe the table was measured with; --set to change it
         "data.root": str(data), "data.workers": 0, "model.attention": mode,
         "train.amp": "none", "train.channels_last": False,  # float32, as the table was measured
         "train.seed": seed, "train.max_minutes": None, "train.max_steps": steps,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from boltzformer.apps.demo import TRAINING, headline
+from boltzformer.apps.demo import TRAINING, WITHOUT_EXISTENCE, headline
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer
@@ -32,6 +32,7 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 
 def _run(args: argparse.Namespace) -> None:
     cfg = TRAINING.with_overrides({
+        **WITHOUT_EXISTENCE,  # as the committed tables were measured
         "data.root": str(args.data), "data.workers": 0, "train.max_minutes": None,
         "train.max_steps": args.steps, "train.log_every": 1, "train.snapshot_minutes": None,
         "train.checkpoint_every": 10 * args.steps}).with_overrides(args.set)

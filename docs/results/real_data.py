@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from boltzformer.apps.demo import TRAINING, DemoSettings, run_demo
+from boltzformer.apps.demo import TRAINING, WITHOUT_EXISTENCE, DemoSettings, run_demo
 from boltzformer.baselines import UNetExpert, train_unet
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
@@ -90,7 +90,8 @@ def run(model: str, data: Path, out: Path, *, minutes: float | None, seed: int,
     folder = out / f"{name}{'-' + tag if tag else ''}-s{seed}"
     budget = ({"train.max_minutes": minutes} if steps is None
               else {"train.max_minutes": None, "train.max_steps": steps})
-    training = TRAINING.with_overrides({**budget, "train.seed": seed, "data.workers": 1}
+    training = TRAINING.with_overrides({**WITHOUT_EXISTENCE,  # as real_data.md was measured
+                                        **budget, "train.seed": seed, "data.workers": 1}
                                        ).with_overrides(list(overrides))
     size = training.model.resolve().image_size
     started = time.monotonic()

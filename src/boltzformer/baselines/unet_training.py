@@ -199,7 +199,7 @@ def train_unet(
     base = BiomedParseDataset(data_root, "train", image_size=image_size, train=False,
                               augment=False, seed=seed)
     train_idx, val_idx = split_by_image(base, val_fraction, seed)
-    targets = sorted({base.samples[i].target for i in train_idx})
+    targets = base.target_names  # one channel per target the data set names
     data = ImageTargets(base, train_idx, targets, seed=seed, augment=augment,
                         rotations=rotations)
     config = UNetBaselineConfig(tuple(targets), image_size=image_size, encoder=encoder)

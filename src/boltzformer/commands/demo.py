@@ -65,12 +65,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "with empty masks, so the model learns to answer 'not there' (the "
                    "phantoms annotate every target they hold; default "
                    f"{TRAINING.data.negatives})")
-    p.add_argument("--existence-head", action="store_true",
+    p.add_argument("--existence-head", action=argparse.BooleanOptionalAction,
                    default=bool(model.existence_head),
-                   help="add the existence head (not the paper's): a per-prompt probability "
+                   help="the existence head (not the paper's): a per-prompt probability "
                    "that the target is in the image, below 0.5 an empty mask; trained with the "
                    "decoder, and absent prompts train only it (with --negatives 2: small and "
-                   "tiny Dice up, docs/results/absent_targets.md)")
+                   "tiny Dice up, docs/results/absent_targets.md). --no-existence-head: the "
+                   "paper's model, every prompt answered with a mask, absent prompts teaching "
+                   "the masks (default: on)")
     p.add_argument("--expert", action="store_true",
                    help="also train the U-Net expert (one output per target; needs the "
                    "[baselines] extra) for the same minutes and compare both in report.md "
@@ -86,9 +88,10 @@ def settings(args: argparse.Namespace) -> DemoSettings:
         "train.batch_size": args.batch_size, "train.prompts_per_image": args.prompts_per_image,
         "optim.lr": args.lr, "model.text_encoder": args.text_encoder, "train.seed": args.seed,
         "data.workers": args.workers, "data.negatives": args.negatives,
-        # the head as measured best: trained with the decoder, absent pairs left to it alone
-        **({"model.existence_head": True, "model.existence_detach": False,
-            "loss.absent_masks": False} if args.existence_head else {}),
+        # the head as measured best: trained with the decoder, absent pairs left to it alone;
+        # without it, absent pairs train the masks (the paper's loss on every pair)
+        "model.existence_head": args.existence_head, "model.existence_detach": False,
+        "loss.absent_masks": not args.existence_head,
     })
     return DemoSettings(out_dir=args.out, images=args.images, data=args.data,
                         training=training, expert=args.expert, absent_share=args.absent_share)

@@ -196,6 +196,8 @@ class BiomedParseDataset(Dataset):
         self._bad: set[int] = set()
         self._generator: torch.Generator | None = None
         self._generator_key: int | None = None
+        # target names the split's JSON lists in "categories" (a split may lack some of them)
+        self.categories: tuple[str, ...] = ()
 
         if not self.root.is_dir():
             raise DataError(f"{self.root}: data set folder not found")
@@ -217,6 +219,12 @@ class BiomedParseDataset(Dataset):
                 f"{self.root}: split {split!r} has no usable masks"
                 + (f" ({len(self.skipped)} skipped as bad)" if self.skipped else "")
             )
+
+    @property
+    def target_names(self) -> list[str]:
+        """Every target name of the data set, sorted: the samples' and the JSON's categories
+        (so a name that only the test split holds, e.g. an absent one, is still known)."""
+        return sorted({sample.target for sample in self.samples} | set(self.categories))
 
     # -- indexing -----------------------------------------------------------------------
     @property
@@ -285,6 +293,7 @@ class BiomedParseDataset(Dataset):
         categories = {
             c.get("id"): c.get("name") for c in data.get("categories", []) if isinstance(c, dict)
         }
+        self.categories = tuple(str(name) for name in categories.values() if name)
         found: list[tuple[Path, Sample | DataError]] = []
         for number, ann in enumerate(annotations):
             if not isinstance(ann, dict) or "mask_file" not in ann:

@@ -84,7 +84,7 @@ class EpochView(Dataset):
         self.rotations = rotations
         self.k = prompts_per_image
         self.negatives = negatives
-        self.vocabulary = sorted({sample.target for sample in base.samples})
+        self.vocabulary = base.target_names
         self.images = group_by_image(base, self.indices)
         self.annotated: dict[str, set[str]] = {}  # image path -> every target it annotates
         for sample in base.samples:

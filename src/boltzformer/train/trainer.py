@@ -122,8 +122,7 @@ class Trainer:
         train_idx, val_idx = split_by_image(base, cfg.data.val_fraction, loop.seed)
         if self.model_config.text_encoder == "labels" and not self.model_config.text_labels:
             # a closed vocabulary: the data's target names, saved with the checkpoint
-            self.model_config = self.model_config.override(
-                text_labels=tuple(sorted({sample.target for sample in base.samples})))
+            self.model_config = self.model_config.override(text_labels=tuple(base.target_names))
         self.train_set = EpochView(base, train_idx, seed=loop.seed, augment=cfg.data.augment,
                                    prompts_per_image=loop.prompts_per_image,
                                    rotations=cfg.data.rotations,
