@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +175,19 @@ def test_constant_prompt_replaces_every_sentence(sample_dir):
     assert ds[0]["target"] == BiomedParseDataset(root, "demo", image_size=64)[0]["target"]
     with pytest.raises(ValueError, match="prompt is empty"):
         BiomedParseDataset(root, "demo", prompt="  ")
+
+
+def test_target_names_include_the_jsons_categories(write_dataset, make_disc):
+    """A category the JSON lists but no sample of this split holds (e.g. an absent target that
+    only the test split asks for) is still a target name: the labels vocabulary and the
+    U-Net's channels come from `target_names`."""
+    image = np.zeros((32, 32), np.uint8)
+    root = write_dataset({"01_CT_lung.png": (image, {"nodule": make_disc(32, 10, 10, 3)})},
+                         sentences={"01_CT_lung_nodule.png": ["nodule in lung CT"]})
+    assert BiomedParseDataset(root, "train", image_size=32).target_names == ["nodule"]
+    listing = json.loads((root / "train.json").read_text())
+    listing["categories"] = [{"id": 1, "name": "trachea"}, {"id": 2, "name": "nodule"}]
+    (root / "train.json").write_text(json.dumps(listing))
+    data = BiomedParseDataset(root, "train", image_size=32)
+    assert [s.target for s in data.samples] == ["nodule"]
+    assert data.target_names == ["nodule", "trachea"]
