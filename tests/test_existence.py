@@ -22,6 +22,7 @@ from boltzformer.evaluate import absent_summary, auroc, evaluate
 from boltzformer.loss import existence_loss
 from boltzformer.modeling.boltzformer import BoltzFormer, build_model
 from boltzformer.modeling.checkpoint import CheckpointError
+from boltzformer.modeling.existence import mask_evidence
 from boltzformer.report import render_markdown
 from boltzformer.train.config import LoopConfig, LossConfig, OptimConfig, TrainConfig
 from boltzformer.train.optim import build_optimizer, build_scheduler
@@ -167,6 +168,25 @@ def test_a_detached_head_leaves_the_mask_path_alone(detach: bool) -> None:
     reached = [p.grad is not None and bool(p.grad.abs().sum() > 0)
                for p in [*model.decoder.parameters(), *model.text_encoder.parameters()]]
     assert not any(reached) if detach else any(reached)
+
+
+def test_mask_evidence_pools_s_under_the_predicted_mask() -> None:
+    """existence_evidence: S averaged under the queries' mean probability (resized to S's
+    grid) and that probability's peak, by hand; the head then reads it and trains it."""
+    semantic = torch.zeros(1, 2, 4, 4)
+    semantic[0, 0, :2, :2] = 3.0  # channel 0 is 3 where the mask lies, 0 elsewhere
+    semantic[0, 1] = 1.0
+    logits = torch.full((1, 2, 8, 8), -1e4)
+    logits[0, :, :4, :4] = 1e4  # both queries: the top-left quarter, at twice S's resolution
+    evidence = mask_evidence(logits, semantic)
+    torch.testing.assert_close(evidence, torch.tensor([[3.0, 1.0, 1.0]]))
+    model = build_model("tiny", **{**TOY_MODEL, "existence_detach": False,
+                                   "existence_evidence": True})
+    images, masks = _toy(2, np.random.default_rng(0))
+    out = model(images, ["square", "square"])
+    existence_loss(out.existence_logits, masks).backward()
+    assert model.existence is not None and model.existence.norm_e is not None
+    assert bool(model.existence.norm_e.weight.grad.abs().sum() > 0)
 
 
 # --- checkpoints, Predictor, predict -------------------------------------------------------------

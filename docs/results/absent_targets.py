@@ -4,6 +4,7 @@ eval/ (`boltzformer evaluate --out RUN/eval`).
 
     python docs/results/absent_targets.py RUN [RUN ...]
     python docs/results/absent_targets.py --gate RUN    # a stricter existence threshold
+    python docs/results/absent_targets.py --per-target RUN [RUN ...]  # own-site absences
 
 A foreign prompt names a target of the other site (FOREIGN_CANDIDATES), e.g. a lung on an
 abdomen slice; an own-site one a target of the image's site that it left out (a nodule, an
@@ -77,9 +78,41 @@ def gate(run: Path, thresholds: tuple[float, ...] = (0.5, 0.8, 0.85, 0.9, 0.95))
               f"{100 * sum(small) / len(small):.1f}, all {100 * sum(kept) / len(kept):.1f}")
 
 
+def per_target(runs: list[Path]) -> None:
+    """Own-site absent prompts per target: how many, how many answered with a mask (summed
+    over the runs), and the mean existence probability on them against that on the same
+    target's present prompts (equal: the head answers the target's base rate, not the
+    image)."""
+    print("| site | target | absent prompts | false positives | existence, absent | "
+          "existence, present |")
+    print("|---|---|---:|---:|---:|---:|")
+    absent: dict[tuple[str, str], list[dict]] = {}
+    present: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        scores = run if (run / "per_sample.csv").is_file() else run / "eval"
+        with (scores / "per_sample.csv").open() as f:
+            for r in csv.DictReader(f):
+                key = (r["site"], r["target"])
+                if r["size"] == "absent":
+                    absent.setdefault(key, []).append(r)
+                else:
+                    present.setdefault(key, []).append(float(r["existence"]))
+    for (site, target), rows in sorted(absent.items()):
+        if target in FOREIGN_CANDIDATES[site]:
+            continue
+        fp = sum(r["false_positive"] == "True" for r in rows)
+        seen = present.get((site, target), [])
+        on_present = f"{sum(seen) / len(seen):.2f}" if seen else "–"
+        print(f"| {site} | {target} | {len(rows)} | {fp} | "
+              f"{sum(float(r['existence']) for r in rows) / len(rows):.2f} | {on_present} |")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "--gate":
         gate(Path(sys.argv[2]))
+        sys.exit()
+    if sys.argv[1] == "--per-target":
+        per_target([Path(name) for name in sys.argv[2:]])
         sys.exit()
     print("| run | steps | absent FP | foreign FP | own-site FP | mean area (absent) | "
           "existence AUROC | existence acc. | tiny | small | large | all | prompt acc. |")

@@ -19,7 +19,7 @@ from boltzformer.modeling.checkpoint import (
     write_checkpoint,
 )
 from boltzformer.modeling.config import BoltzFormerConfig, get_preset
-from boltzformer.modeling.existence import ExistenceHead
+from boltzformer.modeling.existence import ExistenceHead, mask_evidence
 from boltzformer.modeling.fine_semantic import FineSemantic
 from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
 from boltzformer.modeling.pigma import PiGMA
@@ -153,7 +153,9 @@ class BoltzFormer(nn.Module):
                         correction=config.pigma),
             fine_semantic=(FineSemantic(config.mask_dim, in_channels=backbone.stride2_channels)
                            if fine else None),
-            existence=ExistenceHead(config.hidden_dim) if config.existence_head else None,
+            existence=(ExistenceHead(config.hidden_dim, config.mask_dim
+                                     if config.existence_evidence else None)
+                       if config.existence_head else None),
         )
 
     @property
@@ -221,10 +223,12 @@ class BoltzFormer(nn.Module):
         )
         existence = None
         if self.existence is not None:  # detached: its BCE leaves the mask path alone
-            queries, tokens = out.queries, text.tokens
+            queries, tokens, semantic = out.queries, text.tokens, image.semantic
             if self.config.existence_detach:
-                queries, tokens = queries.detach(), tokens.detach()
-            existence = self.existence(queries, tokens, text.padding)
+                queries, tokens, semantic = queries.detach(), tokens.detach(), semantic.detach()
+            evidence = (mask_evidence(out.query_logits, semantic)
+                        if self.config.existence_evidence else None)
+            existence = self.existence(queries, tokens, text.padding, evidence)
         return BoltzFormerOutput(logits, query_logits, out.keep_masks, out.layer_logits,
                                  existence)
 

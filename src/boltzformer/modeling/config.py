@@ -72,6 +72,9 @@ class BoltzFormerConfig:
     # True: the head reads the queries and text detached, so its loss leaves the mask path as
     # it is without the head; False: its BCE trains the decoder and text encoder too
     existence_detach: bool = True
+    # True: the head also reads S pooled under the prompt's predicted mask and the mask's peak
+    # probability (the image's evidence where the model looks), not only queries and text
+    existence_evidence: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_labels", tuple(self.text_labels))  # JSON/YAML give lists

@@ -3,7 +3,10 @@
 BiomedParse v2, built on BoltzFormer, predicts an existence probability per prompt; the paper's
 model answers every prompt with a mask. With `existence_head: true` the decoded queries are
 pooled by attention, the pooling query made from the prompt's text tokens, and a small MLP
-reads [pool, text] to one logit per prompt. Training adds BCE against "the mask has a pixel"
+reads [pool, text] to one logit per prompt. With `evidence_dim` (`existence_evidence: true`)
+it also reads the image's evidence where the model looks: S pooled under the prompt's predicted
+mask (the queries' mean probability, detached) and that mask's peak probability. Training adds
+BCE against "the mask has a pixel"
 (`loss.existence_weight`); at inference an answer whose probability is below 0.5 is an empty
 mask (`gate_logits`).
 """
@@ -20,23 +23,44 @@ ABSENT_LOGIT = -1e4
 
 
 class ExistenceHead(nn.Module):
-    """queries (B, Q, d), text tokens (B, T, d) and padding (B, T) -> existence logits (B,)."""
+    """queries (B, Q, d), text tokens (B, T, d) and padding (B, T) [, evidence (B, D + 1)]
+    -> existence logits (B,)."""
 
-    def __init__(self, hidden_dim: int) -> None:
+    def __init__(self, hidden_dim: int, evidence_dim: int | None = None) -> None:
         super().__init__()
         self.norm_q = nn.LayerNorm(hidden_dim)
         self.norm_t = nn.LayerNorm(hidden_dim)
         self.key = nn.Linear(hidden_dim, hidden_dim)
         self.query = nn.Linear(hidden_dim, hidden_dim)
-        self.mlp = MLP(2 * hidden_dim, hidden_dim, 1, 2)
+        self.norm_e = nn.LayerNorm(evidence_dim + 1) if evidence_dim else None
+        self.mlp = MLP(2 * hidden_dim + (evidence_dim + 1 if evidence_dim else 0), hidden_dim,
+                       1, 2)
 
-    def forward(self, queries: Tensor, text: Tensor, padding: Tensor) -> Tensor:
+    def forward(self, queries: Tensor, text: Tensor, padding: Tensor,
+                evidence: Tensor | None = None) -> Tensor:
         q = self.norm_q(queries)
         keep = (~padding).unsqueeze(-1).to(text.dtype)  # (B, T, 1)
         t = self.norm_t((text * keep).sum(1) / keep.sum(1).clamp_min(1))  # (B, d) mean of tokens
         scores = torch.einsum("bqd,bd->bq", self.key(q), self.query(t)) / q.shape[-1] ** 0.5
         pooled = torch.einsum("bq,bqd->bd", scores.softmax(-1), q)  # attention pool over Q
-        return self.mlp(torch.cat([pooled, t], -1)).squeeze(-1)
+        parts = [pooled, t]
+        if self.norm_e is not None:
+            if evidence is None:
+                raise ValueError("this existence head reads the mask's evidence: pass it")
+            parts.append(self.norm_e(evidence))
+        return self.mlp(torch.cat(parts, -1)).squeeze(-1)
+
+
+def mask_evidence(query_logits: Tensor, semantic: Tensor) -> Tensor:
+    """The image's evidence for a prompt where its mask lies: S (B, D, h, w) averaged under
+    the queries' mean probability (B, Q, h', w', resized to S's grid), and that probability's
+    peak -> (B, D + 1). The probability is detached: the head does not move the masks."""
+    weight = query_logits.detach().float().sigmoid().mean(1, keepdim=True)
+    if weight.shape[-2:] != semantic.shape[-2:]:
+        weight = torch.nn.functional.adaptive_avg_pool2d(weight, semantic.shape[-2:])
+    weight = weight.to(semantic.dtype)
+    pooled = (weight * semantic).sum((2, 3)) / weight.sum((2, 3)).clamp_min(1e-6)
+    return torch.cat([pooled, weight.flatten(1).amax(1, keepdim=True)], 1)
 
 
 def gate_logits(logits: Tensor, existence_logits: Tensor | None,
