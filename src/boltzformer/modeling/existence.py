@@ -57,7 +57,8 @@ def mask_evidence(query_logits: Tensor, semantic: Tensor) -> Tensor:
     peak -> (B, D + 1). The probability is detached: the head does not move the masks."""
     weight = query_logits.detach().float().sigmoid().mean(1, keepdim=True)
     if weight.shape[-2:] != semantic.shape[-2:]:
-        weight = torch.nn.functional.adaptive_avg_pool2d(weight, semantic.shape[-2:])
+        h, w = semantic.shape[-2:]
+        weight = torch.nn.functional.adaptive_avg_pool2d(weight, (h, w))
     weight = weight.to(semantic.dtype)
     pooled = (weight * semantic).sum((2, 3)) / weight.sum((2, 3)).clamp_min(1e-6)
     return torch.cat([pooled, weight.flatten(1).amax(1, keepdim=True)], 1)
