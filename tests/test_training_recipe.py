@@ -254,7 +254,7 @@ class _SameMaskPerImage:
     """A data set whose items carry their image's first mask, whatever their target."""
 
     def __init__(self, base: BiomedParseDataset) -> None:
-        self.base, self.samples = base, base.samples
+        self.base, self.samples, self.target_names = base, base.samples, base.target_names
         self.first: dict = {}
         for i, s in enumerate(base.samples):
             self.first.setdefault(s.image_path, i)
@@ -418,7 +418,7 @@ def test_negatives_add_absent_targets_with_empty_masks_and_leave_the_rest_alone(
     train_idx, _ = split_by_image(base, 0.2, seed=0)
     plain = EpochView(base, train_idx, seed=0, augment=True, prompts_per_image=3)
     neg = EpochView(base, train_idx, seed=0, augment=True, prompts_per_image=3, negatives=2)
-    vocabulary = {s.target for s in base.samples}
+    vocabulary = set(base.target_names)
     added = 0
     for i in range(len(plain)):
         a, b = plain[i], neg[i]

@@ -69,12 +69,23 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {100 * np.std(values, ddof=1):.1f}"
 
 
+def _auroc(values: list[float]) -> str:
+    """Mean ± sd of the existence AUROC over seeds; "–" for a model without the head."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "–"
+    mean = float(np.mean(values))
+    return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f} ± {np.std(values, ddof=1):.3f}"
+
+
 def table(runs: Path) -> str:
     """Mean ± sd over seeds per mode: tiny, small, large Dice; each tiny target; absent
-    prompts' false-positive rate and mean predicted area; prompt accuracy."""
+    prompts' false-positive rate, mean predicted area and existence AUROC; prompt
+    accuracy."""
     lines = ["| attention | seeds | steps | tiny (< 0.1 %) | small (< 1 %) | large | "
-             + " | ".join(TINY_TARGETS) + " | absent FP | absent area | prompt acc. |",
-             "|---|---:|---:|" + "---:|" * (6 + len(TINY_TARGETS))]
+             + " | ".join(TINY_TARGETS) + " | absent FP | absent area | existence AUROC | "
+             "prompt acc. |",
+             "|---|---:|---:|" + "---:|" * (7 + len(TINY_TARGETS))]
     for mode in MODES:
         arms = sorted(runs.glob(f"{mode}-s*/metrics.json"))
         if not arms:
@@ -92,6 +103,7 @@ def table(runs: Path) -> str:
             + " | ".join(_cell(v) for v in per_target) + " | "
             + f"{_cell([a['false_positive_rate'] for a in absent])} % | "
             + f"{_cell([a['mean_pred_area'] for a in absent])} % | "
+            + f"{_auroc([(a.get('existence') or {}).get('auroc', math.nan) for a in absent])} | "
             + f"{_cell([m['grounding']['prompt_accuracy'] for m in ms])} % |")
     return "\n".join(lines)
 
