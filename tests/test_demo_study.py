@@ -159,6 +159,11 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     cfg = absent.train_config(tmp_path)
     assert not cfg.model.resolve().existence_head and cfg.data.negatives == 0
     assert cfg.loss.absent_masks  # without the head, absent prompts teach the masks
+    paper = demo_command.settings(build_parser().parse_args(["demo", "--no-existence-head"]))
+    assert paper.train_config(tmp_path).data.negatives == 0  # negatives need the head
+    chosen = demo_command.settings(build_parser().parse_args(
+        ["demo", "--no-existence-head", "--negatives", "1"]))
+    assert chosen.train_config(tmp_path).data.negatives == 1
 
     flags = ["demo", "--minutes", "3", "--image-size", "128", "--batch-size", "2",
              "--prompts-per-image", "1", "--lr", "3e-3", "--text-encoder", "builtin",

@@ -60,11 +60,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "also gets a target of the other site (a lung on an abdomen slice): "
                    "prompts whose target is absent, written as empty masks (default "
                    f"{d.absent_share:g})")
-    p.add_argument("--negatives", type=int, default=TRAINING.data.negatives,
+    p.add_argument("--negatives", type=int, default=None,
                    help="absent targets added to each training image: other target names "
                    "with empty masks, so the model learns to answer 'not there' (the "
                    "phantoms annotate every target they hold; default "
-                   f"{TRAINING.data.negatives})")
+                   f"{TRAINING.data.negatives} with the existence head, 0 without: without "
+                   "it they teach the masks to answer small targets with nothing)")
     p.add_argument("--existence-head", action=argparse.BooleanOptionalAction,
                    default=bool(model.existence_head),
                    help="the existence head (not the paper's): a per-prompt probability "
@@ -87,7 +88,9 @@ def settings(args: argparse.Namespace) -> DemoSettings:
         "train.max_minutes": args.minutes, "model.image_size": args.image_size,
         "train.batch_size": args.batch_size, "train.prompts_per_image": args.prompts_per_image,
         "optim.lr": args.lr, "model.text_encoder": args.text_encoder, "train.seed": args.seed,
-        "data.workers": args.workers, "data.negatives": args.negatives,
+        "data.workers": args.workers,
+        "data.negatives": (args.negatives if args.negatives is not None
+                           else TRAINING.data.negatives if args.existence_head else 0),
         # the head as measured best: trained with the decoder, absent pairs left to it alone;
         # without it, absent pairs train the masks (the paper's loss on every pair)
         "model.existence_head": args.existence_head, "model.existence_detach": False,
