@@ -170,20 +170,6 @@ def test_a_detached_head_leaves_the_mask_path_alone(detach: bool) -> None:
     assert not any(reached) if detach else any(reached)
 
 
-def test_existence_loss_balanced_per_image_by_hand() -> None:
-    """loss.existence_balance: each (image, present/absent) cell weighs the same, so the
-    three absent pairs of image 1 count together as much as its one present pair."""
-    logits = torch.tensor([0.3, -1.0, 2.0, 0.5, -0.2, 1.5])
-    mask = torch.zeros(6, 1, 2, 2)
-    mask[[0, 2], 0, 0, 0] = 1  # image 0: pair 0 present, 1 absent; image 1: pair 2 present
-    index = torch.tensor([0, 0, 1, 1, 1, 1])
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, (mask.flatten(1).amax(1) > 0).float(), reduction="none")
-    cells = [bce[0], bce[1], bce[2], bce[3:].mean()]
-    torch.testing.assert_close(existence_loss(logits, mask, index), torch.stack(cells).mean())
-    torch.testing.assert_close(existence_loss(logits, mask), bce.mean())
-
-
 def test_mask_evidence_pools_s_under_the_predicted_mask() -> None:
     """existence_evidence: S averaged under the queries' mean probability (resized to S's
     grid) and that probability's peak, by hand; the head then reads it and trains it."""

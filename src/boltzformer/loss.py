@@ -77,25 +77,11 @@ def dice_bce_loss(logits: Tensor, target: Tensor, dice: str = DEFAULT_DICE, *,
             + F.binary_cross_entropy_with_logits(logits, target))
 
 
-def existence_loss(existence_logits: Tensor, mask: Tensor,
-                   image_index: Tensor | None = None) -> Tensor:
+def existence_loss(existence_logits: Tensor, mask: Tensor) -> Tensor:
     """BCE of existence logits (B,) against "the mask (B, 1, H, W) has a pixel" (mean).
-
-    With `image_index` (B,) the pairs are balanced per image: within each image its present
-    pairs weigh as much in all as its absent ones, and every image alike, so an image with
-    many absent pairs (a chest slice: few targets beside the negatives) does not teach
-    "this kind of image: absent".
     """
     present = (mask.flatten(1) > 0.5).any(1).to(existence_logits.dtype)
-    if image_index is None:
-        return F.binary_cross_entropy_with_logits(existence_logits, present)
-    per_pair = F.binary_cross_entropy_with_logits(existence_logits, present, reduction="none")
-    image_index = image_index.to(per_pair.device)
-    group = image_index * 2 + present.long()  # (image, present?) cells
-    count = torch.zeros(int(group.max()) + 1, device=per_pair.device).index_add_(
-        0, group, torch.ones_like(per_pair))
-    weight = 1.0 / count[group]  # each (image, class) cell sums to 1
-    return (per_pair * weight).sum() / weight.sum()
+    return F.binary_cross_entropy_with_logits(existence_logits, present)
 
 
 def layer_target(mask: Tensor, size: Sequence[int]) -> Tensor:

@@ -131,8 +131,6 @@ class LossConfig:
     # with absent_masks: the Dice term counts present pairs only, an absent pair's empty mask
     # is taught by BCE alone (its Dice, 1 - 1/(sum p + 1), punishes any pixel hard)
     absent_dice: bool = True
-    # the existence BCE balanced per image: its present pairs weigh as much as its absent ones
-    existence_balance: bool = False
 
     def __post_init__(self) -> None:
         if self.layer_pool < 1:

@@ -121,8 +121,7 @@ class TrainStep:
             final = (loss if aux is None else loss - self.loss.weight * aux).detach()
             if out.existence_logits is not None:  # the existence head (not the paper's)
                 loss = loss + self.loss.existence_weight * existence_loss(
-                    out.existence_logits.float(), masks,
-                    batch["image_index"] if self.loss.existence_balance else None)
+                    out.existence_logits.float(), masks)
         if self.any_rank(not bool(torch.isfinite(loss.detach()))):
             return self._not_taken("loss", loss.detach())
         self.scaler.scale(loss).backward()
