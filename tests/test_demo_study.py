@@ -27,6 +27,8 @@ def test_demo_writes_report_and_figures_beside_the_experts(tmp_path):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "# BoltzFormer demo" in report and "small" in report
+    # the command that reproduces it names the absent-target switches, defaults or not
+    assert "--images 12 --absent-share 0.5 --negatives 2 --existence-head" in report
     precision = "bfloat16" if result["train"]["amp"] == "bf16" else "float32"
     assert f"prompts each, {precision})" in report  # what train.amp=auto ran as
     assert "![Boltzmann sampling across layers](sampling.png)" in report

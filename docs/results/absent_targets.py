@@ -5,6 +5,8 @@ eval/ (`boltzformer evaluate --out RUN/eval`).
     python docs/results/absent_targets.py RUN [RUN ...]
     python docs/results/absent_targets.py --gate RUN    # a stricter existence threshold
     python docs/results/absent_targets.py --per-target RUN [RUN ...]  # own-site absences
+    python docs/results/absent_targets.py --mean RUN [RUN ...]    # the rows and their mean
+    python docs/results/absent_targets.py --gated RUN [RUN ...]   # present prompts gated out
 
 A foreign prompt names a target of the other site (FOREIGN_CANDIDATES), e.g. a lung on an
 abdomen slice; an own-site one a target of the image's site that it left out (a nodule, an
@@ -33,40 +35,75 @@ def _steps(run: Path) -> str:
     return str(json.loads(records[-1]).get("step", "?")) if records else "?"
 
 
-def row(run: Path) -> str:
-    """One Markdown table row for the run folder `run`."""
-    scores = run if (run / "metrics.json").is_file() else run / "eval"
-    m = json.loads((scores / "metrics.json").read_text())
+def _scores_dir(run: Path) -> Path:
+    """Where a run's test report lies: the run folder itself (a demo) or its eval/."""
+    return run if (run / "metrics.json").is_file() else run / "eval"
+
+
+def scores(run: Path) -> dict[str, float]:
+    """A run's absent-prompt and Dice figures (shares in [0, 1]; NaN where it has none)."""
+    m = json.loads((_scores_dir(run) / "metrics.json").read_text())
     absent, strata = m["absent"], m["size_strata"]["weighted"]
     exist = absent["existence"] or {}
-    with (scores / "per_sample.csv").open() as f:
+    with (_scores_dir(run) / "per_sample.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r["size"] == "absent"]
-    foreign = [r for r in rows if r["target"] in FOREIGN_CANDIDATES[r["site"]]]
-    own = [r for r in rows if r["target"] not in FOREIGN_CANDIDATES[r["site"]]]
-
-    def pct(v: float) -> str:
-        return "–" if v != v else f"{100 * v:.1f}"
-
-    def fp(items: list[dict]) -> str:
-        n = sum(r["false_positive"] == "True" for r in items)
-        return f"{pct(n / max(1, len(items)))} % ({n}/{len(items)})"
-
+    foreign = [r["false_positive"] == "True" for r in rows
+               if r["target"] in FOREIGN_CANDIDATES[r["site"]]]
+    own = [r["false_positive"] == "True" for r in rows
+           if r["target"] not in FOREIGN_CANDIDATES[r["site"]]]
     nan = float("nan")
-    auroc = exist.get("auroc", nan)
-    return (f"| {run.name} | {_steps(run)} | "
-            f"{pct(absent['false_positive_rate'])} % | {fp(foreign)} | {fp(own)} | "
-            f"{100 * absent['mean_pred_area']:.2f} % | "
-            f"{'–' if auroc != auroc else f'{auroc:.3f}'} | {pct(exist.get('accuracy', nan))} | "
-            f"{pct(strata['tiny']['dice_mean'])} | {pct(strata['small']['dice_mean'])} | "
-            f"{pct(strata['large']['dice_mean'])} | "
-            f"{pct(m['overall']['dice_mean'])} | {pct(m['grounding']['prompt_accuracy'])} |")
+    return {"fp": absent["false_positive_rate"], "foreign": sum(foreign),
+            "foreign_n": len(foreign), "own": sum(own), "own_n": len(own),
+            "area": absent["mean_pred_area"], "auroc": exist.get("auroc", nan),
+            "accuracy": exist.get("accuracy", nan), "tiny": strata["tiny"]["dice_mean"],
+            "small": strata["small"]["dice_mean"], "large": strata["large"]["dice_mean"],
+            "all": m["overall"]["dice_mean"], "prompt": m["grounding"]["prompt_accuracy"]}
+
+
+def row(name: str, steps: str, v: dict[str, float]) -> str:
+    """One Markdown table row of `scores` (or their mean over runs)."""
+    def pct(x: float) -> str:
+        return "–" if x != x else f"{100 * x:.1f}"
+
+    def fp(n: float, total: float) -> str:
+        return f"{pct(n / max(1, total))} % ({n:g}/{total:g})"
+
+    auroc = v["auroc"]
+    return (f"| {name} | {steps} | {pct(v['fp'])} % | {fp(v['foreign'], v['foreign_n'])} | "
+            f"{fp(v['own'], v['own_n'])} | {100 * v['area']:.2f} % | "
+            f"{'–' if auroc != auroc else f'{auroc:.3f}'} | {pct(v['accuracy'])} | "
+            f"{pct(v['tiny'])} | {pct(v['small'])} | {pct(v['large'])} | {pct(v['all'])} | "
+            f"{pct(v['prompt'])} |")
+
+
+def mean_row(runs: list[Path]) -> str:
+    """The runs' mean as one row: each figure averaged over the runs, the foreign and
+    own-site counts summed (so their share is over all the runs' absent prompts)."""
+    each = [scores(run) for run in runs]
+    summed = ("foreign", "foreign_n", "own", "own_n")
+    v = {k: (sum(e[k] for e in each) if k in summed else sum(e[k] for e in each) / len(each))
+         for k in each[0]}
+    return row(f"mean of {len(runs)}", "/".join(_steps(run) for run in runs), v)
+
+
+def gated(runs: list[Path]) -> None:
+    """Present prompts per site that the existence head answered "absent" (probability
+    below 0.5): a head that gates out a whole site shows here."""
+    print("| run | site | present prompts | gated out (existence < 0.5) |")
+    print("|---|---|---:|---:|")
+    for run in runs:
+        with (_scores_dir(run) / "per_sample.csv").open() as f:
+            present = [r for r in csv.DictReader(f) if r["size"] != "absent"]
+        for site in sorted({r["site"] for r in present}):
+            here = [r for r in present if r["site"] == site]
+            out = sum(float(r["existence"]) < 0.5 for r in here)
+            print(f"| {run.name} | {site} | {len(here)} | {out} |")
 
 
 def gate(run: Path, thresholds: tuple[float, ...] = (0.5, 0.8, 0.85, 0.9, 0.95)) -> None:
     """What a stricter existence threshold would give, from `per_sample.csv`'s existence
     column: a present target below it loses its Dice, an absent one its false positive."""
-    scores = run if (run / "per_sample.csv").is_file() else run / "eval"
-    with (scores / "per_sample.csv").open() as f:
+    with (_scores_dir(run) / "per_sample.csv").open() as f:
         rows = list(csv.DictReader(f))
     absent = [r for r in rows if r["size"] == "absent"]
     present = [r for r in rows if r["size"] != "absent"]
@@ -89,8 +126,7 @@ def per_target(runs: list[Path]) -> None:
     absent: dict[tuple[str, str], list[dict]] = {}
     present: dict[tuple[str, str], list[float]] = {}
     for run in runs:
-        scores = run if (run / "per_sample.csv").is_file() else run / "eval"
-        with (scores / "per_sample.csv").open() as f:
+        with (_scores_dir(run) / "per_sample.csv").open() as f:
             for r in csv.DictReader(f):
                 key = (r["site"], r["target"])
                 if r["size"] == "absent":
@@ -114,8 +150,15 @@ if __name__ == "__main__":
     if sys.argv[1] == "--per-target":
         per_target([Path(name) for name in sys.argv[2:]])
         sys.exit()
+    if sys.argv[1] == "--gated":
+        gated([Path(name) for name in sys.argv[2:]])
+        sys.exit()
+    average = sys.argv[1] == "--mean"
+    names = sys.argv[2:] if average else sys.argv[1:]
     print("| run | steps | absent FP | foreign FP | own-site FP | mean area (absent) | "
           "existence AUROC | existence acc. | tiny | small | large | all | prompt acc. |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name in sys.argv[1:]:
-        print(row(Path(name)))
+    for name in names:
+        print(row(Path(name).name, _steps(Path(name)), scores(Path(name))))
+    if average:
+        print(mean_row([Path(name) for name in names]))

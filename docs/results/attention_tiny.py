@@ -61,21 +61,14 @@ def run(data: Path, runs: Path, mode: str, seed: int, steps: int, extra: list[st
     return out
 
 
-def _cell(values: list[float]) -> str:
-    values = [v for v in values if not math.isnan(v)]
+def _cell(values: list[float], scale: float = 100, digits: int = 1) -> str:
+    """Mean ± sd over seeds of `values` times `scale` (a share in % by default); "–" when
+    none is a number (a model without the existence head has no AUROC)."""
+    values = [scale * v for v in values if not math.isnan(v)]
     if not values:
         return "–"
-    mean = 100 * float(np.mean(values))
-    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {100 * np.std(values, ddof=1):.1f}"
-
-
-def _auroc(values: list[float]) -> str:
-    """Mean ± sd of the existence AUROC over seeds; "–" for a model without the head."""
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "–"
-    mean = float(np.mean(values))
-    return f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f} ± {np.std(values, ddof=1):.3f}"
+    mean = f"{float(np.mean(values)):.{digits}f}"
+    return mean if len(values) == 1 else f"{mean} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def table(runs: Path) -> str:
@@ -103,7 +96,8 @@ def table(runs: Path) -> str:
             + " | ".join(_cell(v) for v in per_target) + " | "
             + f"{_cell([a['false_positive_rate'] for a in absent])} % | "
             + f"{_cell([a['mean_pred_area'] for a in absent])} % | "
-            + f"{_auroc([(a.get('existence') or {}).get('auroc', math.nan) for a in absent])} | "
+            + _cell([(a.get("existence") or {}).get("auroc", math.nan) for a in absent], 1, 3)
+            + " | "
             + f"{_cell([m['grounding']['prompt_accuracy'] for m in ms])} % |")
     return "\n".join(lines)
 

@@ -39,6 +39,11 @@ def check_dice(form: str) -> str:
     return form
 
 
+def has_target(mask: Tensor) -> Tensor:
+    """(B,) bool: whether each mask (B, ...) has a pixel, i.e. its target is present."""
+    return mask.flatten(1).amax(1) > 0.5
+
+
 def dice_loss(logits: Tensor, target: Tensor, form: str = DEFAULT_DICE, *,
               present_only: bool = False) -> Tensor:
     """Dice loss per sample, averaged: logits, target (B, 1, H, W) -> scalar (see module doc
@@ -47,7 +52,7 @@ def dice_loss(logits: Tensor, target: Tensor, form: str = DEFAULT_DICE, *,
     p = logits.sigmoid().flatten(1)
     t = target.flatten(1)
     if present_only:
-        keep = t.amax(1) > 0.5
+        keep = has_target(t)
         if not bool(keep.any()):
             return logits.sum() * 0.0
         p, t = p[keep], t[keep]
@@ -80,7 +85,7 @@ def dice_bce_loss(logits: Tensor, target: Tensor, dice: str = DEFAULT_DICE, *,
 def existence_loss(existence_logits: Tensor, mask: Tensor) -> Tensor:
     """BCE of existence logits (B,) against "the mask (B, 1, H, W) has a pixel" (mean).
     """
-    present = (mask.flatten(1) > 0.5).any(1).to(existence_logits.dtype)
+    present = has_target(mask).to(existence_logits.dtype)
     return F.binary_cross_entropy_with_logits(existence_logits, present)
 
 

@@ -87,9 +87,9 @@ TRAINING = TrainConfig(
                      amp="auto", channels_last=True),
 )
 
-# The demo's recipe before the existence head became its default (2026-12-03): every prompt
-# answered with a mask, absent pairs teaching the masks. The scripts in docs/results whose
-# tables were measured so apply it, to reproduce them.
+# The demo without the existence head (`--no-existence-head`; its recipe before 2026-12-03):
+# the paper's model, every prompt answered with a mask, absent pairs teaching the masks, no
+# negatives. The scripts in docs/results whose tables were measured so apply it too.
 WITHOUT_EXISTENCE: dict[str, object] = {
     "model.existence_head": False, "model.existence_detach": True, "data.negatives": 0,
     "loss.absent_masks": True}
@@ -308,13 +308,10 @@ def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[st
     body = paths["report"].read_text()
     loop, model = s.training.train, s.training.model.resolve()
     size = model.image_size
-    source = (f"--images {s.images}" if s.data is None else f"--data {s.data}")
-    if s.data is None and s.absent_share:
-        source += f" --absent-share {s.absent_share:g}"
-    if s.training.data.negatives:
-        source += f" --negatives {s.training.data.negatives}"
-    if model.existence_head:
-        source += " --existence-head"
+    source = (f"--images {s.images} --absent-share {s.absent_share:g}" if s.data is None
+              else f"--data {s.data}")
+    source += (f" --negatives {s.training.data.negatives} "
+               f"--{'' if model.existence_head else 'no-'}existence-head")
     data = (f"{s.images} phantom images ({size}x{size})" if s.data is None
             else f"the train split of {s.data} at {size}x{size}")
     head = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from boltzformer.apps.demo import TRAINING, DemoSettings, run_demo
+from boltzformer.apps.demo import TRAINING, WITHOUT_EXISTENCE, DemoSettings, run_demo
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -89,12 +89,9 @@ def settings(args: argparse.Namespace) -> DemoSettings:
         "train.batch_size": args.batch_size, "train.prompts_per_image": args.prompts_per_image,
         "optim.lr": args.lr, "model.text_encoder": args.text_encoder, "train.seed": args.seed,
         "data.workers": args.workers,
-        "data.negatives": (args.negatives if args.negatives is not None
-                           else TRAINING.data.negatives if args.existence_head else 0),
-        # the head as measured best: trained with the decoder, absent pairs left to it alone;
-        # without it, absent pairs train the masks (the paper's loss on every pair)
-        "model.existence_head": args.existence_head, "model.existence_detach": False,
-        "loss.absent_masks": not args.existence_head,
+        # without the head: the paper's model, absent pairs training the masks, no negatives
+        **({} if args.existence_head else WITHOUT_EXISTENCE),
+        **({} if args.negatives is None else {"data.negatives": args.negatives}),
     })
     return DemoSettings(out_dir=args.out, images=args.images, data=args.data,
                         training=training, expert=args.expert, absent_share=args.absent_share)

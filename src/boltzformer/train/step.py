@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.profiler import record_function
 
-from boltzformer.loss import existence_loss, training_loss
+from boltzformer.loss import existence_loss, has_target, training_loss
 from boltzformer.modeling.attention import PART
 from boltzformer.train.config import TrainConfig
 
@@ -107,7 +107,7 @@ class TrainStep:
         with record_function(PART + "loss"):
             logits, layers, targets = out.logits, out.layer_logits if deep else None, masks
             if not self.loss.absent_masks:  # only pairs whose target is present train masks
-                keep = masks.flatten(1).amax(1) > 0.5
+                keep = has_target(masks)
                 logits, targets = logits[keep], masks[keep]
                 layers = [t[keep] for t in layers] if layers else None
             if targets.shape[0]:
