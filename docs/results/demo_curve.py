@@ -1,12 +1,19 @@
-"""The demo's learning curve: test Dice (small / large / all) against training minutes.
+"""The demo's learning curve: test Dice and absent-prompt figures against training minutes.
 
 `boltzformer demo` keeps the weights every 2 minutes in OUT/run/snapshots/; this scores each
 snapshot and the final model on the demo's test split with the same evaluator and seed, and
-draws the curve.
+draws the curve. The weights are scored in float32: a demo trained in bf16 reports its final
+model in bf16, so the last point can differ from its report by a few tenths.
 
     python docs/results/demo_curve.py demo_output --out docs/results/demo_curve
+    python docs/results/demo_curve.py RUN --data DATA --every 2 --out OUT \\
+        --targets nodule "right adrenal gland" "left adrenal gland" esophagus
 
-writes demo_curve.png and demo_curve.md (the table) under --out.
+writes OUT.png and OUT.md (the table). Columns: Dice on the tiny (< 0.1 % of the image),
+small and large strata and overall, the failure rate, then, where the test split has absent
+prompts, the share painted (absent FP) and the own-site share (a target of the image's site
+left out of it, e.g. a missing adrenal gland; foreign ones are a target of the other site),
+and Dice per `--targets`. `--every K` scores every K-th snapshot (and always the last).
 """
 
 from __future__ import annotations
@@ -14,77 +21,123 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from boltzformer.data import BiomedParseDataset
+from boltzformer.data.phantoms import FOREIGN_CANDIDATES
 from boltzformer.evaluate import evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer
 
 
-def _points(demo: Path, seed: int) -> list[dict]:
+def _checkpoints(run: Path, every: int) -> list[tuple[float, Path]]:
+    """(minutes, weights) of every `every`-th snapshot and of the final model."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last_minutes = max(r.get("minutes", 0) for r in records if r["kind"] == "train")
+    snapshots = [(float(p.name.removesuffix("min")), p)
+                 for p in sorted((run / "snapshots").glob("*min"))]
+    return snapshots[every - 1 :: every] + [(last_minutes, run / "last")]
+
+
+def _absent(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """Absent prompts: the share painted (any pixel), and that share among own-site ones."""
+    absent = [s for s in samples if s["size"] == "absent"]
+    own = [s for s in absent if s["target"] not in FOREIGN_CANDIDATES.get(s["site"], ())]
+    nan = float("nan")
+    return {"absent_fp": 100 * sum(bool(s["false_positive"]) for s in absent) / len(absent)
+            if absent else nan,
+            "own_fp": 100 * sum(bool(s["false_positive"]) for s in own) / len(own)
+            if own else nan}
+
+
+def _points(demo: Path, data: Path, seed: int, every: int, targets: list[str]) -> list[dict]:
     run = demo / "run"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     end = next(r for r in records if r["kind"] == "end")
-    last_minutes = max(r.get("minutes", 0) for r in records if r["kind"] == "train")
-    checkpoints = [(float(p.name.removesuffix("min")), p)
-                   for p in sorted((run / "snapshots").glob("*min"))]
-    checkpoints.append((last_minutes, run / "last"))
     points = []
-    for minutes, path in checkpoints:
+    for minutes, path in _checkpoints(run, every):
         model = BoltzFormer.from_pretrained(path)
-        test = BiomedParseDataset(demo / "data", "test", image_size=model.config.image_size,
-                                  train=False)
-        m = evaluate(model, test, seed=seed, batch_size=32, progress=False).metrics
+        test = BiomedParseDataset(data, "test", image_size=model.config.image_size, train=False)
+        result = evaluate(model, test, seed=seed, batch_size=32, progress=False)
+        m = result.metrics
         strata = m["size_strata"]["weighted"]
-        point = {"minutes": minutes, "small": 100 * strata["small"]["dice_mean"],
+        point = {"minutes": minutes, "tiny": 100 * strata["tiny"]["dice_mean"],
+                 "small": 100 * strata["small"]["dice_mean"],
                  "large": 100 * strata["large"]["dice_mean"],
                  "all": 100 * m["overall"]["dice_mean"],
-                 "failure_rate": 100 * m["overall"]["failure_rate"]}
-        print(f"{minutes:5.1f} min: small {point['small']:.1f}, large {point['large']:.1f}, "
-              f"all {point['all']:.1f}, failure rate {point['failure_rate']:.1f} %", flush=True)
+                 "failure_rate": 100 * m["overall"]["failure_rate"],
+                 **_absent(result.samples),
+                 **{t: 100 * m["by_target"][t]["dice_mean"] if t in m["by_target"]
+                    else float("nan") for t in targets}}
+        print(" ".join(f"{k} {v:.1f}" for k, v in point.items()), flush=True)
         points.append(point)
     points[-1]["steps"] = end["step"]
     return points
 
 
-def _plot(points: list[dict], path: Path) -> None:
+def _plot(points: list[dict], targets: list[str], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.5, 3.6), dpi=120)
+    fig = Figure(figsize=(6.5, 3.8), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     x = [p["minutes"] for p in points]
-    for key, color in (("small", "#d62728"), ("large", "#1f77b4"), ("all", "black")):
-        ax.plot(x, [p[key] for p in points], "o-", color=color, label=f"{key} objects"
-                if key != "all" else "all")
+    lines = [("tiny", "#ff7f0e", "o-"), ("small", "#d62728", "o-"), ("large", "#1f77b4", "o-"),
+             ("all", "black", "o-"), ("own_fp", "#7f7f7f", "s--")]
+    lines += [(t, None, ".:") for t in targets]
+    labels = {"tiny": "tiny objects", "small": "small objects", "large": "large objects",
+              "all": "all", "own_fp": "own-site absences painted (%)"}
+    for key, color, style in lines:
+        ys = [p[key] for p in points]
+        if all(y != y for y in ys):
+            continue
+        ax.plot(x, ys, style, color=color, label=labels.get(key, key))
     ax.set_xlabel("training minutes (2 CPU cores)")
     ax.set_ylabel("test Dice (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("boltzformer demo: test Dice against training time", fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title("boltzformer demo: test figures against training time", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def _table(points: list[dict], targets: list[str]) -> list[str]:
+    def cell(v: float, suffix: str = "") -> str:
+        return "–" if v != v else f"{v:.1f}{suffix}"
+
+    head = ["training minutes", "tiny", "small", "large", "all", "failure rate", "absent FP",
+            "own-site FP", *targets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for p in points:
+        cells = [f"{p['minutes']:.1f}", *(cell(p[k]) for k in ("tiny", "small", "large", "all")),
+                 cell(p["failure_rate"], " %"), cell(p["absent_fp"], " %"),
+                 cell(p["own_fp"], " %"), *(cell(p[t]) for t in targets)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("demo", type=Path, help="the demo's output folder")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the data set it trained on (default: DEMO/data, the phantoms)")
     parser.add_argument("--out", type=Path, default=Path("docs/results/demo_curve"),
                         help="path prefix of the figure and table")
+    parser.add_argument("--every", type=int, default=1, help="score every K-th snapshot")
+    parser.add_argument("--targets", nargs="*", default=[], help="targets with their own column")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.every < 1:
+        parser.error("--every must be >= 1")
     torch.manual_seed(args.seed)
-    points = _points(args.demo, args.seed)
+    points = _points(args.demo, args.data or args.demo / "data", args.seed, args.every,
+                     args.targets)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    _plot(points, args.out.with_suffix(".png"))
-    lines = ["| training minutes | small Dice | large Dice | all Dice | failure rate |",
-             "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {p['minutes']:.1f} | {p['small']:.1f} | {p['large']:.1f} | {p['all']:.1f} | "
-              f"{p['failure_rate']:.1f} % |" for p in points]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    _plot(points, args.targets, args.out.with_suffix(".png"))
+    args.out.with_suffix(".md").write_text("\n".join(_table(points, args.targets)) + "\n")
     print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.md')}")
 
 
