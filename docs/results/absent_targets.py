@@ -1,6 +1,7 @@
 """The tables of absent_targets.md from run folders: a demo's output folder (metrics.json,
 per_sample.csv, report.md) or a `boltzformer train` run folder with its test report in
-eval/ (`boltzformer evaluate --out RUN/eval`).
+eval/ (`boltzformer evaluate --out RUN/eval`), or such an evaluation folder itself (RUN/NAME,
+for a run scored on another test split).
 
     python docs/results/absent_targets.py RUN [RUN ...]
     python docs/results/absent_targets.py --gate RUN    # a stricter existence threshold
@@ -25,14 +26,21 @@ from boltzformer.data.phantoms import FOREIGN_CANDIDATES
 
 
 def _steps(run: Path) -> str:
-    """The training steps: from a demo's report, else the run's last metrics.jsonl record."""
+    """The training steps: from a demo's report, else the last metrics.jsonl record of the run
+    (or, for an evaluation folder given as RUN, of the run folder holding it)."""
     report = run / "report.md"
     found = re.search(r"for (\d+) steps", report.read_text()) if report.is_file() else None
     if found:
         return found.group(1)
-    records = (run / "metrics.jsonl").read_text().splitlines() if (
-        run / "metrics.jsonl").is_file() else []
+    logs = [p / "metrics.jsonl" for p in (run, run.parent) if (p / "metrics.jsonl").is_file()]
+    records = logs[0].read_text().splitlines() if logs else []
     return str(json.loads(records[-1]).get("step", "?")) if records else "?"
+
+
+def _label(run: Path) -> str:
+    """A row's name: the run folder's, with the evaluation folder's when one is given."""
+    inner = (run / "metrics.json").is_file() and (run.parent / "metrics.jsonl").is_file()
+    return f"{run.parent.name}/{run.name}" if inner else run.name
 
 
 def _scores_dir(run: Path) -> Path:
@@ -52,25 +60,28 @@ def scores(run: Path) -> dict[str, float]:
     own = [r["false_positive"] == "True" for r in rows
            if r["target"] not in FOREIGN_CANDIDATES[r["site"]]]
     nan = float("nan")
-    return {"fp": absent["false_positive_rate"], "foreign": sum(foreign),
+    def share(x: float | None) -> float:
+        return nan if x is None else x
+
+    return {"fp": share(absent["false_positive_rate"]), "foreign": sum(foreign),
             "foreign_n": len(foreign), "own": sum(own), "own_n": len(own),
-            "area": absent["mean_pred_area"], "auroc": exist.get("auroc", nan),
-            "accuracy": exist.get("accuracy", nan), "tiny": strata["tiny"]["dice_mean"],
+            "area": share(absent["mean_pred_area"]), "auroc": share(exist.get("auroc")),
+            "accuracy": share(exist.get("accuracy")), "tiny": strata["tiny"]["dice_mean"],
             "small": strata["small"]["dice_mean"], "large": strata["large"]["dice_mean"],
             "all": m["overall"]["dice_mean"], "prompt": m["grounding"]["prompt_accuracy"]}
 
 
 def row(name: str, steps: str, v: dict[str, float]) -> str:
     """One Markdown table row of `scores` (or their mean over runs)."""
-    def pct(x: float) -> str:
-        return "–" if x != x else f"{100 * x:.1f}"
+    def pct(x: float, digits: int = 1) -> str:
+        return "–" if x != x else f"{100 * x:.{digits}f}"
 
     def fp(n: float, total: float) -> str:
-        return f"{pct(n / max(1, total))} % ({n:g}/{total:g})"
+        return f"{pct(n / max(1, total))} % ({n:g}/{total:g})" if total else "–"
 
     auroc = v["auroc"]
     return (f"| {name} | {steps} | {pct(v['fp'])} % | {fp(v['foreign'], v['foreign_n'])} | "
-            f"{fp(v['own'], v['own_n'])} | {100 * v['area']:.2f} % | "
+            f"{fp(v['own'], v['own_n'])} | {pct(v['area'], 2)} % | "
             f"{'–' if auroc != auroc else f'{auroc:.3f}'} | {pct(v['accuracy'])} | "
             f"{pct(v['tiny'])} | {pct(v['small'])} | {pct(v['large'])} | {pct(v['all'])} | "
             f"{pct(v['prompt'])} |")
@@ -115,32 +126,45 @@ def gate(run: Path, thresholds: tuple[float, ...] = (0.5, 0.8, 0.85, 0.9, 0.95))
               f"{100 * sum(small) / len(small):.1f}, all {100 * sum(kept) / len(kept):.1f}")
 
 
+def auroc(present: list[float], absent: list[float]) -> float:
+    """P(a present prompt scores above an absent one), ties counted half (NaN if either is
+    empty)."""
+    if not present or not absent:
+        return float("nan")
+    wins = sum((p > a) + 0.5 * (p == a) for p in present for a in absent)
+    return wins / (len(present) * len(absent))
+
+
 def per_target(runs: list[Path]) -> None:
     """Own-site absent prompts per target: how many, how many answered with a mask (summed
-    over the runs), and the mean existence probability on them against that on the same
+    over the runs), the mean existence probability on them against that on the same
     target's present prompts (equal: the head answers the target's base rate, not the
-    image)."""
+    image), and how well the existence and the predicted area separate the target's present
+    prompts from its absent ones (AUROC pooled over the runs; 0.5: not at all)."""
     print("| site | target | absent prompts | false positives | existence, absent | "
-          "existence, present |")
-    print("|---|---|---:|---:|---:|---:|")
+          "existence, present | existence AUROC | area AUROC |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     absent: dict[tuple[str, str], list[dict]] = {}
-    present: dict[tuple[str, str], list[float]] = {}
+    present: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         with (_scores_dir(run) / "per_sample.csv").open() as f:
             for r in csv.DictReader(f):
                 key = (r["site"], r["target"])
-                if r["size"] == "absent":
-                    absent.setdefault(key, []).append(r)
-                else:
-                    present.setdefault(key, []).append(float(r["existence"]))
+                (absent if r["size"] == "absent" else present).setdefault(key, []).append(r)
     for (site, target), rows in sorted(absent.items()):
         if target in FOREIGN_CANDIDATES[site]:
             continue
         fp = sum(r["false_positive"] == "True" for r in rows)
         seen = present.get((site, target), [])
-        on_present = f"{sum(seen) / len(seen):.2f}" if seen else "–"
+
+        def values(group: list[dict], key: str) -> list[float]:
+            return [float(r[key]) for r in group]
+
+        on_present = (f"{sum(values(seen, 'existence')) / len(seen):.2f}" if seen else "–")
         print(f"| {site} | {target} | {len(rows)} | {fp} | "
-              f"{sum(float(r['existence']) for r in rows) / len(rows):.2f} | {on_present} |")
+              f"{sum(values(rows, 'existence')) / len(rows):.2f} | {on_present} | "
+              f"{auroc(values(seen, 'existence'), values(rows, 'existence')):.2f} | "
+              f"{auroc(values(seen, 'pred_pixels'), values(rows, 'pred_pixels')):.2f} |")
 
 
 if __name__ == "__main__":
@@ -159,6 +183,6 @@ if __name__ == "__main__":
           "existence AUROC | existence acc. | tiny | small | large | all | prompt acc. |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
-        print(row(Path(name).name, _steps(Path(name)), scores(Path(name))))
+        print(row(_label(Path(name)), _steps(Path(name)), scores(Path(name))))
     if average:
         print(mean_row([Path(name) for name in names]))
