@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -139,11 +140,13 @@ def per_target(runs: list[Path]) -> None:
     """Own-site absent prompts per target: how many, how many answered with a mask (summed
     over the runs), the mean existence probability on them against that on the same
     target's present prompts (equal: the head answers the target's base rate, not the
-    image), and how well the existence and the predicted area separate the target's present
-    prompts from its absent ones (AUROC pooled over the runs; 0.5: not at all)."""
+    image), how well the existence and the predicted area separate the target's present
+    prompts from its absent ones (AUROC pooled over the runs; 0.5: not at all), and the
+    pixels painted on the false positives (median, range) beside those of the target on its
+    present prompts (median of the ground truth)."""
     print("| site | target | absent prompts | false positives | existence, absent | "
-          "existence, present | existence AUROC | area AUROC |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+          "existence, present | existence AUROC | area AUROC | painted pixels | true pixels |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     absent: dict[tuple[str, str], list[dict]] = {}
     present: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
@@ -161,10 +164,16 @@ def per_target(runs: list[Path]) -> None:
             return [float(r[key]) for r in group]
 
         on_present = (f"{sum(values(seen, 'existence')) / len(seen):.2f}" if seen else "–")
+        painted = sorted(values([r for r in rows if r["false_positive"] == "True"],
+                                "pred_pixels"))
+        painted_cell = (f"{statistics.median(painted):g} ({painted[0]:g}-{painted[-1]:g})"
+                        if painted else "–")
+        true_cell = f"{statistics.median(values(seen, 'gt_pixels')):g}" if seen else "–"
         print(f"| {site} | {target} | {len(rows)} | {fp} | "
               f"{sum(values(rows, 'existence')) / len(rows):.2f} | {on_present} | "
               f"{auroc(values(seen, 'existence'), values(rows, 'existence')):.2f} | "
-              f"{auroc(values(seen, 'pred_pixels'), values(rows, 'pred_pixels')):.2f} |")
+              f"{auroc(values(seen, 'pred_pixels'), values(rows, 'pred_pixels')):.2f} | "
+              f"{painted_cell} | {true_cell} |")
 
 
 if __name__ == "__main__":
