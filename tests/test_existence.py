@@ -108,6 +108,16 @@ def test_evaluate_answers_absent_with_an_empty_mask(phantoms) -> None:
     assert absent["existence"]["auroc"] == pytest.approx(0.5)  # one score for all: all ties
 
 
+def test_evaluate_without_gating_answers_every_prompt_with_its_mask(phantoms) -> None:
+    data = BiomedParseDataset(phantoms, "test", image_size=64)
+    result = evaluate(_SaysAbsent(), data, batch_size=3, progress=False, existence_threshold=0)
+    assert all(r["pred_pixels"] == 64 * 64 for r in result.samples)  # the head is not asked
+    absent = result.metrics["absent"]
+    assert absent["n"] > 0 and absent["false_positive"] == absent["n"]
+    assert absent["existence"]["accuracy"] == pytest.approx(absent["n"] / len(data))  # at 0.5
+    assert result.info["existence_threshold"] == 0
+
+
 # --- a toy that learns to say absent -----------------------------------------------------------
 TOY_MODEL = {"image_size": 64, "backbone": "mobilenetv3_small_050", "hidden_dim": 32,
              "mask_dim": 32, "text_width": 32, "text_layers": 1, "text_vocab_size": 512,

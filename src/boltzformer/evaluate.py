@@ -233,11 +233,16 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 8,
     threshold: float = 0.5,
+    existence_threshold: float = 0.5,
     workers: int = 0,
     progress: bool = True,
 ) -> EvalResult:
     """Predict every item of `dataset` (BiomedParseDataset items) and score it: Dice at the
     model's size, objects and volumes at the masks' original size (see `objects.py`).
+
+    With the existence head, an answer whose existence probability is below
+    `existence_threshold` is an empty mask (0: never, every prompt answered with its mask as
+    by the paper's model); the existence figures are scored at 0.5 whatever it is.
 
     The model runs in eval mode on its own device; its attention sampling draws from a
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
@@ -260,8 +265,8 @@ def evaluate(
             extra = {"targets": batch["target"]} if takes_targets else {}
             out = model(images.to(device), batch["prompt"], image_index=index.to(device),
                         generator=generator, **extra)
-            exist = getattr(out, "existence_logits", None)  # absent below 0.5: empty mask
-            prob = gate_logits(out.logits.float(), exist).sigmoid()
+            exist = getattr(out, "existence_logits", None)  # absent: an empty mask
+            prob = gate_logits(out.logits.float(), exist, existence_threshold).sigmoid()
             pred = (prob > threshold).cpu()
             gt = batch["mask"] > 0.5
             batch_rows = score_batch(pred, gt, batch, start=len(rows),
@@ -272,7 +277,8 @@ def evaluate(
     finally:
         model.train(was_training)
     metrics = {**aggregate(rows), "grounding": grounding.finish(rows), **objects.finish()}
-    return EvalResult(rows, metrics, seed=seed, threshold=threshold)
+    return EvalResult(rows, metrics, seed=seed, threshold=threshold,
+                      info={"existence_threshold": existence_threshold})
 
 
 def _items_per_image(dataset: Dataset) -> dict[tuple[str, str], int] | None:

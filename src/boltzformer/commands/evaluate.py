@@ -51,6 +51,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="probability threshold of a predicted pixel (default: 0.5)")
+    parser.add_argument("--existence-threshold", type=float, default=0.5,
+                        help="with the existence head: below this existence probability the "
+                        "answer is an empty mask (default: 0.5; 0: never, every prompt "
+                        "answered with its mask)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,6 +65,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 0 <= args.existence_threshold <= 1:
+        raise ValueError(f"--existence-threshold must be in [0, 1], got "
+                         f"{args.existence_threshold}")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -71,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         for root in args.data
     ])
     result = evaluate(model, dataset, seed=args.seed, batch_size=args.batch_size,
-                      threshold=args.threshold, workers=args.workers,
+                      threshold=args.threshold, existence_threshold=args.existence_threshold,
+                      workers=args.workers,
                       progress=not args.no_progress)
     result.info.update(checkpoint=str(checkpoint), data=", ".join(map(str, args.data)),
                        split=args.split)
