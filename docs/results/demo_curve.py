@@ -2,8 +2,9 @@
 
 `boltzformer demo` keeps the weights every 2 minutes in OUT/run/snapshots/; this scores each
 snapshot and the final model on the demo's test split with the same evaluator and seed, and
-draws the curve. The weights are scored in float32: a demo trained in bf16 reports its final
-model in bf16, so the last point can differ from its report by a few tenths.
+draws the curve. It scores in batches of 32 and the final weights (last/); the demo's report
+scores in batches of 8 (its sampling's draws differ) and its best/ checkpoint, so the last
+point can differ from the report by a few tenths.
 
     python docs/results/demo_curve.py demo_output --out docs/results/demo_curve
     python docs/results/demo_curve.py RUN --data DATA --every 2 --out OUT \\
