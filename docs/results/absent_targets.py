@@ -157,23 +157,33 @@ def per_target(runs: list[Path]) -> None:
     for (site, target), rows in sorted(absent.items()):
         if target in FOREIGN_CANDIDATES[site]:
             continue
-        fp = sum(r["false_positive"] == "True" for r in rows)
         seen = present.get((site, target), [])
-
-        def values(group: list[dict], key: str) -> list[float]:
-            return [float(r[key]) for r in group]
-
-        on_present = (f"{sum(values(seen, 'existence')) / len(seen):.2f}" if seen else "–")
-        painted = sorted(values([r for r in rows if r["false_positive"] == "True"],
-                                "pred_pixels"))
+        fp = [r for r in rows if r["false_positive"] == "True"]
+        painted = sorted(_values(fp, "pred_pixels"))
         painted_cell = (f"{statistics.median(painted):g} ({painted[0]:g}-{painted[-1]:g})"
                         if painted else "–")
-        true_cell = f"{statistics.median(values(seen, 'gt_pixels')):g}" if seen else "–"
-        print(f"| {site} | {target} | {len(rows)} | {fp} | "
-              f"{sum(values(rows, 'existence')) / len(rows):.2f} | {on_present} | "
-              f"{auroc(values(seen, 'existence'), values(rows, 'existence')):.2f} | "
-              f"{auroc(values(seen, 'pred_pixels'), values(rows, 'pred_pixels')):.2f} | "
-              f"{painted_cell} | {true_cell} |")
+        true_cell = f"{statistics.median(_values(seen, 'gt_pixels')):g}" if seen else "–"
+        print(f"| {site} | {target} | {len(rows)} | {len(fp)} | "
+              f"{_mean(_values(rows, 'existence'))} | {_mean(_values(seen, 'existence'))} | "
+              f"{_separation(seen, rows, 'existence')} | "
+              f"{_separation(seen, rows, 'pred_pixels')} | {painted_cell} | {true_cell} |")
+
+
+def _values(rows: list[dict], key: str) -> list[float]:
+    return [float(r[key]) for r in rows]
+
+
+def _mean(xs: list[float]) -> str:
+    """The mean to two decimals; a dash for none, or for NaN (a model without the head)."""
+    return f"{sum(xs) / len(xs):.2f}" if xs and xs[0] == xs[0] else "–"
+
+
+def _separation(present: list[dict], absent: list[dict], key: str) -> str:
+    """AUROC of `key` between present and absent rows; a dash where it cannot be scored."""
+    score = auroc(_values(present, key), _values(absent, key))
+    if score != score or _mean(_values(absent, key)) == "–":
+        return "–"
+    return f"{score:.2f}"
 
 
 if __name__ == "__main__":
