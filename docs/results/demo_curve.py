@@ -33,12 +33,16 @@ from boltzformer.modeling.boltzformer import BoltzFormer
 
 
 def _checkpoints(run: Path, every: int) -> list[tuple[float, Path]]:
-    """(minutes, weights) of every `every`-th snapshot and of the final model."""
+    """(minutes, weights) of every `every`-th snapshot and of the final model: the newest
+    snapshot when it was kept at the end of training, else last/."""
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     last_minutes = max(r.get("minutes", 0) for r in records if r["kind"] == "train")
     snapshots = [(float(p.name.removesuffix("min")), p)
                  for p in sorted((run / "snapshots").glob("*min"))]
-    return snapshots[every - 1 :: every] + [(last_minutes, run / "last")]
+    chosen = snapshots[every - 1 :: every]
+    if snapshots and snapshots[-1][0] >= last_minutes:  # kept after the last logged step
+        return chosen if chosen[-1:] == snapshots[-1:] else [*chosen, snapshots[-1]]
+    return [*chosen, (last_minutes, run / "last")]
 
 
 def _absent(samples: list[dict[str, Any]]) -> dict[str, float]:
