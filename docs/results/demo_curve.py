@@ -91,7 +91,8 @@ def _plot(points: list[dict], targets: list[str], path: Path) -> None:
     x = [p["minutes"] for p in points]
     lines = [("tiny", "#ff7f0e", "o-"), ("small", "#d62728", "o-"), ("large", "#1f77b4", "o-"),
              ("all", "black", "o-"), ("own_fp", "#7f7f7f", "s--")]
-    lines += [(t, None, ".:") for t in targets]
+    palette = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#2ca02c")
+    lines += [(t, palette[i % len(palette)], ".:") for i, t in enumerate(targets)]
     labels = {"tiny": "tiny objects", "small": "small objects", "large": "large objects",
               "all": "all", "own_fp": "own-site absences painted (%)"}
     for key, color, style in lines:
@@ -99,7 +100,7 @@ def _plot(points: list[dict], targets: list[str], path: Path) -> None:
         if all(y != y for y in ys):
             continue
         ax.plot(x, ys, style, color=color, label=labels.get(key, key))
-    ax.set_xlabel("training minutes (2 CPU cores)")
+    ax.set_xlabel("training minutes")
     ax.set_ylabel("test Dice (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
