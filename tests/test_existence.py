@@ -116,6 +116,8 @@ def test_evaluate_without_gating_answers_every_prompt_with_its_mask(phantoms) ->
     assert absent["n"] > 0 and absent["false_positive"] == absent["n"]
     assert absent["existence"]["accuracy"] == pytest.approx(absent["n"] / len(data))  # at 0.5
     assert result.info["existence_threshold"] == 0
+    with pytest.raises(ValueError, match="existence_threshold"):
+        evaluate(_SaysAbsent(), data, progress=False, existence_threshold=1.5)
 
 
 # --- a toy that learns to say absent -----------------------------------------------------------

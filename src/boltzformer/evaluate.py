@@ -248,6 +248,8 @@ def evaluate(
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
     A model that declares `takes_targets = True` gets the items' target names too.
     """
+    if not 0 <= existence_threshold <= 1:
+        raise ValueError(f"existence_threshold must be in [0, 1], got {existence_threshold}")
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     takes_targets = getattr(model, "takes_targets", False)

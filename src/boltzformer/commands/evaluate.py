@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not 0 <= args.existence_threshold <= 1:
+    if not 0 <= args.existence_threshold <= 1:  # before loading anything
         raise ValueError(f"--existence-threshold must be in [0, 1], got "
                          f"{args.existence_threshold}")
     device = args.device
