@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from boltzformer.data.phantoms import FOREIGN_CANDIDATES
+from boltzformer.evaluate import auroc
 
 
 def _steps(run: Path) -> str:
@@ -127,15 +128,6 @@ def gate(run: Path, thresholds: tuple[float, ...] = (0.5, 0.8, 0.85, 0.9, 0.95))
               f"{100 * sum(small) / len(small):.1f}, all {100 * sum(kept) / len(kept):.1f}")
 
 
-def auroc(present: list[float], absent: list[float]) -> float:
-    """P(a present prompt scores above an absent one), ties counted half (NaN if either is
-    empty)."""
-    if not present or not absent:
-        return float("nan")
-    wins = sum((p > a) + 0.5 * (p == a) for p in present for a in absent)
-    return wins / (len(present) * len(absent))
-
-
 def per_target(runs: list[Path]) -> None:
     """Own-site absent prompts per target: how many, how many answered with a mask (summed
     over the runs), the mean existence probability on them against that on the same
@@ -180,7 +172,8 @@ def _mean(xs: list[float]) -> str:
 
 def _separation(present: list[dict], absent: list[dict], key: str) -> str:
     """AUROC of `key` between present and absent rows; a dash where it cannot be scored."""
-    score = auroc(_values(present, key), _values(absent, key))
+    score = auroc(_values(present, key) + _values(absent, key),
+                  [True] * len(present) + [False] * len(absent))
     if score != score or _mean(_values(absent, key)) == "–":
         return "–"
     return f"{score:.2f}"
