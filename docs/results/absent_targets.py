@@ -25,6 +25,7 @@ from pathlib import Path
 
 from boltzformer.data.phantoms import FOREIGN_CANDIDATES
 from boltzformer.evaluate import auroc
+from boltzformer.modeling.existence import EXISTENCE_THRESHOLD
 
 
 def _steps(run: Path) -> str:
@@ -50,17 +51,25 @@ def _scores_dir(run: Path) -> Path:
     return run if (run / "metrics.json").is_file() else run / "eval"
 
 
+def _rows(run: Path) -> list[dict[str, str]]:
+    """A run's per_sample.csv rows."""
+    with (_scores_dir(run) / "per_sample.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _foreign(row: dict[str, str]) -> bool:
+    """Whether a row's target belongs to the other site (a lung asked on an abdomen slice)."""
+    return row["target"] in FOREIGN_CANDIDATES[row["site"]]
+
+
 def scores(run: Path) -> dict[str, float]:
     """A run's absent-prompt and Dice figures (shares in [0, 1]; NaN where it has none)."""
     m = json.loads((_scores_dir(run) / "metrics.json").read_text())
     absent, strata = m["absent"], m["size_strata"]["weighted"]
     exist = absent["existence"] or {}
-    with (_scores_dir(run) / "per_sample.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["size"] == "absent"]
-    foreign = [r["false_positive"] == "True" for r in rows
-               if r["target"] in FOREIGN_CANDIDATES[r["site"]]]
-    own = [r["false_positive"] == "True" for r in rows
-           if r["target"] not in FOREIGN_CANDIDATES[r["site"]]]
+    rows = [r for r in _rows(run) if r["size"] == "absent"]
+    foreign = [r["false_positive"] == "True" for r in rows if _foreign(r)]
+    own = [r["false_positive"] == "True" for r in rows if not _foreign(r)]
     nan = float("nan")
     def share(x: float | None) -> float:
         return nan if x is None else x
@@ -101,23 +110,21 @@ def mean_row(runs: list[Path]) -> str:
 
 def gated(runs: list[Path]) -> None:
     """Present prompts per site that the existence head answered "absent" (probability
-    below 0.5): a head that gates out a whole site shows here."""
-    print("| run | site | present prompts | gated out (existence < 0.5) |")
+    below EXISTENCE_THRESHOLD): a head that gates out a whole site shows here."""
+    print(f"| run | site | present prompts | gated out (existence < {EXISTENCE_THRESHOLD}) |")
     print("|---|---|---:|---:|")
     for run in runs:
-        with (_scores_dir(run) / "per_sample.csv").open() as f:
-            present = [r for r in csv.DictReader(f) if r["size"] != "absent"]
+        present = [r for r in _rows(run) if r["size"] != "absent"]
         for site in sorted({r["site"] for r in present}):
             here = [r for r in present if r["site"] == site]
-            out = sum(float(r["existence"]) < 0.5 for r in here)
+            out = sum(float(r["existence"]) < EXISTENCE_THRESHOLD for r in here)
             print(f"| {run.name} | {site} | {len(here)} | {out} |")
 
 
 def gate(run: Path, thresholds: tuple[float, ...] = (0.5, 0.8, 0.85, 0.9, 0.95)) -> None:
     """What a stricter existence threshold would give, from `per_sample.csv`'s existence
     column: a present target below it loses its Dice, an absent one its false positive."""
-    with (_scores_dir(run) / "per_sample.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    rows = _rows(run)
     absent = [r for r in rows if r["size"] == "absent"]
     present = [r for r in rows if r["size"] != "absent"]
     for t in thresholds:
@@ -141,13 +148,11 @@ def per_target(runs: list[Path]) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     absent: dict[tuple[str, str], list[dict]] = {}
     present: dict[tuple[str, str], list[dict]] = {}
-    for run in runs:
-        with (_scores_dir(run) / "per_sample.csv").open() as f:
-            for r in csv.DictReader(f):
-                key = (r["site"], r["target"])
-                (absent if r["size"] == "absent" else present).setdefault(key, []).append(r)
+    for r in (r for run in runs for r in _rows(run)):
+        key = (r["site"], r["target"])
+        (absent if r["size"] == "absent" else present).setdefault(key, []).append(r)
     for (site, target), rows in sorted(absent.items()):
-        if target in FOREIGN_CANDIDATES[site]:
+        if _foreign(rows[0]):
             continue
         seen = present.get((site, target), [])
         fp = [r for r in rows if r["false_positive"] == "True"]

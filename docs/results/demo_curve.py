@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -45,25 +46,22 @@ def _checkpoints(run: Path, every: int) -> list[tuple[float, Path]]:
     return [*chosen, (last_minutes, run / "last")]
 
 
-def _absent(samples: list[dict[str, Any]]) -> dict[str, float]:
-    """Absent prompts: the share painted (any pixel), and that share among own-site ones."""
-    absent = [s for s in samples if s["size"] == "absent"]
-    own = [s for s in absent if s["target"] not in FOREIGN_CANDIDATES.get(s["site"], ())]
-    nan = float("nan")
-    return {"absent_fp": 100 * sum(bool(s["false_positive"]) for s in absent) / len(absent)
-            if absent else nan,
-            "own_fp": 100 * sum(bool(s["false_positive"]) for s in own) / len(own)
-            if own else nan}
+def _own_site_fp(samples: list[dict[str, Any]]) -> float:
+    """The share (%) of own-site absent prompts painted (NaN if none): the evaluator reports
+    absent prompts as one; the own-site ones are those not foreign to the image's site."""
+    own = [s for s in samples if s["size"] == "absent"
+           and s["target"] not in FOREIGN_CANDIDATES.get(s["site"], ())]
+    return 100 * sum(bool(s["false_positive"]) for s in own) / len(own) if own else math.nan
 
 
 def _points(demo: Path, data: Path, seed: int, every: int, targets: list[str]) -> list[dict]:
     run = demo / "run"
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    end = next(r for r in records if r["kind"] == "end")
-    points = []
+    points, test = [], None
     for minutes, path in _checkpoints(run, every):
         model = BoltzFormer.from_pretrained(path)
-        test = BiomedParseDataset(data, "test", image_size=model.config.image_size, train=False)
+        if test is None:  # one test split for all the run's weights (one image size)
+            test = BiomedParseDataset(data, "test", image_size=model.config.image_size,
+                                      train=False)
         result = evaluate(model, test, seed=seed, batch_size=32, progress=False)
         m = result.metrics
         strata = m["size_strata"]["weighted"]
@@ -72,12 +70,12 @@ def _points(demo: Path, data: Path, seed: int, every: int, targets: list[str]) -
                  "large": 100 * strata["large"]["dice_mean"],
                  "all": 100 * m["overall"]["dice_mean"],
                  "failure_rate": 100 * m["overall"]["failure_rate"],
-                 **_absent(result.samples),
+                 "absent_fp": 100 * m["absent"]["false_positive_rate"],  # NaN: none
+                 "own_fp": _own_site_fp(result.samples),
                  **{t: 100 * m["by_target"][t]["dice_mean"] if t in m["by_target"]
-                    else float("nan") for t in targets}}
+                    else math.nan for t in targets}}
         print(" ".join(f"{k} {v:.1f}" for k, v in point.items()), flush=True)
         points.append(point)
-    points[-1]["steps"] = end["step"]
     return points
 
 

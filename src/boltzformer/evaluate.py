@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from boltzformer.data import collate
 from boltzformer.grounding import GroundingCollector
-from boltzformer.modeling.existence import gate_logits
+from boltzformer.modeling.existence import EXISTENCE_THRESHOLD, gate_logits
 from boltzformer.objects import ObjectCollector
 from boltzformer.plots import plot_confusion, plot_dice_vs_size
 from boltzformer.report import json_safe, render_markdown
@@ -165,7 +165,7 @@ def existence_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     if not scored:
         return None
     present = [r["size"] != "absent" for r in scored]
-    said = [r["existence"] >= 0.5 for r in scored]
+    said = [r["existence"] >= EXISTENCE_THRESHOLD for r in scored]
     return {
         "n": len(scored),
         "n_absent": present.count(False),
@@ -233,7 +233,7 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 8,
     threshold: float = 0.5,
-    existence_threshold: float = 0.5,
+    existence_threshold: float = EXISTENCE_THRESHOLD,
     workers: int = 0,
     progress: bool = True,
 ) -> EvalResult:
@@ -242,7 +242,8 @@ def evaluate(
 
     With the existence head, an answer whose existence probability is below
     `existence_threshold` is an empty mask (0: never, every prompt answered with its mask as
-    by the paper's model); the existence figures are scored at 0.5 whatever it is.
+    by the paper's model); the existence figures are scored at EXISTENCE_THRESHOLD (0.5)
+    whatever it is.
 
     The model runs in eval mode on its own device; its attention sampling draws from a
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.

@@ -33,7 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
-from boltzformer.modeling.existence import gate_logits
+from boltzformer.modeling.existence import EXISTENCE_THRESHOLD, gate_logits
 from boltzformer.modeling.text_encoder import TextFeatures, check_prompts
 
 ImageLike = np.ndarray | Image.Image | Tensor
@@ -67,7 +67,7 @@ class Prediction:
     def found(self) -> np.ndarray | None:
         """Whether each prompt's target was found (exists >= 0.5), shaped like `exists`;
         None without the existence head (every prompt is answered with a mask)."""
-        return None if self.exists is None else self.exists >= 0.5
+        return None if self.exists is None else self.exists >= EXISTENCE_THRESHOLD
 
 
 @dataclass(frozen=True)

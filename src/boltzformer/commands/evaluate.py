@@ -12,6 +12,7 @@ from torch.utils.data import ConcatDataset
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.existence import EXISTENCE_THRESHOLD
 from boltzformer.train.run_dir import resolve_checkpoint
 
 EXAMPLE = """\
@@ -51,10 +52,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="probability threshold of a predicted pixel (default: 0.5)")
-    parser.add_argument("--existence-threshold", type=float, default=0.5,
+    parser.add_argument("--existence-threshold", type=float, default=EXISTENCE_THRESHOLD,
                         help="with the existence head: below this existence probability the "
-                        "answer is an empty mask (default: 0.5; 0: never, every prompt "
-                        "answered with its mask)")
+                        f"answer is an empty mask (default: {EXISTENCE_THRESHOLD}; 0: never, "
+                        "every prompt answered with its mask)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

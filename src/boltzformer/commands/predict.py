@@ -33,6 +33,7 @@ from boltzformer.data.medio import (
     write_nifti_float,
     write_nifti_mask,
 )
+from boltzformer.modeling.existence import EXISTENCE_THRESHOLD
 from boltzformer.modeling.text_encoder import check_prompts
 from boltzformer.predictor import Prediction, Predictor
 from boltzformer.train.run_dir import resolve_checkpoint
@@ -238,7 +239,8 @@ def _record(
                        "slices_found": int(found.sum()), "found": bool(found.any())}
         if not found.any():
             tqdm.write(f"{where}{prompt!r}: not found (existence "
-                       f"{float(pred.exists[i].max()):.2f} < 0.5); its mask is empty")
+                       f"{float(pred.exists[i].max()):.2f} < {EXISTENCE_THRESHOLD}); its mask "
+                       "is empty")
     return record
 
 

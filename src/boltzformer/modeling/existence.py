@@ -20,6 +20,8 @@ from boltzformer.modeling.attention import MLP
 
 #: logit given to every pixel of an answer judged absent: sigmoid(-1e4) is exactly 0
 ABSENT_LOGIT = -1e4
+#: existence probability below which an answer is "absent" (an empty mask)
+EXISTENCE_THRESHOLD = 0.5
 
 
 class ExistenceHead(nn.Module):
@@ -65,7 +67,7 @@ def mask_evidence(query_logits: Tensor, semantic: Tensor) -> Tensor:
 
 
 def gate_logits(logits: Tensor, existence_logits: Tensor | None,
-                threshold: float = 0.5) -> Tensor:
+                threshold: float = EXISTENCE_THRESHOLD) -> Tensor:
     """Mask logits (B, 1, H, W) with every answer whose existence probability is below
     `threshold` made empty (`ABSENT_LOGIT`); unchanged without existence logits (B,)."""
     if existence_logits is None:
