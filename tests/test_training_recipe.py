@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -438,3 +440,38 @@ def test_negatives_add_absent_targets_with_empty_masks_and_leave_the_rest_alone(
     assert added > 0
     batch = collate_groups([neg[0], neg[1]])  # absent pairs batch like any other
     assert batch["mask"].shape[0] == len(batch["prompt"]) == batch["image_index"].numel()
+
+
+def test_repeats_list_each_absent_and_tiny_target_r_times_per_epoch(
+        phantoms, small_config, tmp_path):
+    base = BiomedParseDataset(phantoms, "train", image_size=64, train=False)
+    train_idx, _ = split_by_image(base, 0.2, seed=0)
+    areas = {i: base.samples[i].area for i in train_idx}
+    absent = {i for i, a in areas.items() if a == 0.0}
+    tiny = {i for i, a in areas.items() if a is not None and 0.0 < a < 0.001}
+    assert absent and tiny  # the fixture writes both into the training split
+    plain = EpochView(base, train_idx, seed=0, augment=False, prompts_per_image=3)
+    more = EpochView(base, train_idx, seed=0, augment=False, prompts_per_image=3,
+                     absent_repeat=3, tiny_repeat=2)
+    for epoch in (0, 1):
+        plain.set_epoch(epoch)
+        more.set_epoch(epoch)
+        seen = Counter(i for group in more.groups for i in group)
+        assert seen == Counter({i: 3 if i in absent else 2 if i in tiny else 1
+                                for i in train_idx})
+        assert Counter(i for group in plain.groups for i in group) == Counter(train_idx)
+    for i in range(len(more)):  # a repeated pair is loaded like the first: an empty mask
+        item = more[i]
+        for index, mask in zip(more.groups[i], item["mask"]):
+            assert (mask.sum() == 0) == (index in absent)
+    for bad in ({"absent_repeat": 0}, {"tiny_repeat": 0}):
+        with pytest.raises(ValueError, match="absent_repeat and tiny_repeat"):
+            EpochView(base, train_idx, seed=0, augment=False, **bad)
+        with pytest.raises(ValueError, match="data.absent_repeat and data.tiny_repeat"):
+            TrainConfig.from_dict({"data": bad})
+    cfg = TrainConfig.from_dict(small_config(phantoms)).with_overrides(
+        {"data.absent_repeat": 3, "data.tiny_repeat": 2})  # the trainer's view repeats too
+    trained = Trainer(cfg, tmp_path / "run", Cluster.start("cpu"), progress=False).train_set
+    assert Counter(trained.indices) == Counter(
+        {i: 3 if base.samples[i].area == 0.0 else 2 if 0 < base.samples[i].area < 0.001
+         else 1 for i in set(trained.indices)})

@@ -66,6 +66,10 @@ class DataConfig:
     # absent targets added to each training image: other target names of the data set that
     # the image does not annotate, with empty masks (needs complete annotation per image)
     negatives: int = 0
+    # each annotated absent target (area 0 in the JSON) and each tiny one (under 0.1 % of the
+    # image) seen this many times per epoch
+    absent_repeat: int = 1
+    tiny_repeat: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -73,6 +77,9 @@ class DataConfig:
         if self.workers < 0 or self.negatives < 0:
             raise ValueError("data.workers and data.negatives must be >= 0, got "
                              f"{self.workers} and {self.negatives}")
+        if self.absent_repeat < 1 or self.tiny_repeat < 1:
+            raise ValueError("data.absent_repeat and data.tiny_repeat must be >= 1, got "
+                             f"{self.absent_repeat} and {self.tiny_repeat}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from boltzformer.data import BiomedParseDataset, random_augment
 from boltzformer.data.biomedparse import default_prompt
+from boltzformer.evaluate import TINY_AREA
 
 
 def mix_seed(*parts: int) -> int:
@@ -67,16 +68,26 @@ class EpochView(Dataset):
     without replacement, each prompted `<target> in <site> <modality>` with an empty mask and
     area 0. It assumes every image annotates every target it holds, as the built-in
     phantoms do; the group's other draws are the same with and without it.
+
+    `absent_repeat` (R > 1) lists every item whose recorded area is 0 (an annotated absent
+    target, `"area_fraction": 0` in the JSON, as `boltzformer synth` and `convert` write
+    them) R times per epoch instead of once, and `tiny_repeat` every item whose recorded
+    area is under `TINY_AREA` (0.1 % of the image; the evaluator's tiny stratum): rare
+    pairs seen more often. Items without a recorded area are listed once.
     """
 
     def __init__(
         self, base: BiomedParseDataset, indices: Sequence[int], *, seed: int, augment: bool,
         prompts_per_image: int = 1, rotations: bool = True, negatives: int = 0,
+        absent_repeat: int = 1, tiny_repeat: int = 1,
     ) -> None:
         if prompts_per_image < 1:
             raise ValueError(f"prompts_per_image must be >= 1, got {prompts_per_image}")
         if negatives < 0:
             raise ValueError(f"negatives must be >= 0, got {negatives}")
+        if absent_repeat < 1 or tiny_repeat < 1:
+            raise ValueError(f"absent_repeat and tiny_repeat must be >= 1, got {absent_repeat} "
+                             f"and {tiny_repeat}")
         self.base = base
         self.indices = list(indices)
         self.seed = seed
@@ -85,6 +96,10 @@ class EpochView(Dataset):
         self.k = prompts_per_image
         self.negatives = negatives
         self.vocabulary = base.target_names
+        areas = [base.samples[i].area for i in self.indices]
+        repeats = [1 if a is None else absent_repeat if a == 0.0 else
+                   tiny_repeat if a < TINY_AREA else 1 for a in areas]
+        self.indices = [i for i, r in zip(self.indices, repeats) for _ in range(r)]
         self.images = group_by_image(base, self.indices)
         self.annotated: dict[str, set[str]] = {}  # image path -> every target it annotates
         for sample in base.samples:

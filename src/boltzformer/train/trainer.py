@@ -126,7 +126,9 @@ class Trainer:
         self.train_set = EpochView(base, train_idx, seed=loop.seed, augment=cfg.data.augment,
                                    prompts_per_image=loop.prompts_per_image,
                                    rotations=cfg.data.rotations,
-                                   negatives=cfg.data.negatives)
+                                   negatives=cfg.data.negatives,
+                                   absent_repeat=cfg.data.absent_repeat,
+                                   tiny_repeat=cfg.data.tiny_repeat)
         self.val_set = Subset(base, val_idx[cluster.rank :: cluster.world])
         self.n_train, self.n_val = len(train_idx), len(val_idx)
         self.sampler = ResumableSampler(
