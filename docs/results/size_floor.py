@@ -1,0 +1,69 @@
+"""An offline check, not a feature: what a per-target size floor would do to absent prompts.
+
+A prompt is answered "absent" when its mask covers fewer pixels than FRACTION times the 5th
+percentile of that target's sizes in the training split (`area_fraction` in the JSON, at the
+model's image size). Printed per run and FRACTION from the runs' per_sample.csv: absent
+prompts still painted, and mean Dice on all present targets and on tiny ones (< 0.1 %),
+a present answer under the floor scoring 0.
+
+    python docs/results/size_floor.py DATA RUN [RUN ...] [--size 256] [--fractions 0,0.25,0.5,0.75]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluate import TINY_AREA
+
+
+def floors(data: str, size: int) -> dict[str, float]:
+    """Each target's 5th-percentile size in pixels at size x size, from the training split."""
+    pixels: dict[str, list[float]] = defaultdict(list)
+    for sample in BiomedParseDataset(data, "train", image_size=size).samples:
+        if sample.area:
+            pixels[sample.target].append(sample.area * size * size)
+    return {t: float(np.percentile(v, 5)) for t, v in pixels.items()}
+
+
+def score(rows: list[dict[str, str]], floor: dict[str, float], fraction: float) -> str:
+    painted = absent = 0
+    dice, tiny = [], []
+    for row in rows:
+        p = int(row["pred_pixels"])
+        kept = p > 0 and p >= fraction * floor.get(row["target"], 0.0)
+        if row["size"] == "absent":
+            absent += 1
+            painted += kept
+            continue
+        value = float(row["dice"]) if kept or p == 0 else 0.0
+        dice.append(value)
+        if float(row["area"]) < TINY_AREA:
+            tiny.append(value)
+    return (f"{painted}/{absent} = {100 * painted / absent:.1f} % | "
+            f"{100 * statistics.mean(dice):.1f} | {100 * statistics.mean(tiny):.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data")
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--fractions", default="0,0.25,0.5,0.75")
+    args = parser.parse_args()
+    floor = floors(args.data, args.size)
+    print("| run | fraction | absent painted | all | tiny |\n|---|---:|---:|---:|---:|")
+    for fraction in map(float, args.fractions.split(",")):
+        for run in args.runs:
+            rows = list(csv.DictReader((run / "per_sample.csv").open()))
+            print(f"| {run.name} | {fraction} | {score(rows, floor, fraction)} |")
+
+
+if __name__ == "__main__":
+    main()
