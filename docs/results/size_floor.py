@@ -2,9 +2,10 @@
 
 A prompt is answered "absent" when its mask covers fewer pixels than FRACTION times the 5th
 percentile of that target's sizes in the training split (`area_fraction` in the JSON, at the
-model's image size). Printed per run and FRACTION from the runs' per_sample.csv: absent
-prompts still painted, and mean Dice on all present targets and on tiny ones (< 0.1 %),
-a present answer under the floor scoring 0.
+model's image size). Printed per run and FRACTION from the runs' per_sample.csv (RUN as
+absent_targets.py reads it: a demo's folder, a run folder with eval/, an evaluation
+folder): absent prompts still painted, and mean Dice on all present targets and on tiny
+ones (< 0.1 %), a present answer under the floor scoring 0.
 
     python docs/results/size_floor.py DATA RUN [RUN ...] [--size 256] [--fractions 0,0.25,0.5,0.75]
 """
@@ -12,12 +13,12 @@ a present answer under the floor scoring 0.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from absent_targets import _label, _rows  # this folder's script: the same RUN forms
 
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import TINY_AREA
@@ -61,8 +62,7 @@ def main() -> None:
     print("| run | fraction | absent painted | all | tiny |\n|---|---:|---:|---:|---:|")
     for fraction in map(float, args.fractions.split(",")):
         for run in args.runs:
-            rows = list(csv.DictReader((run / "per_sample.csv").open()))
-            print(f"| {run.name} | {fraction} | {score(rows, floor, fraction)} |")
+            print(f"| {_label(run)} | {fraction} | {score(_rows(run), floor, fraction)} |")
 
 
 if __name__ == "__main__":
