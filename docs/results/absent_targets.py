@@ -30,19 +30,24 @@ from boltzformer.modeling.existence import EXISTENCE_THRESHOLD
 
 def _steps(run: Path) -> str:
     """The training steps: from a demo's report, else the last metrics.jsonl record of the run
-    (or, for an evaluation folder given as RUN, of the run folder holding it)."""
+    (or, for an evaluation folder given as RUN, of the run folder holding it; for a demo's
+    expert/, of its U-Net's model/)."""
     report = run / "report.md"
     found = re.search(r"for (\d+) steps", report.read_text()) if report.is_file() else None
     if found:
         return found.group(1)
-    logs = [p / "metrics.jsonl" for p in (run, run.parent) if (p / "metrics.jsonl").is_file()]
+    logs = [p / "metrics.jsonl" for p in (run, run.parent, run / "model")
+            if (p / "metrics.jsonl").is_file()]
     records = logs[0].read_text().splitlines() if logs else []
-    return str(json.loads(records[-1]).get("step", "?")) if records else "?"
+    last = json.loads(records[-1]) if records else {}
+    return str(last.get("step", last.get("steps", "?")))
 
 
 def _label(run: Path) -> str:
-    """A row's name: the run folder's, with the evaluation folder's when one is given."""
-    inner = (run / "metrics.json").is_file() and (run.parent / "metrics.jsonl").is_file()
+    """A row's name: the run folder's, with the evaluation folder's or the demo's expert/
+    when one is given."""
+    inner = (run / "metrics.json").is_file() and (
+        (run.parent / "metrics.jsonl").is_file() or (run / "model" / "metrics.jsonl").is_file())
     return f"{run.parent.name}/{run.name}" if inner else run.name
 
 
