@@ -5,7 +5,7 @@ percentile of that target's sizes in the training split (`area_fraction` in the 
 model's image size). Printed per run and FRACTION from the runs' per_sample.csv (RUN as
 absent_targets.py reads it: a demo's folder, a run folder with eval/, an evaluation
 folder): absent prompts still painted, and mean Dice on all present targets and on tiny
-ones (< 0.1 %), a present answer under the floor scoring 0.
+ones (< 0.1 %), a present answer under the floor scoring 0; with several runs, their mean.
 
     python docs/results/size_floor.py DATA RUN [RUN ...] [--size 256] [--fractions 0,0.25,0.5,0.75]
 """
@@ -33,7 +33,10 @@ def floors(data: str, size: int) -> dict[str, float]:
     return {t: float(np.percentile(v, 5)) for t, v in pixels.items()}
 
 
-def score(rows: list[dict[str, str]], floor: dict[str, float], fraction: float) -> str:
+def score(rows: list[dict[str, str]], floor: dict[str, float], fraction: float
+          ) -> tuple[int, int, float, float]:
+    """(absent prompts still painted, absent prompts, mean Dice % on all present targets, on
+    tiny ones) with the floor at `fraction`."""
     painted = absent = 0
     dice, tiny = [], []
     for row in rows:
@@ -47,8 +50,7 @@ def score(rows: list[dict[str, str]], floor: dict[str, float], fraction: float) 
         dice.append(value)
         if float(row["area"]) < TINY_AREA:
             tiny.append(value)
-    return (f"{painted}/{absent} = {100 * painted / absent:.1f} % | "
-            f"{100 * statistics.mean(dice):.1f} | {100 * statistics.mean(tiny):.1f}")
+    return painted, absent, 100 * statistics.mean(dice), 100 * statistics.mean(tiny)
 
 
 def main() -> None:
@@ -60,9 +62,20 @@ def main() -> None:
     args = parser.parse_args()
     floor = floors(args.data, args.size)
     print("| run | fraction | absent painted | all | tiny |\n|---|---:|---:|---:|---:|")
+    rows = {run: _rows(run) for run in args.runs}
     for fraction in map(float, args.fractions.split(",")):
+        shares, alls, tinies = [], [], []
         for run in args.runs:
-            print(f"| {_label(run)} | {fraction} | {score(_rows(run), floor, fraction)} |")
+            painted, absent, dice, tiny = score(rows[run], floor, fraction)
+            shares.append(100 * painted / absent)
+            alls.append(dice)
+            tinies.append(tiny)
+            print(f"| {_label(run)} | {fraction} | {painted}/{absent} = {shares[-1]:.1f} % | "
+                  f"{dice:.1f} | {tiny:.1f} |")
+        if len(args.runs) > 1:
+            print(f"| mean of {len(args.runs)} | {fraction} | "
+                  f"{statistics.mean(shares):.1f} % | {statistics.mean(alls):.1f} | "
+                  f"{statistics.mean(tinies):.1f} |")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,9 @@ class EpochView(Dataset):
     target, `"area_fraction": 0` in the JSON, as `boltzformer synth` and `convert` write
     them) R times per epoch instead of once, and `tiny_repeat` every item whose recorded
     area is under `TINY_AREA` (0.1 % of the image; the evaluator's tiny stratum): rare
-    pairs seen more often. Items without a recorded area are listed once.
+    pairs seen more often. Items without a recorded area are listed once. With K = 1 a
+    pair's copies draw the same prompt and augmentation within an epoch (a group's draws
+    depend on its first item).
     """
 
     def __init__(
