@@ -15,8 +15,8 @@ import sys
 # Verbs in the order `--help` lists them; each names a module in boltzformer.commands (with
 # "_" for "-"), unless MODULES names another.
 COMMANDS: tuple[str, ...] = (
-    "demo", "synth", "convert", "train", "evaluate", "predict", "visualize", "serve", "study",
-    "bench", "throughput", "latency", "presets", "convert-release",
+    "demo", "synth", "convert", "train", "calibrate", "evaluate", "predict", "visualize",
+    "serve", "study", "bench", "throughput", "latency", "presets", "convert-release",
 )
 # `convert` (data sets) lives in convert_data, beside convert_release (model weights).
 MODULES: dict[str, str] = {"convert": "convert_data"}

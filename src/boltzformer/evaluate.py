@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from boltzformer.data import collate
 from boltzformer.grounding import GroundingCollector
 from boltzformer.modeling.existence import EXISTENCE_THRESHOLD, gate_logits
+from boltzformer.modeling.size_floor import answer_floor
 from boltzformer.objects import ObjectCollector
 from boltzformer.plots import plot_confusion, plot_dice_vs_size
 from boltzformer.report import json_safe, render_markdown
@@ -236,6 +237,7 @@ def evaluate(
     existence_threshold: float = EXISTENCE_THRESHOLD,
     workers: int = 0,
     progress: bool = True,
+    size_floor: bool = True,
 ) -> EvalResult:
     """Predict every item of `dataset` (BiomedParseDataset items) and score it: Dice at the
     model's size, objects and volumes at the masks' original size (see `objects.py`).
@@ -243,7 +245,9 @@ def evaluate(
     With the existence head, an answer whose existence probability is below
     `existence_threshold` is an empty mask (0: never, every prompt answered with its mask as
     by the paper's model); the existence figures are scored at EXISTENCE_THRESHOLD (0.5)
-    whatever it is.
+    whatever it is. With a size floor (BoltzFormer's `size_floor`, set by `boltzformer
+    calibrate`), an answer smaller than its target's floor is an empty mask; `size_floor`
+    False scores the answers without it.
 
     The model runs in eval mode on its own device; its attention sampling draws from a
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
@@ -254,6 +258,7 @@ def evaluate(
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     takes_targets = getattr(model, "takes_targets", False)
+    floor = getattr(model, "size_floor", None) if size_floor else None
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate
     )
@@ -269,7 +274,8 @@ def evaluate(
             out = model(images.to(device), batch["prompt"], image_index=index.to(device),
                         generator=generator, **extra)
             exist = getattr(out, "existence_logits", None)  # absent: an empty mask
-            prob = gate_logits(out.logits.float(), exist, existence_threshold).sigmoid()
+            logits = gate_logits(out.logits.float(), exist, existence_threshold)
+            prob = answer_floor(logits, floor, batch["prompt"], batch["target"])[0].sigmoid()
             pred = (prob > threshold).cpu()
             gt = batch["mask"] > 0.5
             batch_rows = score_batch(pred, gt, batch, start=len(rows),
@@ -281,7 +287,8 @@ def evaluate(
         model.train(was_training)
     metrics = {**aggregate(rows), "grounding": grounding.finish(rows), **objects.finish()}
     return EvalResult(rows, metrics, seed=seed, threshold=threshold,
-                      info={"existence_threshold": existence_threshold})
+                      info={"existence_threshold": existence_threshold,
+                            "size_floor_fraction": floor.fraction if floor else 0.0})
 
 
 def _items_per_image(dataset: Dataset) -> dict[tuple[str, str], int] | None:

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
 from boltzformer.modeling.existence import EXISTENCE_THRESHOLD, gate_logits
+from boltzformer.modeling.size_floor import answer_floor
 from boltzformer.modeling.text_encoder import TextFeatures, check_prompts
 
 ImageLike = np.ndarray | Image.Image | Tensor
@@ -55,6 +56,9 @@ class Prediction:
     exists: with the existence head, the probability that each prompt's target is in the
         image, (P,) for an image, (P, N) for N slices (mean over the draws; a draw below 0.5
         answers with an empty mask); None for a model without the head.
+    floored: with a size floor (`boltzformer calibrate`), whether each prompt's answer was
+        smaller than its target's floor, and so empty, in at least half the draws, bool (P,)
+        for an image, (P, N) for N slices; None for a model without a floor.
     """
 
     prob: np.ndarray
@@ -62,12 +66,18 @@ class Prediction:
     prompts: tuple[str, ...]
     samples: int
     exists: np.ndarray | None = None
+    floored: np.ndarray | None = None
 
     @property
     def found(self) -> np.ndarray | None:
-        """Whether each prompt's target was found (exists >= 0.5), shaped like `exists`;
-        None without the existence head (every prompt is answered with a mask)."""
-        return None if self.exists is None else self.exists >= EXISTENCE_THRESHOLD
+        """Whether each prompt's target was found: the existence head said so (exists >= 0.5)
+        and the answer was not under its size floor; shaped like `exists` or `floored`. None
+        for a model with neither (every prompt is answered with a mask)."""
+        if self.exists is None and self.floored is None:
+            return None
+        said = (self.exists >= EXISTENCE_THRESHOLD if self.exists is not None
+                else np.ones_like(self.floored, dtype=bool))
+        return said if self.floored is None else said & ~self.floored
 
 
 @dataclass(frozen=True)
@@ -222,25 +232,33 @@ class Predictor:
     def _probabilities(
         self, feats: ImageFeatures, prompts: list[str], size: tuple[int, int], samples: int,
         generator: torch.Generator,
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """N encoded images x P prompts -> mean and std (N, P, H, W) over `samples` passes,
-        and the mean existence probability (N, P) (None without the existence head).
+        the mean existence probability (N, P) (None without the existence head) and whether
+        each answer was under its size floor in at least half the passes (N, P) (None
+        without a floor).
 
         Each pass decodes all N*P (image, prompt) pairs in one batch; a pass whose existence
-        probability is below 0.5 answers that pair with an empty mask.
+        probability is below 0.5, or whose answer is smaller than its target's size floor (at
+        the model's image size), answers that pair with an empty mask.
         """
         n, p = feats.semantic.shape[0], len(prompts)
         text = self.model.encode_text(prompts)
         text = TextFeatures(text.tokens.repeat(n, 1, 1), text.padding.repeat(n, 1))
-        tiled = feats.repeat(p)
+        tiled = feats.repeat(p)  # pair i * p + j: image i, prompt j
+        floor = self.model.size_floor
 
         exist: list[Tensor] = []
+        floored: list[Tensor] = []
 
         def draw() -> Tensor:
             out = self.model.decode(tiled, text, generator=generator)
             if out.existence_logits is not None:
                 exist.append(out.existence_logits.float().sigmoid().view(n, p))
             logits = gate_logits(out.logits.float(), out.existence_logits)
+            logits, small = answer_floor(logits, floor, prompts * n)
+            if small is not None:
+                floored.append(small.float().view(n, p))
             return _resize(torch.sigmoid(logits), size).view(n, p, *size)
 
         mean = draw()
@@ -252,7 +270,8 @@ class Predictor:
             m2 += delta * (prob - mean)
         std = (m2 / samples).clamp_min(0).sqrt() if samples > 1 else None
         exists = torch.stack(exist).mean(0) if exist else None
-        return mean.clamp(0, 1), std, exists
+        under = torch.stack(floored).mean(0) >= 0.5 if floored else None
+        return mean.clamp(0, 1), std, exists, under
 
     @torch.inference_mode()
     def predict(
@@ -272,7 +291,7 @@ class Predictor:
     ) -> Prediction:
         """One encoded image's Prediction for checked `prompts`, its draws from a fresh
         generator seeded with `seed` (else the predictor's)."""
-        mean, std, exists = self._probabilities(
+        mean, std, exists, floored = self._probabilities(
             feats, prompts, size, samples, self._generator(seed)
         )
         return Prediction(
@@ -281,6 +300,7 @@ class Predictor:
             prompts=tuple(prompts),
             samples=samples,
             exists=None if exists is None else exists[0].cpu().numpy(),
+            floored=None if floored is None else floored[0].cpu().numpy(),
         )
 
     def predict_images(
@@ -361,11 +381,12 @@ class Predictor:
         mean = np.empty((len(prompts), len(stack), *size), np.float32)
         std = np.empty_like(mean) if samples > 1 else None
         exists: np.ndarray | None = None  # with the existence head: (P, N)
+        floored: np.ndarray | None = None  # with a size floor: (P, N)
         with tqdm(total=len(stack), unit="slice", disable=not progress) as bar:
             for start in range(0, len(stack), batch_size):
                 batch = stack[start : start + batch_size]
                 pixels = torch.cat([self._pixels(_rgb(s)) for s in batch])
-                m, s, e = self._probabilities(
+                m, s, e, f = self._probabilities(
                     self.model.encode_image(pixels), prompts, size, samples, generator
                 )
                 mean[:, start : start + len(batch)] = m.transpose(0, 1).cpu().numpy()
@@ -373,11 +394,15 @@ class Predictor:
                     if exists is None:
                         exists = np.empty((len(prompts), len(stack)), np.float32)
                     exists[:, start : start + len(batch)] = e.transpose(0, 1).cpu().numpy()
+                if f is not None:  # and so does the size floor
+                    if floored is None:
+                        floored = np.empty((len(prompts), len(stack)), bool)
+                    floored[:, start : start + len(batch)] = f.transpose(0, 1).cpu().numpy()
                 if std is not None and s is not None:  # both when samples > 1
                     std[:, start : start + len(batch)] = s.transpose(0, 1).cpu().numpy()
                 bar.update(len(batch))
         return Prediction(prob=mean, std=std, prompts=tuple(prompts), samples=samples,
-                          exists=exists)
+                          exists=exists, floored=floored)
 
     @torch.inference_mode()
     def sampling(self, prompt: str, *, seed: int | None = None) -> SamplingTrace:
@@ -392,6 +417,7 @@ class Predictor:
         )
         assert out.keep_masks is not None  # asked for with return_sampling=True
         logits = gate_logits(out.logits.float(), out.existence_logits)
+        logits = answer_floor(logits, self.model.size_floor, [prompt])[0]
         prob = _resize(torch.sigmoid(logits), size)[0, 0].clamp(0, 1)
         return SamplingTrace(
             keep_masks=[k[0].cpu().numpy() for k in out.keep_masks],

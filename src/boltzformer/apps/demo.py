@@ -29,6 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from boltzformer.calibrate import (
+    Calibration,
+    calibrate_size_floor,
+    format_table,
+    with_size_floor,
+    write_size_floor,
+)
 from boltzformer.data import BiomedParseDataset, generate_phantoms, list_splits
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
@@ -115,6 +122,10 @@ class DemoSettings:
     # prompted structure is often not there (most CT slices hold no nodule), so the demo's
     # phantoms have absent targets in every split: 254 of its 2,601 test prompts
     absent_share: float = 0.5
+    # the size floor (not the paper; modeling/size_floor.py), chosen on the validation split
+    # after training (`boltzformer calibrate`) for BoltzFormer and the expert alike: answers
+    # smaller than a fraction of their target's usual smallest size are empty
+    size_floor: bool = True
 
     def __post_init__(self) -> None:
         if self.images < 10:
@@ -154,19 +165,23 @@ def _comparison(ours: dict[str, Any], train_metrics: dict[str, Any], expert: dic
 
     def row(name: str, m: dict[str, Any], steps: str) -> str:
         w, g = m["size_strata"]["weighted"], m["grounding"]
+        absent = m.get("absent", {})
+        fp = f"{_pct(absent['false_positive_rate'])} %" if absent.get("n") else "–"
         return (f"| {name} | {steps} | {_pct(w['small']['dice_mean'])} | "
                 f"{_pct(w['tiny']['dice_mean'])} | {_pct(w['large']['dice_mean'])} | "
                 f"{_pct(m['overall']['dice_mean'])} | {_pct(m['overall']['failure_rate'])} % | "
-                f"{_pct(g['prompt_accuracy'])} % | {_pct(g['hedging'])} % |")
+                f"{_pct(g['prompt_accuracy'])} % | {_pct(g['hedging'])} % | {fp} |")
 
     unet, loop = expert["train"], s.training.train
     return [
         f"## Against the U-Net expert (same data, same {loop.max_minutes:g} training minutes)",
         "",
-        "Dice in %; small: objects < 1 % of the image, tiny: the part of small < 0.1 %.",
+        "Dice in %; small: objects < 1 % of the image, tiny: the part of small < 0.1 %; "
+        "absent FP: prompts whose target is not in the image answered with a mask.",
         "",
-        "| model | steps | small | tiny | large | all | failures | prompt accuracy | hedging |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | steps | small | tiny | large | all | failures | prompt accuracy | hedging "
+        "| absent FP |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         row("BoltzFormer tiny", ours,
             f"{train_metrics.get('step')} x {loop.batch_size} images"),
         row("U-Net expert", expert["metrics"], f"{unet['steps']} x 8 images"),
@@ -174,6 +189,19 @@ def _comparison(ours: dict[str, Any], train_metrics: dict[str, Any], expert: dic
         "The expert's own report: [expert/report.md](expert/report.md).",
         "",
     ]
+
+
+def _floor_section(floor: Calibration, expert: dict[str, Any] | None) -> list[str]:
+    """How the size floor was chosen on the validation split (and the expert's)."""
+    lines = ["## The size floor (not the paper's)", "",
+             "An answer smaller than FRACTION times its target's 5th-percentile size in the "
+             "training items is an empty mask; FRACTION is chosen on the validation items "
+             "(`boltzformer calibrate`; score: an absent target 1 when left empty, a present one "
+             "its Dice). The test figures above are with it.", "",
+             "BoltzFormer: " + format_table(floor)]
+    if expert and expert.get("floor"):
+        lines += ["U-Net expert: " + format_table(expert["floor"])]
+    return lines
 
 
 def _pick_examples(rows: list[dict], count: int) -> list[int]:
@@ -252,8 +280,14 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     result = train(s.train_config(data_dir), run_dir, progress=s.progress)
     checkpoint = result.best_checkpoint or result.last_checkpoint
 
-    print(f"[3/4] evaluating {checkpoint} on the test split")
     model = BoltzFormer.from_pretrained(checkpoint)
+    floor = None
+    if s.size_floor:
+        print("[3/4] choosing the size floor on the validation split")
+        floor = calibrate_size_floor(model, s.train_config(data_dir), progress=s.progress)
+        with_size_floor(model, floor.floor)
+        write_size_floor(checkpoint, floor.floor)
+    print(f"[3/4] evaluating {checkpoint} on the test split")
     test = BiomedParseDataset(data_dir, "test", image_size=size, train=False)
     ev = evaluate(model, test, seed=loop.seed, progress=s.progress)
     paths = write_report(ev, out)
@@ -266,7 +300,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         paths["loss_curve"] = out / "loss_curve.png"
     expert = _expert(s, data_dir, test, out / "expert") if s.expert else None
     minutes = (time.monotonic() - started) / 60
-    _write_demo_report(out, paths, result.metrics, s, minutes, expert, ev.metrics)
+    _write_demo_report(out, paths, result.metrics, s, minutes, expert, ev.metrics, floor)
     return {"metrics": ev.metrics, "headline": headline(ev.metrics), "paths": paths,
             "train": result.metrics,
             "minutes": minutes, "expert": expert["metrics"] if expert else None,
@@ -296,22 +330,30 @@ def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
                         supervise="all" if cfg.data.negatives else "annotated",
                         amp=cfg.train.amp, channels_last=cfg.train.channels_last,
                         progress=s.progress)
+    floor = None
+    if s.size_floor:
+        floor = calibrate_size_floor(result.model, s.train_config(data_dir),
+                                     progress=s.progress)
+        with_size_floor(result.model, floor.floor)
+        write_size_floor(out / "model", floor.floor)
     ev = evaluate(result.model, test, seed=cfg.train.seed, progress=s.progress)
     write_report(ev, out)
-    return {"metrics": ev.metrics, "train": result.metrics}
+    return {"metrics": ev.metrics, "train": result.metrics, "floor": floor}
 
 
 def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[str, Any],
                        s: DemoSettings, minutes: float, expert: dict[str, Any] | None,
-                       metrics: dict[str, Any]) -> None:
-    """Prepend what ran, the comparison with the expert and the figures to the report."""
+                       metrics: dict[str, Any], floor: Calibration | None) -> None:
+    """Prepend what ran, the comparison with the expert, the size floor's choice and the
+    figures to the report."""
     body = paths["report"].read_text()
     loop, model = s.training.train, s.training.model.resolve()
     size = model.image_size
     source = (f"--images {s.images} --absent-share {s.absent_share:g}" if s.data is None
               else f"--data {s.data}")
     source += (f" --negatives {s.training.data.negatives} "
-               f"--{'' if model.existence_head else 'no-'}existence-head")
+               f"--{'' if model.existence_head else 'no-'}existence-head"
+               f"{'' if s.size_floor else ' --no-size-floor'}")
     data = (f"{s.images} phantom images ({size}x{size})" if s.data is None
             else f"the train split of {s.data} at {size}x{size}")
     head = [
@@ -326,6 +368,7 @@ def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[st
         f"evaluated on the held-out test split. Whole demo: {minutes:.1f} min.",
         "",
         *(_comparison(metrics, train_metrics, expert, s) if expert else []),
+        *(_floor_section(floor, expert) if floor else []),
         "![test predictions](predictions.png)",
         "",
         "Ground truth outlined in red, prediction in green.",

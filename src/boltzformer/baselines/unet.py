@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +26,8 @@ from boltzformer.modeling.checkpoint import (
     read_config,
     write_checkpoint,
 )
+from boltzformer.modeling.config import check_size_floor
+from boltzformer.modeling.size_floor import SizeFloor, size_floor_or_none
 from boltzformer.modeling.text_encoder import label_of_prompt
 
 try:
@@ -41,16 +43,22 @@ except ImportError as err:
 class UNetBaselineConfig:
     """targets: one output channel each, in this order (training sorts them); image_size:
     the square input side (a multiple of 32); encoder: an smp encoder name ("tu-<timm
-    model>"); decoder_channels: the U-Net decoder's widths, coarse to fine (smp's default)."""
+    model>"); decoder_channels: the U-Net decoder's widths, coarse to fine (smp's default);
+    size_floors, size_floor_fraction: the size floor, as BoltzFormer's (set by
+    `boltzformer calibrate`, modeling/size_floor.py)."""
 
     targets: tuple[str, ...]
     image_size: int = 256
     encoder: str = "tu-resnet10t"
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    size_floors: dict[str, float] = field(default_factory=dict)
+    size_floor_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(self.targets))
         object.__setattr__(self, "decoder_channels", tuple(self.decoder_channels))
+        object.__setattr__(self, "size_floors", dict(self.size_floors))
+        check_size_floor(self.size_floors, self.size_floor_fraction)
         if not self.targets or len(set(self.targets)) != len(self.targets):
             raise ValueError(f"targets must be distinct names, at least one: {self.targets}")
         if self.image_size < 32 or self.image_size % 32:
@@ -92,6 +100,11 @@ class UNetExpert(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
         self.channel_of = {name: i for i, name in enumerate(config.targets)}
+
+    @property
+    def size_floor(self) -> SizeFloor | None:
+        """The config's size floor, as BoltzFormer's; None when it is off."""
+        return size_floor_or_none(self.config.size_floors, self.config.size_floor_fraction)
 
     def channel_logits(self, images: Tensor) -> Tensor:
         """images (B, 3, H, W) RGB in 0-255, H and W multiples of 32 -> (B, C, H, W), one

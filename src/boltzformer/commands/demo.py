@@ -74,6 +74,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "tiny Dice up, docs/results/absent_targets.md). --no-existence-head: the "
                    "paper's model, every prompt answered with a mask, absent prompts teaching "
                    "the masks (default: on)")
+    p.add_argument("--size-floor", action=argparse.BooleanOptionalAction,
+                   default=d.size_floor,
+                   help="after training, choose the size floor on the validation split "
+                   "(`boltzformer calibrate`; not the paper's): an answer smaller than a "
+                   "fraction of its target's usual smallest size is an empty mask, for "
+                   "BoltzFormer and the expert alike (default: on)")
     p.add_argument("--expert", action="store_true",
                    help="also train the U-Net expert (one output per target; needs the "
                    "[baselines] extra) for the same minutes and compare both in report.md "
@@ -94,7 +100,8 @@ def settings(args: argparse.Namespace) -> DemoSettings:
         **({} if args.negatives is None else {"data.negatives": args.negatives}),
     })
     return DemoSettings(out_dir=args.out, images=args.images, data=args.data,
-                        training=training, expert=args.expert, absent_share=args.absent_share)
+                        training=training, expert=args.expert, absent_share=args.absent_share,
+                        size_floor=args.size_floor)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -56,6 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="with the existence head: below this existence probability the "
                         f"answer is an empty mask (default: {EXISTENCE_THRESHOLD}; 0: never, "
                         "every prompt answered with its mask)")
+    parser.add_argument("--no-size-floor", action="store_true",
+                        help="score the answers without the checkpoint's size floor (set by "
+                        "`boltzformer calibrate`: an answer smaller than a share of its "
+                        "target's usual size is an empty mask)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     ])
     result = evaluate(model, dataset, seed=args.seed, batch_size=args.batch_size,
                       threshold=args.threshold, existence_threshold=args.existence_threshold,
-                      workers=args.workers,
+                      workers=args.workers, size_floor=not args.no_size_floor,
                       progress=not args.no_progress)
     result.info.update(checkpoint=str(checkpoint), data=", ".join(map(str, args.data)),
                        split=args.split)

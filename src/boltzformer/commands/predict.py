@@ -80,7 +80,9 @@ characters as '-', e.g. nodule-in-lung-ct):
 a model trained with the existence head (existence_head: true) also says, per prompt,
 whether its target is in the image: below 0.5 it prints "not found", writes an empty
 mask, and predictions.json records "existence" and "found" (for a volume, per slice,
-with "slices_found").
+with "slices_found"). A model with a size floor (`boltzformer calibrate`) answers "not
+found" too when the mask is smaller than a share of its target's usual size
+(predictions.json: "under_size_floor").
 """
 
 
@@ -224,23 +226,32 @@ def _record(
     prompt: str, mask: np.ndarray, files: dict, pred: Prediction, i: int, where: str = ""
 ) -> dict:
     """One prompt's entry in predictions.json; with the existence head also its existence
-    probability and `found` (an image), or per slice and the slices found (a volume), and a
-    line on the terminal for a target not found (its mask is written empty), after `where`
-    (the image's name in a folder)."""
+    probability, with a size floor whether the answer was under it, and `found` (an image),
+    or all of these per slice and the slices found (a volume), and a line on the terminal
+    for a target not found (its mask is written empty), after `where` (the image's name in a
+    folder)."""
     record = {"prompt": prompt, "files": files, "foreground_fraction": float(mask.mean())}
     if pred.std is not None:
         record["mean_std"] = float(pred.std[i].mean())
-    if pred.exists is not None and pred.found is not None:
-        found = pred.found[i]
-        if found.ndim == 0:  # an image
-            record |= {"existence": float(pred.exists[i]), "found": bool(found)}
-        else:  # a volume: the existence head decides per slice
-            record |= {"existence": [round(float(e), 4) for e in pred.exists[i]],
-                       "slices_found": int(found.sum()), "found": bool(found.any())}
-        if not found.any():
-            tqdm.write(f"{where}{prompt!r}: not found (existence "
-                       f"{float(pred.exists[i].max()):.2f} < {EXISTENCE_THRESHOLD}); its mask "
-                       "is empty")
+    if pred.found is None:
+        return record
+    found = pred.found[i]
+    if pred.exists is not None:
+        record["existence"] = (float(pred.exists[i]) if found.ndim == 0
+                               else [round(float(e), 4) for e in pred.exists[i]])
+    if pred.floored is not None:
+        record["under_size_floor"] = (bool(pred.floored[i]) if found.ndim == 0
+                                      else [bool(f) for f in pred.floored[i]])
+    record["found"] = bool(found.any())
+    if found.ndim:  # a volume: the existence head and the floor decide per slice
+        record["slices_found"] = int(found.sum())
+    if not found.any():
+        why = []
+        if pred.exists is not None and (pred.exists[i] < EXISTENCE_THRESHOLD).any():
+            why.append(f"existence {float(pred.exists[i].min()):.2f} < {EXISTENCE_THRESHOLD}")
+        if pred.floored is not None and pred.floored[i].any():
+            why.append("smaller than the target's size floor")
+        tqdm.write(f"{where}{prompt!r}: not found ({'; '.join(why)}); its mask is empty")
     return record
 
 

@@ -24,6 +24,7 @@ from boltzformer.modeling.fine_semantic import FineSemantic
 from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
 from boltzformer.modeling.pigma import PiGMA
 from boltzformer.modeling.pixel_decoder import PixelDecoder
+from boltzformer.modeling.size_floor import SizeFloor, size_floor_or_none
 from boltzformer.modeling.text_encoder import TextEncoder, TextFeatures, build_text_encoder
 
 # ImageNet statistics on 0-255 RGB input (as the authors' release normalises).
@@ -116,6 +117,12 @@ class BoltzFormer(nn.Module):
         self.existence = existence
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
+
+    @property
+    def size_floor(self) -> SizeFloor | None:
+        """The config's size floor (modeling/size_floor.py), applied by `evaluate` and the
+        `Predictor`; None when it is off (no sizes, or a fraction of 0)."""
+        return size_floor_or_none(self.config.size_floors, self.config.size_floor_fraction)
 
     @classmethod
     def from_config(cls, config: BoltzFormerConfig) -> BoltzFormer:

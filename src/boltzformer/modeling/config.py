@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,12 @@ class BoltzFormerConfig:
     # True: the head also reads S pooled under the prompt's predicted mask and the mask's peak
     # probability (the image's evidence where the model looks), not only queries and text
     existence_evidence: bool = False
+    # Not in the paper: the size floor (modeling/size_floor.py). size_floors: target name ->
+    # a low percentile of its areas (share of the image) in the training split; an answer
+    # smaller than size_floor_fraction times its target's size is an empty mask. 0: off.
+    # `boltzformer calibrate` fills both in (the fraction chosen on the validation split).
+    size_floors: dict[str, float] = field(default_factory=dict)
+    size_floor_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_labels", tuple(self.text_labels))  # JSON/YAML give lists
@@ -108,6 +114,8 @@ class BoltzFormerConfig:
             raise ValueError("num_queries and num_layers must be at least 1")
         if not 1 <= self.num_levels <= 3:
             raise ValueError(f"num_levels must be 1, 2 or 3, got {self.num_levels}")
+        object.__setattr__(self, "size_floors", dict(self.size_floors))
+        check_size_floor(self.size_floors, self.size_floor_fraction)
 
     # --- round trips -------------------------------------------------------------------
     @classmethod
@@ -120,9 +128,9 @@ class BoltzFormerConfig:
         names it (an int is accepted where a float is expected)."""
         check_keys(values, cls.field_names(), what="model config")
         for f in fields(cls):
-            if f.name in values and not _same_kind(values[f.name], f.default):
+            if f.name in values and not _same_kind(values[f.name], _default(f)):
                 raise ValueError(
-                    f"model config key {f.name} must be of type {type(f.default).__name__}, got "
+                    f"model config key {f.name} must be of type {type(_default(f)).__name__}, got "
                     f"{values[f.name]!r}"
                 )
         return cls(**values)
@@ -147,6 +155,11 @@ class BoltzFormerConfig:
         return json.dumps(self.to_dict(), indent=2)
 
 
+def _default(f: Field[Any]) -> Any:
+    """A field's default value, made by its factory if it has one."""
+    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[operator]
+
+
 def _same_kind(value: Any, default: Any) -> bool:
     """Whether `value` has the type of the field's `default` (bool is not a number here)."""
     if isinstance(default, bool) or isinstance(value, bool):
@@ -156,6 +169,17 @@ def _same_kind(value: Any, default: Any) -> bool:
     if isinstance(default, float):
         return isinstance(value, int | float)
     return isinstance(value, type(default))
+
+
+def check_size_floor(sizes: dict[str, float], fraction: float) -> None:
+    """ValueError unless every size is in (0, 1] under a non-empty name and fraction >= 0."""
+    bad = [k for k, v in sizes.items() if not (isinstance(k, str) and k.strip())
+           or not isinstance(v, int | float) or not 0 < v <= 1]
+    if bad:
+        raise ValueError(f"size_floors must map target names to areas in (0, 1] (shares of the "
+                         f"image), got {', '.join(repr(b) for b in bad)}")
+    if not fraction >= 0:
+        raise ValueError(f"size_floor_fraction must be >= 0, got {fraction}")
 
 
 def check_keys(values: dict[str, Any], valid: list[str], *, what: str) -> None:

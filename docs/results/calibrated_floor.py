@@ -1,0 +1,84 @@
+"""The size floor as `boltzformer demo` now chooses it, applied to `boltzformer demo --expert`
+folders: for BoltzFormer and the U-Net expert of each folder, the floor is calibrated on the
+run's validation items (`boltzformer.calibrate`, as `boltzformer calibrate` and the demo do),
+the test split is evaluated with it into DEMO/floor/ and DEMO/expert/floor/ (report.md,
+metrics.json, per_sample.csv, calibration.md), and one row per model and run compares it with
+the folder's own evaluation without a floor (DEMO/metrics.json, DEMO/expert/metrics.json; a
+demo from before the floor, or run with --no-size-floor); with several folders, the means.
+
+    python docs/results/calibrated_floor.py DEMO [DEMO ...] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from boltzformer.baselines import UNetExpert
+from boltzformer.calibrate import calibrate_size_floor, format_table, with_size_floor
+from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluate import evaluate, write_report
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.train.config import TrainConfig
+from boltzformer.train.run_dir import CONFIG_NAME, run_checkpoint
+
+KEYS = ("fp", "small", "tiny", "large", "all", "prompt")
+
+
+def figures(metrics: dict) -> dict[str, float]:
+    """Absent false-positive rate, Dice strata and prompt accuracy, in %."""
+    w = metrics["size_strata"]["weighted"]
+    return {"fp": 100 * metrics["absent"]["false_positive_rate"],
+            "small": 100 * w["small"]["dice_mean"], "tiny": 100 * w["tiny"]["dice_mean"],
+            "large": 100 * w["large"]["dice_mean"], "all": 100 * metrics["overall"]["dice_mean"],
+            "prompt": 100 * metrics["grounding"]["prompt_accuracy"]}
+
+
+def floored(model, cfg: TrainConfig, test: BiomedParseDataset, out: Path
+            ) -> tuple[float, dict[str, float]]:
+    """Calibrate `model` on the run's validation items, evaluate the test split with the
+    floor into `out` -> (the fraction chosen, its figures)."""
+    cal = calibrate_size_floor(model, cfg, progress=False)
+    with_size_floor(model, cal.floor)
+    result = evaluate(model, test, seed=cfg.train.seed, progress=False)
+    write_report(result, out)
+    (out / "calibration.md").write_text(format_table(cal))
+    return cal.floor.fraction, figures(result.metrics)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("demos", nargs="+", type=Path)
+    parser.add_argument("--data", type=Path, help="the demos' data, if it has moved")
+    args = parser.parse_args()
+    print("| model, run | fraction | absent FP | small | tiny | large | all | prompt acc. |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    rows: dict[str, list[tuple[dict, dict]]] = {"BoltzFormer": [], "U-Net expert": []}
+    for demo in args.demos:
+        cfg = TrainConfig.from_yaml(demo / "run" / CONFIG_NAME)
+        if args.data is not None:
+            cfg = cfg.with_overrides({"data.root": str(args.data)})
+        size = cfg.model.resolve().image_size
+        test = BiomedParseDataset(str(cfg.data.root), "test", image_size=size, train=False)
+        models = {
+            "BoltzFormer": (BoltzFormer.from_pretrained(run_checkpoint(demo / "run")), demo),
+            "U-Net expert": (UNetExpert.from_pretrained(demo / "expert" / "model"),
+                             demo / "expert"),
+        }
+        for name, (model, folder) in models.items():
+            before = figures(json.loads((folder / "metrics.json").read_text()))
+            fraction, after = floored(model, cfg, test, folder / "floor")
+            rows[name].append((before, after))
+            cells = " | ".join(f"{before[k]:.1f} → {after[k]:.1f}" for k in KEYS)
+            print(f"| {name}, {demo.name} | {fraction:g} | {cells} |", flush=True)
+    if len(args.demos) > 1:
+        for name, pairs in rows.items():
+            cells = " | ".join(f"{statistics.mean(b[k] for b, _ in pairs):.1f} → "
+                               f"{statistics.mean(a[k] for _, a in pairs):.1f}" for k in KEYS)
+            print(f"| **{name}, mean of {len(pairs)}** | | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
