@@ -1,4 +1,7 @@
-"""An offline check, not a feature: what a per-target size floor would do to absent prompts.
+"""An offline check: what a per-target size floor would do to absent prompts, the fraction read
+off the test split (the trade-off, not a setting). The feature that came of it, the floor
+chosen on the validation split (`boltzformer calibrate`), is measured by calibrated_floor.py;
+this script stays because demo.md's 2026-12-03 (night) figures were printed by it.
 
 A prompt is answered "absent" when its mask covers fewer pixels than FRACTION times the 5th
 percentile of that target's sizes in the training split (`area_fraction` in the JSON, at the

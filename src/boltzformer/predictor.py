@@ -9,8 +9,10 @@
         ...                                         # as set_image + predict, encoder batched
 
 A model with the existence head (`existence_head: true`) answers a prompt whose existence
-probability is below 0.5 with an empty mask (prob 0 everywhere); `Prediction.found` says
-which prompts were found. Volumes decide per slice.
+probability is below 0.5 with an empty mask (prob 0 everywhere); so does a model with a
+size floor (`boltzformer calibrate`) when the answer is smaller than its target's floor
+(`Prediction.floored`). `Prediction.found` says which prompts were found. Volumes decide
+per slice.
 
 Intensity rule (`to_255`): uint8 values are used as they are; bool becomes {0, 255}; floats
 that all lie in [0, 1] are multiplied by 255; any other values that all lie in [0, 255] are
