@@ -43,6 +43,13 @@ def test_demo_writes_report_and_figures_beside_the_experts(tmp_path):
     expert = json.loads((out / "expert" / "metrics.json").read_text())
     assert expert["n_present"] == result["metrics"]["n_present"] and "grounding" in expert
     assert result["expert"]["n_samples"] == result["metrics"]["n_samples"]
+    # the size floor, chosen on the validation items for both models and saved with them
+    assert "## The size floor" in report and report.count("(chosen)") == 2
+    best = out / "run" / ("best" if (out / "run" / "best").is_dir() else "last")
+    for checkpoint in (best, out / "expert" / "model"):
+        config = json.loads((checkpoint / "config.json").read_text())
+        assert config["size_floors"] and config["size_floor_fraction"] >= 0
+    assert "size_floor_fraction" in metrics
 
 
 def test_demo_trains_and_tests_on_a_users_folder(tmp_path, capsys):
@@ -155,6 +162,9 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     assert given.train_config(tmp_path) == expected
     assert (given.out_dir, given.images, given.expert) == (Path("demo_output"), 1200, False)
     assert given.absent_share == DemoSettings().absent_share == 0.5
+    assert given.size_floor  # calibrated after training unless --no-size-floor
+    assert not demo_command.settings(build_parser().parse_args(
+        ["demo", "--no-size-floor"])).size_floor
     absent = demo_command.settings(build_parser().parse_args(
         ["demo", "--absent-share", "0.25", "--no-existence-head", "--negatives", "0"]))
     assert absent.absent_share == 0.25
