@@ -2,7 +2,8 @@
 folders: for BoltzFormer and the U-Net expert of each folder, the floor is calibrated on the
 run's validation items (`boltzformer.calibrate`, as `boltzformer calibrate` and the demo do),
 the test split is evaluated with it into DEMO/floor/ and DEMO/expert/floor/ (report.md,
-metrics.json, per_sample.csv, calibration.md), and one row per model and run compares it with
+metrics.json, per_sample.csv; calibration.md and validation.csv: the table and the rows the
+fraction was chosen on), and one row per model and run compares it with
 the folder's own evaluation without a floor (DEMO/metrics.json, DEMO/expert/metrics.json; a
 demo from before the floor, or run with --no-size-floor); with several folders, the means.
 
@@ -12,6 +13,7 @@ demo from before the floor, or run with --no-size-floor); with several folders, 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 from boltzformer.baselines import UNetExpert
 from boltzformer.calibrate import calibrate_size_floor, format_table, with_size_floor
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import evaluate, write_report
+from boltzformer.evaluate import CSV_COLUMNS, evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.config import TrainConfig
 from boltzformer.train.run_dir import CONFIG_NAME, run_checkpoint
@@ -45,6 +47,10 @@ def floored(model, cfg: TrainConfig, test: BiomedParseDataset, out: Path
     result = evaluate(model, test, seed=cfg.train.seed, progress=False)
     write_report(result, out)
     (out / "calibration.md").write_text(format_table(cal))
+    with (out / "validation.csv").open("w", newline="") as f:  # the rows it was chosen on
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: row[k] for k in CSV_COLUMNS} for row in cal.rows)
     return cal.floor.fraction, figures(result.metrics)
 
 

@@ -89,13 +89,21 @@ def best_fraction(table: Sequence[dict[str, float]]) -> float:
 
 @dataclass
 class Calibration:
-    """The floor chosen, the table it was chosen from, and the validation items scored."""
+    """The floor chosen, the table it was chosen from, and the validation items scored
+    (`rows`: evaluate's per-item rows, answered without a floor)."""
 
     floor: SizeFloor
     table: list[dict[str, float]]
     percentile: float
-    n_val: int
-    n_absent: int
+    rows: list[dict[str, Any]]
+
+    @property
+    def n_val(self) -> int:
+        return len(self.rows)
+
+    @property
+    def n_absent(self) -> int:
+        return sum(r["size"] == "absent" for r in self.rows)
 
 
 def calibrate_size_floor(
@@ -124,8 +132,8 @@ def calibrate_size_floor(
     result = evaluate(model, Subset(base, val_idx), seed=seed, batch_size=batch_size,
                       size_floor=False, progress=progress)
     table = score_fractions(result.samples, sizes, fractions)
-    return Calibration(SizeFloor(sizes, best_fraction(table)), table, percentile, len(val_idx),
-                       result.metrics["n_absent"])
+    return Calibration(SizeFloor(sizes, best_fraction(table)), table, percentile,
+                       result.samples)
 
 
 def with_size_floor(model: Any, floor: SizeFloor) -> None:
