@@ -7,7 +7,10 @@ fraction was chosen on), and one row per model and run compares it with
 the folder's own evaluation without a floor (DEMO/metrics.json, DEMO/expert/metrics.json; a
 demo from before the floor, or run with --no-size-floor); with several folders, the means.
 
-    python docs/results/calibrated_floor.py DEMO [DEMO ...] [--data DIR]
+    python docs/results/calibrated_floor.py DEMO [DEMO ...] [--data DIR] [--reuse]
+
+--reuse reads a folder's floor/metrics.json where an earlier call wrote it instead of
+calibrating and evaluating again.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("demos", nargs="+", type=Path)
     parser.add_argument("--data", type=Path, help="the demos' data, if it has moved")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read floor/metrics.json where it exists")
     args = parser.parse_args()
     print("| model, run | fraction | absent FP | small | tiny | large | all | prompt acc. |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -75,7 +80,12 @@ def main() -> None:
         }
         for name, (model, folder) in models.items():
             before = figures(json.loads((folder / "metrics.json").read_text()))
-            fraction, after = floored(model, cfg, test, folder / "floor")
+            done = folder / "floor" / "metrics.json"
+            if args.reuse and done.is_file():
+                metrics = json.loads(done.read_text())
+                fraction, after = metrics["size_floor_fraction"], figures(metrics)
+            else:
+                fraction, after = floored(model, cfg, test, folder / "floor")
             rows[name].append((before, after))
             cells = " | ".join(f"{before[k]:.1f} → {after[k]:.1f}" for k in KEYS)
             print(f"| {name}, {demo.name} | {fraction:g} | {cells} |", flush=True)
