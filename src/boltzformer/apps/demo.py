@@ -197,7 +197,7 @@ def _floor_section(floor: Calibration, expert: dict[str, Any] | None) -> list[st
              "An answer smaller than FRACTION times its target's 5th-percentile size in the "
              "training items is an empty mask; FRACTION is chosen on the validation items "
              "(`boltzformer calibrate`; score: an absent target 1 when left empty, a present one "
-             "its Dice). The test figures above are with it.", "",
+             "its Dice). Every test figure of this report is with it.", "",
              "BoltzFormer: " + format_table(floor)]
     if expert and expert.get("floor"):
         lines += ["U-Net expert: " + format_table(expert["floor"])]
