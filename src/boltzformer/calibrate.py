@@ -28,13 +28,12 @@ import numpy as np
 from torch import nn
 from torch.utils.data import Subset
 
-from boltzformer.data import BiomedParseDataset
 from boltzformer.data.biomedparse import Sample
 from boltzformer.evaluate import evaluate
 from boltzformer.modeling.checkpoint import CONFIG_FILE
 from boltzformer.modeling.size_floor import SizeFloor
 from boltzformer.train.config import TrainConfig
-from boltzformer.train.data import split_by_image
+from boltzformer.train.data import run_split
 
 #: the percentile of a target's training areas that its floor is a fraction of
 PERCENTILE = 5.0
@@ -113,18 +112,12 @@ def calibrate_size_floor(
     """Sizes from the training items and the fraction from the validation items of the run
     that `cfg` (its config.yaml) describes; `model` is answered without a floor. The model
     is not changed (`with_size_floor` applies the result)."""
-    if cfg.data.root is None:
-        raise ValueError("the run's config has no data.root: give the data folder")
     if not fractions or any(f < 0 for f in fractions):
         raise ValueError(f"fractions must be numbers >= 0, at least one, got {list(fractions)}")
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be in [0, 100], got {percentile}")
-    size = cfg.model.resolve().image_size
     seed = cfg.train.seed
-    base = BiomedParseDataset(cfg.data.root, cfg.data.split, image_size=size, train=False,
-                              augment=False, seed=seed, skip_bad=cfg.data.skip_bad,
-                              prompt=cfg.data.prompt)
-    train_idx, val_idx = split_by_image(base, cfg.data.val_fraction, seed)
+    base, train_idx, val_idx = run_split(cfg.data, cfg.model.resolve().image_size, seed)
     # the JSON's area where it records one (synth, convert), else measured on the mask
     train = [replace(base.samples[i], area=float(base[i]["area"]))
              if base.samples[i].area is None else base.samples[i] for i in train_idx]

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from boltzformer.data import BiomedParseDataset, random_augment
 from boltzformer.data.biomedparse import default_prompt
 from boltzformer.evaluate import TINY_AREA
+from boltzformer.train.config import DataConfig
 
 
 def mix_seed(*parts: int) -> int:
@@ -41,6 +42,20 @@ def split_by_image(
     train = [i for i, s in enumerate(dataset.samples) if str(s.image_path) not in held_out]
     val = [i for i, s in enumerate(dataset.samples) if str(s.image_path) in held_out]
     return train, val
+
+
+def run_split(data: DataConfig, image_size: int, seed: int
+              ) -> tuple[BiomedParseDataset, list[int], list[int]]:
+    """A run's un-augmented reader of its `data` split at `image_size`, and its item indices
+    (train, validation) split by image with `seed`: what the trainer trains and validates on,
+    and what `calibrate` reads again. ValueError when `data.root` is not set."""
+    if data.root is None:
+        raise ValueError("no training data: set data.root in the config or pass --data DIR")
+    base = BiomedParseDataset(
+        data.root, data.split, image_size=image_size, train=False, augment=False, seed=seed,
+        skip_bad=data.skip_bad, prompt=data.prompt,
+    )
+    return (base, *split_by_image(base, data.val_fraction, seed))
 
 
 def group_by_image(dataset: BiomedParseDataset, indices: Sequence[int]) -> list[list[int]]:

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from boltzformer.data import BiomedParseDataset, collate
+from boltzformer.data import collate
 from boltzformer.evaluate import dice_batch, unique_images
 from boltzformer.loss import dice_bce_loss
 from boltzformer.modeling.boltzformer import BoltzFormer
@@ -40,7 +40,7 @@ from boltzformer.train.data import (
     ResumableSampler,
     collate_groups,
     mix_seed,
-    split_by_image,
+    run_split,
 )
 from boltzformer.train.distributed import Cluster
 from boltzformer.train.optim import build_optimizer, build_scheduler, total_steps
@@ -109,17 +109,10 @@ class Trainer:
         self.progress = progress and cluster.main
         self.device = cluster.device
         loop = cfg.train
-        if cfg.data.root is None:
-            raise ValueError("no training data: set data.root in the config or pass --data DIR")
         self.model_config = cfg.model.resolve()
 
         # Data: one un-augmented reader, split by image into training and validation views.
-        base = BiomedParseDataset(
-            cfg.data.root, cfg.data.split, image_size=self.model_config.image_size,
-            train=False, augment=False, seed=loop.seed, skip_bad=cfg.data.skip_bad,
-            prompt=cfg.data.prompt,
-        )
-        train_idx, val_idx = split_by_image(base, cfg.data.val_fraction, loop.seed)
+        base, train_idx, val_idx = run_split(cfg.data, self.model_config.image_size, loop.seed)
         if self.model_config.text_encoder == "labels" and not self.model_config.text_labels:
             # a closed vocabulary: the data's target names, saved with the checkpoint
             self.model_config = self.model_config.override(text_labels=tuple(base.target_names))
