@@ -155,6 +155,7 @@ def test_score_batch_by_hand() -> None:
     assert (rows[0]["gt_pixels"], rows[0]["pred_pixels"], rows[0]["intersection"]) == (2, 3, 1)
     assert [r["pred_area"] for r in rows] == [3 / 16, 0.0, 0.0, 1 / 16]
     assert all(np.isnan(r["existence"]) for r in rows)  # no existence output given
+    assert all(np.isnan(r["mask_score"]) for r in rows)  # no confidence given
 
 
 class _Constant(nn.Module):

@@ -22,7 +22,7 @@ from boltzformer.evaluate import absent_summary, auroc, evaluate
 from boltzformer.loss import existence_loss
 from boltzformer.modeling.boltzformer import BoltzFormer, build_model
 from boltzformer.modeling.checkpoint import CheckpointError
-from boltzformer.modeling.existence import mask_evidence
+from boltzformer.modeling.existence import mask_evidence, mask_score
 from boltzformer.report import render_markdown
 from boltzformer.train.config import LoopConfig, LossConfig, OptimConfig, TrainConfig
 from boltzformer.train.optim import build_optimizer, build_scheduler
@@ -102,6 +102,9 @@ def test_evaluate_answers_absent_with_an_empty_mask(phantoms) -> None:
     data = BiomedParseDataset(phantoms, "test", image_size=64)
     result = evaluate(_SaysAbsent(), data, batch_size=3, progress=False)
     assert all(r["pred_pixels"] == 0 for r in result.samples)  # gated: every mask empty
+    # the answers' own confidence is read before the gate: every pixel painted at sigmoid(10)
+    assert all(r["mask_score"] == pytest.approx(torch.sigmoid(torch.tensor(10.0)).item())
+               for r in result.samples)
     absent = result.metrics["absent"]
     assert absent["n"] > 0 and absent["false_positive"] == 0 and absent["mean_pred_area"] == 0
     assert absent["existence"]["accuracy"] == pytest.approx(absent["n"] / len(data))
@@ -180,6 +183,19 @@ def test_a_detached_head_leaves_the_mask_path_alone(detach: bool) -> None:
     reached = [p.grad is not None and bool(p.grad.abs().sum() > 0)
                for p in [*model.decoder.parameters(), *model.text_encoder.parameters()]]
     assert not any(reached) if detach else any(reached)
+
+
+def test_mask_score_by_hand() -> None:
+    """The mean probability over the pixels a mask paints (above 0.5); 0 for none."""
+    logits = torch.full((3, 1, 2, 2), -5.0)
+    logits[0, 0, 0, :] = torch.tensor([0.0, 2.0])  # 0.5 is not painted; sigmoid(2) is
+    logits[1, 0] = torch.tensor([[1.0, 3.0], [-1.0, -3.0]])
+    expected = [torch.sigmoid(torch.tensor(2.0)).item(),
+                (torch.sigmoid(torch.tensor(1.0)) + torch.sigmoid(torch.tensor(3.0))).item() / 2,
+                0.0]
+    assert mask_score(logits).tolist() == pytest.approx(expected)
+    assert mask_score(logits, threshold=0.9).tolist() == pytest.approx(
+        [0.0, torch.sigmoid(torch.tensor(3.0)).item(), 0.0])
 
 
 def test_mask_evidence_pools_s_under_the_predicted_mask() -> None:

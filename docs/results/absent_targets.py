@@ -144,13 +144,16 @@ def per_target(runs: list[Path]) -> None:
     """Own-site absent prompts per target: how many, how many answered with a mask (summed
     over the runs), the mean existence probability on them against that on the same
     target's present prompts (equal: the head answers the target's base rate, not the
-    image), how well the existence and the predicted area separate the target's present
-    prompts from its absent ones (AUROC pooled over the runs; 0.5: not at all), and the
+    image), how well the existence, the answer's mask score (evaluate's `mask_score`, its
+    mean probability where it paints, before the head and floor; a dash for folders scored
+    before it existed) and the predicted area separate the target's present prompts from its
+    absent ones (AUROC pooled over the runs; 0.5: not at all), and the
     pixels painted on the false positives (median, range) beside those of the target on its
     present prompts (median of the ground truth)."""
     print("| site | target | absent prompts | false positives | existence, absent | "
-          "existence, present | existence AUROC | area AUROC | painted pixels | true pixels |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "existence, present | existence AUROC | mask-score AUROC | area AUROC | "
+          "painted pixels | true pixels |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     absent: dict[tuple[str, str], list[dict]] = {}
     present: dict[tuple[str, str], list[dict]] = {}
     for r in (r for run in runs for r in _rows(run)):
@@ -168,11 +171,13 @@ def per_target(runs: list[Path]) -> None:
         print(f"| {site} | {target} | {len(rows)} | {len(fp)} | "
               f"{_mean(_values(rows, 'existence'))} | {_mean(_values(seen, 'existence'))} | "
               f"{_separation(seen, rows, 'existence')} | "
+              f"{_separation(seen, rows, 'mask_score')} | "
               f"{_separation(seen, rows, 'pred_pixels')} | {painted_cell} | {true_cell} |")
 
 
 def _values(rows: list[dict], key: str) -> list[float]:
-    return [float(r[key]) for r in rows]
+    """The rows' `key` as numbers; NaN where a row has none (an older per_sample.csv)."""
+    return [float(r.get(key) or "nan") for r in rows]
 
 
 def _mean(xs: list[float]) -> str:

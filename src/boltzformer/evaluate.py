@@ -9,7 +9,9 @@ Conventions (all documented in docs/training.md):
   predicted area (share of the image) are reported. A model with an existence output
   (`existence_logits`, BoltzFormer's existence head) answers "absent" below 0.5 with an
   empty mask; its probability is each row's `existence`, scored over all items (present =
-  positive) by AUROC (ties count half) and accuracy at 0.5.
+  positive) by AUROC (ties count half) and accuracy at 0.5. Each row's `mask_score` is the
+  answer's own confidence before the head and the size floor: the mean probability over the
+  pixels the model's mask paints (Mask2Former's mask score; 0 when it paints none).
 - Failure: a present target that the prediction misses completely (no overlapping pixel).
 - Grounding (`grounding.py`): which of the image's annotated targets each prediction overlaps
   most (prompt accuracy, confusion) and how alike an image's predictions for different
@@ -51,7 +53,7 @@ from tqdm.auto import tqdm
 
 from boltzformer.data import collate
 from boltzformer.grounding import GroundingCollector
-from boltzformer.modeling.existence import EXISTENCE_THRESHOLD, gate_logits
+from boltzformer.modeling.existence import EXISTENCE_THRESHOLD, gate_logits, mask_score
 from boltzformer.modeling.size_floor import answer_floor
 from boltzformer.objects import ObjectCollector
 from boltzformer.plots import plot_confusion, plot_dice_vs_size
@@ -63,8 +65,8 @@ STRATA = ("tiny", "small", "large", "all")
 CSV_COLUMNS: tuple[str, ...] = (
     "index", "dataset", "image_file", "mask_file", "target", "modality", "site", "prompt",
     "area", "size", "gt_pixels", "pred_pixels", "pred_area", "intersection", "dice", "missed",
-    "false_positive", "existence", "best_match", "best_match_dice", "gt_objects", "pred_objects",
-    "matched_objects",
+    "false_positive", "existence", "mask_score", "best_match", "best_match_dice", "gt_objects",
+    "pred_objects", "matched_objects",
 )
 
 
@@ -279,7 +281,8 @@ def evaluate(
             pred = (prob > threshold).cpu()
             gt = batch["mask"] > 0.5
             batch_rows = score_batch(pred, gt, batch, start=len(rows),
-                                     existence=None if exist is None else exist.sigmoid())
+                                     existence=None if exist is None else exist.sigmoid(),
+                                     confidence=mask_score(out.logits, threshold))
             grounding.add(batch_rows, pred, gt)
             objects.add(batch_rows, prob, batch)
             rows.extend(batch_rows)
@@ -324,11 +327,13 @@ def unique_images(batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
 
 def score_batch(
     pred: Tensor, gt: Tensor, batch: dict[str, Any], *, start: int = 0,
-    existence: Tensor | None = None,
+    existence: Tensor | None = None, confidence: Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for one batch: pred, gt boolean (B, 1, S, S); batch as `collate` returns it;
-    existence (B,) the model's probability that each target is there, if it gives one."""
+    existence (B,) the model's probability that each target is there, if it gives one;
+    confidence (B,) each answer's `mask_score` before gating (NaN when not given)."""
     exist = [math.nan] * pred.shape[0] if existence is None else existence.float().tolist()
+    score = [math.nan] * pred.shape[0] if confidence is None else confidence.float().tolist()
     pixels = pred[0].numel() if pred.shape[0] else 1
     inter = (pred & gt).flatten(1).sum(1).tolist()
     p_pix = pred.flatten(1).sum(1).tolist()
@@ -352,6 +357,7 @@ def score_batch(
                 "missed": group != "absent" and inter[i] == 0,
                 "false_positive": group == "absent" and p_pix[i] > 0,
                 "existence": exist[i],
+                "mask_score": score[i],
                 "best_match": "",  # set by grounding
                 "best_match_dice": math.nan,
                 "gt_objects": "",  # set by ObjectCollector

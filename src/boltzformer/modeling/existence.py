@@ -66,6 +66,15 @@ def mask_evidence(query_logits: Tensor, semantic: Tensor) -> Tensor:
     return torch.cat([pooled, weight.flatten(1).amax(1, keepdim=True)], 1)
 
 
+def mask_score(logits: Tensor, threshold: float = 0.5) -> Tensor:
+    """Each answer's own confidence (Mask2Former's mask score): the mean probability over the
+    pixels its mask paints (probability above `threshold`) -> (B,); 0 where it paints none.
+    logits (B, 1, H, W), read before any gate or floor."""
+    prob = logits.float().sigmoid().flatten(1)
+    painted = prob > threshold
+    return (prob * painted).sum(1) / painted.sum(1).clamp_min(1)
+
+
 def gate_logits(logits: Tensor, existence_logits: Tensor | None,
                 threshold: float = EXISTENCE_THRESHOLD) -> Tensor:
     """Mask logits (B, 1, H, W) with every answer whose existence probability is below
