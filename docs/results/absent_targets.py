@@ -5,6 +5,7 @@ for a run scored on another test split).
 
     python docs/results/absent_targets.py RUN [RUN ...]
     python docs/results/absent_targets.py --gate RUN    # a stricter existence threshold
+    python docs/results/absent_targets.py --mask-gate RUN  # a threshold on the mask score
     python docs/results/absent_targets.py --per-target RUN [RUN ...]  # own-site absences
     python docs/results/absent_targets.py --mean RUN [RUN ...]    # the rows and their mean
     python docs/results/absent_targets.py --gated RUN [RUN ...]   # present prompts gated out
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 
 from boltzformer.data.phantoms import FOREIGN_CANDIDATES
-from boltzformer.evaluate import auroc
+from boltzformer.evaluate import TINY_AREA, auroc
 from boltzformer.modeling.existence import EXISTENCE_THRESHOLD
 
 
@@ -126,18 +127,23 @@ def gated(runs: list[Path]) -> None:
             print(f"| {run.name} | {site} | {len(here)} | {out} |")
 
 
-def gate(run: Path, thresholds: tuple[float, ...] = (0.5, 0.8, 0.85, 0.9, 0.95)) -> None:
-    """What a stricter existence threshold would give, from `per_sample.csv`'s existence
-    column: a present target below it loses its Dice, an absent one its false positive."""
+def gate(run: Path, key: str = "existence",
+         thresholds: tuple[float, ...] = (0.5, 0.8, 0.85, 0.9, 0.95)) -> None:
+    """What a threshold on `key` would give, from `per_sample.csv`: a stricter existence
+    threshold ("existence"), or one on each answer's own confidence ("mask_score", its mean
+    probability where it paints). A present target below it loses its Dice, an absent one
+    its false positive; the answers are the folder's (its gate and size floor applied)."""
     rows = _rows(run)
     absent = [r for r in rows if r["size"] == "absent"]
     present = [r for r in rows if r["size"] != "absent"]
     for t in thresholds:
-        fp = sum(float(r["existence"]) >= t and r["false_positive"] == "True" for r in absent)
-        kept = [float(r["dice"]) if float(r["existence"]) >= t else 0.0 for r in present]
+        fp = sum(float(r[key]) >= t and r["false_positive"] == "True" for r in absent)
+        kept = [float(r["dice"]) if float(r[key]) >= t else 0.0 for r in present]
         small = [d for d, r in zip(kept, present) if r["size"] == "small"]
-        print(f"threshold {t}: absent FP {100 * fp / len(absent):.1f} %, small Dice "
-              f"{100 * sum(small) / len(small):.1f}, all {100 * sum(kept) / len(kept):.1f}")
+        tiny = [d for d, r in zip(kept, present) if float(r["area"]) < TINY_AREA]
+        print(f"{key} threshold {t}: absent FP {100 * fp / len(absent):.1f} %, tiny Dice "
+              f"{100 * sum(tiny) / len(tiny):.1f}, small {100 * sum(small) / len(small):.1f}, "
+              f"all {100 * sum(kept) / len(kept):.1f}")
 
 
 def per_target(runs: list[Path]) -> None:
@@ -197,6 +203,9 @@ def _separation(present: list[dict], absent: list[dict], key: str) -> str:
 if __name__ == "__main__":
     if sys.argv[1] == "--gate":
         gate(Path(sys.argv[2]))
+        sys.exit()
+    if sys.argv[1] == "--mask-gate":
+        gate(Path(sys.argv[2]), "mask_score", (0.0, 0.7, 0.75, 0.8, 0.85, 0.9))
         sys.exit()
     if sys.argv[1] == "--per-target":
         per_target([Path(name) for name in sys.argv[2:]])
