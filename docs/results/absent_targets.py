@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from boltzformer.data.phantoms import FOREIGN_CANDIDATES
-from boltzformer.evaluate import TINY_AREA, auroc
+from boltzformer.evaluate import auroc, in_stratum
 from boltzformer.modeling.existence import EXISTENCE_THRESHOLD
 
 
@@ -140,7 +140,8 @@ def gate(run: Path, key: str = "existence",
         fp = sum(float(r[key]) >= t and r["false_positive"] == "True" for r in absent)
         kept = [float(r["dice"]) if float(r[key]) >= t else 0.0 for r in present]
         small = [d for d, r in zip(kept, present) if r["size"] == "small"]
-        tiny = [d for d, r in zip(kept, present) if float(r["area"]) < TINY_AREA]
+        tiny = [d for d, r in zip(kept, present)
+                if in_stratum({"area": float(r["area"]), "size": r["size"]}, "tiny")]
         print(f"{key} threshold {t}: absent FP {100 * fp / len(absent):.1f} %, tiny Dice "
               f"{100 * sum(tiny) / len(tiny):.1f}, small {100 * sum(small) / len(small):.1f}, "
               f"all {100 * sum(kept) / len(kept):.1f}")
