@@ -246,6 +246,20 @@ def test_phantom_examples_are_one_click_away(server, client):
     assert len(out["downloads"]) == 3 and _png(out["downloads"][0]).shape == (256, 256)
 
 
+def test_serve_min_score_answers_unsure_prompts_not_found(model, lung, tmp_path):
+    """`serve --min-score`: the page's Predictor gates answers by their mask score and the
+    status says which prompts were not found (an untrained model is never sure of a mask)."""
+    handlers = web._Handlers(model, 0, LIMITS, tmp_path, web_sessions.EncodingCache(),
+                             min_score=1.0)
+    session = handlers.load(None, str(lung), AUTO, 2)[0]
+    *_, downloads, status = handlers.segment(session, "nodule in lung CT\nleft lung", 1, 0.5)
+    assert '"nodule in lung CT": not found (empty mask); "left lung": not found' in status
+    assert all(np.asarray(Image.open(d)).max() == 0 for d in downloads)
+    plain = web._Handlers(model, 0, LIMITS, tmp_path, web_sessions.EncodingCache())
+    session = plain.load(None, str(lung), AUTO, 2)[0]
+    assert "not found" not in plain.segment(session, "nodule in lung CT", 1, 0.5)[-1]
+
+
 # --- bounded memory, login ---------------------------------------------------------------------
 LOGIN = ("ana", "s3cret:x")  # a colon in the password is allowed
 

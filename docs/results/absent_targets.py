@@ -156,11 +156,14 @@ def per_target(runs: list[Path]) -> None:
     before it existed) and the predicted area separate the target's present prompts from its
     absent ones (AUROC pooled over the runs; 0.5: not at all), and the
     pixels painted on the false positives (median, range) beside those of the target on its
-    present prompts (median of the ground truth)."""
+    present prompts (median of the ground truth); then the target's mean Dice on its present
+    prompts, and its score over all its prompts (evaluate's per-item Dice: an absent one
+    scores 1 when left empty, else 0), in %: a model that never paints the target scores
+    its absent share."""
     print("| site | target | absent prompts | false positives | existence, absent | "
           "existence, present | existence AUROC | mask-score AUROC | area AUROC | "
-          "painted pixels | true pixels |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "painted pixels | true pixels | Dice, present | score, all prompts |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     absent: dict[tuple[str, str], list[dict]] = {}
     present: dict[tuple[str, str], list[dict]] = {}
     for r in (r for run in runs for r in _rows(run)):
@@ -179,7 +182,8 @@ def per_target(runs: list[Path]) -> None:
               f"{_mean(_values(rows, 'existence'))} | {_mean(_values(seen, 'existence'))} | "
               f"{_separation(seen, rows, 'existence')} | "
               f"{_separation(seen, rows, 'mask_score')} | "
-              f"{_separation(seen, rows, 'pred_pixels')} | {painted_cell} | {true_cell} |")
+              f"{_separation(seen, rows, 'pred_pixels')} | {painted_cell} | {true_cell} | "
+              f"{_percent(_values(seen, 'dice'))} | {_percent(_values(seen + rows, 'dice'))} |")
 
 
 def _values(rows: list[dict], key: str) -> list[float]:
@@ -190,6 +194,11 @@ def _values(rows: list[dict], key: str) -> list[float]:
 def _mean(xs: list[float]) -> str:
     """The mean to two decimals; a dash for none, or for NaN (a model without the head)."""
     return f"{sum(xs) / len(xs):.2f}" if xs and xs[0] == xs[0] else "–"
+
+
+def _percent(xs: list[float]) -> str:
+    """The mean in % to one decimal; a dash for none."""
+    return f"{100 * sum(xs) / len(xs):.1f}" if xs else "–"
 
 
 def _separation(present: list[dict], absent: list[dict], key: str) -> str:

@@ -6,11 +6,15 @@ metrics.json, per_sample.csv; calibration.md and validation.csv: the table and t
 fraction was chosen on), and one row per model and run compares it with
 the folder's own evaluation without a floor (DEMO/metrics.json, DEMO/expert/metrics.json; a
 demo from before the floor, or run with --no-size-floor); with several folders, the means.
+With --min-scores, each model with its floor is also scored with each score gate
+(`evaluate(min_score=S)`: an answer whose mask score is below S is empty) into
+DEMO/gate_S/ and DEMO/expert/gate_S/, in a second table.
 
     python docs/results/calibrated_floor.py DEMO [DEMO ...] [--data DIR] [--reuse]
+        [--min-scores 0.8,0.85,0.9]
 
---reuse reads a folder's floor/metrics.json where an earlier call wrote it instead of
-calibrating and evaluating again.
+--reuse reads a folder's floor/metrics.json (and gate_S/metrics.json) where an earlier call
+wrote it instead of calibrating and evaluating again.
 """
 
 from __future__ import annotations
@@ -63,7 +67,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="the demos' data, if it has moved")
     parser.add_argument("--reuse", action="store_true",
                         help="read floor/metrics.json where it exists")
+    parser.add_argument("--min-scores", default="", metavar="S,S,...",
+                        help="score gates to score each model with, after its floor")
     args = parser.parse_args()
+    gates = [float(v) for v in args.min_scores.split(",") if v.strip()]
+    gated: dict[tuple[str, float], list[dict]] = {}
+    gate_lines: list[str] = []
     print("| model, run | fraction | absent FP | small | tiny | large | all | prompt acc. |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     rows: dict[str, list[tuple[dict, dict]]] = {"BoltzFormer": [], "U-Net expert": []}
@@ -81,7 +90,9 @@ def main() -> None:
         for name, (model, folder) in models.items():
             before = figures(json.loads((folder / "metrics.json").read_text()))
             done = folder / "floor" / "metrics.json"
-            if args.reuse and done.is_file():
+            todo = [g for g in gates if not (args.reuse and (folder / f"gate_{g:g}" /
+                                                              "metrics.json").is_file())]
+            if args.reuse and done.is_file() and not todo:
                 metrics = json.loads(done.read_text())
                 fraction, after = metrics["size_floor_fraction"], figures(metrics)
             else:
@@ -89,11 +100,30 @@ def main() -> None:
             rows[name].append((before, after))
             cells = " | ".join(f"{before[k]:.1f} → {after[k]:.1f}" for k in KEYS)
             print(f"| {name}, {demo.name} | {fraction:g} | {cells} |", flush=True)
+            for gate in gates:  # the model has its floor (floored) unless all were reused
+                out = folder / f"gate_{gate:g}"
+                if gate in todo:
+                    result = evaluate(model, test, seed=cfg.train.seed, progress=False,
+                                      min_score=gate)
+                    write_report(result, out)
+                figs = figures(json.loads((out / "metrics.json").read_text()))
+                gated.setdefault((name, gate), []).append(figs)
+                cells = " | ".join(f"{figs[k]:.1f}" for k in KEYS)
+                gate_lines.append(f"| {name}, {demo.name} | {gate:g} | {cells} |")
     if len(args.demos) > 1:
         for name, pairs in rows.items():
             cells = " | ".join(f"{statistics.mean(b[k] for b, _ in pairs):.1f} → "
                                f"{statistics.mean(a[k] for _, a in pairs):.1f}" for k in KEYS)
             print(f"| **{name}, mean of {len(pairs)}** | | {cells} |")
+    if gates:
+        print("\nWith the floor and a score gate (min score S):\n")
+        print("| model, run | min score | absent FP | small | tiny | large | all | prompt acc. |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n".join(gate_lines))
+        if len(args.demos) > 1:
+            for (name, gate), runs in gated.items():
+                cells = " | ".join(f"{statistics.mean(r[k] for r in runs):.1f}" for k in KEYS)
+                print(f"| **{name}, mean of {len(runs)}** | {gate:g} | {cells} |")
 
 
 if __name__ == "__main__":

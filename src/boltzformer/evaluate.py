@@ -11,7 +11,8 @@ Conventions (all documented in docs/training.md):
   empty mask; its probability is each row's `existence`, scored over all items (present =
   positive) by AUROC (ties count half) and accuracy at 0.5. Each row's `mask_score` is the
   answer's own confidence before the head and the size floor: the mean probability over the
-  pixels the model's mask paints (Mask2Former's mask score; 0 when it paints none).
+  pixels the model's mask paints (Mask2Former's mask score; 0 when it paints none); with
+  `min_score` > 0 an answer scored below it is an empty mask (`modeling.existence.score_gate`).
 - Failure: a present target that the prediction misses completely (no overlapping pixel).
 - Grounding (`grounding.py`): which of the image's annotated targets each prediction overlaps
   most (prompt accuracy, confusion) and how alike an image's predictions for different
@@ -53,7 +54,13 @@ from tqdm.auto import tqdm
 
 from boltzformer.data import collate
 from boltzformer.grounding import GroundingCollector
-from boltzformer.modeling.existence import EXISTENCE_THRESHOLD, gate_logits, mask_score
+from boltzformer.modeling.existence import (
+    EXISTENCE_THRESHOLD,
+    check_min_score,
+    gate_logits,
+    mask_score,
+    score_gate,
+)
 from boltzformer.modeling.size_floor import answer_floor
 from boltzformer.objects import ObjectCollector
 from boltzformer.plots import plot_confusion, plot_dice_vs_size
@@ -240,6 +247,7 @@ def evaluate(
     workers: int = 0,
     progress: bool = True,
     size_floor: bool = True,
+    min_score: float = 0.0,
 ) -> EvalResult:
     """Predict every item of `dataset` (BiomedParseDataset items) and score it: Dice at the
     model's size, objects and volumes at the masks' original size (see `objects.py`).
@@ -249,7 +257,8 @@ def evaluate(
     by the paper's model); the existence figures are scored at EXISTENCE_THRESHOLD (0.5)
     whatever it is. With a size floor (BoltzFormer's `size_floor`, set by `boltzformer
     calibrate`), an answer smaller than its target's floor is an empty mask; `size_floor`
-    False scores the answers without it.
+    False scores the answers without it. An answer that paints but whose `mask_score` is
+    below `min_score` is an empty mask (0: never; the gate is off).
 
     The model runs in eval mode on its own device; its attention sampling draws from a
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
@@ -257,6 +266,7 @@ def evaluate(
     """
     if not 0 <= existence_threshold <= 1:
         raise ValueError(f"existence_threshold must be in [0, 1], got {existence_threshold}")
+    check_min_score(min_score)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     takes_targets = getattr(model, "takes_targets", False)
@@ -276,13 +286,17 @@ def evaluate(
             out = model(images.to(device), batch["prompt"], image_index=index.to(device),
                         generator=generator, **extra)
             exist = getattr(out, "existence_logits", None)  # absent: an empty mask
+            score = mask_score(out.logits, threshold)  # before any gate
             logits = gate_logits(out.logits.float(), exist, existence_threshold)
-            prob = answer_floor(logits, floor, batch["prompt"], batch["target"])[0].sigmoid()
+            logits = answer_floor(logits, floor, batch["prompt"], batch["target"])[0]
+            if min_score > 0:
+                logits = score_gate(logits, score, min_score)[0]
+            prob = logits.sigmoid()
             pred = (prob > threshold).cpu()
             gt = batch["mask"] > 0.5
             batch_rows = score_batch(pred, gt, batch, start=len(rows),
                                      existence=None if exist is None else exist.sigmoid(),
-                                     confidence=mask_score(out.logits, threshold))
+                                     confidence=score)
             grounding.add(batch_rows, pred, gt)
             objects.add(batch_rows, prob, batch)
             rows.extend(batch_rows)
@@ -291,7 +305,8 @@ def evaluate(
     metrics = {**aggregate(rows), "grounding": grounding.finish(rows), **objects.finish()}
     return EvalResult(rows, metrics, seed=seed, threshold=threshold,
                       info={"existence_threshold": existence_threshold,
-                            "size_floor_fraction": floor.fraction if floor else 0.0})
+                            "size_floor_fraction": floor.fraction if floor else 0.0,
+                            "min_score": min_score})
 
 
 def _items_per_image(dataset: Dataset) -> dict[tuple[str, str], int] | None:

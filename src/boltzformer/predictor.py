@@ -11,8 +11,9 @@
 A model with the existence head (`existence_head: true`) answers a prompt whose existence
 probability is below 0.5 with an empty mask (prob 0 everywhere); so does a model with a
 size floor (`boltzformer calibrate`) when the answer is smaller than its target's floor
-(`Prediction.floored`). `Prediction.found` says which prompts were found. Volumes decide
-per slice.
+(`Prediction.floored`), and a Predictor built with `min_score` > 0 when the answer's mask
+score, its mean probability where it paints, is below it (`Prediction.unsure`).
+`Prediction.found` says which prompts were found. Volumes decide per slice.
 
 Intensity rule (`to_255`): uint8 values are used as they are; bool becomes {0, 255}; floats
 that all lie in [0, 1] are multiplied by 255; any other values that all lie in [0, 255] are
@@ -35,7 +36,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
-from boltzformer.modeling.existence import EXISTENCE_THRESHOLD, gate_logits
+from boltzformer.modeling.existence import (
+    EXISTENCE_THRESHOLD,
+    check_min_score,
+    gate_logits,
+    mask_score,
+    score_gate,
+)
 from boltzformer.modeling.size_floor import answer_floor
 from boltzformer.modeling.text_encoder import TextFeatures, check_prompts
 
@@ -61,6 +68,9 @@ class Prediction:
     floored: with a size floor (`boltzformer calibrate`), whether each prompt's answer was
         smaller than its target's floor, and so empty, in at least half the draws, bool (P,)
         for an image, (P, N) for N slices; None for a model without a floor.
+    unsure: with `min_score` > 0, whether each prompt's answer scored below it (an answer
+        that paints nothing scores 0), and so was empty, in at least half the draws, bool
+        (P,) or (P, N); None without.
     """
 
     prob: np.ndarray
@@ -69,17 +79,24 @@ class Prediction:
     samples: int
     exists: np.ndarray | None = None
     floored: np.ndarray | None = None
+    unsure: np.ndarray | None = None
 
     @property
     def found(self) -> np.ndarray | None:
-        """Whether each prompt's target was found: the existence head said so (exists >= 0.5)
-        and the answer was not under its size floor; shaped like `exists` or `floored`. None
-        for a model with neither (every prompt is answered with a mask)."""
-        if self.exists is None and self.floored is None:
+        """Whether each prompt's target was found: the existence head said so (exists >= 0.5),
+        the answer was not under its size floor and not unsure; shaped like `exists`,
+        `floored` or `unsure`. None with none of them (every prompt is answered with a
+        mask)."""
+        given = [a for a in (self.exists, self.floored, self.unsure) if a is not None]
+        if not given:
             return None
-        said = (self.exists >= EXISTENCE_THRESHOLD if self.exists is not None
-                else np.ones_like(self.floored, dtype=bool))
-        return said if self.floored is None else said & ~self.floored
+        found = np.ones(np.shape(given[0]), dtype=bool)
+        if self.exists is not None:
+            found &= self.exists >= EXISTENCE_THRESHOLD
+        for gate in (self.floored, self.unsure):
+            if gate is not None:
+                found &= ~gate
+        return found
 
 
 @dataclass(frozen=True)
@@ -182,27 +199,34 @@ class Predictor:
     Reproducible: every call draws its Boltzmann samples from a fresh generator seeded with
     `seed` (the call's, else the predictor's), so the same call on the same image returns
     the same masks. A prompt's draws depend on the whole call (prompts and their order).
-    The model is moved to `device` (default: where it is) and put in eval mode.
+    The model is moved to `device` (default: where it is) and put in eval mode. With
+    `min_score` > 0, an answer whose mask score (`modeling.existence.mask_score`, at 0.5) is
+    below it is an empty mask ("not found"; docs/results/absent_targets.md measures the
+    trade).
     """
 
     def __init__(
-        self, model: BoltzFormer, *, device: str | torch.device | None = None, seed: int = 0
+        self, model: BoltzFormer, *, device: str | torch.device | None = None, seed: int = 0,
+        min_score: float = 0.0,
     ) -> None:
         self.device = torch.device(device) if device is not None else model.device
         _check_device(self.device)
         self.model = model.to(self.device).eval()
         self.seed = seed
+        self.min_score = check_min_score(min_score)
         self.image: np.ndarray | None = None  # (H, W, 3) uint8 RGB of the current image
         self._features: ImageFeatures | None = None
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, device: str | torch.device | None = None, seed: int = 0
+        cls, directory: str | Path, *, device: str | torch.device | None = None, seed: int = 0,
+        min_score: float = 0.0,
     ) -> Predictor:
         """A Predictor for the checkpoint folder written by `BoltzFormer.save_pretrained`."""
         device = torch.device(device or "cpu")
         _check_device(device)
-        return cls(BoltzFormer.from_pretrained(directory, map_location=device), seed=seed)
+        return cls(BoltzFormer.from_pretrained(directory, map_location=device), seed=seed,
+                   min_score=min_score)
 
     @property
     def image_size(self) -> int:
@@ -234,33 +258,32 @@ class Predictor:
     def _probabilities(
         self, feats: ImageFeatures, prompts: list[str], size: tuple[int, int], samples: int,
         generator: torch.Generator,
-    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
         """N encoded images x P prompts -> mean and std (N, P, H, W) over `samples` passes,
-        the mean existence probability (N, P) (None without the existence head) and whether
+        the mean existence probability (N, P) (None without the existence head), whether
         each answer was under its size floor in at least half the passes (N, P) (None
-        without a floor).
+        without a floor) and whether it was unsure in at least half (N, P) (None with
+        `min_score` 0).
 
         Each pass decodes all N*P (image, prompt) pairs in one batch; a pass whose existence
-        probability is below 0.5, or whose answer is smaller than its target's size floor (at
-        the model's image size), answers that pair with an empty mask.
+        probability is below 0.5, whose answer is smaller than its target's size floor (at
+        the model's image size), or whose mask score is below `min_score`, answers that
+        pair with an empty mask.
         """
         n, p = feats.semantic.shape[0], len(prompts)
         text = self.model.encode_text(prompts)
         text = TextFeatures(text.tokens.repeat(n, 1, 1), text.padding.repeat(n, 1))
         tiled = feats.repeat(p)  # pair i * p + j: image i, prompt j
-        floor = self.model.size_floor
-
         exist: list[Tensor] = []
         floored: list[Tensor] = []
+        unsure: list[Tensor] = []
 
         def draw() -> Tensor:
             out = self.model.decode(tiled, text, generator=generator)
             if out.existence_logits is not None:
                 exist.append(out.existence_logits.float().sigmoid().view(n, p))
-            logits = gate_logits(out.logits.float(), out.existence_logits)
-            logits, small = answer_floor(logits, floor, prompts * n)
-            if small is not None:
-                floored.append(small.float().view(n, p))
+            logits = self._gated(out.logits.float(), out.existence_logits, prompts * n,
+                                 floored, unsure)
             return _resize(torch.sigmoid(logits), size).view(n, p, *size)
 
         mean = draw()
@@ -272,8 +295,23 @@ class Predictor:
             m2 += delta * (prob - mean)
         std = (m2 / samples).clamp_min(0).sqrt() if samples > 1 else None
         exists = torch.stack(exist).mean(0) if exist else None
-        under = torch.stack(floored).mean(0) >= 0.5 if floored else None
-        return mean.clamp(0, 1), std, exists, under
+        under = torch.stack(floored).mean(0).view(n, p) >= 0.5 if floored else None
+        doubt = torch.stack(unsure).mean(0).view(n, p) >= 0.5 if unsure else None
+        return mean.clamp(0, 1), std, exists, under, doubt
+
+    def _gated(self, logits: Tensor, existence_logits: Tensor | None, prompts: list[str],
+               floored: list[Tensor], unsure: list[Tensor]) -> Tensor:
+        """One pass's mask logits (B, 1, h, w) with the absent, the floored and the unsure
+        answers made empty; which were floored and unsure (B,) is appended to the lists."""
+        score = mask_score(logits) if self.min_score > 0 else None  # before any gate
+        logits = gate_logits(logits, existence_logits)
+        logits, small = answer_floor(logits, self.model.size_floor, prompts)
+        if small is not None:
+            floored.append(small.float())
+        if score is not None:
+            logits, doubt = score_gate(logits, score, self.min_score)
+            unsure.append(doubt.float())
+        return logits
 
     @torch.inference_mode()
     def predict(
@@ -293,7 +331,7 @@ class Predictor:
     ) -> Prediction:
         """One encoded image's Prediction for checked `prompts`, its draws from a fresh
         generator seeded with `seed` (else the predictor's)."""
-        mean, std, exists, floored = self._probabilities(
+        mean, std, exists, floored, unsure = self._probabilities(
             feats, prompts, size, samples, self._generator(seed)
         )
         return Prediction(
@@ -303,6 +341,7 @@ class Predictor:
             samples=samples,
             exists=None if exists is None else exists[0].cpu().numpy(),
             floored=None if floored is None else floored[0].cpu().numpy(),
+            unsure=None if unsure is None else unsure[0].cpu().numpy(),
         )
 
     def predict_images(
@@ -384,11 +423,12 @@ class Predictor:
         std = np.empty_like(mean) if samples > 1 else None
         exists: np.ndarray | None = None  # with the existence head: (P, N)
         floored: np.ndarray | None = None  # with a size floor: (P, N)
+        unsure: np.ndarray | None = None  # with min_score > 0: (P, N)
         with tqdm(total=len(stack), unit="slice", disable=not progress) as bar:
             for start in range(0, len(stack), batch_size):
                 batch = stack[start : start + batch_size]
                 pixels = torch.cat([self._pixels(_rgb(s)) for s in batch])
-                m, s, e, f = self._probabilities(
+                m, s, e, f, u = self._probabilities(
                     self.model.encode_image(pixels), prompts, size, samples, generator
                 )
                 mean[:, start : start + len(batch)] = m.transpose(0, 1).cpu().numpy()
@@ -400,11 +440,15 @@ class Predictor:
                     if floored is None:
                         floored = np.empty((len(prompts), len(stack)), bool)
                     floored[:, start : start + len(batch)] = f.transpose(0, 1).cpu().numpy()
+                if u is not None:  # and the score gate
+                    if unsure is None:
+                        unsure = np.empty((len(prompts), len(stack)), bool)
+                    unsure[:, start : start + len(batch)] = u.transpose(0, 1).cpu().numpy()
                 if std is not None and s is not None:  # both when samples > 1
                     std[:, start : start + len(batch)] = s.transpose(0, 1).cpu().numpy()
                 bar.update(len(batch))
         return Prediction(prob=mean, std=std, prompts=tuple(prompts), samples=samples,
-                          exists=exists, floored=floored)
+                          exists=exists, floored=floored, unsure=unsure)
 
     @torch.inference_mode()
     def sampling(self, prompt: str, *, seed: int | None = None) -> SamplingTrace:
@@ -418,8 +462,7 @@ class Predictor:
             feats, text, generator=self._generator(seed), return_sampling=True
         )
         assert out.keep_masks is not None  # asked for with return_sampling=True
-        logits = gate_logits(out.logits.float(), out.existence_logits)
-        logits = answer_floor(logits, self.model.size_floor, [prompt])[0]
+        logits = self._gated(out.logits.float(), out.existence_logits, [prompt], [], [])
         prob = _resize(torch.sigmoid(logits), size)[0, 0].clamp(0, 1)
         return SamplingTrace(
             keep_masks=[k[0].cpu().numpy() for k in out.keep_masks],

@@ -144,8 +144,9 @@ class _Handlers:
     """The app's event handlers: each call's `Session` says whose encoding in `cache` to use."""
 
     def __init__(self, model: BoltzFormer, seed: int, limits: Limits, work_dir: Path,
-                 cache: EncodingCache) -> None:
+                 cache: EncodingCache, min_score: float = 0.0) -> None:
         self.model, self.seed, self.limits, self.work_dir = model, seed, limits, work_dir
+        self.min_score = min_score
         self.cache, self.feature_bytes = cache, feature_bytes(model)
         self.clock = threading.local()  # .started: when the thread's request began (`_guard`)
 
@@ -218,7 +219,7 @@ class _Handlers:
         except (ValueError, OSError) as err:  # name the upload, not the server's copy of it
             raise ValueError(str(err).replace(str(path), path.name)) from None
         self.in_time("the upload read")
-        predictor = Predictor(self.model, seed=self.seed)
+        predictor = Predictor(self.model, seed=self.seed, min_score=self.min_score)
         index = len(scan.slices) // 2
         encoding = Encoding(scan, index, predictor, self.feature_bytes)
         predictor.set_image(scan.slices[index])
@@ -369,13 +370,14 @@ decoder's first query attended to, layer by layer (the paper's Fig. 4)."""
 def build_app(
     model: BoltzFormer, *, work_dir: Path, examples: list[list[str]] | None = None,
     seed: int = 0, limits: Limits | None = None, cache: EncodingCache | None = None,
-    title: str = "BoltzFormer",
+    title: str = "BoltzFormer", min_score: float = 0.0,
 ) -> gr.Blocks:
     """The page and its API around `model` (moved nowhere; eval mode). `work_dir` holds the
     sessions' files; `examples` are [file, prompts] rows (see `make_examples`); `cache` holds
-    the sessions' encodings (default: `EncodingCache()`)."""
+    the sessions' encodings (default: `EncodingCache()`); `min_score` is the Predictor's
+    (an answer whose mask score is below it: "not found")."""
     cache = EncodingCache() if cache is None else cache  # (an empty cache is falsy)
-    handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache)
+    handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache, min_score)
     # one request on the CPU at once
     queue: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": "model"}
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as app:

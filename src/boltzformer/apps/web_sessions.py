@@ -186,9 +186,9 @@ def read_scan(path: Path, window: str | None, axis: int, limits: Limits) -> Scan
 
 
 def existence_note(prompts: list[str], found: np.ndarray | None) -> str:
-    """The status text's note on targets not found (the existence head said absent, or the
-    answer was under its size floor): found (P,) for a slice or (P, N) for a volume's N
-    slices, None for a model with neither (then "")."""
+    """The status text's note on targets not found (the existence head said absent, the
+    answer was under its size floor or below the min score): found (P,) for a slice or
+    (P, N) for a volume's N slices, None when nothing can say "absent" (then "")."""
     if found is None:
         return ""
     parts = []

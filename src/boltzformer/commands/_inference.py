@@ -26,6 +26,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, metavar="S",
         help="seed of the Boltzmann sampling draws; same seed, same masks (default 0)",
     )
+    parser.add_argument(
+        "--min-score", type=float, default=0.0, metavar="S",
+        help="answer 'not found' (an empty mask) when the mask's score, its mean "
+        "probability where it paints, is below S: fewer masks for targets that are not "
+        "there, some real ones lost (default 0: off)",
+    )
 
 
 def add_input_options(parser: argparse.ArgumentParser, *, folders: bool = False) -> None:
@@ -49,7 +55,11 @@ def add_input_options(parser: argparse.ArgumentParser, *, folders: bool = False)
 
 def load_predictor(checkpoint: Path, args: argparse.Namespace) -> Predictor:
     """The Predictor of the checkpoint folder `checkpoint` (see
-    `train.run_dir.resolve_checkpoint`) on --device, seeded with --seed."""
+    `train.run_dir.resolve_checkpoint`) on --device, seeded with --seed, gated at
+    --min-score."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {args.device}: CUDA is not available here; use --device cpu")
-    return Predictor.from_pretrained(checkpoint, device=args.device, seed=args.seed)
+    if not 0 <= args.min_score <= 1:
+        raise ValueError(f"--min-score must be in [0, 1], got {args.min_score}")
+    return Predictor.from_pretrained(checkpoint, device=args.device, seed=args.seed,
+                                     min_score=args.min_score)

@@ -60,6 +60,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="score the answers without the checkpoint's size floor (set by "
                         "`boltzformer calibrate`: an answer smaller than a share of its "
                         "target's usual size is an empty mask)")
+    parser.add_argument("--min-score", type=float, default=0.0, metavar="S",
+                        help="an answer whose mask score (its mean probability where it "
+                        "paints) is below S is an empty mask: fewer false positives on "
+                        "absent targets, some present ones lost (default 0: off)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -73,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.existence_threshold <= 1:  # before loading anything
         raise ValueError(f"--existence-threshold must be in [0, 1], got "
                          f"{args.existence_threshold}")
+    if not 0 <= args.min_score <= 1:
+        raise ValueError(f"--min-score must be in [0, 1], got {args.min_score}")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(model, dataset, seed=args.seed, batch_size=args.batch_size,
                       threshold=args.threshold, existence_threshold=args.existence_threshold,
                       workers=args.workers, size_floor=not args.no_size_floor,
-                      progress=not args.no_progress)
+                      min_score=args.min_score, progress=not args.no_progress)
     result.info.update(checkpoint=str(checkpoint), data=", ".join(map(str, args.data)),
                        split=args.split)
     paths = write_report(result, args.out)

@@ -82,7 +82,9 @@ whether its target is in the image: below 0.5 it prints "not found", writes an e
 mask, and predictions.json records "existence" and "found" (for a volume, per slice,
 with "slices_found"). A model with a size floor (`boltzformer calibrate`) answers "not
 found" too when the mask is smaller than a share of its target's usual size
-(predictions.json: "under_size_floor").
+(predictions.json: "under_size_floor"). Any model answers "not found" with --min-score S
+when the mask's score, its mean probability where it paints, is below S
+(predictions.json: "below_min_score").
 """
 
 
@@ -226,7 +228,8 @@ def _record(
     prompt: str, mask: np.ndarray, files: dict, pred: Prediction, i: int, where: str = ""
 ) -> dict:
     """One prompt's entry in predictions.json; with the existence head also its existence
-    probability, with a size floor whether the answer was under it, and `found` (an image),
+    probability, with a size floor whether the answer was under it, with --min-score whether
+    it scored below it, and `found` (an image),
     or all of these per slice and the slices found (a volume), and a line on the terminal
     for a target not found (its mask is written empty), after `where` (the image's name in a
     folder)."""
@@ -242,6 +245,9 @@ def _record(
     if pred.floored is not None:
         record["under_size_floor"] = (bool(pred.floored[i]) if found.ndim == 0
                                       else [bool(f) for f in pred.floored[i]])
+    if pred.unsure is not None:
+        record["below_min_score"] = (bool(pred.unsure[i]) if found.ndim == 0
+                                     else [bool(u) for u in pred.unsure[i]])
     record["found"] = bool(found.any())
     if found.ndim:  # a volume: the existence head and the floor decide per slice
         record["slices_found"] = int(found.sum())
@@ -251,6 +257,8 @@ def _record(
             why.append(f"existence {float(pred.exists[i].min()):.2f} < {EXISTENCE_THRESHOLD}")
         if pred.floored is not None and pred.floored[i].any():
             why.append("smaller than the target's size floor")
+        if pred.unsure is not None and pred.unsure[i].any():
+            why.append("mask score below --min-score")
         tqdm.write(f"{where}{prompt!r}: not found ({'; '.join(why)}); its mask is empty")
     return record
 
@@ -262,7 +270,7 @@ def _summary(
     """An input's predictions.json: what was read, the settings, and `fields`."""
     return {"input": str(source), "kind": kind, "checkpoint": str(checkpoint),
             "window": window, "threshold": args.threshold, "samples": args.samples,
-            "seed": args.seed, **fields}
+            "seed": args.seed, "min_score": args.min_score, **fields}
 
 
 def run(args: argparse.Namespace) -> int:

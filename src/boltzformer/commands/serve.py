@@ -85,6 +85,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="seed of the Boltzmann sampling draws (default 0)")
+    parser.add_argument("--min-score", type=float, default=0.0, metavar="S",
+                        help="answer 'not found' when a mask's score, its mean probability "
+                        "where it paints, is below S (default 0: off)")
     parser.add_argument("--max-file-size", type=int, default=1024, metavar="MB",
                         help="largest upload accepted, in MB (default 1024)")
     parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",
@@ -211,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             predictor.model, work_dir=work_dir, examples=examples, seed=args.seed,
             limits=Limits(max_voxels=args.max_voxels, max_seconds=args.time_limit),
             cache=EncodingCache(args.cached_sessions, args.cache_mb * 2**20),
-            title=f"BoltzFormer: {checkpoint}",
+            title=f"BoltzFormer: {checkpoint}", min_score=args.min_score,
         )
         login = f"login required ({len(auth)} account(s))" if auth else "no login"
         scheme = "http" if ssl is None else "https"

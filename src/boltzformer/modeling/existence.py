@@ -9,6 +9,11 @@ mask (the queries' mean probability, detached) and that mask's peak probability.
 BCE against "the mask has a pixel"
 (`loss.existence_weight`); at inference an answer whose probability is below 0.5 is an empty
 mask (`gate_logits`).
+
+Apart from the head, any model's answer has its own confidence, `mask_score` (Mask2Former's:
+the mean probability where the mask paints). `score_gate` makes an answer whose score is
+below a chosen `min_score` empty: an operating point between false positives on absent
+targets and Dice on present ones (docs/results/absent_targets.md), off (0) by default.
 """
 
 from __future__ import annotations
@@ -83,3 +88,19 @@ def gate_logits(logits: Tensor, existence_logits: Tensor | None,
         return logits
     absent = (existence_logits.sigmoid() < threshold).view(-1, *[1] * (logits.ndim - 1))
     return logits.masked_fill(absent.to(logits.device), ABSENT_LOGIT)
+
+
+def check_min_score(min_score: float) -> float:
+    """`min_score` if it lies in [0, 1], else a ValueError."""
+    if not 0.0 <= min_score <= 1.0:
+        raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+    return min_score
+
+
+def score_gate(logits: Tensor, scores: Tensor, min_score: float) -> tuple[Tensor, Tensor]:
+    """Mask logits (B, 1, H, W) with every answer whose mask score (B,) (`mask_score` of its
+    logits before any gate; 0 for one that paints nothing) is below `min_score` made empty
+    (`ABSENT_LOGIT`), and (B,) bool which were: "unsure" (0: none)."""
+    unsure = scores < check_min_score(min_score)
+    view = unsure.to(logits.device).view(-1, *[1] * (logits.ndim - 1))
+    return logits.masked_fill(view, ABSENT_LOGIT), unsure
