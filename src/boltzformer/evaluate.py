@@ -257,8 +257,8 @@ def evaluate(
     by the paper's model); the existence figures are scored at EXISTENCE_THRESHOLD (0.5)
     whatever it is. With a size floor (BoltzFormer's `size_floor`, set by `boltzformer
     calibrate`), an answer smaller than its target's floor is an empty mask; `size_floor`
-    False scores the answers without it. An answer that paints but whose `mask_score` is
-    below `min_score` is an empty mask (0: never; the gate is off).
+    False scores the answers without it. An answer whose `mask_score` is below `min_score`
+    is an empty mask (0: never; the gate is off).
 
     The model runs in eval mode on its own device; its attention sampling draws from a
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.

@@ -249,7 +249,7 @@ def _record(
         record["below_min_score"] = (bool(pred.unsure[i]) if found.ndim == 0
                                      else [bool(u) for u in pred.unsure[i]])
     record["found"] = bool(found.any())
-    if found.ndim:  # a volume: the existence head and the floor decide per slice
+    if found.ndim:  # a volume: the head, the floor and the gate decide per slice
         record["slices_found"] = int(found.sum())
     if not found.any():
         why = []
