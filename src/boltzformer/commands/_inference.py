@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from boltzformer.data.medio import WINDOWS
+from boltzformer.modeling.existence import check_min_score
 from boltzformer.predictor import Predictor
 
 
@@ -59,7 +60,6 @@ def load_predictor(checkpoint: Path, args: argparse.Namespace) -> Predictor:
     --min-score."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {args.device}: CUDA is not available here; use --device cpu")
-    if not 0 <= args.min_score <= 1:
-        raise ValueError(f"--min-score must be in [0, 1], got {args.min_score}")
+    check_min_score(args.min_score, "--min-score")
     return Predictor.from_pretrained(checkpoint, device=args.device, seed=args.seed,
                                      min_score=args.min_score)

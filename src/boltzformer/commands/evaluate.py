@@ -12,7 +12,7 @@ from torch.utils.data import ConcatDataset
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
-from boltzformer.modeling.existence import EXISTENCE_THRESHOLD
+from boltzformer.modeling.existence import EXISTENCE_THRESHOLD, check_min_score
 from boltzformer.train.run_dir import resolve_checkpoint
 
 EXAMPLE = """\
@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.existence_threshold <= 1:  # before loading anything
         raise ValueError(f"--existence-threshold must be in [0, 1], got "
                          f"{args.existence_threshold}")
-    if not 0 <= args.min_score <= 1:
-        raise ValueError(f"--min-score must be in [0, 1], got {args.min_score}")
+    check_min_score(args.min_score, "--min-score")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -86,14 +86,22 @@ def gate_logits(logits: Tensor, existence_logits: Tensor | None,
     `threshold` made empty (`ABSENT_LOGIT`); unchanged without existence logits (B,)."""
     if existence_logits is None:
         return logits
-    absent = (existence_logits.sigmoid() < threshold).view(-1, *[1] * (logits.ndim - 1))
-    return logits.masked_fill(absent.to(logits.device), ABSENT_LOGIT)
+    return empty_answers(logits, existence_logits.sigmoid() < threshold)
 
 
-def check_min_score(min_score: float) -> float:
-    """`min_score` if it lies in [0, 1], else a ValueError."""
+def empty_answers(logits: Tensor, which: Tensor) -> Tensor:
+    """Mask logits (B, 1, H, W) with the answers where `which` (B,) bool is True made empty
+    (`ABSENT_LOGIT` everywhere): what the existence gate, the size floor and the score gate
+    each do to the answers they reject."""
+    view = which.to(logits.device).view(-1, *[1] * (logits.ndim - 1))
+    return logits.masked_fill(view, ABSENT_LOGIT)
+
+
+def check_min_score(min_score: float, name: str = "min_score") -> float:
+    """`min_score` if it lies in [0, 1], else a ValueError naming it `name` (an option's
+    flag, for a command)."""
     if not 0.0 <= min_score <= 1.0:
-        raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+        raise ValueError(f"{name} must be in [0, 1], got {min_score}")
     return min_score
 
 
@@ -102,5 +110,4 @@ def score_gate(logits: Tensor, scores: Tensor, min_score: float) -> tuple[Tensor
     logits before any gate; 0 for one that paints nothing) is below `min_score` made empty
     (`ABSENT_LOGIT`), and (B,) bool which were: "unsure" (0: none)."""
     unsure = scores < check_min_score(min_score)
-    view = unsure.to(logits.device).view(-1, *[1] * (logits.ndim - 1))
-    return logits.masked_fill(view, ABSENT_LOGIT), unsure
+    return empty_answers(logits, unsure), unsure

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from boltzformer.modeling.config import check_size_floor
-from boltzformer.modeling.existence import ABSENT_LOGIT
+from boltzformer.modeling.existence import empty_answers
 from boltzformer.modeling.text_encoder import label_of_prompt
 
 
@@ -66,5 +66,5 @@ def answer_floor(logits: Tensor, floor: SizeFloor | None, prompts: Sequence[str]
     if floor is None:
         return logits, None
     small = below_floor(logits, floor.floors(prompts, targets))
-    return logits.masked_fill(small.view(-1, *[1] * (logits.ndim - 1)), ABSENT_LOGIT), small
+    return empty_answers(logits, small), small
 
