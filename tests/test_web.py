@@ -91,8 +91,10 @@ def _load(client: Client, path: Path, window: str = AUTO, axis: int = 2) -> tupl
     return client.predict(handle_file(str(path)), window, axis, api_name="/load")
 
 
-def _segment(client: Client, prompts: str, samples: int = 1, threshold: float = 0.5) -> dict:
-    out = client.predict(prompts, samples, threshold, api_name="/segment")
+def _segment(client: Client, prompts: str, samples: int = 1, threshold: float = 0.5,
+             *min_score: float) -> dict:
+    """/segment; `min_score` (the page's "minimum mask score") only when given."""
+    out = client.predict(prompts, samples, threshold, *min_score, api_name="/segment")
     names = ["overlay", "probability", "sampling", "uncertainty", "areas", "downloads", "status"]
     return dict(zip(names, out))
 
@@ -258,6 +260,21 @@ def test_serve_min_score_answers_unsure_prompts_not_found(model, lung, tmp_path)
     plain = web._Handlers(model, 0, LIMITS, tmp_path, web_sessions.EncodingCache())
     session = plain.load(None, str(lung), AUTO, 2)[0]
     assert "not found" not in plain.segment(session, "nodule in lung CT", 1, 0.5)[-1]
+
+
+def test_the_pages_minimum_mask_score_gates_each_request(client, lung):
+    """The page's "minimum mask score" slider: 1.0 answers "not found" with empty masks (an
+    untrained model is never that sure), the next request at 0 paints again, and left out
+    (an API caller of before) it is the server's (0 here); out of range is one line."""
+    _load(client, lung)
+    gated = _segment(client, "nodule in lung CT\nleft lung", 1, 0.5, 1.0)
+    assert '"nodule in lung CT": not found (empty mask); "left lung": not found' in \
+        gated["status"]
+    assert all(_png(d).max() == 0 for d in gated["downloads"])
+    for answer in (_segment(client, "left lung", 1, 0.5, 0.0), _segment(client, "left lung")):
+        assert "not found" not in answer["status"] and _png(answer["downloads"][0]).max() > 0
+    assert "1.5 is greater than maximum value 1" in _error(  # the slider's own bound
+        lambda: _segment(client, "left lung", 1, 0.5, 1.5))
 
 
 # --- bounded memory, login ---------------------------------------------------------------------

@@ -61,6 +61,7 @@ from boltzformer.data import generate_phantoms
 from boltzformer.data.inputs import file_names
 from boltzformer.data.medio import WINDOWS, stack_slices, write_nifti_mask
 from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.existence import check_min_score
 from boltzformer.modeling.text_encoder import check_prompts
 from boltzformer.predictor import Predictor
 
@@ -249,13 +250,23 @@ class _Handlers:
             encoding.index = index
         return self._preview(session, encoding), f"**{self._where(encoding)}** encoded once."
 
+    def _predictor(self, encoding: Encoding, min_score: float | None) -> Predictor:
+        """The session's Predictor, gating this request's answers at `min_score` (the page's
+        "minimum mask score"; None: the server's `--min-score`)."""
+        predictor = encoding.predictor
+        predictor.min_score = check_min_score(
+            self.min_score if min_score is None else float(min_score), "the minimum mask score")
+        return predictor
+
     @_guard
-    def segment(self, session: Session, text: str, samples: int, threshold: float) -> tuple:
+    def segment(self, session: Session, text: str, samples: int, threshold: float,
+                min_score: float | None = None) -> tuple:
         """Answer the prompts on the encoded slice: overlay, probability, sampling panels,
-        uncertainty (samples > 1), areas, mask PNGs."""
+        uncertainty (samples > 1), areas, mask PNGs. An answer whose mask score is below
+        `min_score` is "not found" (None: the server's)."""
         encoding = self._loaded(session)
         prompts, samples = parse_prompts(text), int(samples)
-        predictor, image = encoding.predictor, encoding.image
+        predictor, image = self._predictor(encoding, min_score), encoding.image
         pred = predictor.predict(prompts, samples=samples)
         self.in_time("the masks computed, not yet drawn")
         masks = Predictor.threshold(pred.prob, threshold)
@@ -293,15 +304,17 @@ class _Handlers:
                 _save_png(folder / "sampling.png", sampling),
                 uncertainty, areas, downloads, status)
 
-    def refresh(self, session: Session, text: str, samples: int, threshold: float) -> tuple:
+    def refresh(self, session: Session, text: str, samples: int, threshold: float,
+                min_score: float | None = None) -> tuple:
         """After a new upload or slice: segment again if there are prompts, else keep the
         results as they are."""
         if session is None or session.loaded is None or not (text or "").strip():
             return tuple(gr.skip() for _ in range(7))
-        return self.segment(session, text, samples, threshold)
+        return self.segment(session, text, samples, threshold, min_score)
 
     @_guard
     def export(self, session: Session, text: str, samples: int, threshold: float,
+               min_score: float | None = None,
                progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
         """Segment every slice of the NIfTI volume; masks as NIfTI with the input's affine.
         (`progress`: gradio shows predict_slices' progress bar in the page.)"""
@@ -315,8 +328,8 @@ class _Handlers:
                 f"{len(prompts)} prompts x {scan.slices.size} voxels is over this server's "
                 f"limit of {self.limits.max_voxels}: export fewer prompts at a time"
             )
-        pred = encoding.predictor.predict_slices(scan.slices, prompts, samples=int(samples),
-                                                 progress=True)
+        pred = self._predictor(encoding, min_score).predict_slices(
+            scan.slices, prompts, samples=int(samples), progress=True)
         masks = Predictor.threshold(pred.prob, threshold)  # (P, N, A, B)
         folder, reference = session.run_folder(), scan.volume.reference
         downloads = []
@@ -374,8 +387,10 @@ def build_app(
 ) -> gr.Blocks:
     """The page and its API around `model` (moved nowhere; eval mode). `work_dir` holds the
     sessions' files; `examples` are [file, prompts] rows (see `make_examples`); `cache` holds
-    the sessions' encodings (default: `EncodingCache()`); `min_score` is the Predictor's
-    (an answer whose mask score is below it: "not found")."""
+    the sessions' encodings (default: `EncodingCache()`); `min_score` is the page's minimum
+    mask score at first (an answer whose mask score is below it: "not found"), which each
+    request may change (the "minimum mask score" slider; `/segment`'s and `/export`'s last,
+    optional argument)."""
     cache = EncodingCache() if cache is None else cache  # (an empty cache is falsy)
     handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache, min_score)
     # one request on the CPU at once
@@ -400,6 +415,10 @@ def build_app(
                 samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="sampling draws "
                                     "(more than 1 adds the uncertainty map)")
                 threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="mask threshold")
+                gate = gr.Slider(
+                    0, 1, value=min_score, step=0.05, elem_id="min_score",
+                    label="minimum mask score (0 keeps every mask; higher: fewer false alarms, "
+                          "more \"not found\")")
                 run = gr.Button("Segment", variant="primary", elem_id="segment")
                 export = gr.Button("Segment the whole volume (NIfTI masks)", visible=False)
                 status = gr.Markdown("Upload an image, a DICOM slice or a volume.",
@@ -422,7 +441,7 @@ def build_app(
                                elem_id="uncertainty")
 
         results = [overlay, probability, sampling, uncertainty, areas, downloads, status]
-        seg_inputs = [session, prompts, samples, threshold]
+        seg_inputs = [session, prompts, samples, threshold, gate]
         loaded = [session, preview, index, window, axis, export, status]
         refresh: dict[str, Any] = {"fn": handlers.refresh, "inputs": seg_inputs, "outputs": results,
                    "api_visibility": "private", **queue}

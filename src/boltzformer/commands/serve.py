@@ -87,7 +87,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="seed of the Boltzmann sampling draws (default 0)")
     parser.add_argument("--min-score", type=float, default=0.0, metavar="S",
                         help="answer 'not found' when a mask's score, its mean probability "
-                        "where it paints, is below S (default 0: off)")
+                        "where it paints, is below S (default 0: off); where the page's "
+                        "'minimum mask score' slider starts")
     parser.add_argument("--max-file-size", type=int, default=1024, metavar="MB",
                         help="largest upload accepted, in MB (default 1024)")
     parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",
