@@ -309,34 +309,44 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
 
 def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
             ) -> dict[str, Any]:
-    """The U-Net expert (one output channel per target) on the same split, images and
-    minutes, with its own recipe (`train_unet`'s defaults: constant lr, no augmentation); its
-    evaluation is written to `out` (the [baselines] extra is needed). With `data.negatives`
-    (every image annotates every target it holds) it supervises every channel, an
-    unannotated target as empty, as BoltzFormer's absent prompts do. It trains in the same
-    precision and layout (`train.amp`, `train.channels_last`)."""
+    """The U-Net expert beside the demo's run (`train_expert` with the demo's settings)."""
+    print(f"[+] training the U-Net expert for the same {s.training.train.max_minutes:g} min "
+          f"in {out}")
+    return train_expert(s.train_config(data_dir), out, test, size_floor=s.size_floor,
+                        progress=s.progress)
+
+
+def train_expert(cfg: TrainConfig, out: Path, test: BiomedParseDataset, *,
+                 size_floor: bool = True, progress: bool = True) -> dict[str, Any]:
+    """The U-Net expert (one output channel per target) trained as BoltzFormer is by `cfg`
+    (a run's config: its data, split, seed, image size, `train.max_minutes`, precision and
+    layout `train.amp`, `train.channels_last`) with its own recipe (`train_unet`'s defaults:
+    constant lr, no augmentation), written to `out`/model, its size floor chosen on the
+    validation items (`size_floor`) and its evaluation on `test` written to `out` (the
+    [baselines] extra is needed). With `data.negatives` (every image annotates every target
+    it holds) it supervises every channel, an unannotated target as empty, as BoltzFormer's
+    absent prompts do. Returns the test metrics, the training's and the floor."""
     try:
         from boltzformer.baselines import train_unet  # an optional extra: imported on use
     except ImportError as err:
         raise RuntimeError("--expert needs the U-Net baseline: pip install -e '.[baselines]' "
                            f"({err})") from None
-    cfg = s.training
-    print(f"[+] training the U-Net expert for the same {cfg.train.max_minutes:g} min in {out}")
+    if cfg.data.root is None:
+        raise ValueError("the expert needs the run's data: data.root is not set")
     if out.exists():
         shutil.rmtree(out)
-    result = train_unet(data_dir, out / "model", minutes=cfg.train.max_minutes,
+    result = train_unet(cfg.data.root, out / "model", minutes=cfg.train.max_minutes,
                         image_size=cfg.model.resolve().image_size, seed=cfg.train.seed,
                         val_fraction=cfg.data.val_fraction, workers=cfg.data.workers,
                         supervise="all" if cfg.data.negatives else "annotated",
                         amp=cfg.train.amp, channels_last=cfg.train.channels_last,
-                        progress=s.progress)
+                        progress=progress)
     floor = None
-    if s.size_floor:
-        floor = calibrate_size_floor(result.model, s.train_config(data_dir),
-                                     progress=s.progress)
+    if size_floor:
+        floor = calibrate_size_floor(result.model, cfg, progress=progress)
         with_size_floor(result.model, floor.floor)
         write_size_floor(out / "model", floor.floor)
-    ev = evaluate(result.model, test, seed=cfg.train.seed, progress=s.progress)
+    ev = evaluate(result.model, test, seed=cfg.train.seed, progress=progress)
     write_report(ev, out)
     return {"metrics": ev.metrics, "train": result.metrics, "floor": floor}
 
