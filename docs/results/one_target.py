@@ -11,7 +11,7 @@ and a target's Dice by object size from an evaluation's per_sample.csv.
 image and mask folders, so nothing is copied; with --site instead, every item (present or
 absent) of the images of that site. `sizes`: the target's present items grouped
 by their true size in pixels (at the evaluated size), each group's count, mean Dice and
-items missed (Dice 0).
+items missed (Dice 0), and all of them.
 """
 
 from __future__ import annotations
@@ -55,6 +55,10 @@ def sizes(report: Path, target: str, edges: list[int]) -> None:
         label = f"{lo}-{hi - 1}" if hi is not None else f"{lo}+"
         mean = f"{100 * statistics.mean(dice):.1f}" if dice else "–"
         print(f"| {label} | {len(dice)} | {mean} | {sum(d == 0 for d in dice)} |")
+    every = [float(r["dice"]) for r in rows]
+    if every:
+        print(f"| all | {len(every)} | {100 * statistics.mean(every):.1f} | "
+              f"{sum(d == 0 for d in every)} |")
 
 
 def main() -> None:
