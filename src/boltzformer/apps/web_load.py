@@ -278,7 +278,7 @@ def _cut_off(url: str, report: Report) -> None:
         segment = next(d["id"] for d in config["dependencies"] if d["api_name"] == "segment")
         session = f"cut-{time.monotonic_ns()}"
         client.post(url + "gradio_api/queue/join", json={
-            "data": [None, "nodule", 1, 0.5], "fn_index": segment, "session_hash": session})
+            "data": [None, "nodule", 1, 0.5, 0.0], "fn_index": segment, "session_hash": session})
     head = f"Host: {address[0]}:{address[1]}\r\nCookie: {cookie}\r\n"
     with socket.create_connection(address, timeout=TIMEOUT) as sock:
         sock.sendall(f"GET /gradio_api/queue/data?session_hash={session} HTTP/1.1\r\n{head}"
