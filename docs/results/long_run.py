@@ -29,7 +29,7 @@ from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.train.config import TrainConfig
 
-CONFIG_NAME = "run_config.yaml"  # the BoltzFormer run's config, copied beside the U-Net
+CONFIG_NAME = "run_config.yaml"  # the run's config with the U-Net's minutes, beside it
 
 
 def test_split(cfg: TrainConfig) -> BiomedParseDataset:
@@ -40,7 +40,7 @@ def test_split(cfg: TrainConfig) -> BiomedParseDataset:
 def unet(config: Path, minutes: float, out: Path) -> None:
     cfg = TrainConfig.from_yaml(config).with_overrides({"train.max_minutes": minutes})
     result = train_expert(cfg, out, test_split(cfg), progress=False)
-    (out / CONFIG_NAME).write_text(config.read_text())
+    cfg.to_yaml(out / CONFIG_NAME)  # the config it was trained with (its minutes)
     print(f"{result['train']['steps']} steps in {result['train']['seconds'] / 60:.1f} min; "
           f"floor fraction {result['floor'].floor.fraction:g}; report in {out}")
 

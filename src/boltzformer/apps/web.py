@@ -220,7 +220,7 @@ class _Handlers:
         except (ValueError, OSError) as err:  # name the upload, not the server's copy of it
             raise ValueError(str(err).replace(str(path), path.name)) from None
         self.in_time("the upload read")
-        predictor = Predictor(self.model, seed=self.seed, min_score=self.min_score)
+        predictor = Predictor(self.model, seed=self.seed)  # its gate: set per request
         index = len(scan.slices) // 2
         encoding = Encoding(scan, index, predictor, self.feature_bytes)
         predictor.set_image(scan.slices[index])
