@@ -264,6 +264,50 @@ def test_predictor_answers_absent_with_an_empty_mask() -> None:
     assert vol.exists.shape == (1, 3) and not vol.found.any() and vol.prob.max() == 0
 
 
+def test_the_existence_threshold_is_the_predictors_operating_point() -> None:
+    """Below the Predictor's existence_threshold an answer is empty; at or above it the mask
+    decides: the head that answers sigmoid(-5) = 0.0067 hides the mask at 0.5 (the default),
+    not at 0.005 or 0 (never), and `found` follows the same threshold."""
+    image = np.random.default_rng(0).integers(0, 255, (50, 70), dtype=np.uint8)
+    model = _model(-5.0)
+    default, low, never = (Predictor(model, existence_threshold=t) for t in (0.5, 0.005, 0.0))
+    hidden = Predictor(model)
+    for p in (default, low, never, hidden):
+        p.set_image(image)
+    assert hidden.predict(["nodule"]).prob.max() == 0  # 0.5 is the default
+    assert not default.predict(["nodule"]).found.any()
+    for p in (low, never):
+        shown = p.predict(["nodule", "liver"])
+        assert shown.exists == pytest.approx(1 / (1 + math.exp(5)), rel=1e-4)
+        assert shown.found.all() and shown.prob.max() > 0.01
+        assert shown.existence_threshold == p.existence_threshold
+    strict = Predictor(_model(5.0), existence_threshold=0.999)  # sigmoid(5) = 0.9933
+    strict.set_image(image)
+    assert not strict.predict(["liver"]).found.any() and strict.predict(["liver"]).prob.max() == 0
+    stack = np.random.default_rng(1).integers(0, 255, (3, 40, 40), dtype=np.uint8)
+    vol = low.predict_slices(stack, ["nodule"], batch_size=2)
+    assert vol.found.shape == (1, 3) and vol.found.all() and vol.prob.max() > 0.01
+    with pytest.raises(ValueError, match=r"existence_threshold must be in \[0, 1\]"):
+        Predictor(model, existence_threshold=1.5)
+
+
+def test_predict_takes_the_existence_threshold(tmp_path: Path, capsys) -> None:
+    checkpoint = _model(-5.0).save_pretrained(tmp_path / "ckpt")
+    image = tmp_path / "slice.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)).save(image)
+    argv = ["predict", "--checkpoint", str(checkpoint), "--input", str(image),
+            "--prompt", "nodule"]
+    assert cli.main([*argv, "--out", str(tmp_path / "low"), "--existence-threshold", "0.001"]) == 0
+    assert "not found" not in capsys.readouterr().out
+    result = json.loads((tmp_path / "low" / "predictions.json").read_text())
+    assert result["existence_threshold"] == 0.001 and result["prompts"][0]["found"] is True
+    assert np.asarray(Image.open(tmp_path / "low" / "nodule_mask.png")).max() == 255
+    assert cli.main([*argv, "--out", str(tmp_path / "high"), "--existence-threshold", "0.2"]) == 0
+    assert "'nodule': not found (existence 0.01 < 0.2)" in capsys.readouterr().out
+    assert cli.main([*argv, "--out", str(tmp_path / "bad"), "--existence-threshold", "2"]) == 1
+    assert "--existence-threshold must be in [0, 1], got 2.0" in capsys.readouterr().err
+
+
 def test_predict_says_not_found_and_writes_an_empty_mask(tmp_path: Path, capsys) -> None:
     checkpoint = _model(-5.0).save_pretrained(tmp_path / "ckpt")
     image = tmp_path / "slice.png"

@@ -262,6 +262,27 @@ def test_serve_min_score_answers_unsure_prompts_not_found(model, lung, tmp_path)
     assert "not found" not in plain.segment(session, "nodule in lung CT", 1, 0.5)[-1]
 
 
+def test_serve_existence_threshold_is_every_sessions(lung, tmp_path):
+    """`serve --existence-threshold`: a head that answers 0.0067 for every prompt hides every
+    mask at the default 0.5 and none at 0.005; out of range is refused at build time."""
+    torch.manual_seed(0)
+    overrides = {k: v for k, v in SMALL_MODEL.items() if k != "preset"}
+    with_head = boltzformer.build_model("tiny", **overrides, existence_head=True).eval()
+    last = with_head.existence.mlp.layers[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-5.0)
+    for threshold, hidden in ((0.5, True), (0.005, False)):
+        handlers = web._Handlers(with_head, 0, LIMITS, tmp_path, web_sessions.EncodingCache(),
+                                 existence_threshold=threshold)
+        session = handlers.load(None, str(lung), AUTO, 2)[0]
+        *_, downloads, status = handlers.segment(session, "left lung", 1, 0.5)
+        assert ('"left lung": not found' in status) is hidden
+        assert bool(np.asarray(Image.open(downloads[0])).max() == 0) is hidden
+    with pytest.raises(ValueError, match=r"existence_threshold must be in \[0, 1\]"):
+        web.build_app(with_head, work_dir=tmp_path, existence_threshold=-0.1)
+
+
 def test_the_pages_minimum_mask_score_gates_each_request(client, lung):
     """The page's "minimum mask score" slider: 1.0 answers "not found" with empty masks (an
     untrained model is never that sure), the next request at 0 paints again, and left out

@@ -150,7 +150,8 @@ def test_ssl_and_queue_options_are_checked(model, certificate, tmp_path, capsys)
     with pytest.raises(ValueError, match="--ssl-keyfile .*missing.pem: no such file"):
         serve.resolve_ssl(cert, tmp_path / "missing.pem")
     checkpoint = str(model.save_pretrained(tmp_path / "ckpt"))
-    for option, value in (("--queue-size", "0"), ("--time-limit", "0")):
+    for option, value in (("--queue-size", "0"), ("--time-limit", "0"),
+                          ("--existence-threshold", "1.5")):
         assert cli.main(["serve", "--checkpoint", checkpoint, option, value]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and option in err

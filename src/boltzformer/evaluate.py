@@ -56,6 +56,7 @@ from boltzformer.data import collate
 from boltzformer.grounding import GroundingCollector
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
+    check_existence_threshold,
     check_min_score,
     gate_logits,
     mask_score,
@@ -264,8 +265,7 @@ def evaluate(
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
     A model that declares `takes_targets = True` gets the items' target names too.
     """
-    if not 0 <= existence_threshold <= 1:
-        raise ValueError(f"existence_threshold must be in [0, 1], got {existence_threshold}")
+    check_existence_threshold(existence_threshold)
     check_min_score(min_score)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)

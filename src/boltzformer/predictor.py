@@ -9,7 +9,8 @@
         ...                                         # as set_image + predict, encoder batched
 
 A model with the existence head (`existence_head: true`) answers a prompt whose existence
-probability is below 0.5 with an empty mask (prob 0 everywhere); so does a model with a
+probability is below the Predictor's `existence_threshold` (0.5) with an empty mask (prob 0
+everywhere); so does a model with a
 size floor (`boltzformer calibrate`) when the answer is smaller than its target's floor
 (`Prediction.floored`), and a Predictor built with `min_score` > 0 when the answer's mask
 score, its mean probability where it paints, is below it (`Prediction.unsure`).
@@ -38,6 +39,7 @@ from tqdm.auto import tqdm
 from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
+    check_existence_threshold,
     check_min_score,
     gate_logits,
     mask_score,
@@ -63,14 +65,15 @@ class Prediction:
     prompts: the P prompts, in the order of prob's first axis.
     samples: the number of sampling draws (decoder passes) averaged.
     exists: with the existence head, the probability that each prompt's target is in the
-        image, (P,) for an image, (P, N) for N slices (mean over the draws; a draw below 0.5
-        answers with an empty mask); None for a model without the head.
+        image, (P,) for an image, (P, N) for N slices (mean over the draws; a draw below
+        `existence_threshold` answers with an empty mask); None for a model without the head.
     floored: with a size floor (`boltzformer calibrate`), whether each prompt's answer was
         smaller than its target's floor, and so empty, in at least half the draws, bool (P,)
         for an image, (P, N) for N slices; None for a model without a floor.
     unsure: with `min_score` > 0, whether each prompt's answer scored below it (an answer
         that paints nothing scores 0), and so was empty, in at least half the draws, bool
         (P,) or (P, N); None without.
+    existence_threshold: the existence probability below which an answer was empty.
     """
 
     prob: np.ndarray
@@ -80,10 +83,12 @@ class Prediction:
     exists: np.ndarray | None = None
     floored: np.ndarray | None = None
     unsure: np.ndarray | None = None
+    existence_threshold: float = EXISTENCE_THRESHOLD
 
     @property
     def found(self) -> np.ndarray | None:
-        """Whether each prompt's target was found: the existence head said so (exists >= 0.5),
+        """Whether each prompt's target was found: the existence head said so (`exists` at
+        least `existence_threshold`),
         the answer was not under its size floor and not unsure; shaped like `exists`,
         `floored` or `unsure`. None with none of them (every prompt is answered with a
         mask)."""
@@ -92,7 +97,7 @@ class Prediction:
             return None
         found = np.ones(np.shape(given[0]), dtype=bool)
         if self.exists is not None:
-            found &= self.exists >= EXISTENCE_THRESHOLD
+            found &= self.exists >= self.existence_threshold
         for gate in (self.floored, self.unsure):
             if gate is not None:
                 found &= ~gate
@@ -201,32 +206,34 @@ class Predictor:
     the same masks. A prompt's draws depend on the whole call (prompts and their order).
     The model is moved to `device` (default: where it is) and put in eval mode. With
     `min_score` > 0, an answer whose mask score (`modeling.existence.mask_score`, at 0.5) is
-    below it is an empty mask ("not found"; docs/results/absent_targets.md measures the
-    trade).
+    below it is an empty mask ("not found"); so is, with the existence head, one whose
+    existence probability is below `existence_threshold` (default 0.5; 0: never).
+    docs/results/absent_targets.md measures both trades.
     """
 
     def __init__(
         self, model: BoltzFormer, *, device: str | torch.device | None = None, seed: int = 0,
-        min_score: float = 0.0,
+        min_score: float = 0.0, existence_threshold: float = EXISTENCE_THRESHOLD,
     ) -> None:
         self.device = torch.device(device) if device is not None else model.device
         _check_device(self.device)
         self.model = model.to(self.device).eval()
         self.seed = seed
         self.min_score = check_min_score(min_score)
+        self.existence_threshold = check_existence_threshold(existence_threshold)
         self.image: np.ndarray | None = None  # (H, W, 3) uint8 RGB of the current image
         self._features: ImageFeatures | None = None
 
     @classmethod
     def from_pretrained(
         cls, directory: str | Path, *, device: str | torch.device | None = None, seed: int = 0,
-        min_score: float = 0.0,
+        min_score: float = 0.0, existence_threshold: float = EXISTENCE_THRESHOLD,
     ) -> Predictor:
         """A Predictor for the checkpoint folder written by `BoltzFormer.save_pretrained`."""
         device = torch.device(device or "cpu")
         _check_device(device)
         return cls(BoltzFormer.from_pretrained(directory, map_location=device), seed=seed,
-                   min_score=min_score)
+                   min_score=min_score, existence_threshold=existence_threshold)
 
     @property
     def image_size(self) -> int:
@@ -266,9 +273,9 @@ class Predictor:
         `min_score` 0).
 
         Each pass decodes all N*P (image, prompt) pairs in one batch; a pass whose existence
-        probability is below 0.5, whose answer is smaller than its target's size floor (at
-        the model's image size), or whose mask score is below `min_score`, answers that
-        pair with an empty mask.
+        probability is below `existence_threshold`, whose answer is smaller than its
+        target's size floor (at the model's image size), or whose mask score is below
+        `min_score`, answers that pair with an empty mask.
         """
         n, p = feats.semantic.shape[0], len(prompts)
         text = self.model.encode_text(prompts)
@@ -304,7 +311,7 @@ class Predictor:
         """One pass's mask logits (B, 1, h, w) with the absent, the floored and the unsure
         answers made empty; which were floored and unsure (B,) is appended to the lists."""
         score = mask_score(logits) if self.min_score > 0 else None  # before any gate
-        logits = gate_logits(logits, existence_logits)
+        logits = gate_logits(logits, existence_logits, self.existence_threshold)
         logits, small = answer_floor(logits, self.model.size_floor, prompts)
         if small is not None:
             floored.append(small.float())
@@ -342,6 +349,7 @@ class Predictor:
             exists=None if exists is None else exists[0].cpu().numpy(),
             floored=None if floored is None else floored[0].cpu().numpy(),
             unsure=None if unsure is None else unsure[0].cpu().numpy(),
+            existence_threshold=self.existence_threshold,
         )
 
     def predict_images(
@@ -448,7 +456,8 @@ class Predictor:
                     std[:, start : start + len(batch)] = s.transpose(0, 1).cpu().numpy()
                 bar.update(len(batch))
         return Prediction(prob=mean, std=std, prompts=tuple(prompts), samples=samples,
-                          exists=exists, floored=floored, unsure=unsure)
+                          exists=exists, floored=floored, unsure=unsure,
+                          existence_threshold=self.existence_threshold)
 
     @torch.inference_mode()
     def sampling(self, prompt: str, *, seed: int | None = None) -> SamplingTrace:

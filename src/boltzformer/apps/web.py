@@ -61,7 +61,11 @@ from boltzformer.data import generate_phantoms
 from boltzformer.data.inputs import file_names
 from boltzformer.data.medio import WINDOWS, stack_slices, write_nifti_mask
 from boltzformer.modeling.boltzformer import BoltzFormer
-from boltzformer.modeling.existence import check_min_score
+from boltzformer.modeling.existence import (
+    EXISTENCE_THRESHOLD,
+    check_existence_threshold,
+    check_min_score,
+)
 from boltzformer.modeling.text_encoder import check_prompts
 from boltzformer.predictor import Predictor
 
@@ -145,9 +149,10 @@ class _Handlers:
     """The app's event handlers: each call's `Session` says whose encoding in `cache` to use."""
 
     def __init__(self, model: BoltzFormer, seed: int, limits: Limits, work_dir: Path,
-                 cache: EncodingCache, min_score: float = 0.0) -> None:
+                 cache: EncodingCache, min_score: float = 0.0,
+                 existence_threshold: float = EXISTENCE_THRESHOLD) -> None:
         self.model, self.seed, self.limits, self.work_dir = model, seed, limits, work_dir
-        self.min_score = min_score
+        self.min_score, self.existence_threshold = min_score, existence_threshold
         self.cache, self.feature_bytes = cache, feature_bytes(model)
         self.clock = threading.local()  # .started: when the thread's request began (`_guard`)
 
@@ -220,7 +225,8 @@ class _Handlers:
         except (ValueError, OSError) as err:  # name the upload, not the server's copy of it
             raise ValueError(str(err).replace(str(path), path.name)) from None
         self.in_time("the upload read")
-        predictor = Predictor(self.model, seed=self.seed)  # its gate: set per request
+        predictor = Predictor(self.model, seed=self.seed,  # its score gate: set per request
+                              existence_threshold=self.existence_threshold)
         index = len(scan.slices) // 2
         encoding = Encoding(scan, index, predictor, self.feature_bytes)
         predictor.set_image(scan.slices[index])
@@ -384,15 +390,18 @@ def build_app(
     model: BoltzFormer, *, work_dir: Path, examples: list[list[str]] | None = None,
     seed: int = 0, limits: Limits | None = None, cache: EncodingCache | None = None,
     title: str = "BoltzFormer", min_score: float = 0.0,
+    existence_threshold: float = EXISTENCE_THRESHOLD,
 ) -> gr.Blocks:
     """The page and its API around `model` (moved nowhere; eval mode). `work_dir` holds the
     sessions' files; `examples` are [file, prompts] rows (see `make_examples`); `cache` holds
     the sessions' encodings (default: `EncodingCache()`); `min_score` is the page's minimum
     mask score at first (an answer whose mask score is below it: "not found"), which each
     request may change (the "minimum mask score" slider; `/segment`'s and `/export`'s last,
-    optional argument)."""
+    optional argument); `existence_threshold` is every session's (the existence head's
+    probability below which an answer is "not found")."""
     cache = EncodingCache() if cache is None else cache  # (an empty cache is falsy)
-    handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache, min_score)
+    handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache, min_score,
+                         check_existence_threshold(existence_threshold))
     # one request on the CPU at once
     queue: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": "model"}
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as app:

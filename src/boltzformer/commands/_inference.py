@@ -9,7 +9,11 @@ from pathlib import Path
 import torch
 
 from boltzformer.data.medio import WINDOWS
-from boltzformer.modeling.existence import check_min_score
+from boltzformer.modeling.existence import (
+    EXISTENCE_THRESHOLD,
+    check_existence_threshold,
+    check_min_score,
+)
 from boltzformer.predictor import Predictor
 
 
@@ -32,6 +36,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="answer 'not found' (an empty mask) when the mask's score, its mean "
         "probability where it paints, is below S: fewer masks for targets that are not "
         "there, some real ones lost (default 0: off)",
+    )
+    add_existence_threshold(parser)
+
+
+def add_existence_threshold(parser: argparse.ArgumentParser) -> None:
+    """--existence-threshold: the existence head's operating point."""
+    parser.add_argument(
+        "--existence-threshold", type=float, default=EXISTENCE_THRESHOLD, metavar="T",
+        help="a model with the existence head answers 'not found' when its probability that "
+        f"the target is in the image is below T (default {EXISTENCE_THRESHOLD}; 0: never). "
+        "Lower it for a target the head cannot judge (nodules: it answers their base rate, "
+        "about 0.4): the mask then decides",
     )
 
 
@@ -57,9 +73,11 @@ def add_input_options(parser: argparse.ArgumentParser, *, folders: bool = False)
 def load_predictor(checkpoint: Path, args: argparse.Namespace) -> Predictor:
     """The Predictor of the checkpoint folder `checkpoint` (see
     `train.run_dir.resolve_checkpoint`) on --device, seeded with --seed, gated at
-    --min-score."""
+    --min-score and --existence-threshold."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {args.device}: CUDA is not available here; use --device cpu")
     check_min_score(args.min_score, "--min-score")
+    check_existence_threshold(args.existence_threshold, "--existence-threshold")
     return Predictor.from_pretrained(checkpoint, device=args.device, seed=args.seed,
-                                     min_score=args.min_score)
+                                     min_score=args.min_score,
+                                     existence_threshold=args.existence_threshold)

@@ -12,7 +12,11 @@ from torch.utils.data import ConcatDataset
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
-from boltzformer.modeling.existence import EXISTENCE_THRESHOLD, check_min_score
+from boltzformer.modeling.existence import (
+    EXISTENCE_THRESHOLD,
+    check_existence_threshold,
+    check_min_score,
+)
 from boltzformer.train.run_dir import resolve_checkpoint
 
 EXAMPLE = """\
@@ -74,9 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not 0 <= args.existence_threshold <= 1:  # before loading anything
-        raise ValueError(f"--existence-threshold must be in [0, 1], got "
-                         f"{args.existence_threshold}")
+    check_existence_threshold(args.existence_threshold, "--existence-threshold")  # before loading
     check_min_score(args.min_score, "--min-score")
     device = args.device
     if device == "auto":

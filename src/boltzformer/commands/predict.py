@@ -33,7 +33,6 @@ from boltzformer.data.medio import (
     write_nifti_float,
     write_nifti_mask,
 )
-from boltzformer.modeling.existence import EXISTENCE_THRESHOLD
 from boltzformer.modeling.text_encoder import check_prompts
 from boltzformer.predictor import Prediction, Predictor
 from boltzformer.train.run_dir import resolve_checkpoint
@@ -78,13 +77,13 @@ characters as '-', e.g. nodule-in-lung-ct):
   volumes, .json, .txt, ...) are not read and are counted in one line.
 
 a model trained with the existence head (existence_head: true) also says, per prompt,
-whether its target is in the image: below 0.5 it prints "not found", writes an empty
-mask, and predictions.json records "existence" and "found" (for a volume, per slice,
-with "slices_found"). A model with a size floor (`boltzformer calibrate`) answers "not
-found" too when the mask is smaller than a share of its target's usual size
-(predictions.json: "under_size_floor"). Any model answers "not found" with --min-score S
-when the mask's score, its mean probability where it paints, is below S
-(predictions.json: "below_min_score").
+whether its target is in the image: below --existence-threshold (0.5) it prints "not
+found", writes an empty mask, and predictions.json records "existence" and "found" (for
+a volume, per slice, with "slices_found"). A model with a size floor (`boltzformer
+calibrate`) answers "not found" too when the mask is smaller than a share of its
+target's usual size (predictions.json: "under_size_floor"). Any model answers "not
+found" with --min-score S when the mask's score, its mean probability where it paints,
+is below S (predictions.json: "below_min_score").
 """
 
 
@@ -253,8 +252,9 @@ def _record(
         record["slices_found"] = int(found.sum())
     if not found.any():
         why = []
-        if pred.exists is not None and (pred.exists[i] < EXISTENCE_THRESHOLD).any():
-            why.append(f"existence {float(pred.exists[i].min()):.2f} < {EXISTENCE_THRESHOLD}")
+        if pred.exists is not None and (pred.exists[i] < pred.existence_threshold).any():
+            why.append(f"existence {float(pred.exists[i].min()):.2f} < "
+                       f"{pred.existence_threshold:g}")
         if pred.floored is not None and pred.floored[i].any():
             why.append("smaller than the target's size floor")
         if pred.unsure is not None and pred.unsure[i].any():
@@ -270,7 +270,8 @@ def _summary(
     """An input's predictions.json: what was read, the settings, and `fields`."""
     return {"input": str(source), "kind": kind, "checkpoint": str(checkpoint),
             "window": window, "threshold": args.threshold, "samples": args.samples,
-            "seed": args.seed, "min_score": args.min_score, **fields}
+            "seed": args.seed, "min_score": args.min_score,
+            "existence_threshold": args.existence_threshold, **fields}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from boltzformer.apps.web_sessions import (
     EncodingCache,
     Limits,
 )
-from boltzformer.commands._inference import load_predictor
+from boltzformer.commands._inference import add_existence_threshold, load_predictor
 from boltzformer.train.run_dir import DEMO_RUN, resolve_checkpoint
 
 #: The environment variable that holds one login, user:password.
@@ -89,6 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="answer 'not found' when a mask's score, its mean probability "
                         "where it paints, is below S (default 0: off); where the page's "
                         "'minimum mask score' slider starts")
+    add_existence_threshold(parser)
     parser.add_argument("--max-file-size", type=int, default=1024, metavar="MB",
                         help="largest upload accepted, in MB (default 1024)")
     parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",
@@ -216,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
             limits=Limits(max_voxels=args.max_voxels, max_seconds=args.time_limit),
             cache=EncodingCache(args.cached_sessions, args.cache_mb * 2**20),
             title=f"BoltzFormer: {checkpoint}", min_score=args.min_score,
+            existence_threshold=args.existence_threshold,
         )
         login = f"login required ({len(auth)} account(s))" if auth else "no login"
         scheme = "http" if ssl is None else "https"

@@ -8,7 +8,9 @@ it also reads the image's evidence where the model looks: S pooled under the pro
 mask (the queries' mean probability, detached) and that mask's peak probability. Training adds
 BCE against "the mask has a pixel"
 (`loss.existence_weight`); at inference an answer whose probability is below 0.5 is an empty
-mask (`gate_logits`).
+mask (`gate_logits`). That threshold is an operating point too: where the head has only
+learnt a target's base rate (nodules, about 0.4 on every chest slice), a lower one lets the
+mask decide (docs/results/absent_targets.md, "operating points").
 
 Apart from the head, any model's answer has its own confidence, `mask_score` (Mask2Former's:
 the mean probability where the mask paints). `score_gate` makes an answer whose score is
@@ -100,9 +102,18 @@ def empty_answers(logits: Tensor, which: Tensor) -> Tensor:
 def check_min_score(min_score: float, name: str = "min_score") -> float:
     """`min_score` if it lies in [0, 1], else a ValueError naming it `name` (an option's
     flag, for a command)."""
-    if not 0.0 <= min_score <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {min_score}")
-    return min_score
+    return _in_unit_range(min_score, name)
+
+
+def check_existence_threshold(threshold: float, name: str = "existence_threshold") -> float:
+    """`threshold` if it lies in [0, 1], else a ValueError naming it `name`."""
+    return _in_unit_range(threshold, name)
+
+
+def _in_unit_range(value: float, name: str) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
 
 
 def score_gate(logits: Tensor, scores: Tensor, min_score: float) -> tuple[Tensor, Tensor]:
