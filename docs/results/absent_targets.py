@@ -9,6 +9,8 @@ for a run scored on another test split).
     python docs/results/absent_targets.py --per-target RUN [RUN ...]  # own-site absences
     python docs/results/absent_targets.py --mean RUN [RUN ...]    # the rows and their mean
     python docs/results/absent_targets.py --gated RUN [RUN ...]   # present prompts gated out
+    python docs/results/absent_targets.py --operating-points RUN TARGET  # RUN scored with
+        # --existence-threshold 0: lower existence thresholds and score gates, one target's Dice
 
 A foreign prompt names a target of the other site (FOREIGN_CANDIDATES), e.g. a lung on an
 abdomen slice; an own-site one a target of the image's site that it left out (a nodule, an
@@ -25,7 +27,7 @@ import sys
 from pathlib import Path
 
 from boltzformer.data.phantoms import FOREIGN_CANDIDATES
-from boltzformer.evaluate import auroc, in_stratum
+from boltzformer.evaluate import TINY_AREA, auroc, in_stratum
 from boltzformer.modeling.existence import EXISTENCE_THRESHOLD
 
 
@@ -147,6 +149,38 @@ def gate(run: Path, key: str = "existence",
               f"all {100 * sum(kept) / len(kept):.1f}")
 
 
+def operating_points(run: Path, target: str,
+                     thresholds: tuple[float, ...] = (0.5, 0.4, 0.35, 0.3, 0.2, 0.1, 0.0),
+                     min_scores: tuple[float, ...] = (0.0, 0.85, 0.9)) -> None:
+    """Each pair of an existence threshold (also below 0.5) and a score gate, from a folder
+    scored with `--existence-threshold 0` (every answer before the head, size floor applied):
+    an answer is kept when its existence and its mask score reach both; a present target not
+    kept loses its Dice, an absent one kept is a false positive. Prints the absent FP, the
+    mean score over every prompt (evaluate's Dice, an absent one 1 when empty: what
+    `boltzformer calibrate` maximises), tiny / small / all Dice, and `target`'s present Dice
+    and the share of its present prompts answered with an empty mask (evaluate's "missed"
+    also counts a mask that misses the object)."""
+    rows = _rows(run)
+    present = [r["size"] != "absent" for r in rows]
+    groups = {"tiny": [p and float(r["area"]) < TINY_AREA for p, r in zip(present, rows)],
+              "small": [r["size"] == "small" for r in rows], "all": present,
+              target: [p and r["target"] == target for p, r in zip(present, rows)]}
+    print(f"| existence threshold | min score | absent FP | score, all prompts | tiny | small | "
+          f"all | {target} | {target} left empty |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for g in min_scores:
+        for t in thresholds:
+            kept = [float(r["pred_pixels"]) > 0 and float(r["existence"]) >= t
+                    and float(r["mask_score"]) >= g for r in rows]
+            dice = [float(r["dice"]) if k else float(not p)
+                    for k, p, r in zip(kept, present, rows)]
+            fp = [float(k) for k, p in zip(kept, present) if not p]
+            cells = [_percent([d for d, w in zip(dice, groups[name]) if w]) for name in groups]
+            empty = _percent([float(not k) for k, w in zip(kept, groups[target]) if w])
+            print(f"| {t:g} | {g:g} | {_percent(fp)} % | {_percent(dice)} | "
+                  f"{' | '.join(cells)} | {empty} % |")
+
+
 def per_target(runs: list[Path]) -> None:
     """Own-site absent prompts per target: how many, how many answered with a mask (summed
     over the runs), the mean existence probability on them against that on the same
@@ -216,6 +250,9 @@ if __name__ == "__main__":
         sys.exit()
     if sys.argv[1] == "--mask-gate":
         gate(Path(sys.argv[2]), "mask_score", (0.0, 0.7, 0.75, 0.8, 0.85, 0.9))
+        sys.exit()
+    if sys.argv[1] == "--operating-points":
+        operating_points(Path(sys.argv[2]), sys.argv[3])
         sys.exit()
     if sys.argv[1] == "--per-target":
         per_target([Path(name) for name in sys.argv[2:]])
