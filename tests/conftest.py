@@ -15,6 +15,7 @@ from PIL import Image
 
 from boltzformer.apps.web_load import spawn, wait_until_up
 from boltzformer.data import generate_phantoms
+from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train import TrainConfig, train
 
 #: This checkout's sources, for the commands tests start in their own processes.
@@ -154,6 +155,17 @@ def tiny_run(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         phantoms, train={"max_minutes": 1e-4, "snapshot_minutes": 1e-6}))
     train(cfg, run, progress=False)
     return run
+
+
+def answering_existence(model: BoltzFormer, bias: float) -> BoltzFormer:
+    """`model` with its existence head's last layer answering sigmoid(`bias`) for every
+    prompt (in place; returned in eval mode)."""
+    assert model.existence is not None, "the model has no existence head"
+    last = model.existence.mlp.layers[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(bias)
+    return model.eval()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import answering_existence
 from PIL import Image
 from torch import nn
 
@@ -223,13 +224,7 @@ def _model(existence_bias: float | None) -> BoltzFormer:
     for every prompt."""
     torch.manual_seed(0)
     model = build_model("tiny", **{**TOY_MODEL, "existence_head": existence_bias is not None})
-    if existence_bias is not None:
-        assert model.existence is not None
-        last = model.existence.mlp.layers[-1]
-        with torch.no_grad():
-            last.weight.zero_()
-            last.bias.fill_(existence_bias)
-    return model.eval()
+    return model.eval() if existence_bias is None else answering_existence(model, existence_bias)
 
 
 def test_checkpoints_without_the_head_still_load(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_MODEL, start_serve, wait_for
+from conftest import SMALL_MODEL, answering_existence, start_serve, wait_for
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -267,11 +267,8 @@ def test_serve_existence_threshold_is_every_sessions(lung, tmp_path):
     mask at the default 0.5 and none at 0.005; out of range is refused at build time."""
     torch.manual_seed(0)
     overrides = {k: v for k, v in SMALL_MODEL.items() if k != "preset"}
-    with_head = boltzformer.build_model("tiny", **overrides, existence_head=True).eval()
-    last = with_head.existence.mlp.layers[-1]
-    with torch.no_grad():
-        last.weight.zero_()
-        last.bias.fill_(-5.0)
+    with_head = answering_existence(
+        boltzformer.build_model("tiny", **overrides, existence_head=True), -5.0)
     for threshold, hidden in ((0.5, True), (0.005, False)):
         handlers = web._Handlers(with_head, 0, LIMITS, tmp_path, web_sessions.EncodingCache(),
                                  existence_threshold=threshold)

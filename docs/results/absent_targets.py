@@ -9,8 +9,8 @@ for a run scored on another test split).
     python docs/results/absent_targets.py --per-target RUN [RUN ...]  # own-site absences
     python docs/results/absent_targets.py --mean RUN [RUN ...]    # the rows and their mean
     python docs/results/absent_targets.py --gated RUN [RUN ...]   # present prompts gated out
-    python docs/results/absent_targets.py --operating-points RUN TARGET  # RUN scored with
-        # --existence-threshold 0: lower existence thresholds and score gates, one target's Dice
+    python docs/results/absent_targets.py --operating-points TARGET RUN [RUN ...]  # RUNs
+        # scored with --existence-threshold 0: lower existence thresholds and score gates
 
 A foreign prompt names a target of the other site (FOREIGN_CANDIDATES), e.g. a lung on an
 abdomen slice; an own-site one a target of the image's site that it left out (a nodule, an
@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from boltzformer.data.phantoms import FOREIGN_CANDIDATES
-from boltzformer.evaluate import TINY_AREA, auroc, in_stratum
+from boltzformer.evaluate import auroc, in_stratum
 from boltzformer.modeling.existence import EXISTENCE_THRESHOLD
 
 
@@ -129,6 +129,32 @@ def gated(runs: list[Path]) -> None:
             print(f"| {run.name} | {site} | {len(here)} | {out} |")
 
 
+def _figures(rows: list[dict[str, str]], kept: list[bool],
+             target: str | None = None) -> dict[str, float]:
+    """Shares in [0, 1] if only the `kept` answers of `rows` (per_sample.csv) stood and the
+    others were empty masks: the absent prompts painted ("fp"), the mean score over every
+    prompt ("score": evaluate's Dice, an absent one 1 when empty, what `boltzformer
+    calibrate` maximises), the Dice of present tiny / small / all targets, and, with
+    `target`, its Dice ("target") and the share of its present prompts left empty ("empty")."""
+    present = [r["size"] != "absent" for r in rows]
+    dice = [float(r["dice"]) if k else float(not p) for k, p, r in zip(kept, present, rows)]
+    groups = {"tiny": [p and in_stratum({"area": float(r["area"]), "size": r["size"]}, "tiny")
+                       for p, r in zip(present, rows)],
+              "small": [r["size"] == "small" for r in rows], "all": present}
+    if target is not None:
+        groups["target"] = [p and r["target"] == target for p, r in zip(present, rows)]
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    out = {name: mean([d for d, w in zip(dice, which) if w]) for name, which in groups.items()}
+    out["fp"] = mean([float(k) for k, p in zip(kept, present) if not p])
+    out["score"] = mean(dice)
+    if target is not None:
+        out["empty"] = mean([float(not k) for k, w in zip(kept, groups["target"]) if w])
+    return out
+
+
 def gate(run: Path, key: str = "existence",
          thresholds: tuple[float, ...] = (0.5, 0.8, 0.85, 0.9, 0.95)) -> None:
     """What a threshold on `key` would give, from `per_sample.csv`: a stricter existence
@@ -136,49 +162,40 @@ def gate(run: Path, key: str = "existence",
     probability where it paints). A present target below it loses its Dice, an absent one
     its false positive; the answers are the folder's (its gate and size floor applied)."""
     rows = _rows(run)
-    absent = [r for r in rows if r["size"] == "absent"]
-    present = [r for r in rows if r["size"] != "absent"]
     for t in thresholds:
-        fp = sum(float(r[key]) >= t and r["false_positive"] == "True" for r in absent)
-        kept = [float(r["dice"]) if float(r[key]) >= t else 0.0 for r in present]
-        small = [d for d, r in zip(kept, present) if r["size"] == "small"]
-        tiny = [d for d, r in zip(kept, present)
-                if in_stratum({"area": float(r["area"]), "size": r["size"]}, "tiny")]
-        print(f"{key} threshold {t}: absent FP {100 * fp / len(absent):.1f} %, tiny Dice "
-              f"{100 * sum(tiny) / len(tiny):.1f}, small {100 * sum(small) / len(small):.1f}, "
-              f"all {100 * sum(kept) / len(kept):.1f}")
+        v = _figures(rows, [float(r["pred_pixels"]) > 0 and float(r[key]) >= t for r in rows])
+        print(f"{key} threshold {t}: absent FP {100 * v['fp']:.1f} %, tiny Dice "
+              f"{100 * v['tiny']:.1f}, small {100 * v['small']:.1f}, all {100 * v['all']:.1f}")
 
 
-def operating_points(run: Path, target: str,
+def operating_points(runs: list[Path], target: str,
                      thresholds: tuple[float, ...] = (0.5, 0.4, 0.35, 0.3, 0.2, 0.1, 0.0),
                      min_scores: tuple[float, ...] = (0.0, 0.85, 0.9)) -> None:
-    """Each pair of an existence threshold (also below 0.5) and a score gate, from a folder
+    """Each pair of an existence threshold (also below 0.5) and a score gate, from folders
     scored with `--existence-threshold 0` (every answer before the head, size floor applied):
-    an answer is kept when its existence and its mask score reach both; a present target not
-    kept loses its Dice, an absent one kept is a false positive. Prints the absent FP, the
-    mean score over every prompt (evaluate's Dice, an absent one 1 when empty: what
-    `boltzformer calibrate` maximises), tiny / small / all Dice, and `target`'s present Dice
-    and the share of its present prompts answered with an empty mask (evaluate's "missed"
-    also counts a mask that misses the object)."""
-    rows = _rows(run)
-    present = [r["size"] != "absent" for r in rows]
-    groups = {"tiny": [p and float(r["area"]) < TINY_AREA for p, r in zip(present, rows)],
-              "small": [r["size"] == "small" for r in rows], "all": present,
-              target: [p and r["target"] == target for p, r in zip(present, rows)]}
-    print(f"| existence threshold | min score | absent FP | score, all prompts | tiny | small | "
-          f"all | {target} | {target} left empty |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for g in min_scores:
-        for t in thresholds:
-            kept = [float(r["pred_pixels"]) > 0 and float(r["existence"]) >= t
-                    and float(r["mask_score"]) >= g for r in rows]
-            dice = [float(r["dice"]) if k else float(not p)
-                    for k, p, r in zip(kept, present, rows)]
-            fp = [float(k) for k, p in zip(kept, present) if not p]
-            cells = [_percent([d for d, w in zip(dice, groups[name]) if w]) for name in groups]
-            empty = _percent([float(not k) for k, w in zip(kept, groups[target]) if w])
-            print(f"| {t:g} | {g:g} | {_percent(fp)} % | {_percent(dice)} | "
-                  f"{' | '.join(cells)} | {empty} % |")
+    an answer is kept when its existence and its mask score reach both (`_figures` says
+    what is printed; "left empty": `target`'s present prompts answered with an empty mask,
+    where evaluate's "missed" also counts a mask that misses the object). One table per
+    run and, with several, one of their means."""
+    points = [(t, g) for g in min_scores for t in thresholds]
+    tables = []
+    for run in runs:
+        rows = _rows(run)
+        tables.append([_figures(rows, [float(r["pred_pixels"]) > 0 and float(r["existence"]) >= t
+                                       and float(r["mask_score"]) >= g for r in rows], target)
+                       for t, g in points])
+    if len(runs) > 1:
+        tables.append([{k: sum(table[i][k] for table in tables) / len(tables) for k in tables[0][i]}
+                       for i in range(len(points))])
+    names = [str(run) for run in runs] + ([f"mean of {len(runs)}"] if len(runs) > 1 else [])
+    for name, table in zip(names, tables):
+        print(f"\n{name}\n\n| existence threshold | min score | absent FP | score, all prompts | "
+              f"tiny | small | all | {target} | {target} left empty |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for (t, g), v in zip(points, table):
+            cells = " | ".join(f"{100 * v[k]:.1f}" for k in ("score", "tiny", "small", "all",
+                                                              "target"))
+            print(f"| {t:g} | {g:g} | {100 * v['fp']:.1f} % | {cells} | {100 * v['empty']:.1f} % |")
 
 
 def per_target(runs: list[Path]) -> None:
@@ -252,7 +269,7 @@ if __name__ == "__main__":
         gate(Path(sys.argv[2]), "mask_score", (0.0, 0.7, 0.75, 0.8, 0.85, 0.9))
         sys.exit()
     if sys.argv[1] == "--operating-points":
-        operating_points(Path(sys.argv[2]), sys.argv[3])
+        operating_points([Path(name) for name in sys.argv[3:]], sys.argv[2])
         sys.exit()
     if sys.argv[1] == "--per-target":
         per_target([Path(name) for name in sys.argv[2:]])

@@ -9,14 +9,11 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset
 
+from boltzformer.commands._inference import add_existence_threshold
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
-from boltzformer.modeling.existence import (
-    EXISTENCE_THRESHOLD,
-    check_existence_threshold,
-    check_min_score,
-)
+from boltzformer.modeling.existence import check_existence_threshold, check_min_score
 from boltzformer.train.run_dir import resolve_checkpoint
 
 EXAMPLE = """\
@@ -56,10 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="probability threshold of a predicted pixel (default: 0.5)")
-    parser.add_argument("--existence-threshold", type=float, default=EXISTENCE_THRESHOLD,
-                        help="with the existence head: below this existence probability the "
-                        f"answer is an empty mask (default: {EXISTENCE_THRESHOLD}; 0: never, "
-                        "every prompt answered with its mask)")
+    add_existence_threshold(parser)
     parser.add_argument("--no-size-floor", action="store_true",
                         help="score the answers without the checkpoint's size floor (set by "
                         "`boltzformer calibrate`: an answer smaller than a share of its "
