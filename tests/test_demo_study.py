@@ -142,7 +142,7 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
     """The demo's run, written out by hand: tiny at 256 pixels with one token per target
     name, a third of the sampling's draws uniform and initial queries of std 0.02, A.5's
     crops without its rotations, 4 images of up to 8 prompts a step at lr 1e-3 (20 warm-up
-    steps), for 9 minutes with no early stopping, 5 % of the training images for validation,
+    steps), for 700 steps with no early stopping, 5 % of the training images for validation,
     snapshots every 2 minutes; the existence head trained with the decoder on two absent names
     per image, absent pairs to it alone, on phantoms with absent targets."""
     expected = TrainConfig.from_dict({
@@ -154,7 +154,7 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
         "optim": {"lr": 0.001, "warmup_steps": 20},
         "loss": {"absent_masks": False},
         "train": {"batch_size": 4, "prompts_per_image": 8, "epochs": 100, "patience": None,
-                  "max_minutes": 9, "seed": 0, "checkpoint_every": 200,
+                  "max_steps": 700, "seed": 0, "checkpoint_every": 200,
                   "snapshot_minutes": 2, "amp": "auto", "channels_last": True},
     })
     assert DemoSettings().train_config(tmp_path) == expected
@@ -177,6 +177,14 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
         ["demo", "--no-existence-head", "--negatives", "1"]))
     assert chosen.train_config(tmp_path).data.negatives == 1
 
+    def budget(*flags: str) -> tuple[int | None, float | None]:
+        loop = demo_command.settings(build_parser().parse_args(["demo", *flags])).training.train
+        return loop.max_steps, loop.max_minutes
+
+    assert budget("--steps", "50") == (50, None)
+    assert budget("--minutes", "2") == (None, 2.0)  # a time budget alone
+    assert budget("--steps", "50", "--minutes", "2") == (50, 2.0)  # whichever ends first
+
     flags = ["demo", "--minutes", "3", "--image-size", "128", "--batch-size", "2",
              "--prompts-per-image", "1", "--lr", "3e-3", "--text-encoder", "builtin",
              "--seed", "5", "--workers", "0", "--images", "50"]
@@ -189,7 +197,8 @@ def test_the_demo_trains_as_before_and_its_flags_override_that_config(tmp_path):
         "data": {**expected.to_dict()["data"], "workers": 0},
         "optim": {**expected.to_dict()["optim"], "lr": 0.003},
         "loss": expected.to_dict()["loss"],
-        "train": {**expected.to_dict()["train"], "max_minutes": 3.0, "batch_size": 2,
+        "train": {**expected.to_dict()["train"], "max_minutes": 3.0, "max_steps": None,
+                  "batch_size": 2,
                   "prompts_per_image": 1, "seed": 5},
     }
 

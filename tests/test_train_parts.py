@@ -221,3 +221,19 @@ def test_an_epoch_counts_towards_patience_unless_it_improved() -> None:
     assert (state.epoch_loss_sum, state.epoch_batches) == (0.0, 0)
     state.complete_epoch(improved=True)
     assert (state.epoch, state.bad_epochs) == (3, 0)
+
+
+def test_eta_times_the_steps_after_the_first_and_says_when_a_step_budget_ends():
+    """The ETA leaves the first steps (start-up) out of its rate and prints one line."""
+    from boltzformer.train.eta import Eta
+
+    clock = iter([100.0, 104.0])  # at step 5 (after start-up), then at step 25
+    eta = Eta(0, 1000, None, lambda: next(clock), quiet=True, skip=5, measure=20)
+    for step in range(1, 30):
+        eta.step(step)
+    assert eta.line == "step 25 of 1000, 0.20 s a step: training ends in about 3.2 min"
+    clock = iter([0.0, 40.0])  # a 1-minute budget ends before the steps do
+    both = Eta(0, 1000, 1.0, lambda: next(clock), quiet=True, skip=5, measure=20)
+    for step in range(1, 26):
+        both.step(step)
+    assert both.line is not None and both.line.endswith("ends in about 0.3 min")

@@ -88,7 +88,7 @@ def run(model: str, data: Path, out: Path, *, minutes: float | None, seed: int,
         raise SystemExit("give exactly one budget: --minutes or --steps")
     name = model if model == "boltzformer" or unet_recipe == "expert" else f"unet-{unet_recipe}"
     folder = out / f"{name}{'-' + tag if tag else ''}-s{seed}"
-    budget = ({"train.max_minutes": minutes} if steps is None
+    budget = ({"train.max_minutes": minutes, "train.max_steps": None} if steps is None
               else {"train.max_minutes": None, "train.max_steps": steps})
     training = TRAINING.with_overrides({**WITHOUT_EXISTENCE,  # as real_data.md was measured
                                         **budget, "train.seed": seed, "data.workers": 1}

@@ -113,7 +113,8 @@ def run(variant: str, data: Path, out: Path, *, minutes: float | None, steps: in
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     started = time.monotonic()
-    demo = TRAINING.with_overrides({**BASE, "train.max_minutes": minutes or 1.0, "train.seed": seed,
+    demo = TRAINING.with_overrides({**BASE, "train.max_minutes": minutes or 1.0,
+                                    "train.max_steps": None, "train.seed": seed,
                                     "data.workers": workers, "data.root": str(data)})
     overrides = dict(VARIANTS[variant])
     image_size = demo.model.resolve().image_size

@@ -12,24 +12,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d, loop, model = DemoSettings(), TRAINING.train, TRAINING.model.resolve()
     p = subparsers.add_parser(
         "demo",
-        help="the main job end to end on built-in data (about 15 minutes on 2 CPU cores), "
+        help="the main job end to end on built-in data (700 steps, about 12 minutes on 2 "
+        "CPU cores), "
         "or a benchmark on your own data (--data)",
         description="Generate the built-in small-object phantom benchmark (or take a "
         "BiomedParse-layout folder with --data), train the tiny BoltzFormer on it, evaluate "
         "it on the held-out test split and draw figures. Everything is written to OUT "
         "(report.md, predictions.png, sampling.png, loss_curve.png, dice_vs_size.png, "
         "metrics.json, per_sample.csv, run/, data/ with the phantoms).",
-        epilog="examples:\n  boltzformer demo\n  boltzformer demo --minutes 30 --images 3000\n"
+        epilog="examples:\n  boltzformer demo\n  boltzformer demo --steps 2000 --images 3000\n"
         "  boltzformer demo --expert          # and the U-Net expert, side by side\n"
         "  boltzformer convert consep CoNSeP consep_data\n"
-        "  boltzformer demo --data consep_data --minutes 15 --expert --out consep_bench",
+        "  boltzformer demo --data consep_data --minutes 15 --expert --out consep_bench\n"
+        "  boltzformer demo --seed 1          # another seed: the spread of the figures",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=d.out_dir,
                    help=f"output folder (default: {d.out_dir})")
-    p.add_argument("--minutes", type=float, default=loop.max_minutes,
-                   help=f"training time budget in minutes: more is more accurate (default "
-                   f"{loop.max_minutes:g})")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimiser steps to train: more is more accurate, and the same "
+                   f"steps and seed give the same model on any machine (default "
+                   f"{loop.max_steps}, about 10 minutes on 2 CPU cores)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="a time budget in minutes instead (the steps it buys depend on the "
+                   "machine and its load); with --steps too, whichever ends first")
     p.add_argument("--images", type=int, default=d.images,
                    help=f"phantom images to generate, 20%% of them for testing (default "
                    f"{d.images})")
@@ -82,16 +88,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "BoltzFormer and the expert alike (default: on)")
     p.add_argument("--expert", action="store_true",
                    help="also train the U-Net expert (one output per target; needs the "
-                   "[baselines] extra) for the same minutes and compare both in report.md "
-                   "(doubles the training time)")
+                   "[baselines] extra) for the same steps (or minutes) and compare both in "
+                   "report.md (doubles the training time)")
     p.set_defaults(run=run)
+
+
+def budget(steps: int | None, minutes: float | None) -> dict[str, object]:
+    """The training budget the flags ask for: the demo's steps unless --minutes is given."""
+    if minutes is None:
+        return {"train.max_steps": TRAINING.train.max_steps if steps is None else steps}
+    return {"train.max_minutes": minutes, "train.max_steps": steps}
 
 
 def settings(args: argparse.Namespace) -> DemoSettings:
     """The demo the flags ask for: its own settings, and the training flags as overrides of
     its TrainConfig (which checks them)."""
     training = TRAINING.with_overrides({
-        "train.max_minutes": args.minutes, "model.image_size": args.image_size,
+        **budget(args.steps, args.minutes), "model.image_size": args.image_size,
         "train.batch_size": args.batch_size, "train.prompts_per_image": args.prompts_per_image,
         "optim.lr": args.lr, "model.text_encoder": args.text_encoder, "train.seed": args.seed,
         "data.workers": args.workers,
@@ -108,6 +121,6 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(settings(args))
     print(f"\ndone in {result['minutes']:.1f} min. Test Dice: {result['headline']}")
     if result["expert"]:
-        print(f"U-Net expert, same minutes: {result['expert_headline']}")
+        print(f"U-Net expert, same budget: {result['expert_headline']}")
     print(f"results: {args.out / 'report.md'} (figures beside it)")
     return 0

@@ -43,6 +43,7 @@ from boltzformer.train.data import (
     run_split,
 )
 from boltzformer.train.distributed import Cluster
+from boltzformer.train.eta import Eta
 from boltzformer.train.optim import build_optimizer, build_scheduler, total_steps
 from boltzformer.train.run_dir import (
     BEST,
@@ -128,6 +129,7 @@ class Trainer:
             self.train_set, num_replicas=cluster.world, rank=cluster.rank, seed=loop.seed
         )
         self.steps_per_epoch = self.sampler.batches_per_epoch(loop.batch_size)
+        self.run_steps = total_steps(loop, self.steps_per_epoch)  # at most
 
         self.state = TrainState(world_size=cluster.world)  # saved in every checkpoint
         self.last_val: Mapping[str, float | None] | None = None
@@ -142,7 +144,7 @@ class Trainer:
         self.sampling_rng.manual_seed(mix_seed(loop.seed, cluster.rank, 1))
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(
-            self.optimizer, cfg.optim, total_steps(loop, self.steps_per_epoch),
+            self.optimizer, cfg.optim, self.run_steps,
             # under a time budget the decay follows the share of the minutes spent
             None if loop.max_minutes is None else self._budget_spent,
         )
@@ -243,6 +245,8 @@ class Trainer:
         self._prepare_run_dir(resume)
         loop = self.cfg.train
         self.started = time.monotonic()
+        self.eta = Eta(self.state.step, self.run_steps if loop.max_steps else None,
+                       loop.max_minutes, self._elapsed, quiet=not self.progress)
         pairs_seen, stop = 0, None
         while stop is None:
             stop = self._stop_before_epoch()
@@ -257,7 +261,10 @@ class Trainer:
                 pin_memory=self.device.type == "cuda",
                 generator=torch.Generator().manual_seed(mix_seed(loop.seed, epoch)),
             )
-            bar = tqdm(total=self.steps_per_epoch, initial=self.state.batch,
+            # a step budget: one bar over the run's steps, so that its ETA is the run's
+            by_run = loop.max_steps is not None
+            bar = tqdm(total=self.run_steps if by_run else self.steps_per_epoch,
+                       initial=self.state.step if by_run else self.state.batch,
                        desc=f"epoch {epoch + 1}/{loop.epochs}", unit="step",
                        disable=not self.progress, dynamic_ncols=True, leave=False)
             window_loss, window_final, window_batches, window_pairs = 0.0, 0.0, 0, 0
@@ -286,6 +293,7 @@ class Trainer:
                                       "minutes": round(self._elapsed() / 60, 4)})
                         window_loss, window_final, window_batches, window_pairs = 0.0, 0.0, 0, 0
                         window_start = time.monotonic()
+                    self.eta.step(step)
                     mid_epoch = self.state.batch < self.steps_per_epoch
                     if step % loop.checkpoint_every == 0 and mid_epoch:
                         self._save_last()
@@ -443,6 +451,7 @@ class Trainer:
             "last_val_loss": self.last_val["val_loss"] if self.last_val else None,
             "last_val_dice": self.last_val["val_dice"] if self.last_val else None,
             "pairs_per_s": pairs_per_s,
+            "minutes": round(self._elapsed() / 60, 3),  # of training, all invocations
             "train_items": self.n_train,
             "val_items": self.n_val,
             "world_size": self.cluster.world,
