@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests docs
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q
 
@@ -48,7 +48,7 @@ demo: $(STAMP)
 	$(VENV)/bin/boltzformer demo --out demo_output
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests docs
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/mypy src
 
 clean:

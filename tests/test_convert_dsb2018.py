@@ -89,7 +89,10 @@ def test_tiles_and_one_line_errors(tmp_path: Path, capsys) -> None:
     assert main(["convert", "dsb2018", str(SRC), str(out), "--tile", "128", "--seed", "3",
                  "--test-fraction", "0.5"]) == 0  # fmt: skip
     assert len(list((out / "train").iterdir())) + len(list((out / "test").iterdir())) == 4 + 6
-    capsys.readouterr()
+    printed = capsys.readouterr().out.splitlines()  # format_summary, what the verb prints
+    assert printed[:2] == ["imaging types (source images): 1 H&E, 1 fluorescence",
+                           f"wrote {out}"]
+    assert sorted(line.split(":")[0] for line in printed[2:4]) == ["  test", "  train"]
     assert main(["convert", "dsb2018", str(SRC), str(out)]) == 1  # not empty
     assert main(["convert", "dsb2018", str(tmp_path / "nothing"), str(tmp_path / "o")]) == 1
     other = tmp_path / "other"

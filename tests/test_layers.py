@@ -8,6 +8,11 @@ a cycle. Imports inside functions count too (they cannot hide a cycle or an upwa
                  convert, viz, plots, and the package's public names (__init__)
     1 data/io    data/
     0 modeling   modeling/, baselines/unet.py (a model)
+
+The experiment scripts of benchmarks/ sit above the package, beside the commands: they call
+what a Python user calls (the library and the apps, never a command module), and every
+`boltzformer` module and name they import exists, so that moving a function breaks a test
+here rather than a script months later.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 
 LAYERS = ("modeling", "data/io", "library", "apps", "commands")
 ROOT = Path(__file__).resolve().parents[1] / "src" / "boltzformer"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def layer(module: str) -> int:
@@ -142,3 +148,66 @@ def test_the_checks_catch_what_they_are_for():
     }
     assert upward(graph) == ["boltzformer.data.medio (data/io) -> boltzformer.predictor (library)"]
     assert cycles(graph) == [["boltzformer.evaluate", "boltzformer.grounding", "boltzformer.plots"]]
+
+
+def defined_names(source: Path) -> set[str]:
+    """The names a module's top level binds: functions, classes, assignments, imports."""
+    names: set[str] = set()
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def script_problems(script: Path, found: dict[str, tuple[Path, bool]]) -> list[str]:
+    """What is wrong with one script's `boltzformer` imports: a command module imported, or a
+    module or name that does not exist."""
+    problems = []
+    for node in ast.walk(ast.parse(script.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            wanted = [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            wanted = [(node.module, alias.name) for alias in node.names]
+        else:
+            continue
+        for module, name in wanted:
+            if module != "boltzformer" and not module.startswith("boltzformer."):
+                continue
+            where = f"{script.name}: {module}" + (f".{name}" if name else "")
+            if module not in found:
+                problems.append(f"{where}: no such module")
+            elif layer(module) == len(LAYERS) - 1:
+                problems.append(f"{where}: a command module (call the library or apps)")
+            elif name and f"{module}.{name}" not in found and \
+                    name not in defined_names(found[module][0]):
+                problems.append(f"{where}: no such name")
+    return problems
+
+
+def test_benchmark_scripts_import_what_exists_below_the_commands():
+    found = {name: (path, pkg) for name, path, pkg in modules()}
+    scripts = sorted(BENCHMARKS.glob("*.py"))
+    assert len(scripts) >= 15
+    assert [p for s in scripts for p in script_problems(s, found)] == []
+
+
+def test_the_script_check_catches_what_it_is_for(tmp_path):
+    found = {name: (path, pkg) for name, path, pkg in modules()}
+    script = tmp_path / "bad.py"
+    script.write_text(
+        "from boltzformer.evaluate import evaluate, no_such_function\n"
+        "from boltzformer.commands.bench import run\n"
+        "import boltzformer.no_such_module\n"
+        "from boltzformer.data import BiomedParseDataset\n"  # a package's re-export: fine
+    )
+    assert script_problems(script, found) == [
+        "bad.py: boltzformer.evaluate.no_such_function: no such name",
+        "bad.py: boltzformer.commands.bench.run: a command module (call the library or apps)",
+        "bad.py: boltzformer.no_such_module: no such module",
+    ]

@@ -290,7 +290,7 @@ LABELS = {"text_encoder": "labels", "text_labels": ["nodule", "tumor"]}
 def test_two_prompt_toy_learns_to_read_the_prompt(overrides, bound):
     """Two small discs in one image, one prompt each: the model must read the text to pick
     its disc. Measured at 64x64 with 3 layers, seeds 0-4 (docs/results/small_objects.md,
-    `python docs/results/diagnose_text.py --prompts 2 --steps 300 --seeds 5 --modes boltzmann
+    `python benchmarks/diagnose_text.py --prompts 2 --steps 300 --seeds 5 --modes boltzmann
     --deep-supervision query --size 64 --radius2 10 --layers 3 [--set ...]`), every prompt's
     Dice passes 0.9 at steps: as shipped 76/90/95/97/127 (before the parity merge
     138/116/140/118/129; the final loss alone: 194 at seed 0); one token per target with

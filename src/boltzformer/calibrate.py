@@ -25,15 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import Subset
 
 from boltzformer.data.biomedparse import Sample
 from boltzformer.evaluate import evaluate
+from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.checkpoint import CONFIG_FILE
 from boltzformer.modeling.size_floor import SizeFloor
 from boltzformer.train.config import TrainConfig
 from boltzformer.train.data import run_split
+from boltzformer.train.run_dir import CONFIG_NAME, run_checkpoint
 
 #: the percentile of a target's training areas that its floor is a fraction of
 PERCENTILE = 5.0
@@ -158,3 +161,34 @@ def format_table(cal: Calibration) -> str:
         lines.append(f"| {row['fraction']:g}{mark} | {100 * row['score']:.2f} | "
                      f"{100 * row['absent_painted']:.1f} % | {100 * row['present_dice']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def calibrate_run(run_dir: str | Path, *, data: str | Path | None = None,
+                  fractions: Sequence[float] = FRACTIONS, percentile: float = PERCENTILE,
+                  batch_size: int = 8, device: str = "auto", dry_run: bool = False,
+                  progress: bool = True) -> str:
+    """`boltzformer calibrate`: a training run's checkpoint (best/, else last/) calibrated on
+    its validation items (`data`: its data folder, if it has moved) and, unless `dry_run`,
+    its floor written into the checkpoint's config.json. Returns the table and the choice,
+    as the verb prints them."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"--percentile must be in [0, 100], got {percentile}")
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.from_yaml(run_dir / CONFIG_NAME)
+    if data is not None:
+        cfg = cfg.with_overrides({"data.root": str(data)})
+    checkpoint = run_checkpoint(run_dir)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run_dir}: no best/ or last/ checkpoint to calibrate")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = BoltzFormer.from_pretrained(checkpoint, map_location=device)
+    cal = calibrate_size_floor(model, cfg, fractions=fractions, percentile=percentile,
+                               batch_size=batch_size, progress=progress)
+    if dry_run:
+        return format_table(cal) + (f"fraction {cal.floor.fraction:g} chosen; nothing written "
+                                    "(--dry-run)\n")
+    path = write_size_floor(checkpoint, cal.floor)
+    return format_table(cal) + f"fraction {cal.floor.fraction:g} chosen; the floor is in {path}\n"

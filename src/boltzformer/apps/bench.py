@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,8 +35,9 @@ from boltzformer.apps.bench_measure import (
     set_mode,
     time_step,
 )
-from boltzformer.apps.bench_report import ratios, scaling
+from boltzformer.apps.bench_report import format_report, ratios, scaling
 from boltzformer.apps.profiling import Profile, format_profile, model_parts, profile_calls
+from boltzformer.apps.tool_output import progress_bar, write_json
 from boltzformer.modeling.config import get_preset
 
 PARTS: tuple[str, ...] = ("decoder", "model")
@@ -216,3 +218,31 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def run_bench(settings: BenchSettings, *, threads: int | None = None, profile: bool = False,
+              json_path: Path | None = None, quiet: bool = False,
+              command: str = "boltzformer bench") -> dict[str, Any]:
+    """`boltzformer bench`: measure (`run_benchmark`) or, with `profile`, profile
+    (`profile_benchmark`) under `threads` torch threads with a progress bar on stderr, print
+    the report, write the record to `json_path` (None: nowhere) and return it. `command`:
+    the command line the record says made it."""
+    if profile:
+        total = len(settings.modes) * len(settings.parts) * len(settings.sizes)
+        with torch_threads(threads), progress_bar(total, "profile", quiet) as progress:
+            tables = profile_benchmark(settings, progress)
+            used = torch.get_num_threads()
+        print(f"`{command}`, {used} thread(s)\n")
+        print(format_profiles(tables))
+        rows = [{"title": title, "part": part, "phase": phase, "seconds": s,
+                 "flop_counted_seconds": result.counted.get((part, phase), 0.0)}
+                for title, result in tables for (part, phase), s in result.seconds.items()]
+        record: dict[str, Any] = {"command": command, "threads": used, "rows": rows}
+    else:
+        total = steps_per_workload(settings) * len(settings.parts) * len(settings.sizes)
+        with torch_threads(threads), progress_bar(total, "step", quiet) as progress:
+            record = run_benchmark(settings, progress)
+        record["command"] = command
+        print(format_report(record))
+    write_json(json_path, record)
+    return record

@@ -14,7 +14,7 @@ Everything lands in one folder (default `demo_output/`):
     metrics.json, per_sample.csv, run/ (checkpoints, metrics.jsonl, snapshots/ of the weights
     every 2 minutes), data/ (the phantoms)
 
-`python docs/results/demo_curve.py demo_output` scores the snapshots: the curve of Dice
+`python benchmarks/demo_curve.py demo_output` scores the snapshots: the curve of Dice
 against training minutes.
 """
 

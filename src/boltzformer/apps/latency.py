@@ -19,12 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from boltzformer.apps.bench import machine_description, size_problems
+from boltzformer.apps.bench import machine_description, size_problems, torch_threads
+from boltzformer.apps.tool_output import progress_bar, write_json
 from boltzformer.modeling.boltzformer import build_model
 from boltzformer.modeling.config import get_preset
 from boltzformer.predictor import Predictor
@@ -197,3 +199,17 @@ def format_latency(result: dict[str, Any]) -> str:
             lines.append(f"| {b['size']}² | {b['batch_size']} | {b['batch_s']:.2f} | "
                          f"{b['images_per_s']:.2f} |")
     return "\n".join(lines)
+
+
+def run_latency(settings: LatencySettings, *, threads: int | None = None,
+                json_path: Path | None = None, quiet: bool = False,
+                command: str = "boltzformer latency") -> dict[str, Any]:
+    """`boltzformer latency`: `measure_latency` under `threads` torch threads with a progress
+    bar on stderr, the table printed, the record written to `json_path` (None: nowhere) and
+    returned. `command`: the command line the record says made it."""
+    with torch_threads(threads), progress_bar(settings.rounds(), "round", quiet) as progress:
+        result = measure_latency(settings, progress)
+    result["command"] = command
+    print(format_latency(result))
+    write_json(json_path, result)
+    return result

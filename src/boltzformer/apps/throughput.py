@@ -11,9 +11,11 @@ step time of each is reported.
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,8 +23,8 @@ from torch.profiler import record_function
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from boltzformer.apps.profiling import Profile, model_parts, profile_calls
-from boltzformer.data import BiomedParseDataset
+from boltzformer.apps.profiling import Profile, format_profile, model_parts, profile_calls
+from boltzformer.data import BiomedParseDataset, generate_phantoms
 from boltzformer.modeling.attention import PART
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.config import DataConfig, LoopConfig, ModelSpec, TrainConfig
@@ -192,3 +194,34 @@ def format_rows(s: ThroughputSettings, rows: list[dict[str, Any]]) -> str:
                      f"{r['images_per_s']:.1f} | "
                      f"{r['pairs_per_s'] / rows[0]['pairs_per_s']:.2f}x |")
     return "\n".join(lines)
+
+
+def run_throughput(s: ThroughputSettings, *, data: Path | None = None,
+                   threads: int | None = None, profile: bool = False,
+                   progress: bool = True) -> None:
+    """`boltzformer throughput`: the training of `s` on `data` (None: 40 phantoms at its image
+    size in a temporary folder) with `threads` torch threads; prints the pairs/s table
+    (`measure_throughput`) or, with `profile`, each K's step time by part."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model = s.training.model.resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        if data is None:
+            data = Path(tmp) / "phantoms"
+            generate_phantoms(data, images=40, size=model.image_size, seed=s.training.train.seed,
+                              progress=False)
+        s = replace(s, training=s.training.replace(
+            data=replace(s.training.data, root=str(data))))
+        if profile:
+            tables = profile_training(s, progress=progress)
+        else:
+            rows = measure_throughput(s, progress=progress)
+    if not profile:
+        print(format_rows(s, rows))
+        return
+    cfg = s.training
+    for k, result in tables.items():
+        print(format_profile(result, f"**`{cfg.model.preset}` at {model.image_size}x"
+                             f"{model.image_size}, {cfg.train.batch_size} images per step, "
+                             f"K = {k}, {torch.get_num_threads()} thread(s), mean of "
+                             f"{s.steps} steps**") + "\n")

@@ -5,20 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from boltzformer.apps.bench import (
-    PARTS,
-    BenchSettings,
-    format_profiles,
-    profile_benchmark,
-    run_benchmark,
-    steps_per_workload,
-    torch_threads,
-)
+from boltzformer.apps.bench import PARTS, BenchSettings, run_bench
 from boltzformer.apps.bench_measure import MODES
-from boltzformer.apps.bench_report import format_report
-from boltzformer.commands._options import int_list, progress_bar, write_json
+from boltzformer.commands._options import int_list
 from boltzformer.modeling.config import PRESETS
 
 
@@ -107,26 +96,6 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats, warmup=args.warmup, batch=args.batch, seed=args.seed,
         device=args.device, memory=not args.no_memory,
     )
-    if args.profile:
-        return _profile(args, settings, parts)
-    total = steps_per_workload(settings) * len(settings.parts) * len(settings.sizes)
-    with torch_threads(args.threads), progress_bar(total, "step", args.quiet) as progress:
-        result = run_benchmark(settings, progress)
-    result["command"] = command_line(args, parts)
-    print(format_report(result))
-    write_json(args.json, result)
-    return 0
-
-
-def _profile(args: argparse.Namespace, settings: BenchSettings, parts: tuple[str, ...]) -> int:
-    total = len(settings.modes) * len(settings.parts) * len(settings.sizes)
-    with torch_threads(args.threads), progress_bar(total, "profile", args.quiet) as progress:
-        tables = profile_benchmark(settings, progress)
-    print(f"`{command_line(args, parts)}`, {torch.get_num_threads()} thread(s)\n")
-    print(format_profiles(tables))
-    rows = [{"title": title, "part": part, "phase": phase, "seconds": s,
-             "flop_counted_seconds": result.counted.get((part, phase), 0.0)}
-            for title, result in tables for (part, phase), s in result.seconds.items()]
-    write_json(args.json, {"command": command_line(args, parts),
-                           "threads": torch.get_num_threads(), "rows": rows})
+    run_bench(settings, threads=args.threads, profile=args.profile, json_path=args.json,
+              quiet=args.quiet, command=command_line(args, parts))
     return 0

@@ -5,18 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from boltzformer.calibrate import (
-    FRACTIONS,
-    PERCENTILE,
-    calibrate_size_floor,
-    format_table,
-    write_size_floor,
-)
-from boltzformer.modeling.boltzformer import BoltzFormer
-from boltzformer.train.config import TrainConfig
-from boltzformer.train.run_dir import CONFIG_NAME, run_checkpoint
+from boltzformer.calibrate import FRACTIONS, PERCENTILE, calibrate_run
+from boltzformer.train.run_dir import CONFIG_NAME
 
 EXAMPLE = """\
 example:
@@ -76,27 +66,8 @@ def _fractions(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    fractions = _fractions(args.fractions)  # before loading anything
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not 0 <= args.percentile <= 100:
-        raise ValueError(f"--percentile must be in [0, 100], got {args.percentile}")
-    cfg = TrainConfig.from_yaml(args.run_dir / CONFIG_NAME)
-    if args.data is not None:
-        cfg = cfg.with_overrides({"data.root": str(args.data)})
-    checkpoint = run_checkpoint(args.run_dir)
-    if checkpoint is None:
-        raise FileNotFoundError(f"{args.run_dir}: no best/ or last/ checkpoint to calibrate")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = BoltzFormer.from_pretrained(checkpoint, map_location=device)
-    cal = calibrate_size_floor(model, cfg, fractions=fractions, percentile=args.percentile,
-                               batch_size=args.batch_size, progress=not args.no_progress)
-    print(format_table(cal), end="")
-    if args.dry_run:
-        print(f"fraction {cal.floor.fraction:g} chosen; nothing written (--dry-run)")
-    else:
-        path = write_size_floor(checkpoint, cal.floor)
-        print(f"fraction {cal.floor.fraction:g} chosen; the floor is in {path}")
+    print(calibrate_run(args.run_dir, data=args.data, fractions=_fractions(args.fractions),
+                        percentile=args.percentile, batch_size=args.batch_size,
+                        device=args.device, dry_run=args.dry_run,
+                        progress=not args.no_progress), end="")
     return 0

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from boltzformer.data.converters import (
     convert_consep,
     convert_dsb2018,
     convert_nifti,
-    summary_lines,
+    format_summary,
 )
 from boltzformer.data.medio import WINDOWS
-from boltzformer.data.size_stats import format_size_table
 
 _EPILOG = """\
 Each layout writes OUT/<split>/ images, OUT/<split>_mask/<image stem>_<target>.png masks
@@ -150,27 +148,18 @@ def _tile(parser: argparse.ArgumentParser) -> None:
                         "or column overlaps its neighbour); default: keep images whole")
 
 
-def _report(summary: dict[str, Any]) -> int:
-    print(f"wrote {summary['out_dir']}")
-    for line in summary_lines(summary):
-        print("  " + line)
-    print(format_size_table(summary["stats"]))
+def run_consep(args: argparse.Namespace) -> int:
+    """Convert CoNSeP with a progress bar and print the counts and the size table."""
+    print(format_summary(convert_consep(args.src, args.out, classes=args.classes,
+                                        tile=args.tile, absent=args.absent, progress=True)))
     return 0
 
 
-def run_consep(args: argparse.Namespace) -> int:
-    """Convert CoNSeP with a progress bar and print the counts and the size table."""
-    return _report(convert_consep(args.src, args.out, classes=args.classes, tile=args.tile,
-                                  absent=args.absent, progress=True))  # fmt: skip
-
-
 def run_dsb2018(args: argparse.Namespace) -> int:
-    """Convert DSB2018 with a progress bar; print the counts, imaging types and sizes."""
-    summary = convert_dsb2018(args.src, args.out, test_fraction=args.test_fraction,
-                              seed=args.seed, tile=args.tile, progress=True)
-    kinds = ", ".join(f"{n} {kind}" for kind, n in summary["imaging"].items())
-    print(f"imaging types (source images): {kinds}")
-    return _report(summary)
+    """Convert DSB2018 with a progress bar; print the imaging types, counts and sizes."""
+    print(format_summary(convert_dsb2018(args.src, args.out, test_fraction=args.test_fraction,
+                                         seed=args.seed, tile=args.tile, progress=True)))
+    return 0
 
 
 def _window(words: list[str]) -> str | tuple[float, float] | None:
@@ -188,13 +177,10 @@ def _window(words: list[str]) -> str | tuple[float, float] | None:
 
 def run_nifti(args: argparse.Namespace) -> int:
     """Convert NIfTI volumes with a progress bar; print counts and the size table."""
-    summary = convert_nifti(
+    print(format_summary(convert_nifti(
         args.src, args.out, axis=args.axis, window=_window(args.window),
         modality=args.modality, site=args.site, only_present=args.only_present,
         drop_missing=args.drop_missing, test_fraction=args.test_fraction, seed=args.seed,
         channel=args.channel, absent=args.absent, progress=True,
-    )  # fmt: skip
-    dropped = summary["dropped_slices"]
-    print(f"{summary['layout']}: {summary['volumes']} volumes, {summary['slices']} slices kept"
-          + (f", {dropped} without any structure left out" if dropped else ""))  # fmt: skip
-    return _report(summary)
+    )))  # fmt: skip
+    return 0

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch.utils.data import ConcatDataset
 
 from boltzformer.commands._inference import add_existence_threshold
-from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import evaluate, write_report
-from boltzformer.modeling.boltzformer import BoltzFormer
-from boltzformer.modeling.existence import check_existence_threshold, check_min_score
-from boltzformer.train.run_dir import resolve_checkpoint
+from boltzformer.evaluate_checkpoint import evaluate_checkpoint
 
 EXAMPLE = """\
 example:
@@ -70,39 +62,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    check_existence_threshold(args.existence_threshold, "--existence-threshold")  # before loading
-    check_min_score(args.min_score, "--min-score")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    model = BoltzFormer.from_pretrained(checkpoint, map_location=device)
-    dataset: ConcatDataset[dict[str, Any]] = ConcatDataset([
-        BiomedParseDataset(root, args.split, image_size=model.config.image_size)
-        for root in args.data
-    ])
-    result = evaluate(model, dataset, seed=args.seed, batch_size=args.batch_size,
-                      threshold=args.threshold, existence_threshold=args.existence_threshold,
-                      workers=args.workers, size_floor=not args.no_size_floor,
-                      min_score=args.min_score, progress=not args.no_progress)
-    result.info.update(checkpoint=str(checkpoint), data=", ".join(map(str, args.data)),
-                       split=args.split)
-    paths = write_report(result, args.out)
-    overall = result.metrics["overall"]
-    strata = result.metrics["size_strata"]["weighted"]
-    objects = result.metrics["objects"]["overall"]
-    print(f"{result.metrics['n_samples']} samples: Dice {overall['dice_mean']:.4f} "
-          f"(small {strata['small']['dice_mean']:.4f}, of which tiny "
-          f"{strata['tiny']['dice_mean']:.4f}; large {strata['large']['dice_mean']:.4f}), "
-          f"failure rate {overall['failure_rate']:.2%}; objects: F1 {objects['f1']:.4f}, "
-          f"PQ {objects['pq']:.4f}")
-    absent = result.metrics["absent"]
-    if absent["n"]:
-        exist = absent["existence"]
-        print(f"absent targets: {absent['n']}, false positives {absent['false_positive_rate']:.2%}"
-              + (f"; existence AUROC {exist['auroc']:.4f}, accuracy {exist['accuracy']:.2%}"
-                 if exist else ""))
-    print(f"report: {paths['report']}")
+    print(evaluate_checkpoint(
+        args.checkpoint, args.data, args.out, split=args.split, seed=args.seed,
+        batch_size=args.batch_size, threshold=args.threshold,
+        existence_threshold=args.existence_threshold, size_floor=not args.no_size_floor,
+        min_score=args.min_score, device=args.device, workers=args.workers,
+        progress=not args.no_progress,
+    ))
     return 0

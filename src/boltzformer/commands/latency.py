@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from boltzformer.apps.bench import torch_threads
-from boltzformer.apps.latency import PROMPTS, LatencySettings, format_latency, measure_latency
-from boltzformer.commands._options import int_list, progress_bar, write_json
+from boltzformer.apps.latency import PROMPTS, LatencySettings, run_latency
+from boltzformer.commands._options import int_list
 from boltzformer.modeling.config import PRESETS
 
 _EPILOG = """\
@@ -86,10 +85,6 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup, samples=args.samples, batch_sizes=args.batch_sizes,
         device=args.device, seed=args.seed,
     )
-    with torch_threads(args.threads), progress_bar(settings.rounds(), "round",
-                                                   args.quiet) as progress:
-        result = measure_latency(settings, progress)
-    result["command"] = command_line(args)
-    print(format_latency(result))
-    write_json(args.json, result)
+    run_latency(settings, threads=args.threads, json_path=args.json, quiet=args.quiet,
+                command=command_line(args))
     return 0

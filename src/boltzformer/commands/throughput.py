@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
-from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from boltzformer.apps.profiling import format_profile
-from boltzformer.apps.throughput import (
-    TRAINING,
-    ThroughputSettings,
-    format_rows,
-    measure_throughput,
-    profile_training,
-)
+from boltzformer.apps.throughput import TRAINING, ThroughputSettings, run_throughput
 from boltzformer.commands._options import int_list
-from boltzformer.data import generate_phantoms
 from boltzformer.modeling.config import PRESETS
 
 _EPILOG = """\
@@ -97,28 +85,7 @@ def settings(args: argparse.Namespace) -> ThroughputSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     s = settings(args)  # checked before any phantoms are made
-    with tempfile.TemporaryDirectory() as tmp:
-        data = args.data
-        if data is None:
-            data = Path(tmp) / "phantoms"
-            generate_phantoms(data, images=40, size=args.image_size, seed=args.seed,
-                              progress=False)
-        s = replace(s, training=s.training.replace(
-            data=replace(s.training.data, root=str(data))))
-        if args.profile:
-            tables = profile_training(s, progress=not args.no_progress)
-        else:
-            rows = measure_throughput(s, progress=not args.no_progress)
-    if args.profile:
-        cfg = s.training
-        for k, result in tables.items():
-            print(format_profile(result, f"**`{cfg.model.preset}` at {args.image_size}x"
-                                 f"{args.image_size}, {cfg.train.batch_size} images per step, "
-                                 f"K = {k}, {torch.get_num_threads()} thread(s), mean of "
-                                 f"{s.steps} steps**") + "\n")
-        return 0
-    print(format_rows(s, rows))
+    run_throughput(s, data=args.data, threads=args.threads, profile=args.profile,
+                   progress=not args.no_progress)
     return 0

@@ -357,7 +357,7 @@ class SelfAttentionLayer(nn.Module):
 
         On the CPU it runs in float32 even under bf16 autocast: its (S x S) products are too
         small for the bf16 kernels (the demo's 32 pairs, forward + backward, one thread: 61 ms
-        in bf16 against 37 ms in float32; docs/results/precision_cost.py)."""
+        in bf16 against 37 ms in float32; benchmarks/precision_cost.py)."""
         with torch.autocast("cpu", enabled=False):  # a CUDA autocast applies as before
             if x.device.type == "cpu":
                 x, pos = x.float(), pos.float()

@@ -6,7 +6,7 @@
 """
 
 from .consep import convert_consep
-from .dataset_writer import DatasetWriter, TargetMask, summary_lines
+from .dataset_writer import DatasetWriter, TargetMask, format_summary, summary_lines
 from .dsb2018 import convert_dsb2018
 from .nifti import convert_nifti, stack_slices
 
@@ -16,6 +16,7 @@ __all__ = [
     "convert_consep",
     "convert_dsb2018",
     "convert_nifti",
+    "format_summary",
     "stack_slices",
     "summary_lines",
 ]

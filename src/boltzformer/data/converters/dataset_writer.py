@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ..size_stats import size_statistics, write_size_stats
+from ..size_stats import format_size_table, size_statistics, write_size_stats
 
 #: sentences(target, modality, site) -> the prompts of one mask, the first the plainest.
 Sentences = Callable[[str, str, str], list[str]]
@@ -240,3 +240,22 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
            if summary["objects"][split] else "")  # fmt: skip
         for split, n in summary["images"].items()
     ]
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """What `boltzformer convert` prints of a converter's summary: its own counts first
+    (DSB2018's imaging types, the NIfTI volumes and slices kept), then the folder written,
+    the counts per split and the size table."""
+    lines = []
+    if "imaging" in summary:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in summary["imaging"].items())
+        lines.append(f"imaging types (source images): {kinds}")
+    if "volumes" in summary:
+        dropped = summary["dropped_slices"]
+        lines.append(f"{summary['layout']}: {summary['volumes']} volumes, {summary['slices']} "
+                     "slices kept" + (f", {dropped} without any structure left out"
+                                      if dropped else ""))  # fmt: skip
+    lines.append(f"wrote {summary['out_dir']}")
+    lines += ["  " + line for line in summary_lines(summary)]
+    lines.append(format_size_table(summary["stats"]))
+    return "\n".join(lines)

@@ -1,9 +1,9 @@
 """The demo's recipe for a fixed number of steps: loss per step and test Dice, to compare
 two settings (or two source trees) at equal steps.
 
-    python docs/results/fixed_steps.py run DATA OUT/old --steps 200
-    python docs/results/fixed_steps.py run DATA OUT/pool2 --steps 200 --set loss.layer_pool=2
-    python docs/results/fixed_steps.py compare OUT/old OUT/pool2 --out docs/results/fixed_steps
+    python benchmarks/fixed_steps.py run DATA OUT/old --steps 200
+    python benchmarks/fixed_steps.py run DATA OUT/pool2 --steps 200 --set loss.layer_pool=2
+    python benchmarks/fixed_steps.py compare OUT/old OUT/pool2 --out docs/results
 
 `run` trains the demo's `TRAINING` (apps/demo.py) on DATA (a BiomedParse-layout folder with
 train and test splits, e.g. `boltzformer synth`'s) for --steps steps with the data loaded in

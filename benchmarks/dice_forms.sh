@@ -2,9 +2,9 @@
 # The loss default's measurement (docs/fidelity.md): the demo's data and training recipe
 # (src/boltzformer/apps/demo.py, `boltzformer demo --minutes 6`) run twice side by side, one thread
 # each, same seed, data and minutes, once per Dice form; then both best checkpoints evaluated
-# on the test split. Usage: scripts/dice_forms.sh OUT_DIR [MINUTES]
+# on the test split. Usage: benchmarks/dice_forms.sh OUT_DIR [MINUTES]
 set -euo pipefail
-out=${1:?usage: scripts/dice_forms.sh OUT_DIR [MINUTES]}
+out=${1:?usage: benchmarks/dice_forms.sh OUT_DIR [MINUTES]}
 minutes=${2:-6}
 bf="${PYTHON:-python} -m boltzformer"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1

@@ -6,8 +6,8 @@ draws the curve. It scores in batches of 32 and the final weights (last/); the d
 scores in batches of 8 (its sampling's draws differ) and its best/ checkpoint, so the last
 point can differ from the report by a few tenths.
 
-    python docs/results/demo_curve.py demo_output --out docs/results/demo_curve
-    python docs/results/demo_curve.py RUN --data DATA --every 2 --out OUT \\
+    python benchmarks/demo_curve.py demo_output --out docs/results/demo_curve
+    python benchmarks/demo_curve.py RUN --data DATA --every 2 --out OUT \\
         --targets nodule "right adrenal gland" "left adrenal gland" esophagus
 
 writes OUT.png and OUT.md (the table). Columns: Dice on the tiny (< 0.1 % of the image),

@@ -10,7 +10,7 @@ absent_targets.py reads it: a demo's folder, a run folder with eval/, an evaluat
 folder): absent prompts still painted, and mean Dice on all present targets and on tiny
 ones (< 0.1 %), a present answer under the floor scoring 0; with several runs, their mean.
 
-    python docs/results/size_floor.py DATA RUN [RUN ...] [--size 256] [--fractions 0,0.25,0.5,0.75]
+    python benchmarks/size_floor.py DATA RUN [RUN ...] [--size 256] [--fractions 0,0.25,0.5,0.75]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The tables of demo.md's side-by-side runs from `boltzformer demo --expert` output folders:
 one row per model and run, the mean ± sd over the runs, and Dice per target (runs in order).
 
-    python docs/results/demo_expert.py demo_0 demo_1 demo_2
+    python benchmarks/demo_expert.py demo_0 demo_1 demo_2
 """
 
 from __future__ import annotations

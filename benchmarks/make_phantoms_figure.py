@@ -1,6 +1,6 @@
 """Draw docs/phantoms.png: four phantoms from the built-in generator, one target outlined each.
 
-    python docs/make_phantoms_figure.py            # writes docs/phantoms.png
+    python benchmarks/make_phantoms_figure.py            # writes docs/phantoms.png
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main() -> None:
             items.append(GridItem(image=sample["image"].permute(1, 2, 0).numpy().astype(np.uint8),
                                   prob=np.zeros(mask.shape, dtype=np.float32), gt=mask,
                                   caption=f"{target} ({100 * sample['area']:.2f} %)"))
-    path = Path(__file__).with_name("phantoms.png")
+    path = Path(__file__).resolve().parents[1] / "docs" / "phantoms.png"
     prediction_grid(items, path)
     print(f"wrote {path}")
 

@@ -7,9 +7,10 @@ the targets apart by their prompt "hedges": it spreads probability below 0.5 ove
 plausible organ, which a soft Dice + BCE loss rewards and a 0.5 threshold turns into an
 empty mask.
 
-    python docs/results/diagnose_hedging.py docs/results   # needs the runs' checkpoints
+    python benchmarks/diagnose_hedging.py STUDY_DIR   # `boltzformer study STUDY_DIR`'s output
 
-Results are in docs/results/README.md.
+It needs the runs' checkpoints, which are not committed (benchmarks/runs/ holds the study's
+results without them). Results are in docs/results/hedging.md.
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ of it, "new-..." the four changes of issue 24 (constant lr, no clipping, weight 
 no augmentation) at lr 1e-3 or 2e-3, "expert" is `train_unet`'s defaults as the demo calls it
 now (the same at 2e-3).
 
-    python docs/results/unet_controls.py train plain  --data DATA --out RUNS --minutes 9
-    python docs/results/unet_controls.py train old    --data DATA --out RUNS --steps 1500
-    python docs/results/unet_controls.py train expert --data DATA --out RUNS --minutes 9
-    python docs/results/unet_controls.py table RUNS
+    python benchmarks/unet_controls.py train plain  --data DATA --out RUNS --minutes 9
+    python benchmarks/unet_controls.py train old    --data DATA --out RUNS --steps 1500
+    python benchmarks/unet_controls.py train expert --data DATA --out RUNS --minutes 9
+    python benchmarks/unet_controls.py table RUNS
 
 Each run trains on one thread (`--threads`), scores the model with the package's `evaluate`
 on the test split (per (image, target), threshold 0.5, as the demo) and writes

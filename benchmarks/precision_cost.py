@@ -2,7 +2,7 @@
 channels-last convolutions, one thread, the variants interleaved round by round so that
 whatever else the machine does falls on each alike.
 
-    python docs/results/precision_cost.py [--rounds 5]
+    python benchmarks/precision_cost.py [--rounds 5]
 
 BoltzFormer: the demo's `tiny` model at 256², 4 random images × 8 prompts, forward with the
 layers' deep supervision, backward (no optimiser step). The U-Net expert: 8 random images,

@@ -1,9 +1,9 @@
 """demo.md's 60-minute comparison: the U-Net expert trained beside a `boltzformer train` run
 (the same data, seed and minutes, two one-thread jobs at once) and scored like it.
 
-    python docs/results/long_run.py unet RUN/config.yaml --minutes 60 --out UNET
-    python docs/results/long_run.py evaluate UNET --min-score 0.9 --out UNET/gate_0.9
-    python docs/results/long_run.py targets BZF.eval UNET [...]   # Dice per target
+    python benchmarks/long_run.py unet RUN/config.yaml --minutes 60 --out UNET
+    python benchmarks/long_run.py evaluate UNET --min-score 0.9 --out UNET/gate_0.9
+    python benchmarks/long_run.py targets BZF.eval UNET [...]   # Dice per target
 
 `unet` trains the expert as `boltzformer demo --expert` does (`apps.demo.train_expert` with
 the run's config and `train.max_minutes` = MINUTES: its data, seed, image size, validation

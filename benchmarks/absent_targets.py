@@ -3,13 +3,13 @@ per_sample.csv, report.md) or a `boltzformer train` run folder with its test rep
 eval/ (`boltzformer evaluate --out RUN/eval`), or such an evaluation folder itself (RUN/NAME,
 for a run scored on another test split).
 
-    python docs/results/absent_targets.py RUN [RUN ...]
-    python docs/results/absent_targets.py --gate RUN    # a stricter existence threshold
-    python docs/results/absent_targets.py --mask-gate RUN  # a threshold on the mask score
-    python docs/results/absent_targets.py --per-target RUN [RUN ...]  # own-site absences
-    python docs/results/absent_targets.py --mean RUN [RUN ...]    # the rows and their mean
-    python docs/results/absent_targets.py --gated RUN [RUN ...]   # present prompts gated out
-    python docs/results/absent_targets.py --operating-points TARGET RUN [RUN ...]  # RUNs
+    python benchmarks/absent_targets.py RUN [RUN ...]
+    python benchmarks/absent_targets.py --gate RUN    # a stricter existence threshold
+    python benchmarks/absent_targets.py --mask-gate RUN  # a threshold on the mask score
+    python benchmarks/absent_targets.py --per-target RUN [RUN ...]  # own-site absences
+    python benchmarks/absent_targets.py --mean RUN [RUN ...]    # the rows and their mean
+    python benchmarks/absent_targets.py --gated RUN [RUN ...]   # present prompts gated out
+    python benchmarks/absent_targets.py --operating-points TARGET RUN [RUN ...]  # RUNs
         # scored with --existence-threshold 0: lower existence thresholds and score gates
 
 A foreign prompt names a target of the other site (FOREIGN_CANDIDATES), e.g. a lung on an

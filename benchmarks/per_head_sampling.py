@@ -2,8 +2,8 @@
 attention work, with one draw per query (the paper, default) against one per query and head
 (the authors' release). docs/fidelity.md reports its output.
 
-    python scripts/per_head_sampling.py                     # paper-hiera-s decoder, random weights
-    python scripts/per_head_sampling.py --checkpoint RUN/best --data DIR   # a trained model
+    python benchmarks/per_head_sampling.py               # paper-hiera-s decoder, random weights
+    python benchmarks/per_head_sampling.py --checkpoint RUN/best --data DIR  # a trained model
 
 Random weights: the decoder alone at the paper's size (hidden 512, 101 queries, 8 heads, 9
 layers, levels 32², 64², 128², S 256²) on random features and text. A checkpoint: the whole

@@ -5,10 +5,10 @@ Boltzmann attention at the demo's recipe, equal minutes, on phantoms with absent
         --absent-fraction 0.5 --foreign-fraction 0.5 --workers 1
     # one arm: the demo's recipe (configs/demo.yaml) for a fixed number of steps, then its
     # last weights on the test split; S in 0 1 2, two arms at a time, one thread each
-    python docs/results/attention_tiny.py run DATA RUNS boltzmann --seed S --steps 300
-    python docs/results/attention_tiny.py run DATA RUNS full      --seed S --steps 291
-    python docs/results/attention_tiny.py run DATA RUNS masked    --seed S --steps 270
-    python docs/results/attention_tiny.py table RUNS            # the Markdown table
+    python benchmarks/attention_tiny.py run DATA RUNS boltzmann --seed S --steps 300
+    python benchmarks/attention_tiny.py run DATA RUNS full      --seed S --steps 291
+    python benchmarks/attention_tiny.py run DATA RUNS masked    --seed S --steps 270
+    python benchmarks/attention_tiny.py table RUNS            # the Markdown table
 
 Equal minutes as equal time: the step counts are 300 × the measured ratio of each mode's
 training step to Boltzmann's (`boltzformer throughput --preset tiny --image-size 256
@@ -35,7 +35,7 @@ from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.config import TrainConfig, parse_overrides
 from boltzformer.train.trainer import train
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 MODES = ("full", "masked", "boltzmann")
 # the targets under 0.1 % of a 256² phantom (median area 0.035-0.052 %)
 TINY_TARGETS = ("nodule", "left adrenal gland", "right adrenal gland", "esophagus")

@@ -10,7 +10,7 @@ With --min-scores, each model with its floor is also scored with each score gate
 (`evaluate(min_score=S)`: an answer whose mask score is below S is empty) into
 DEMO/gate_S/ and DEMO/expert/gate_S/, in a second table.
 
-    python docs/results/calibrated_floor.py DEMO [DEMO ...] [--data DIR] [--reuse]
+    python benchmarks/calibrated_floor.py DEMO [DEMO ...] [--data DIR] [--reuse]
         [--min-scores 0.8,0.85,0.9]
 
 --reuse reads a folder's floor/metrics.json (and gate_S/metrics.json) where an earlier call

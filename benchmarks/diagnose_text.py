@@ -6,12 +6,12 @@ it. With `--prompts 2` both discs are targets, each of its own prompt ("nodule i
 "tumor in liver CT"), in one batch of two: the model must read the text to pick one. For each
 attention mode and seed it prints the first step at which every prompt's Dice exceeds 0.9.
 
-    python docs/results/diagnose_text.py --prompts 1
-    python docs/results/diagnose_text.py --prompts 2 --steps 400
-    python docs/results/diagnose_text.py --prompts 2 --steps 300 --deep-supervision query mean
-    python docs/results/diagnose_text.py --prompts 2 --steps 300 --modes boltzmann \\
+    python benchmarks/diagnose_text.py --prompts 1
+    python benchmarks/diagnose_text.py --prompts 2 --steps 400
+    python benchmarks/diagnose_text.py --prompts 2 --steps 300 --deep-supervision query mean
+    python benchmarks/diagnose_text.py --prompts 2 --steps 300 --modes boltzmann \\
         --deep-supervision query off --size 64 --radius2 10 --layers 3   # the unit test's toy
-    python docs/results/diagnose_text.py ... --set text_layers=0     # any model override
+    python benchmarks/diagnose_text.py ... --set text_layers=0     # any model override
 
 `--deep-supervision` adds Dice + BCE on every decoder layer's prediction (the training
 recipe's default, `query`: each query's own mask; `mean`: the ensemble mean); `off` is the

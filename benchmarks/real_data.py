@@ -8,11 +8,11 @@ package's evaluator on the held-out test split (Dice per class and size stratum,
 matched at IoU >= 0.5, PQ, grounding). `table` gathers the runs into mean ± sd over seeds.
 
     boltzformer convert consep CoNSeP data/consep       # or dsb2018 ...
-    python docs/results/real_data.py pair data/consep --out runs/consep --minutes 15 --seed 0
-    python docs/results/real_data.py table runs/consep
-    python docs/results/real_data.py ceiling data/consep   # objects of the true masks themselves
+    python benchmarks/real_data.py pair data/consep --out runs/consep --minutes 15 --seed 0
+    python benchmarks/real_data.py table runs/consep
+    python benchmarks/real_data.py ceiling data/consep   # objects of the true masks themselves
 
-One run alone: `python docs/results/real_data.py run boltzformer data/consep --out runs/consep`
+One run alone: `python benchmarks/real_data.py run boltzformer data/consep --out runs/consep`
 (`unet` for the expert). BoltzFormer's run is `boltzformer demo --data` (its figures too); the
 expert is `train_unet` as `demo --expert` trains it.
 
@@ -21,7 +21,7 @@ Choosing a recipe on validation (never on test): a candidate is a run with `--se
 `--steps` budget (so that the load of a shared machine changes its wall time, not its result)
 and `--score val`: it is scored on its own held-out 5 % of the train split, not on test.
 
-    python docs/results/real_data.py run boltzformer data/consep --out runs/val --seed 2 \
+    python benchmarks/real_data.py run boltzformer data/consep --out runs/val --seed 2 \
         --steps 561 --set data.rotations=true --tag rot --score val
 """
 

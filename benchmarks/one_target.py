@@ -2,9 +2,9 @@
 is all there is to learn?"): a BiomedParse folder holding one target (or one site) only,
 and a target's Dice by object size from an evaluation's per_sample.csv.
 
-    python docs/results/one_target.py make DATA OUT --target nodule [--absent]
-    python docs/results/one_target.py make DATA OUT --site chest
-    python docs/results/one_target.py sizes REPORT_DIR --target nodule [--edges 15,40,80]
+    python benchmarks/one_target.py make DATA OUT --target nodule [--absent]
+    python benchmarks/one_target.py make DATA OUT --site chest
+    python benchmarks/one_target.py sizes REPORT_DIR --target nodule [--edges 15,40,80]
 
 `make`: OUT gets train.json and test.json with only the target's present items (with
 --absent, its annotated absent items too), the images that have one, and links to DATA's

@@ -4,17 +4,17 @@ Trains one variant of the demo's model (or the U-Net expert) on the demo's phant
 fixed number of minutes, evaluates it on the test split (Dice, grounding), and writes
 `result.json` beside the run. `table` gathers the results of many runs into one Markdown table.
 
-    python docs/results/small_objects.py train sentences --data DATA --out RUNS --minutes 6
-    python docs/results/small_objects.py train unet      --data DATA --out RUNS --minutes 6
-    python docs/results/small_objects.py eval RUNS/sentences-s0 --data DATA   # score again
-    python docs/results/small_objects.py search RUNS/labels-s0 --data DATA  # where it samples
-    python docs/results/small_objects.py ceiling --data DATA --out ceiling.json  # resolution
-    python docs/results/small_objects.py cost labels labels-s2 unet  # s per step, interleaved
-    python docs/results/small_objects.py table RUNS
-    python docs/results/small_objects.py spread RUNS   # mean ± sd over seeds per variant
-    python docs/results/small_objects.py spread demo_1 demo_2 demo_3  # over demo outputs
-    python docs/results/small_objects.py sides RUNS/labels-s0  # left/right prompts
-    python docs/results/small_objects.py one-sentence DATA DATA1  # one sentence per mask
+    python benchmarks/small_objects.py train sentences --data DATA --out RUNS --minutes 6
+    python benchmarks/small_objects.py train unet      --data DATA --out RUNS --minutes 6
+    python benchmarks/small_objects.py eval RUNS/sentences-s0 --data DATA   # score again
+    python benchmarks/small_objects.py search RUNS/labels-s0 --data DATA  # where it samples
+    python benchmarks/small_objects.py ceiling --data DATA --out ceiling.json  # resolution
+    python benchmarks/small_objects.py cost labels labels-s2 unet  # s per step, interleaved
+    python benchmarks/small_objects.py table RUNS
+    python benchmarks/small_objects.py spread RUNS   # mean ± sd over seeds per variant
+    python benchmarks/small_objects.py spread demo_1 demo_2 demo_3  # over demo outputs
+    python benchmarks/small_objects.py sides RUNS/labels-s0  # left/right prompts
+    python benchmarks/small_objects.py one-sentence DATA DATA1  # one sentence per mask
 
 `cost` times one training step of each variant, interleaved, on one thread: the ratio of two
 variants' times gives the steps that stand for "equal minutes" when the machine is shared

@@ -1,0 +1,80 @@
+"""`boltzformer evaluate` as a function: a checkpoint or run folder scored on BiomedParse
+folders (`evaluate.evaluate`), the report written, the verb's summary returned.
+
+Apart from evaluate.py because it loads checkpoints through `train.run_dir`, and the
+trainer imports evaluate.py for its validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import ConcatDataset
+
+from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluate import evaluate, write_report
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.existence import (
+    EXISTENCE_THRESHOLD,
+    check_existence_threshold,
+    check_min_score,
+)
+from boltzformer.train.run_dir import resolve_checkpoint
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    split: str = "test",
+    seed: int = 0,
+    batch_size: int = 8,
+    threshold: float = 0.5,
+    existence_threshold: float = EXISTENCE_THRESHOLD,
+    size_floor: bool = True,
+    min_score: float = 0.0,
+    device: str = "auto",
+    workers: int = 0,
+    progress: bool = True,
+) -> str:
+    """`boltzformer evaluate`: a checkpoint (or a run folder's, `resolve_checkpoint`) scored
+    on the `split` of one or more BiomedParse folders together, the report written into
+    `out_dir`. Returns the verb's summary: Dice overall and per size, objects, absent
+    targets, and where the report is."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    check_existence_threshold(existence_threshold, "--existence-threshold")  # before loading
+    check_min_score(min_score, "--min-score")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    found = resolve_checkpoint(Path(checkpoint))
+    model = BoltzFormer.from_pretrained(found, map_location=device)
+    dataset: ConcatDataset[dict[str, Any]] = ConcatDataset([
+        BiomedParseDataset(root, split, image_size=model.config.image_size) for root in data
+    ])
+    result = evaluate(model, dataset, seed=seed, batch_size=batch_size, threshold=threshold,
+                      existence_threshold=existence_threshold, workers=workers,
+                      size_floor=size_floor, min_score=min_score, progress=progress)
+    result.info.update(checkpoint=str(found), data=", ".join(map(str, data)), split=split)
+    paths = write_report(result, out_dir)
+    overall = result.metrics["overall"]
+    strata = result.metrics["size_strata"]["weighted"]
+    objects = result.metrics["objects"]["overall"]
+    lines = [f"{result.metrics['n_samples']} samples: Dice {overall['dice_mean']:.4f} "
+             f"(small {strata['small']['dice_mean']:.4f}, of which tiny "
+             f"{strata['tiny']['dice_mean']:.4f}; large {strata['large']['dice_mean']:.4f}), "
+             f"failure rate {overall['failure_rate']:.2%}; objects: F1 {objects['f1']:.4f}, "
+             f"PQ {objects['pq']:.4f}"]
+    absent = result.metrics["absent"]
+    if absent["n"]:
+        exist = absent["existence"]
+        lines.append(f"absent targets: {absent['n']}, false positives "
+                     f"{absent['false_positive_rate']:.2%}"
+                     + (f"; existence AUROC {exist['auroc']:.4f}, accuracy "
+                        f"{exist['accuracy']:.2%}" if exist else ""))
+    lines.append(f"report: {paths['report']}")
+    return "\n".join(lines)
