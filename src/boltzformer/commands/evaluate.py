@@ -9,10 +9,11 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset
 
-from boltzformer.commands._inference import add_existence_threshold
+from boltzformer.commands._inference import add_dtype, add_existence_threshold
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.dtypes import dtype_name, resolve_dtype
 from boltzformer.modeling.existence import check_existence_threshold, check_min_score
 from boltzformer.train.run_dir import resolve_checkpoint
 
@@ -63,6 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "paints) is below S is an empty mask: fewer false positives on "
                         "absent targets, some present ones lost (default 0: off)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_dtype(parser)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -74,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     check_existence_threshold(args.existence_threshold, "--existence-threshold")  # before loading
     check_min_score(args.min_score, "--min-score")
+    dtype = resolve_dtype(args.dtype, "--dtype")
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     checkpoint = resolve_checkpoint(args.checkpoint)
-    model = BoltzFormer.from_pretrained(checkpoint, map_location=device)
+    model = BoltzFormer.from_pretrained(checkpoint, map_location=device).to(dtype)
     dataset: ConcatDataset[dict[str, Any]] = ConcatDataset([
         BiomedParseDataset(root, args.split, image_size=model.config.image_size)
         for root in args.data
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                       workers=args.workers, size_floor=not args.no_size_floor,
                       min_score=args.min_score, progress=not args.no_progress)
     result.info.update(checkpoint=str(checkpoint), data=", ".join(map(str, args.data)),
-                       split=args.split)
+                       split=args.split, dtype=dtype_name(dtype))
     paths = write_report(result, args.out)
     overall = result.metrics["overall"]
     strata = result.metrics["size_strata"]["weighted"]
