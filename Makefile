@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SHOT   := build/web.png
 
-.PHONY: install test test-browser web-screenshot load-test lint demo clean
+.PHONY: install test test-browser web-screenshot load-test lint demo gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ load-test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/boltzformer demo --out demo_output
+
+# Each CUDA path once (training paper-hiera-s at 1024² in bf16, tiny under torchrun with NCCL,
+# the Predictor in bf16/fp16, bench --decoder-only at 1024²) -> gpu_check.json; exit 1 if a
+# check failed. On a CPU the same code at tiny sizes (docs/training.md).
+gpu-check: $(STAMP)
+	$(PY) -m boltzformer.apps.gpu_check --out gpu_check.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

@@ -17,6 +17,7 @@ from torch.utils.data import ConcatDataset
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.dtypes import dtype_name, resolve_dtype
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
     check_existence_threshold,
@@ -38,28 +39,33 @@ def evaluate_checkpoint(
     size_floor: bool = True,
     min_score: float = 0.0,
     device: str = "auto",
+    dtype: str | torch.dtype | None = None,
     workers: int = 0,
     progress: bool = True,
 ) -> str:
     """`boltzformer evaluate`: a checkpoint (or a run folder's, `resolve_checkpoint`) scored
     on the `split` of one or more BiomedParse folders together, the report written into
     `out_dir`. Returns the verb's summary: Dice overall and per size, objects, absent
-    targets, and where the report is."""
+    targets, and where the report is. `dtype`: the model cast to it (None: as saved)."""
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     check_existence_threshold(existence_threshold, "--existence-threshold")  # before loading
     check_min_score(min_score, "--min-score")
+    cast = None if dtype is None else resolve_dtype(dtype, "--dtype")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     found = resolve_checkpoint(Path(checkpoint))
     model = BoltzFormer.from_pretrained(found, map_location=device)
+    if cast is not None:
+        model = model.to(cast)
     dataset: ConcatDataset[dict[str, Any]] = ConcatDataset([
         BiomedParseDataset(root, split, image_size=model.config.image_size) for root in data
     ])
     result = evaluate(model, dataset, seed=seed, batch_size=batch_size, threshold=threshold,
                       existence_threshold=existence_threshold, workers=workers,
                       size_floor=size_floor, min_score=min_score, progress=progress)
-    result.info.update(checkpoint=str(found), data=", ".join(map(str, data)), split=split)
+    result.info.update(checkpoint=str(found), data=", ".join(map(str, data)), split=split,
+                       dtype=dtype_name(model.dtype))
     paths = write_report(result, out_dir)
     overall = result.metrics["overall"]
     strata = result.metrics["size_strata"]["weighted"]

@@ -37,6 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
+from boltzformer.modeling.dtypes import resolve_dtype
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
     check_existence_threshold,
@@ -204,7 +205,9 @@ class Predictor:
     Reproducible: every call draws its Boltzmann samples from a fresh generator seeded with
     `seed` (the call's, else the predictor's), so the same call on the same image returns
     the same masks. A prompt's draws depend on the whole call (prompts and their order).
-    The model is moved to `device` (default: where it is) and put in eval mode. With
+    The model is moved to `device` (default: where it is), cast to `dtype` (default: as
+    it is; "bfloat16", "float16" (GPU), "float32", "float64", or the torch dtype) and put in
+    eval mode; its answers come back as float32 arrays whatever its dtype. With
     `min_score` > 0, an answer whose mask score (`modeling.existence.mask_score`, at 0.5) is
     below it is an empty mask ("not found"); so is, with the existence head, one whose
     existence probability is below `existence_threshold` (default 0.5; 0: never).
@@ -214,10 +217,12 @@ class Predictor:
     def __init__(
         self, model: BoltzFormer, *, device: str | torch.device | None = None, seed: int = 0,
         min_score: float = 0.0, existence_threshold: float = EXISTENCE_THRESHOLD,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else model.device
         _check_device(self.device)
-        self.model = model.to(self.device).eval()
+        dtype = model.dtype if dtype is None else resolve_dtype(dtype)
+        self.model = model.to(self.device, dtype).eval()
         self.seed = seed
         self.min_score = check_min_score(min_score)
         self.existence_threshold = check_existence_threshold(existence_threshold)
@@ -228,12 +233,14 @@ class Predictor:
     def from_pretrained(
         cls, directory: str | Path, *, device: str | torch.device | None = None, seed: int = 0,
         min_score: float = 0.0, existence_threshold: float = EXISTENCE_THRESHOLD,
+        dtype: str | torch.dtype | None = None,
     ) -> Predictor:
         """A Predictor for the checkpoint folder written by `BoltzFormer.save_pretrained`."""
         device = torch.device(device or "cpu")
         _check_device(device)
+        dtype = None if dtype is None else resolve_dtype(dtype)  # before loading
         return cls(BoltzFormer.from_pretrained(directory, map_location=device), seed=seed,
-                   min_score=min_score, existence_threshold=existence_threshold)
+                   min_score=min_score, existence_threshold=existence_threshold, dtype=dtype)
 
     @property
     def image_size(self) -> int:

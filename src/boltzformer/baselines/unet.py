@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from boltzformer.modeling.boltzformer import PIXEL_MEAN, PIXEL_STD
+from boltzformer.modeling.boltzformer import normalise_images
 from boltzformer.modeling.checkpoint import (
     CONFIG_FILE,
     checkpoint_paths,
@@ -85,8 +85,6 @@ class UNetExpert(nn.Module):
 
     #: `forward` takes the items' target names (`targets=`): `evaluate` passes them.
     takes_targets: ClassVar[bool] = True
-    pixel_mean: Tensor  # buffers (1, 3, 1, 1): ImageNet mean and std on the 0-255 scale
-    pixel_std: Tensor
 
     def __init__(self, config: UNetBaselineConfig) -> None:
         super().__init__()
@@ -97,8 +95,6 @@ class UNetExpert(nn.Module):
             decoder_channels=config.decoder_channels,
             classes=len(config.targets),
         )
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
         self.channel_of = {name: i for i, name in enumerate(config.targets)}
 
     @property
@@ -106,12 +102,17 @@ class UNetExpert(nn.Module):
         """The config's size floor, as BoltzFormer's; None when it is off."""
         return size_floor_or_none(self.config.size_floors, self.config.size_floor_fraction)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' floating dtype (what `model.to(dtype)` set); inputs are cast to it."""
+        return next(self.unet.parameters()).dtype
+
     def channel_logits(self, images: Tensor) -> Tensor:
-        """images (B, 3, H, W) RGB in 0-255, H and W multiples of 32 -> (B, C, H, W), one
-        channel per target of `config.targets`."""
+        """images (B, 3, H, W) RGB in 0-255 of any dtype, H and W multiples of 32 ->
+        (B, C, H, W) in the model's dtype, one channel per target of `config.targets`."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}")
-        return self.unet((images.float() - self.pixel_mean) / self.pixel_std)
+        return self.unet(normalise_images(images, self.dtype))
 
     def channels(self, targets: Sequence[str]) -> Tensor:
         """Target names -> their channel indices (B,); an unknown name is a ValueError."""

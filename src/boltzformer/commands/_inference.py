@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from boltzformer.data.medio import WINDOWS
+from boltzformer.modeling.dtypes import DTYPES, resolve_dtype
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
     check_existence_threshold,
@@ -38,6 +39,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "there, some real ones lost (default 0: off)",
     )
     add_existence_threshold(parser)
+    add_dtype(parser)
+
+
+def add_dtype(parser: argparse.ArgumentParser) -> None:
+    """--dtype: the floating dtype the model runs in."""
+    parser.add_argument(
+        "--dtype", default="float32", metavar="T",
+        help=f"run the model in {', '.join(DTYPES)} (default float32). bfloat16 and float16 "
+        "halve its memory and are faster on a GPU; float16 on the CPU is slow. The "
+        "attention sampling and the probabilities written stay float32",
+    )
 
 
 def add_existence_threshold(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +84,7 @@ def add_input_options(parser: argparse.ArgumentParser, *, folders: bool = False)
 
 def load_predictor(checkpoint: Path, args: argparse.Namespace) -> Predictor:
     """The Predictor of the checkpoint folder `checkpoint` (see
-    `train.run_dir.resolve_checkpoint`) on --device, seeded with --seed, gated at
+    `train.run_dir.resolve_checkpoint`) on --device in --dtype, seeded with --seed, gated at
     --min-score and --existence-threshold."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {args.device}: CUDA is not available here; use --device cpu")
@@ -80,4 +92,5 @@ def load_predictor(checkpoint: Path, args: argparse.Namespace) -> Predictor:
     check_existence_threshold(args.existence_threshold, "--existence-threshold")
     return Predictor.from_pretrained(checkpoint, device=args.device, seed=args.seed,
                                      min_score=args.min_score,
-                                     existence_threshold=args.existence_threshold)
+                                     existence_threshold=args.existence_threshold,
+                                     dtype=resolve_dtype(args.dtype, "--dtype"))

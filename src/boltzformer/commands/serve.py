@@ -20,7 +20,7 @@ from boltzformer.apps.web_sessions import (
     EncodingCache,
     Limits,
 )
-from boltzformer.commands._inference import add_existence_threshold, load_predictor
+from boltzformer.commands._inference import add_dtype, add_existence_threshold, load_predictor
 from boltzformer.train.run_dir import DEMO_RUN, resolve_checkpoint
 
 #: The environment variable that holds one login, user:password.
@@ -90,6 +90,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "where it paints, is below S (default 0: off); where the page's "
                         "'minimum mask score' slider starts")
     add_existence_threshold(parser)
+    add_dtype(parser)
     parser.add_argument("--max-file-size", type=int, default=1024, metavar="MB",
                         help="largest upload accepted, in MB (default 1024)")
     parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",

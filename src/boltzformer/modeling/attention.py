@@ -355,12 +355,14 @@ class SelfAttentionLayer(nn.Module):
     def forward(self, x: Tensor, pos: Tensor, padding: Tensor | None = None) -> Tensor:
         """x, pos (B, S, d); padding (B, S) bool, True at padded text tokens -> (B, S, d).
 
-        On the CPU it runs in float32 even under bf16 autocast: its (S x S) products are too
-        small for the bf16 kernels (the demo's 32 pairs, forward + backward, one thread: 61 ms
-        in bf16 against 37 ms in float32; benchmarks/precision_cost.py)."""
+        On the CPU it runs in its weights' dtype even under bf16 autocast (float32 when
+        training): its (S x S) products are too small for the bf16 kernels (the demo's 32
+        pairs, forward + backward, one thread: 61 ms in bf16 against 37 ms in float32;
+        benchmarks/precision_cost.py). A model cast to a dtype runs in that dtype."""
         with torch.autocast("cpu", enabled=False):  # a CUDA autocast applies as before
             if x.device.type == "cpu":
-                x, pos = x.float(), pos.float()
+                dtype = self.attn.out_proj.weight.dtype
+                x, pos = x.to(dtype), pos.to(dtype)
             qk = x + pos
             out = self.attn(qk, qk, x, key_padding_mask=padding, need_weights=False)[0]
             return self.norm(x + self.dropout(out))

@@ -32,6 +32,17 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
 
+def normalise_images(images: Tensor, dtype: torch.dtype) -> Tensor:
+    """images (B, 3, H, W) RGB in 0-255, any dtype -> ImageNet-normalised (B, 3, H, W) in
+    `dtype`, a model's dtype. The arithmetic runs in float32 (float64 for a float64 model)
+    with the exact statistics, then the result is cast: a bfloat16 copy of the mean would
+    be off by up to 0.2 grey levels."""
+    work = torch.promote_types(dtype, torch.float32)
+    mean = torch.tensor(PIXEL_MEAN, dtype=work, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD, dtype=work, device=images.device).view(1, 3, 1, 1)
+    return ((images.to(work) - mean) / std).to(dtype)
+
+
 @dataclass
 class ImageFeatures:
     """What the decoder needs from an image, computed once per image.
@@ -91,8 +102,6 @@ class BoltzFormer(nn.Module):
 
     #: `forward` takes the items' target names (`targets=`): `evaluate` passes them.
     takes_targets: ClassVar[bool] = True
-    pixel_mean: Tensor  # buffers (1, 3, 1, 1): ImageNet mean and std on the 0-255 scale
-    pixel_std: Tensor
 
     def __init__(
         self,
@@ -115,8 +124,6 @@ class BoltzFormer(nn.Module):
         self.decoder = decoder
         self.pigma = pigma
         self.existence = existence
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
 
     @property
     def size_floor(self) -> SizeFloor | None:
@@ -167,11 +174,18 @@ class BoltzFormer(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.pixel_mean.device
+        return self.decoder.query_feat.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the weights (what `model.to(dtype)` set): inputs are cast
+        to it at `encode_image`, and the constants the model makes follow it."""
+        return self.decoder.query_feat.weight.dtype
 
     # --- the three stages -----------------------------------------------------------------
     def encode_image(self, images: Tensor) -> ImageFeatures:
-        """images (B, 3, H, W), float RGB in 0-255, H and W multiples of 32."""
+        """images (B, 3, H, W), RGB in 0-255 of any dtype (cast to the model's), H and W
+        multiples of 32."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}")
         if images.shape[-1] % 32 or images.shape[-2] % 32:
@@ -179,7 +193,7 @@ class BoltzFormer(nn.Module):
                 f"image size {tuple(images.shape[-2:])} is not a multiple of 32; resize to "
                 f"{self.config.image_size}x{self.config.image_size} (the Predictor does this)"
             )
-        pixels = (images.float() - self.pixel_mean) / self.pixel_std
+        pixels = normalise_images(images, self.dtype)
         feats = self.backbone(pixels)
         levels, semantic = self.pixel_decoder(feats[-4:])
         fine = None

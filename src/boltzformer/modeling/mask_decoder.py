@@ -206,14 +206,21 @@ class BoltzFormerDecoder(nn.Module):
         Q D h w multiply-adds instead of Q D Hs Ws. Detached: no gradient flows into the
         sampling (as in the release). Under deep supervision the layer's mu is already
         computed: `embedding` is then reused, not recomputed.
+
+        The product is taken in float32 (float64 for a float64 model), outside any autocast:
+        the sampling sharpens differences of sigmoid(logit) by 1/tau (up to 9x in the last
+        layer), so a bfloat16 or float16 model samples from the float32 logits of its mu and
+        S, not from logits rounded to 8 bits.
         """
         mu = self.mask_head.embed(queries) if embedding is None else embedding
-        if self.sampling.logits == "lowres":
-            if semantic_at_level is None or semantic_at_level.shape[-2:] != size:
-                raise ValueError(f"lowres logits need S resized to the level grid {size}")
-            return MaskHead.logits(mu, semantic_at_level)
-        return F.interpolate(MaskHead.logits(mu, semantic), size=size, mode="bilinear",
-                             align_corners=False)
+        work = torch.promote_types(mu.dtype, torch.float32)
+        with torch.autocast(mu.device.type, enabled=False):
+            if self.sampling.logits == "lowres":
+                if semantic_at_level is None or semantic_at_level.shape[-2:] != size:
+                    raise ValueError(f"lowres logits need S resized to the level grid {size}")
+                return MaskHead.logits(mu.to(work), semantic_at_level.to(work))
+            return F.interpolate(MaskHead.logits(mu.to(work), semantic.to(work)), size=size,
+                                 mode="bilinear", align_corners=False)
 
     @torch.no_grad()
     def _resized_semantic(self, semantic: Tensor, sizes: list[torch.Size]
@@ -240,7 +247,7 @@ class BoltzFormerDecoder(nn.Module):
     def _keep(self, logits: Tensor, layer: int, generator: torch.Generator | None) -> Tensor:
         """The keep mask of `layer` from the level logits (B, Q, h, w) of the layer before:
         (B, Q, n), or (B, heads, Q, n) when sampling per head."""
-        flat = logits.flatten(2).float()
+        flat = logits.flatten(2).float()  # float32 probabilities and draws in any dtype
         s = self.sampling
         if s.attention == "masked":
             return threshold_keep_mask(flat, s.mask_threshold)
