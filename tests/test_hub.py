@@ -20,14 +20,17 @@ import pytest
 import torch
 from conftest import SMALL_MODEL
 from huggingface_hub import scan_cache_dir
+from huggingface_hub.errors import LocalTokenNotFoundError
 from huggingface_hub.file_download import repo_folder_name
 from PIL import Image
 
 import boltzformer
 from boltzformer import Predictor, cli
+from boltzformer.calibrate import write_size_floor
 from boltzformer.modeling import hub
 from boltzformer.modeling.checkpoint import CheckpointError
 from boltzformer.modeling.model_card import CardFacts
+from boltzformer.modeling.size_floor import SizeFloor
 from boltzformer.publish import card_facts
 from boltzformer.train.config import TrainConfig
 from boltzformer.train.run_dir import resolve_checkpoint
@@ -293,6 +296,20 @@ def test_card_facts_come_from_the_run_and_its_evaluation(tmp_path, saved):
     assert bare.trained_on is None and not bare.training and not bare.figures
 
 
+def test_calibrating_rewrites_the_card_from_the_new_config(tmp_path, saved):
+    run = _run_folder(tmp_path, saved)
+    model = boltzformer.build_model("tiny", **{k: v for k, v in SMALL_MODEL.items()
+                                               if k != "preset"})
+    model.save_pretrained(run / "best")  # an open-vocabulary model in the run's best/
+    before = (run / "best" / "README.md").read_text()
+    assert "| size floor | off |" in before and "calibrated for" not in before
+    write_size_floor(run / "best", SizeFloor({"nodule": 0.001, "liver": 0.05}, 0.5))
+    card = (run / "best" / "README.md").read_text()
+    assert "| size floor | 2 targets, fraction 0.5 |" in card
+    assert "Targets it was calibrated for: `liver`, `nodule`." in card
+    assert "| data | lung-nodules |" in card  # and what its run says
+
+
 # --- pushing --------------------------------------------------------------------------------
 class FakeHub:
     """Stands in for `HfApi`: records the calls and keeps a copy of the uploaded folder."""
@@ -365,3 +382,17 @@ def test_cli_push_to_hub_refuses_in_one_line(fake_hub, saved, argv, says, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err
     assert not any(name == "upload_folder" for name, _ in fake_hub.calls)
+
+
+def test_a_refused_upload_is_one_line(fake_hub, saved, monkeypatch, capsys):
+    def refuse(self, repo_id, **kwargs):
+        raise LocalTokenNotFoundError("Token is required (`token=True`), but no token found.\n"
+                                      "You need to log in.")
+
+    monkeypatch.setattr(FakeHub, "create_repo", refuse)
+    with pytest.raises(hub.HubUploadError) as err:
+        boltzformer.BoltzFormer.from_pretrained(saved).push_to_hub("lab/x")
+    assert "cannot upload to the Hugging Face Hub repository lab/x (Token is required" in (
+        _one_line(err))
+    assert cli.main(["push-to-hub", str(saved), "lab/x"]) == 1
+    assert capsys.readouterr().err.count("\n") == 1

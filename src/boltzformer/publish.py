@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from boltzformer.modeling.boltzformer import BoltzFormer
-from boltzformer.modeling.checkpoint import CONFIG_FILE
-from boltzformer.modeling.model_card import CardFacts
+from boltzformer.modeling.checkpoint import CONFIG_FILE, read_config
+from boltzformer.modeling.config import BoltzFormerConfig
+from boltzformer.modeling.model_card import CARD_FILE, CardFacts, write_card
 from boltzformer.train.config import TrainConfig
 from boltzformer.train.run_dir import (
     BEST,
@@ -168,3 +169,19 @@ def push_checkpoint(
             repo_id, private=private, revision=revision, token=token, card=facts)
     return BoltzFormer.from_pretrained(folder).push_to_hub(
         repo_id, private=private, revision=revision, token=token, card=facts)
+
+
+def refresh_card(checkpoint: Path) -> Path | None:
+    """Rewrite the model card of a checkpoint folder from its config.json as it is now (after
+    `boltzformer calibrate` wrote a size floor into it) and its run (`card_facts`); the card's
+    path, or None when the folder has no card to refresh."""
+    if not (checkpoint / CARD_FILE).is_file():
+        return None
+    facts = card_facts(checkpoint)
+    if is_unet_checkpoint(checkpoint):
+        from boltzformer.baselines.unet import UNetBaselineConfig, UNetExpert
+
+        unet = read_config(checkpoint / CONFIG_FILE, UNetBaselineConfig.from_dict)
+        return write_card(checkpoint, UNetExpert.describe(unet), facts)
+    config = read_config(checkpoint / CONFIG_FILE, BoltzFormerConfig.from_dict)
+    return write_card(checkpoint, BoltzFormer.describe(config), facts)

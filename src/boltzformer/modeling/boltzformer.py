@@ -294,7 +294,7 @@ class BoltzFormer(nn.Module):
         `card`'s training and evaluation facts; without them it says they are unknown) into
         `directory`."""
         written = write_checkpoint(self, self.config.to_json(), directory)
-        write_card(written, self.description(), card or CardFacts())
+        write_card(written, self.describe(self.config), card or CardFacts())
         return written
 
     def push_to_hub(
@@ -309,9 +309,9 @@ class BoltzFormer(nn.Module):
                           private=private, revision=revision, token=token,
                           commit_message=commit_message)
 
-    def description(self) -> ModelDescription:
-        """What the model card says of this model from its config."""
-        c = self.config
+    @staticmethod
+    def describe(c: BoltzFormerConfig) -> ModelDescription:
+        """What the model card says of a model of config `c`."""
         closed = c.text_encoder == "labels"
         floor = (f"{len(c.size_floors)} targets, fraction {c.size_floor_fraction:g}"
                  if c.size_floors and c.size_floor_fraction > 0 else "off")

@@ -36,6 +36,10 @@ _NAME = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9])?"
 _HUB_ID = re.compile(rf"({_NAME}/{_NAME})(?:@([\w./-]+))?")
 
 
+class HubUploadError(RuntimeError):
+    """An upload that the Hub refused or that could not reach it; one line with the fix."""
+
+
 def parse_hub_id(text: str) -> tuple[str, str | None] | None:
     """`org/name` or `org/name@revision` -> (repo id, revision or None); None for anything
     else (an absolute or relative path of more or fewer than two parts, a bad name)."""
@@ -123,15 +127,22 @@ def upload_checkpoint(
 ) -> str:
     """Upload the `HUB_FILES` of checkpoint `folder` to Hub model repository `repo_id`
     (created if missing, `private` if asked; branch `revision` created if missing); the URL
-    of the commit."""
+    of the commit. HubUploadError (one line) when the Hub refuses or cannot be reached."""
     api = HfApi(token=token, library_name="boltzformer")
-    repo = api.create_repo(repo_id, private=private, exist_ok=True)
-    if revision is not None:
-        api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo.repo_id, folder_path=str(folder), revision=revision,
-        allow_patterns=list(HUB_FILES), commit_message=commit_message,
-    )
+    try:
+        repo = api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision is not None:
+            api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo.repo_id, folder_path=str(folder), revision=revision,
+            allow_patterns=list(HUB_FILES), commit_message=commit_message,
+        )
+    except (HfHubHTTPError, OSError) as err:  # refused, no token, offline, no connection
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise HubUploadError(
+            f"cannot upload to the Hugging Face Hub repository {repo_id} ({first}); log in "
+            "with `hf auth login` (or set HF_TOKEN) with a token that may write there, online"
+        ) from None
     return str(commit.commit_url)
 
 
