@@ -25,6 +25,7 @@ from boltzformer.train.run_dir import (
     CONFIG_NAME,
     LAST,
     METRICS_NAME,
+    SNAPSHOTS,
     read_records,
     resolve_checkpoint,
 )
@@ -36,10 +37,9 @@ _UNET_KEYS = {"targets", "encoder"}  # keys of a U-Net expert's config.json, not
 def run_folder(checkpoint: Path) -> Path | None:
     """The training run folder a checkpoint folder belongs to (`best/`, `last/` or
     `snapshots/<minutes>min` under a folder with config.yaml); None when it has none."""
-    for folder in (checkpoint.parent, checkpoint.parent.parent):
-        if (folder / CONFIG_NAME).is_file():
-            return folder
-    return None
+    folder = checkpoint.parent.parent if checkpoint.parent.name == SNAPSHOTS else \
+        checkpoint.parent
+    return folder if (folder / CONFIG_NAME).is_file() else None
 
 
 def training_facts(checkpoint: Path) -> tuple[str | None, tuple[tuple[str, str], ...]]:
