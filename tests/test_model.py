@@ -99,7 +99,7 @@ def test_save_and_load_round_trip_to_identical_outputs(tmp_path):
     model = _tiny(attention="boltzmann").eval()
     model.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
-        "config.json", "model.safetensors"]
+        "README.md", "config.json", "model.safetensors"]
     restored = BoltzFormer.from_pretrained(tmp_path / "ckpt").eval()
     assert restored.config == model.config
     x = torch.rand(2, 3, 64, 64) * 255

@@ -108,8 +108,8 @@ def test_predict_and_visualize_take_a_run_folder(tiny_run, sample_dir, tmp_path,
                      "--prompt", "nodule in lung CT", "--out", str(figure)]) == 1
     err = capsys.readouterr().err
     assert err == (f"boltzformer visualize: error: {tmp_path}: no checkpoint in this folder; "
-                   "give a checkpoint folder (config.json + model.safetensors) or a training "
-                   "run folder (with best/, last/ or snapshots/)\n")
+                   "give a checkpoint folder (config.json + model.safetensors), a training "
+                   "run folder (with best/, last/ or snapshots/) or a Hub id (org/name)\n")
 
 
 def test_evaluate_takes_a_run_folder(tiny_run, phantoms, tmp_path):

@@ -34,6 +34,7 @@ from boltzformer.evaluate import evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.checkpoint import CONFIG_FILE
 from boltzformer.modeling.size_floor import SizeFloor
+from boltzformer.publish import refresh_card
 from boltzformer.train.config import TrainConfig
 from boltzformer.train.data import run_split
 from boltzformer.train.run_dir import CONFIG_NAME, run_checkpoint
@@ -141,13 +142,15 @@ def with_size_floor(model: Any, floor: SizeFloor) -> None:
 
 def write_size_floor(checkpoint: Path, floor: SizeFloor) -> Path:
     """Write the floor into the checkpoint folder's config.json (replaced atomically; every
-    other setting and the weights as they were) -> its path."""
+    other setting and the weights as they were), and its model card again to match
+    (`publish.refresh_card`) -> the config's path."""
     path = checkpoint / CONFIG_FILE
     values = json.loads(path.read_text(encoding="utf-8"))
     values.update(size_floors=dict(floor.sizes), size_floor_fraction=floor.fraction)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+    refresh_card(checkpoint)
     return path
 
 

@@ -16,7 +16,8 @@ import sys
 # "_" for "-"), unless MODULES names another.
 COMMANDS: tuple[str, ...] = (
     "demo", "synth", "convert", "train", "calibrate", "evaluate", "predict", "visualize",
-    "serve", "study", "bench", "throughput", "latency", "presets", "convert-release",
+    "serve", "push-to-hub", "study", "bench", "throughput", "latency", "presets",
+    "convert-release",
 )
 # `convert` (data sets) lives in convert_data, beside convert_release (model weights).
 MODULES: dict[str, str] = {"convert": "convert_data"}

@@ -1,6 +1,6 @@
 """Inference for people: encode an image once, answer many text prompts.
 
-    predictor = Predictor.from_pretrained("checkpoints/run1")
+    predictor = Predictor.from_pretrained("checkpoints/run1")  # or a Hub id, "org/name"
     predictor.set_image(image)                      # backbone + pixel decoder, once
     pred = predictor.predict(["nodule in lung CT", "left lung in chest CT"])
     masks = Predictor.threshold(pred.prob)          # (P, H, W) bool at the image's size
@@ -231,16 +231,24 @@ class Predictor:
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, device: str | torch.device | None = None, seed: int = 0,
-        min_score: float = 0.0, existence_threshold: float = EXISTENCE_THRESHOLD,
-        dtype: str | torch.dtype | None = None,
+        cls, name_or_path: str | Path, *, device: str | torch.device | None = None,
+        seed: int = 0, min_score: float = 0.0,
+        existence_threshold: float = EXISTENCE_THRESHOLD,
+        dtype: str | torch.dtype | None = None, revision: str | None = None,
+        cache_dir: str | Path | None = None, token: str | bool | None = None,
+        local_files_only: bool = False,
     ) -> Predictor:
-        """A Predictor for the checkpoint folder written by `BoltzFormer.save_pretrained`."""
+        """A Predictor for a checkpoint written by `BoltzFormer.save_pretrained`: a local
+        folder or a Hugging Face Hub id (`org/name`; revision, cache_dir, token,
+        local_files_only as `BoltzFormer.from_pretrained` takes them)."""
         device = torch.device(device or "cpu")
         _check_device(device)
         dtype = None if dtype is None else resolve_dtype(dtype)  # before loading
-        return cls(BoltzFormer.from_pretrained(directory, map_location=device), seed=seed,
-                   min_score=min_score, existence_threshold=existence_threshold, dtype=dtype)
+        model = BoltzFormer.from_pretrained(
+            name_or_path, map_location=device, revision=revision, cache_dir=cache_dir,
+            token=token, local_files_only=local_files_only)
+        return cls(model, seed=seed, min_score=min_score,
+                   existence_threshold=existence_threshold, dtype=dtype)
 
     @property
     def image_size(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +27,8 @@ from boltzformer.modeling.checkpoint import (
     write_checkpoint,
 )
 from boltzformer.modeling.config import check_size_floor
+from boltzformer.modeling.hub import model_folder, push_model
+from boltzformer.modeling.model_card import CardFacts, ModelDescription, write_card
 from boltzformer.modeling.size_floor import SizeFloor, size_floor_or_none
 from boltzformer.modeling.text_encoder import label_of_prompt
 
@@ -166,17 +168,71 @@ class UNetExpert(nn.Module):
         logits = channel_logits[torch.arange(len(index), device=index.device), index]
         return UNetOutput(logits[:, None], channel_logits)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write `config.json` and `model.safetensors` into `directory`."""
-        return write_checkpoint(self, self.config.to_json(), directory)
+    def save_pretrained(self, directory: str | Path, *, card: CardFacts | None = None) -> Path:
+        """Write `config.json`, `model.safetensors` and the model card `README.md` (with
+        `card`'s training and evaluation facts, else saying they are unknown) into
+        `directory`."""
+        written = write_checkpoint(self, self.config.to_json(), directory)
+        write_card(written, self.describe(self.config), card or CardFacts())
+        return written
+
+    def push_to_hub(
+        self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+        token: str | bool | None = None, card: CardFacts | None = None,
+        commit_message: str = "Upload boltzformer U-Net expert",
+    ) -> str:
+        """Upload this model to the Hugging Face Hub repository `repo_id` (`org/name`,
+        created if missing) as `save_pretrained` writes it, card included; the commit URL."""
+        facts = CardFacts(repo_id=repo_id) if card is None else replace(card, repo_id=repo_id)
+        return push_model(lambda folder: self.save_pretrained(folder, card=facts), repo_id,
+                          private=private, revision=revision, token=token,
+                          commit_message=commit_message)
+
+    @staticmethod
+    def describe(c: UNetBaselineConfig) -> ModelDescription:
+        """What the model card says of a model of config `c`."""
+        floor = (f"{len(c.size_floors)} targets, fraction {c.size_floor_fraction:g}"
+                 if c.size_floors and c.size_floor_fraction > 0 else "off")
+        return ModelDescription(
+            kind="U-Net expert (boltzformer baseline)",
+            summary=(
+                "The per-target U-Net baseline of the `boltzformer` package (the paper's "
+                "expert comparison): a U-Net with one output channel per target, told its "
+                "target by the channel rather than by text. Input: RGB images at the "
+                "input size; output: one logit map per target."),
+            settings=(
+                ("encoder", c.encoder), ("input size", f"{c.image_size} px"),
+                ("decoder channels", ", ".join(map(str, c.decoder_channels))),
+                ("size floor", floor), ("format", "config.json + model.safetensors"),
+                ("needs", "pip install 'boltzformer[baselines]'"),
+            ),
+            vocabulary=tuple(c.targets),
+            closed=True,
+            python=(
+                "import torch\n"
+                "from boltzformer.baselines.unet import UNetExpert\n\n"
+                'model = UNetExpert.from_pretrained("{ref}").eval()\n'
+                "images = torch.zeros(1, 3, model.config.image_size, model.config.image_size)"
+                "  # RGB 0-255\n"
+                'logits = model(images, ["{prompt}"], targets=["{prompt}"]).logits'
+                "  # (1, 1, H, W)\n"),
+            cli=False,
+        )
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, map_location: str | torch.device = "cpu"
+        cls, name_or_path: str | Path, *, revision: str | None = None,
+        cache_dir: str | Path | None = None, token: str | bool | None = None,
+        local_files_only: bool = False, map_location: str | torch.device = "cpu",
     ) -> UNetExpert:
-        """Restore a model written by `save_pretrained` (safetensors only; nothing unpickled).
-        A config.json that cannot be read and weights that are corrupt or do not fit it raise
-        `CheckpointError` (a ValueError) with a one-line message naming the file."""
+        """Restore a model written by `save_pretrained` (safetensors only; nothing unpickled)
+        from a local folder or a Hugging Face Hub id (`org/name`; `revision`, `cache_dir`,
+        `token`, `local_files_only` as `BoltzFormer.from_pretrained`). A Hub id that cannot be
+        fetched, a config.json that cannot be read and weights that are corrupt or do not fit
+        it raise `CheckpointError` (a ValueError) with a one-line message naming the id or
+        file."""
+        directory = model_folder(name_or_path, revision=revision, cache_dir=cache_dir,
+                                 token=token, local_files_only=local_files_only)
         cfg_path, weights = checkpoint_paths(
             directory, written_by="UNetExpert.save_pretrained or train_unet")
         model = cls(read_config(cfg_path, UNetBaselineConfig.from_dict))

@@ -21,8 +21,9 @@ from boltzformer.predictor import Predictor
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", required=True, type=Path, metavar="DIR",
-        help="checkpoint folder (config.json + model.safetensors) or training run folder "
-        "(its best/, else last/, else its newest snapshot)",
+        help="checkpoint folder (config.json + model.safetensors), training run folder "
+        "(its best/, else last/, else its newest snapshot) or Hugging Face Hub id "
+        "(org/name or org/name@revision; cached, HF_HUB_OFFLINE=1 loads from the cache)",
     )
     parser.add_argument(
         "--device", default="cpu",

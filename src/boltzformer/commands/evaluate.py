@@ -13,8 +13,9 @@ example:
   boltzformer evaluate --checkpoint runs/tiny --data data/phantoms --split test \\
       --out reports/tiny --seed 0
 
---checkpoint takes a checkpoint folder (config.json + model.safetensors) or a training run
-folder (its best/ checkpoint, else last/, else its newest snapshot). Several --data folders
+--checkpoint takes a checkpoint folder (config.json + model.safetensors), a training run
+folder (its best/ checkpoint, else last/, else its newest snapshot) or a Hugging Face Hub id
+(org/name, downloaded once into the Hub cache). Several --data folders
 (one per data set) are scored together and reported per data set (the folder name). The
 report folder gets metrics.json, per_sample.csv, report.md and dice_vs_size.png.
 """
@@ -34,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="run folder or checkpoint folder")
+                        help="run folder, checkpoint folder or Hugging Face Hub id "
+                        "(org/name)")
     parser.add_argument("--data", type=Path, required=True, nargs="+", metavar="DIR",
                         help="BiomedParse-format folder(s); several are reported per data set")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")

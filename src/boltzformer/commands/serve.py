@@ -74,8 +74,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--checkpoint", type=Path, metavar="DIR",
-        help="checkpoint folder (config.json + model.safetensors) or training run folder (its "
-        f"best/, else last/, else its newest snapshot); default: the run `make demo` trained, "
+        help="checkpoint folder (config.json + model.safetensors), training run folder (its "
+        "best/, else last/, else its newest snapshot) or Hugging Face Hub id (org/name); "
+        f"default: the run `make demo` trained, "
         f"{DEMO_RUN}",
     )
     parser.add_argument("--host", default="127.0.0.1",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,7 +21,9 @@ from boltzformer.modeling.checkpoint import (
 from boltzformer.modeling.config import BoltzFormerConfig, get_preset
 from boltzformer.modeling.existence import ExistenceHead, mask_evidence
 from boltzformer.modeling.fine_semantic import FineSemantic
+from boltzformer.modeling.hub import model_folder, push_model
 from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
+from boltzformer.modeling.model_card import CardFacts, ModelDescription, write_card
 from boltzformer.modeling.pigma import PiGMA
 from boltzformer.modeling.pixel_decoder import PixelDecoder
 from boltzformer.modeling.size_floor import SizeFloor, size_floor_or_none
@@ -301,21 +303,77 @@ class BoltzFormer(nn.Module):
         )
 
     # --- checkpoints ------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write `config.json` and `model.safetensors` into `directory`."""
-        return write_checkpoint(self, self.config.to_json(), directory)
+    def save_pretrained(self, directory: str | Path, *, card: CardFacts | None = None) -> Path:
+        """Write `config.json`, `model.safetensors` and the model card `README.md` (with
+        `card`'s training and evaluation facts; without them it says they are unknown) into
+        `directory`."""
+        written = write_checkpoint(self, self.config.to_json(), directory)
+        write_card(written, self.describe(self.config), card or CardFacts())
+        return written
+
+    def push_to_hub(
+        self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+        token: str | bool | None = None, card: CardFacts | None = None,
+        commit_message: str = "Upload boltzformer checkpoint",
+    ) -> str:
+        """Upload this model to the Hugging Face Hub repository `repo_id` (`org/name`,
+        created if missing) as `save_pretrained` writes it, card included; the commit URL."""
+        facts = CardFacts(repo_id=repo_id) if card is None else replace(card, repo_id=repo_id)
+        return push_model(lambda folder: self.save_pretrained(folder, card=facts), repo_id,
+                          private=private, revision=revision, token=token,
+                          commit_message=commit_message)
+
+    @staticmethod
+    def describe(c: BoltzFormerConfig) -> ModelDescription:
+        """What the model card says of a model of config `c`."""
+        closed = c.text_encoder == "labels"
+        floor = (f"{len(c.size_floors)} targets, fraction {c.size_floor_fraction:g}"
+                 if c.size_floors and c.size_floor_fraction > 0 else "off")
+        return ModelDescription(
+            kind="BoltzFormer",
+            summary=(
+                "A BoltzFormer (Boltzmann attention sampling, CVPR 2025) checkpoint of the "
+                "`boltzformer` package: it segments the object a text prompt names in a 2D "
+                "medical image (or each slice of a volume), with small objects in mind. "
+                "Input: an RGB or grey image of any size; output: one probability mask per "
+                "prompt at the image's size."),
+            settings=(
+                ("backbone", f"{c.backbone} (timm)"), ("input size", f"{c.image_size} px"),
+                ("text encoder", c.text_encoder), ("attention", c.attention),
+                ("queries x layers", f"{c.num_queries} x {c.num_layers}"),
+                ("existence head", "yes" if c.existence_head else "no"),
+                ("size floor", floor), ("format", "config.json + model.safetensors"),
+            ),
+            vocabulary=tuple(c.text_labels) if closed else tuple(sorted(c.size_floors)),
+            closed=closed,
+            python=(
+                "from boltzformer import Predictor\n\n"
+                'predictor = Predictor.from_pretrained("{ref}")\n'
+                "predictor.set_image(image)  # (H, W, 3) or (H, W) array\n"
+                'pred = predictor.predict(["{prompt}"])\n'
+                "masks = Predictor.threshold(pred.prob)  # (P, H, W) bool\n"),
+            cli=True,
+        )
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, map_location: str | torch.device = "cpu", **overrides
+        cls, name_or_path: str | Path, *, revision: str | None = None,
+        cache_dir: str | Path | None = None, token: str | bool | None = None,
+        local_files_only: bool = False, map_location: str | torch.device = "cpu", **overrides,
     ) -> BoltzFormer:
-        """Restore a model written by `save_pretrained` (safetensors only; nothing unpickled).
+        """Restore a model written by `save_pretrained` (safetensors only; nothing unpickled)
+        from a local folder or a Hugging Face Hub id (`org/name`, at `revision`, through the
+        Hub cache, `cache_dir`, with `token`; offline with `local_files_only` or
+        HF_HUB_OFFLINE=1: see `modeling/hub.py`).
 
         `overrides` change settings that do not alter the weights (e.g. attention="full").
-        A missing file raises FileNotFoundError; a config.json that is not valid JSON or holds
-        unknown keys, and weights that are corrupt or do not fit the config, raise
-        `CheckpointError` (a ValueError) with a one-line message naming the file.
+        A missing local file raises FileNotFoundError; a Hub id that cannot be fetched, a
+        config.json that is not valid JSON or holds unknown keys, and weights that are
+        corrupt or do not fit the config, raise `CheckpointError` (a ValueError) with a
+        one-line message naming the id or file.
         """
+        directory = model_folder(name_or_path, revision=revision, cache_dir=cache_dir,
+                                 token=token, local_files_only=local_files_only)
         cfg_path, weights = checkpoint_paths(
             directory, written_by="model.save_pretrained or boltzformer train")
         config = read_config(cfg_path, BoltzFormerConfig.from_dict)

@@ -21,6 +21,7 @@ from typing import Any
 
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.checkpoint import CONFIG_FILE, WEIGHTS_FILE, is_checkpoint
+from boltzformer.modeling.hub import model_folder, parse_hub_id
 from boltzformer.train.config import TrainConfig
 
 CONFIG_NAME = "config.yaml"
@@ -132,6 +133,9 @@ def resolve_checkpoint(path: Path | None) -> Path:
       loading it names a missing or broken file;
     - a training run folder: `run_checkpoint(path)` (best/, else last/, else the newest
       snapshot);
+    - a Hugging Face Hub id (`org/name` or `org/name@revision`) that is not a local path:
+      the repository's snapshot in the Hub cache, downloaded unless HF_HUB_OFFLINE is set
+      (`modeling.hub.model_folder`; CheckpointError, one line, when it cannot be had);
     - None: the run folder `make demo` trains into, `DEMO_RUN`, the same way.
 
     FileNotFoundError with a one-line message when nothing there can be loaded.
@@ -144,8 +148,10 @@ def resolve_checkpoint(path: Path | None) -> Path:
                 "demo` (or `boltzformer train`) first, or give a checkpoint or run folder"
             )
         return found
-    what = (f"give a checkpoint folder ({CONFIG_FILE} + {WEIGHTS_FILE}) or a training run "
-            f"folder (with {BEST}/, {LAST}/ or {SNAPSHOTS}/)")
+    what = (f"give a checkpoint folder ({CONFIG_FILE} + {WEIGHTS_FILE}), a training run "
+            f"folder (with {BEST}/, {LAST}/ or {SNAPSHOTS}/) or a Hub id (org/name)")
+    if not path.exists() and parse_hub_id(str(path)) is not None:
+        return model_folder(str(path))
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such folder; {what}")
     if not path.is_dir():
