@@ -22,7 +22,7 @@ from PIL import Image
 import boltzformer
 from boltzformer import Predictor, cli, viz
 from boltzformer.apps import web, web_load, web_sessions
-from boltzformer.commands import serve
+from boltzformer.apps import web_serve as serve
 from boltzformer.data.inputs import read_plane, read_volume
 from boltzformer.data.medio import nifti_slices, read_image
 
