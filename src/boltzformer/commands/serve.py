@@ -48,8 +48,8 @@ The page: upload a PNG/JPG/TIFF image, a DICOM slice or a NIfTI volume (a slice 
 the CT window presets appear for volumes and DICOM), type one prompt per line, press Segment.
 It shows each prompt's mask in its own colour, the probability maps, the Boltzmann sampling
 of every decoder layer (the paper's Fig. 4), the uncertainty map when sampling draws > 1, the
-objects' areas, and mask downloads (PNG; NIfTI with the input's affine for volumes). Phantom
-examples are one click away. Nothing is fetched from the network: no analytics, no share
+objects' areas, and mask downloads (PNG; NIfTI with the input's affine for volumes, a DICOM
+SEG over the slice for DICOM, from the export button). Phantom examples are one click away. Nothing is fetched from the network: no analytics, no share
 link, no web fonts. Needs the web extra: pip install -e '.[web]'.
 """
 
