@@ -49,8 +49,9 @@ the CT window presets appear for volumes and DICOM), type one prompt per line, p
 It shows each prompt's mask in its own colour, the probability maps, the Boltzmann sampling
 of every decoder layer (the paper's Fig. 4), the uncertainty map when sampling draws > 1, the
 objects' areas, and mask downloads (PNG; NIfTI with the input's affine for volumes, a DICOM
-SEG over the slice for DICOM, from the export button). Phantom examples are one click away. Nothing is fetched from the network: no analytics, no share
-link, no web fonts. Needs the web extra: pip install -e '.[web]'.
+SEG over the slice for DICOM, from the export button). Phantom examples are one click away.
+Nothing is fetched from the network: no analytics, no share link, no web fonts. Needs the web
+extra: pip install -e '.[web]'.
 """
 
 
