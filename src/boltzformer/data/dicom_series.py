@@ -68,7 +68,9 @@ def series_files(folder: Path) -> list[Path] | None:
         if ds is None or "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             return None
         uids.add(str(ds.get("SeriesInstanceUID", "")))
-    return planes if len(uids) == 1 else None
+        if len(uids) > 1:  # two series: images, read no further headers
+            return None
+    return planes
 
 
 def _orientation(ds: Any, path: Path) -> np.ndarray:
