@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
+import highdicom as hd
 import httpx
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
 from conftest import SMALL_MODEL, answering_existence, start_serve, wait_for
@@ -22,7 +24,7 @@ from PIL import Image
 import boltzformer
 from boltzformer import Predictor, cli, viz
 from boltzformer.apps import web, web_load, web_sessions
-from boltzformer.commands import serve
+from boltzformer.apps import web_serve as serve
 from boltzformer.data.inputs import read_plane, read_volume
 from boltzformer.data.medio import nifti_slices, read_image
 
@@ -144,6 +146,22 @@ def test_dicom_window_presets_reencode(client, encodes, sample_dir):
     out = _segment(client, "nodule in lung CT")
     assert len(encodes) == before + 2
     assert _png(out["downloads"][0]).shape == read_plane(dcm, None).shape[:2]
+
+
+def test_a_dicom_slice_exports_a_dicom_seg_of_its_masks(client, sample_dir):
+    dcm = sample_dir / "dicom" / "CT_lung_nodule.dcm"
+    _load(client, dcm, "lung")
+    prompts = ["nodule in lung CT", "left lung in lung CT"]
+    masks = [_png(f) > 0 for f in _segment(client, "\n".join(prompts))["downloads"]]
+    areas, downloads, status = client.predict("\n".join(prompts), 1, 0.5, api_name="/export")
+    assert [_path(f).name for f in downloads] == ["segmentation.dcm"] and "DICOM SEG" in status
+    seg = hd.seg.segread(_path(downloads[0]))
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == prompts
+    uid = pydicom.dcmread(dcm, stop_before_pixels=True).SOPInstanceUID
+    pixels = seg.get_pixels_by_source_instance([uid], combine_segments=False)[0]
+    for p, mask in enumerate(masks):  # the SEG holds what /segment showed
+        np.testing.assert_array_equal(pixels[..., p].astype(bool), mask)
+        assert areas["data"][p][2] == mask.sum()
 
 
 def _write_volume(path: Path, shape=(40, 32, 6)) -> nib.Nifti1Image:

@@ -31,7 +31,7 @@ from PIL import Image
 import boltzformer
 from boltzformer import cli
 from boltzformer.apps import web, web_load, web_sessions
-from boltzformer.commands import serve
+from boltzformer.apps import web_serve as serve
 
 OVERRIDES = {k: v for k, v in SMALL_MODEL.items() if k != "preset"}
 

@@ -4,6 +4,7 @@ from boltzformer.loss import dice_bce_loss
 from boltzformer.modeling.boltzformer import BoltzFormer, BoltzFormerOutput, build_model
 from boltzformer.modeling.checkpoint import CheckpointError
 from boltzformer.modeling.config import PRESETS, BoltzFormerConfig, get_preset
+from boltzformer.predict_files import PredictOptions, predict_files
 from boltzformer.predictor import Prediction, Predictor, SamplingTrace
 
 __version__ = "0.1.0"
@@ -14,10 +15,12 @@ __all__ = [
     "BoltzFormerConfig",
     "BoltzFormerOutput",
     "CheckpointError",
+    "PredictOptions",
     "Prediction",
     "Predictor",
     "SamplingTrace",
     "build_model",
     "dice_bce_loss",
     "get_preset",
+    "predict_files",
 ]

@@ -19,7 +19,8 @@ API (what `gradio_client` calls; one Client is one session):
     /slice    (index)                       -> preview, status
     /segment  (prompts, samples, threshold) -> overlay, probability, sampling, uncertainty,
                                                areas, downloads, status
-    /export   (prompts, samples, threshold) -> areas, downloads, status   (NIfTI volumes)
+    /export   (prompts, samples, threshold) -> areas, downloads, status   (NIfTI volumes:
+                                               NIfTI masks; DICOM slices: a DICOM SEG)
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from boltzformer.apps.web_sessions import (
     read_scan,
 )
 from boltzformer.data import generate_phantoms
+from boltzformer.data.dicom_seg import write_dicom_seg
 from boltzformer.data.inputs import file_names
 from boltzformer.data.medio import WINDOWS, stack_slices, write_nifti_mask
 from boltzformer.modeling.boltzformer import BoltzFormer
@@ -67,11 +69,15 @@ from boltzformer.modeling.existence import (
     check_min_score,
 )
 from boltzformer.modeling.text_encoder import check_prompts
+from boltzformer.predict_files import SEG_FILE
 from boltzformer.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 AUTO_WINDOW = "auto"
+#: The export button's label for a NIfTI volume and for a DICOM slice.
+EXPORT_NIFTI = "Segment the whole volume (NIfTI masks)"
+EXPORT_SEG = "Download the masks as a DICOM SEG"
 MAX_PROMPTS = 8
 MAX_SAMPLES = 16
 #: Sessions whose small state (not their encodings) gradio keeps; older ones start afresh.
@@ -240,8 +246,10 @@ class _Handlers:
         status = (f"**{self._where(encoding)}** ({kind}, {image.shape[1]}x{image.shape[0]}) "
                   "encoded once; every prompt below reuses it.")
         show = gr.update(visible=is_vol)
+        export = gr.update(visible=is_vol or scan.dicom is not None,
+                           value=EXPORT_SEG if scan.dicom is not None else EXPORT_NIFTI)
         return (session, self._preview(session, encoding), slider,
-                gr.update(visible=scan.windowable), show, show, status)
+                gr.update(visible=scan.windowable), show, export, status)
 
     @_guard
     def show_slice(self, session: Session, index: int) -> tuple:
@@ -322,22 +330,33 @@ class _Handlers:
     def export(self, session: Session, text: str, samples: int, threshold: float,
                min_score: float | None = None,
                progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
-        """Segment every slice of the NIfTI volume; masks as NIfTI with the input's affine.
-        (`progress`: gradio shows predict_slices' progress bar in the page.)"""
+        """A NIfTI volume: every slice segmented, masks as NIfTI with the input's affine. A
+        DICOM slice: its masks as one DICOM SEG referencing it. (`progress`: gradio shows
+        predict_slices' progress bar in the page.)"""
         encoding = self._loaded(session)
         scan = encoding.scan
-        if scan.volume is None:
-            raise ValueError("whole-volume masks need a NIfTI volume: upload a .nii or .nii.gz")
+        if scan.volume is None and scan.dicom is None:
+            raise ValueError("the export needs a NIfTI volume (NIfTI masks) or a DICOM slice "
+                             "(a DICOM SEG): upload a .nii, .nii.gz or .dcm")
         prompts = parse_prompts(text)
+        predictor, folder = self._predictor(encoding, min_score), session.run_folder()
+        if scan.dicom is not None:
+            pred = predictor.predict(prompts, samples=int(samples))
+            masks = Predictor.threshold(pred.prob, threshold)  # (P, H, W)
+            write_dicom_seg([scan.dicom], masks[:, None], prompts, folder / SEG_FILE)
+            status = (f"**{scan.name}**: {len(prompts)} prompt(s) in one DICOM SEG over this "
+                      "slice (a segment per prompt)." + existence_note(prompts, pred.found))
+            return _areas(prompts, masks, "pixels", "image"), [str(folder / SEG_FILE)], status
+        assert scan.volume is not None
         if len(prompts) * scan.slices.size > self.limits.max_voxels:
             raise ValueError(
                 f"{len(prompts)} prompts x {scan.slices.size} voxels is over this server's "
                 f"limit of {self.limits.max_voxels}: export fewer prompts at a time"
             )
-        pred = self._predictor(encoding, min_score).predict_slices(
-            scan.slices, prompts, samples=int(samples), progress=True)
+        pred = predictor.predict_slices(scan.slices, prompts, samples=int(samples),
+                                        progress=True)
         masks = Predictor.threshold(pred.prob, threshold)  # (P, N, A, B)
-        folder, reference = session.run_folder(), scan.volume.reference
+        reference = scan.volume.reference
         downloads = []
         for mask, name in zip(masks, file_names(prompts)):
             path = folder / f"{name}_mask.nii.gz"
@@ -429,7 +448,7 @@ def build_app(
                     label="minimum mask score (0 keeps every mask; higher: fewer false alarms, "
                           "more \"not found\")")
                 run = gr.Button("Segment", variant="primary", elem_id="segment")
-                export = gr.Button("Segment the whole volume (NIfTI masks)", visible=False)
+                export = gr.Button(EXPORT_NIFTI, visible=False)
                 status = gr.Markdown("Upload an image, a DICOM slice or a volume.",
                                      elem_id="status")
         if examples:

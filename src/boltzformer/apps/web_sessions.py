@@ -13,14 +13,23 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from boltzformer.data.inputs import Volume, is_volume, read_plane, read_volume
-from boltzformer.data.medio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, nifti_slices
+from boltzformer.data.medio import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    nifti_slices,
+    read_dicom_dataset,
+)
 from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
 from boltzformer.predictor import Predictor
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +56,15 @@ class Limits:
 @dataclass
 class Scan:
     """An uploaded input as display slices: slices (N, H, W) or (N, H, W, 3) uint8, N = 1 for
-    an image or DICOM slice; `volume` (NIfTI only) keeps the affine and header."""
+    an image or DICOM slice; `volume` (NIfTI only) keeps the affine and header, `dicom` (a
+    DICOM slice only) its header, which the export's DICOM SEG references."""
 
     name: str
     slices: np.ndarray
     volume: Volume | None
     axis: int
     windowable: bool
+    dicom: Dataset | None = None
 
 
 @dataclass
@@ -182,7 +193,8 @@ def read_scan(path: Path, window: str | None, axis: int, limits: Limits) -> Scan
         return Scan(path.name, nifti_slices(volume.display, axis), volume, axis, True)
     windowable = not path.name.lower().endswith(IMAGE_EXTENSIONS)
     plane = read_plane(path, window if windowable else None, max_pixels=limits.max_pixels)
-    return Scan(path.name, plane[None], None, axis, windowable)
+    dicom = read_dicom_dataset(path, header_only=True) if windowable else None
+    return Scan(path.name, plane[None], None, axis, windowable, dicom)
 
 
 def existence_note(prompts: list[str], found: np.ndarray | None) -> str:

@@ -69,7 +69,8 @@ def add_input_options(parser: argparse.ArgumentParser, *, folders: bool = False)
     what = "PNG/JPG/TIFF/BMP image, DICOM slice (.dcm) or NIfTI volume (.nii, .nii.gz)"
     parser.add_argument(
         "--input", required=True, type=Path, metavar="PATH" if folders else "FILE",
-        help=what + (", or a folder of images and DICOM slices" if folders else ""),
+        help=what + (", or a folder: one DICOM series (a volume) or images and DICOM slices"
+                     if folders else ""),
     )
     parser.add_argument(
         "--window", metavar="NAME|W,L",

@@ -1,30 +1,21 @@
-"""`boltzformer serve`: the web app (Gradio) on a local port, fully offline."""
+"""`boltzformer serve`: the web app (Gradio) on a local port, fully offline (the work:
+`apps/web_serve.py`)."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import os
-import signal
-import ssl
-import tempfile
-import threading
 from pathlib import Path
 
+from boltzformer.apps.web_serve import AUTH_ENV, ServeOptions, serve
 from boltzformer.apps.web_sessions import (
     CACHE_MB,
     CACHED_SESSIONS,
     DEFAULT_MAX_VOXELS,
     QUEUE_SIZE,
     TIME_LIMIT,
-    EncodingCache,
-    Limits,
 )
 from boltzformer.commands._inference import add_dtype, add_existence_threshold, load_predictor
 from boltzformer.train.run_dir import DEMO_RUN, resolve_checkpoint
-
-#: The environment variable that holds one login, user:password.
-AUTH_ENV = "BOLTZFORMER_AUTH"
 
 EPILOG = """\
 examples:
@@ -57,9 +48,10 @@ The page: upload a PNG/JPG/TIFF image, a DICOM slice or a NIfTI volume (a slice 
 the CT window presets appear for volumes and DICOM), type one prompt per line, press Segment.
 It shows each prompt's mask in its own colour, the probability maps, the Boltzmann sampling
 of every decoder layer (the paper's Fig. 4), the uncertainty map when sampling draws > 1, the
-objects' areas, and mask downloads (PNG; NIfTI with the input's affine for volumes). Phantom
-examples are one click away. Nothing is fetched from the network: no analytics, no share
-link, no web fonts. Needs the web extra: pip install -e '.[web]'.
+objects' areas, and mask downloads (PNG; NIfTI with the input's affine for volumes, a DICOM
+SEG over the slice for DICOM, from the export button). Phantom examples are one click away.
+Nothing is fetched from the network: no analytics, no share link, no web fonts. Needs the web
+extra: pip install -e '.[web]'.
 """
 
 
@@ -121,124 +113,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` is reachable from this machine only (localhost, 127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name: it may resolve to anything
-        return False
-
-
-def parse_logins(text: str, source: str) -> list[tuple[str, str]]:
-    """user:password lines (blank lines and # comments skipped) -> (user, password) pairs;
-    a one-line error naming `source` and the line number (never the line) if one is not."""
-    logins = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, password = line.partition(":")
-        if not sep or not user.strip() or not password:
-            raise ValueError(f"{source}, line {number}: expected user:password")
-        logins.append((user.strip(), password))
-    if not logins:
-        raise ValueError(f"{source}: no user:password line")
-    return logins
-
-
-def resolve_auth(host: str, auth_file: Path | None, no_auth: bool,
-                 environ: dict[str, str]) -> list[tuple[str, str]] | None:
-    """The logins to require: from `auth_file`, else $BOLTZFORMER_AUTH, else none; none on a
-    non-loopback `host` only with `no_auth`. One-line errors otherwise."""
-    from_env = environ.get(AUTH_ENV)
-    if no_auth:
-        if auth_file is not None or from_env:
-            given = "--auth-file" if auth_file is not None else f"${AUTH_ENV}"
-            raise ValueError(f"--no-auth and {given} contradict each other: drop one")
-        return None
-    if auth_file is not None:
-        try:
-            text = auth_file.read_text()
-        except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"--auth-file {auth_file}: cannot read it ({err})") from None
-        return parse_logins(text, f"--auth-file {auth_file}")
-    if from_env:
-        return parse_logins(from_env, f"${AUTH_ENV}")
-    if not is_loopback(host):
-        raise ValueError(
-            f"--host {host} serves scans and masks to anyone who can reach the port: give "
-            f"logins with --auth-file FILE (lines user:password) or {AUTH_ENV}=user:password, "
-            "or pass --no-auth to serve without a login"
-        )
-    return None
-
-
-def resolve_ssl(certfile: Path | None, keyfile: Path | None) -> tuple[Path, Path] | None:
-    """(certificate, key) to serve https, None for http; one-line errors if only one is
-    given, or they are not a PEM certificate and its unencrypted key."""
-    if certfile is None and keyfile is None:
-        return None
-    if certfile is None or keyfile is None:
-        raise ValueError("https needs both --ssl-certfile and --ssl-keyfile")
-    for option, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
-        if not path.is_file():
-            raise ValueError(f"{option} {path}: no such file")
-    try:
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
-    except (ssl.SSLError, OSError) as err:
-        raise ValueError(f"--ssl-certfile {certfile} --ssl-keyfile {keyfile}: not a PEM "
-                         f"certificate and its unencrypted key ({err})") from None
-    return certfile, keyfile
-
-
 def run(args: argparse.Namespace) -> int:
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    if min(args.max_file_size, args.max_voxels, args.cached_sessions, args.cache_mb,
-           args.queue_size) < 1:
-        raise ValueError("--max-file-size, --max-voxels, --cached-sessions, --cache-mb and "
-                         "--queue-size must be at least 1")
-    if not args.time_limit > 0:
-        raise ValueError(f"--time-limit must be over 0 seconds, got {args.time_limit}")
-    ssl = resolve_ssl(args.ssl_certfile, args.ssl_keyfile)
-    auth = resolve_auth(args.host, args.auth_file, args.no_auth, dict(os.environ))
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by gradio at import and launch
-    try:  # imported here: gradio is an optional extra, and --help must not need it
-        from boltzformer.apps import web
-    except ImportError as err:
-        raise RuntimeError(
-            f"the web app needs the web extra ({err}): pip install -e '.[web]'"
-        ) from None
-    predictor = load_predictor(checkpoint, args)
-    with tempfile.TemporaryDirectory(prefix="boltzformer-serve-") as tmp:
-        work_dir = Path(tmp)
-        examples = web.make_examples(work_dir / "examples")
-        app = web.build_app(
-            predictor.model, work_dir=work_dir, examples=examples, seed=args.seed,
-            limits=Limits(max_voxels=args.max_voxels, max_seconds=args.time_limit),
-            cache=EncodingCache(args.cached_sessions, args.cache_mb * 2**20),
-            title=f"BoltzFormer: {checkpoint}", min_score=args.min_score,
-            existence_threshold=args.existence_threshold,
-        )
-        login = f"login required ({len(auth)} account(s))" if auth else "no login"
-        scheme = "http" if ssl is None else "https"
-        print(f"serving {checkpoint} at {scheme}://{args.host}:{args.port}, {login} "
-              "(Ctrl-C stops)", flush=True)
-        # Ctrl-C (or SIGTERM) sets an event instead of raising KeyboardInterrupt wherever the
-        # main thread happens to be (inside gradio's start-up, a KeyboardInterrupt could
-        # leave the server running and the process hanging).
-        stop = threading.Event()
-        previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            web.launch(app, host=args.host, port=args.port, work_dir=work_dir,
-                       max_file_size_mb=args.max_file_size, block=False, auth=auth,
-                       queue_size=args.queue_size, ssl=ssl)
-            stop.wait()
-        finally:
-            app.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    print("stopped")
-    return 0
+    options = ServeOptions(
+        checkpoint=resolve_checkpoint(args.checkpoint), host=args.host, port=args.port,
+        max_file_size=args.max_file_size, max_voxels=args.max_voxels,
+        cached_sessions=args.cached_sessions, cache_mb=args.cache_mb,
+        queue_size=args.queue_size, time_limit=args.time_limit,
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+        auth_file=args.auth_file, no_auth=args.no_auth,
+    )
+    return serve(load_predictor(options.checkpoint, args), options)

@@ -184,13 +184,14 @@ def apply_window(values: np.ndarray, window: str | tuple[float, float]) -> np.nd
     return np.clip(scaled, 0.0, 255.0)
 
 
-def _read_dicom_dataset(path: Path):  # -> pydicom.Dataset
+def read_dicom_dataset(path: Path, *, header_only: bool = False):  # -> pydicom.Dataset
+    """The pydicom dataset of a DICOM file (without its pixel data with `header_only`)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     _require_file(path)
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(path, stop_before_pixels=header_only)
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError) as err:
         raise DataError(f"{path}: not a readable DICOM file ({err})") from err
 
@@ -201,11 +202,12 @@ def read_dicom_hu(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     Shape (H, W), or (frames, H, W) for a multi-frame file. Colour DICOM is refused.
     """
     path = Path(path)
-    ds = _read_dicom_dataset(path)
-    return _dicom_values(ds, path, max_pixels)
+    ds = read_dicom_dataset(path)
+    return dicom_values(ds, path, max_pixels)
 
 
-def _dicom_values(ds, path: Path, max_pixels: int) -> np.ndarray:
+def dicom_values(ds, path: Path, max_pixels: int) -> np.ndarray:
+    """A read dataset's pixel values after its rescale, float32 (see `read_dicom_hu`)."""
     if "PixelData" not in ds:
         raise DataError(f"{path}: DICOM file has no pixel data")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
@@ -237,8 +239,8 @@ def read_dicom(
     slice by its own min and max. MONOCHROME1 images are inverted so bright means dense.
     """
     path = Path(path)
-    ds = _read_dicom_dataset(path)
-    values = _dicom_values(ds, path, max_pixels)
+    ds = read_dicom_dataset(path)
+    values = dicom_values(ds, path, max_pixels)
     shown = _minmax_255(values) if window is None else apply_window(values, window)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         shown = 255.0 - shown
@@ -315,7 +317,8 @@ def _write_like(values: np.ndarray, dtype: type, what: str, reference_img: Nifti
     nib.save(out, str(path))
 
 
-def _is_dicom(path: Path) -> bool:
+def is_dicom(path: Path) -> bool:
+    """Whether `path` is read as DICOM: a .dcm/.dicom extension, or none and the DICOM magic."""
     if path.suffix.lower() in (".dcm", ".dicom"):
         return True
     if path.suffix:
@@ -350,7 +353,7 @@ def load_any(
         else:
             shown = apply_window(volume, window)
         planes = nifti_slices(shown, axis)
-    elif _is_dicom(path):
+    elif is_dicom(path):
         planes = read_dicom(path, window, max_pixels=max_pixels)
         if planes.ndim == 2:
             planes = planes[None]
