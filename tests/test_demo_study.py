@@ -264,3 +264,21 @@ def test_configs_demo_yaml_is_the_demos_recipe():
     """configs/demo.yaml lets `boltzformer train` run the demo's recipe: it must not drift."""
     path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     assert TrainConfig.from_yaml(path) == TRAINING
+
+
+def test_the_demo_says_when_a_busy_machine_will_slow_its_threads(monkeypatch):
+    """Several torch threads on cores that other work keeps busy: one line with the way out;
+    a quiet machine or one thread: nothing."""
+    from boltzformer.apps import demo as demo_app
+
+    monkeypatch.setattr(demo_app.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(demo_app.torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(demo_app.os, "getloadavg", lambda: (4.2, 3.0, 2.0))
+    note = demo_app.busy_note()
+    assert note is not None and "load average 4.2 on 2 cores" in note
+    assert "OMP_NUM_THREADS=1" in note
+    monkeypatch.setattr(demo_app.os, "getloadavg", lambda: (0.3, 0.2, 0.1))
+    assert demo_app.busy_note() is None
+    monkeypatch.setattr(demo_app.os, "getloadavg", lambda: (4.2, 3.0, 2.0))
+    monkeypatch.setattr(demo_app.torch, "get_num_threads", lambda: 1)
+    assert demo_app.busy_note() is None

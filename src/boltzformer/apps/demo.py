@@ -165,6 +165,21 @@ def _load() -> str:
     return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "unknown"
 
 
+def busy_note() -> str | None:
+    """A tip when other work already keeps the cores busy: several torch threads then wait
+    on each other (on this project's 2-core machine at load 5.5: 2.48 s a step with 2
+    threads, 0.41 s with one; quiet: 0.81 s against 1.42 s; docs/results/demo.md)."""
+    threads, cores = torch.get_num_threads(), os.cpu_count() or 1
+    if threads < 2 or not hasattr(os, "getloadavg"):
+        return None
+    load = os.getloadavg()[0]
+    if load < cores - 0.5:
+        return None
+    return (f"note: the machine is busy (load average {load:.1f} on {cores} cores), and "
+            f"{threads} torch threads slow down badly under load: OMP_NUM_THREADS=1 trains "
+            f"several times faster then (the same steps; figures within seed noise)")
+
+
 def machine_text() -> str:
     """The machine in a few words: CPU model (or GPU), cores and torch threads."""
     info = machine_description(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -293,6 +308,9 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     paths written, the training's final metrics (`train`: step, ...) and the minutes taken."""
     started = time.monotonic()
     loop, size = s.training.train, s.training.model.resolve().image_size
+    busy = busy_note()
+    if busy:
+        print(busy)
     out = Path(s.out_dir)
     data_dir = out / "data" if s.data is None else Path(s.data)
     if s.data is not None:
