@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from boltzformer.data.phantoms import FOREIGN_CANDIDATES
-from boltzformer.evaluate import auroc, in_stratum
+from boltzformer.evaluation.evaluate import auroc, in_stratum
 from boltzformer.modeling.existence import EXISTENCE_THRESHOLD
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from boltzformer.apps.demo import WITHOUT_EXISTENCE
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import evaluate, write_report
+from boltzformer.evaluation.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.config import TrainConfig, parse_overrides
 from boltzformer.train.trainer import train

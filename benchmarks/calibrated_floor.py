@@ -1,6 +1,7 @@
 """The size floor as `boltzformer demo` now chooses it, applied to `boltzformer demo --expert`
 folders: for BoltzFormer and the U-Net expert of each folder, the floor is calibrated on the
-run's validation items (`boltzformer.calibrate`, as `boltzformer calibrate` and the demo do),
+run's validation items (`boltzformer.evaluation.calibrate`, as `boltzformer calibrate` and the
+demo do),
 the test split is evaluated with it into DEMO/floor/ and DEMO/expert/floor/ (report.md,
 metrics.json, per_sample.csv; calibration.md and validation.csv: the table and the rows the
 fraction was chosen on), and one row per model and run compares it with
@@ -26,9 +27,9 @@ import statistics
 from pathlib import Path
 
 from boltzformer.baselines import UNetExpert
-from boltzformer.calibrate import calibrate_size_floor, format_table, with_size_floor
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import CSV_COLUMNS, evaluate, write_report
+from boltzformer.evaluation.calibrate import calibrate_size_floor, format_table, with_size_floor
+from boltzformer.evaluation.evaluate import CSV_COLUMNS, evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.config import TrainConfig
 from boltzformer.train.run_dir import CONFIG_NAME, run_checkpoint

@@ -29,7 +29,7 @@ import torch
 
 from boltzformer.data import BiomedParseDataset
 from boltzformer.data.phantoms import FOREIGN_CANDIDATES
-from boltzformer.evaluate import evaluate
+from boltzformer.evaluation.evaluate import evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer
 
 

@@ -31,8 +31,8 @@ import torch
 import yaml
 
 from boltzformer import build_model
-from boltzformer.evaluate import dice_batch
-from boltzformer.loss import training_loss
+from boltzformer.evaluation.evaluate import dice_batch
+from boltzformer.modeling.loss import training_loss
 
 
 def main() -> None:

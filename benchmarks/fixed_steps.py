@@ -23,7 +23,7 @@ import torch
 
 from boltzformer.apps.demo import TRAINING, WITHOUT_EXISTENCE, headline
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import evaluate
+from boltzformer.evaluation.evaluate import evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.trainer import train
 

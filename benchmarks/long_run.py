@@ -2,14 +2,16 @@
 (the same data, seed and minutes, two one-thread jobs at once) and scored like it.
 
     python benchmarks/long_run.py unet RUN/config.yaml --minutes 60 --out UNET
+    python benchmarks/long_run.py unet demo_output/run/config.yaml --out UNET  # its 700 steps
     python benchmarks/long_run.py evaluate UNET --min-score 0.9 --out UNET/gate_0.9
     python benchmarks/long_run.py targets BZF.eval UNET [...]   # Dice per target
 
-`unet` trains the expert as `boltzformer demo --expert` does (`apps.demo.train_expert` with
-the run's config and `train.max_minutes` = MINUTES: its data, seed, image size, validation
-share, precision and layout), with its size floor chosen on the run's validation items, and
-writes the test report into UNET. `evaluate` scores UNET/model (its floor included) on the
-run's test split again, optionally with a score gate. `targets` prints each evaluation
+`unet` trains the expert as `boltzformer demo --expert` does (`apps.demo.train_expert` with the
+run's config and `train.max_minutes` = MINUTES, or without --minutes the run's own budget (a
+demo run's 700 steps, as `demo --expert` trains it): its data, seed, image size,
+validation share, precision and layout), with its size floor chosen on the run's validation
+items, and writes the test report into UNET. `evaluate` scores UNET/model (its floor included)
+on the run's test split again, optionally with a score gate. `targets` prints each evaluation
 folder's Dice per target (present prompts) and, in brackets, its failure rate (the share
 missed: Dice 0).
 BoltzFormer's side is the CLI: `boltzformer train --config RUN/config.yaml --out BZF
@@ -26,10 +28,10 @@ from pathlib import Path
 from boltzformer.apps.demo import train_expert
 from boltzformer.baselines import UNetExpert
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import evaluate, write_report
+from boltzformer.evaluation.evaluate import evaluate, write_report
 from boltzformer.train.config import TrainConfig
 
-CONFIG_NAME = "run_config.yaml"  # the run's config with the U-Net's minutes, beside it
+CONFIG_NAME = "run_config.yaml"  # the run's config with the U-Net's budget, beside it
 
 
 def test_split(cfg: TrainConfig) -> BiomedParseDataset:
@@ -37,8 +39,10 @@ def test_split(cfg: TrainConfig) -> BiomedParseDataset:
                               train=False)
 
 
-def unet(config: Path, minutes: float, out: Path) -> None:
-    cfg = TrainConfig.from_yaml(config).with_overrides({"train.max_minutes": minutes})
+def unet(config: Path, minutes: float | None, out: Path) -> None:
+    cfg = TrainConfig.from_yaml(config)
+    if minutes is not None:
+        cfg = cfg.with_overrides({"train.max_minutes": minutes, "train.max_steps": None})
     result = train_expert(cfg, out, test_split(cfg), progress=False)
     cfg.to_yaml(out / CONFIG_NAME)  # the config it was trained with (its minutes)
     print(f"{result['train']['steps']} steps in {result['train']['seconds'] / 60:.1f} min; "
@@ -68,7 +72,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     u = sub.add_parser("unet", help="train, calibrate and score the expert beside a run")
     u.add_argument("config", type=Path, help="the BoltzFormer run's config.yaml")
-    u.add_argument("--minutes", type=float, required=True)
+    u.add_argument("--minutes", type=float, default=None,
+                   help="a time budget (default: the run's own budget, as in its config)")
     u.add_argument("--out", type=Path, required=True)
     e = sub.add_parser("evaluate", help="score a trained expert again (a score gate)")
     e.add_argument("folder", type=Path, help="what `unet` wrote")

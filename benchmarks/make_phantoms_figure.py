@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from boltzformer.data import BiomedParseDataset, generate_phantoms
-from boltzformer.viz import GridItem, prediction_grid
+from boltzformer.inference.viz import GridItem, prediction_grid
 
 TARGETS = ("nodule", "left adrenal gland", "liver tumor", "right kidney")
 

@@ -44,15 +44,15 @@ from PIL import Image
 from boltzformer.apps.demo import TRAINING, WITHOUT_EXISTENCE, DemoSettings, run_demo
 from boltzformer.baselines import UNetExpert, train_unet
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import evaluate, write_report
-from boltzformer.modeling.boltzformer import BoltzFormer
-from boltzformer.objects import (
+from boltzformer.evaluation.evaluate import evaluate, write_report
+from boltzformer.evaluation.objects import (
     label_objects,
     read_instances,
     relabel,
     score_objects,
     summarize_objects,
 )
+from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train import train
 from boltzformer.train.data import split_by_image
 

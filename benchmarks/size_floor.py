@@ -24,7 +24,7 @@ import numpy as np
 from absent_targets import _label, _rows  # this folder's script: the same RUN forms
 
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import TINY_AREA
+from boltzformer.evaluation.evaluate import TINY_AREA
 
 
 def floors(data: str, size: int) -> dict[str, float]:

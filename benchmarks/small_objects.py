@@ -42,10 +42,10 @@ from boltzformer.apps.demo import TRAINING, WITHOUT_EXISTENCE
 from boltzformer.baselines import UNetBaselineConfig, UNetExpert, train_unet
 from boltzformer.baselines.unet_training import masked_dice_bce
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import dice_batch, evaluate, write_report
-from boltzformer.grounding import NONE
-from boltzformer.loss import dice_loss, training_loss
+from boltzformer.evaluation.evaluate import dice_batch, evaluate, write_report
+from boltzformer.evaluation.grounding import NONE
 from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.modeling.loss import dice_loss, training_loss
 from boltzformer.train.trainer import train
 
 UNET_BATCH = 8  # images per U-Net step

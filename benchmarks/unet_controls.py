@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from boltzformer.baselines import ImageTargets, UNetBaselineConfig, UNetExpert, train_unet
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import evaluate, write_report
+from boltzformer.evaluation.evaluate import evaluate, write_report
 
 BATCH = 8
 

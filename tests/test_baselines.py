@@ -21,8 +21,8 @@ from boltzformer.baselines import (
     train_unet,
 )
 from boltzformer.data import BiomedParseDataset, random_augment
-from boltzformer.evaluate import CSV_COLUMNS, evaluate
-from boltzformer.loss import dice_bce_loss
+from boltzformer.evaluation.evaluate import CSV_COLUMNS, evaluate
+from boltzformer.modeling.loss import dice_bce_loss
 from boltzformer.train.data import mix_seed, split_by_image
 
 SMALL = {"image_size": 64, "decoder_channels": (32, 16, 16, 8, 8)}

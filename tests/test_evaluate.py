@@ -14,7 +14,7 @@ from torch import nn
 
 from boltzformer.cli import main
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import (
+from boltzformer.evaluation.evaluate import (
     aggregate,
     dice,
     dice_batch,
@@ -23,8 +23,8 @@ from boltzformer.evaluate import (
     size_group,
     write_report,
 )
+from boltzformer.evaluation.report import render_markdown
 from boltzformer.modeling.boltzformer import build_model
-from boltzformer.report import render_markdown
 
 
 def test_dice_by_hand() -> None:

@@ -19,12 +19,12 @@ from torch import nn
 from boltzformer import Predictor, cli
 from boltzformer.apps.web_sessions import existence_note
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import absent_summary, auroc, evaluate
-from boltzformer.loss import existence_loss
+from boltzformer.evaluation.evaluate import absent_summary, auroc, evaluate
+from boltzformer.evaluation.report import render_markdown
 from boltzformer.modeling.boltzformer import BoltzFormer, build_model
 from boltzformer.modeling.checkpoint import CheckpointError
 from boltzformer.modeling.existence import mask_evidence, mask_score
-from boltzformer.report import render_markdown
+from boltzformer.modeling.loss import existence_loss
 from boltzformer.train.config import LoopConfig, LossConfig, OptimConfig, TrainConfig
 from boltzformer.train.optim import build_optimizer, build_scheduler
 from boltzformer.train.step import TrainStep

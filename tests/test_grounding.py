@@ -13,8 +13,13 @@ import torch
 from torch import nn
 
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import evaluate, write_report
-from boltzformer.grounding import NONE, GroundingCollector, score_image, summarize_grounding
+from boltzformer.evaluation.evaluate import evaluate, write_report
+from boltzformer.evaluation.grounding import (
+    NONE,
+    GroundingCollector,
+    score_image,
+    summarize_grounding,
+)
 
 
 def _masks(size: int = 8) -> dict[str, np.ndarray]:

@@ -26,13 +26,13 @@ from PIL import Image
 
 import boltzformer
 from boltzformer import Predictor, cli
-from boltzformer.calibrate import write_size_floor
+from boltzformer.evaluation.calibrate import write_size_floor
 from boltzformer.modeling import hub
 from boltzformer.modeling.checkpoint import CheckpointError
 from boltzformer.modeling.model_card import CardFacts
 from boltzformer.modeling.size_floor import SizeFloor
-from boltzformer.publish import card_facts
 from boltzformer.train.config import TrainConfig
+from boltzformer.train.publish import card_facts
 from boltzformer.train.run_dir import resolve_checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

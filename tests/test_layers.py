@@ -4,10 +4,10 @@ a cycle. Imports inside functions count too (they cannot hide a cycle or an upwa
 
     4 commands   cli.py, __main__.py, commands/: argument parsing only
     3 apps       apps/: the web app, demo, study, benchmarks, throughput
-    2 library    train/, baselines/ (the U-Net trainer), evaluate, predictor, grounding, loss,
-                 convert, viz, plots, and the package's public names (__init__)
+    2 library    train/, evaluation/, inference/, baselines/ (the U-Net trainer), and the
+                 package's public names (__init__)
     1 data/io    data/
-    0 modeling   modeling/, baselines/unet.py (a model)
+    0 modeling   modeling/ (with the loss and the release's weights), baselines/unet.py
 
 The experiment scripts of benchmarks/ sit above the package, beside the commands: they call
 what a Python user calls (the library and the apps, never a command module), and every
@@ -79,7 +79,19 @@ def imports(name: str, source: Path, is_package: bool, known: set[str]) -> set[s
 def import_graph() -> dict[str, set[str]]:
     found = list(modules())
     known = {name for name, _, _ in found}
-    return {name: imports(name, path, pkg, known) - {name} for name, path, pkg in found}
+    packages = {name for name, _, pkg in found if pkg and name != "boltzformer"}
+    return {name: with_packages(imports(name, path, pkg, known), packages, name) - {name}
+            for name, path, pkg in found}
+
+
+def with_packages(imported: set[str], packages: set[str], importer: str = "") -> set[str]:
+    """`imported` and the packages above each module in it (not the root, nor the
+    importer's own packages, which are already running): importing
+    boltzformer.train.run_dir from elsewhere runs boltzformer/train/__init__.py first, so
+    what that imports is imported too, and a cycle through it is a cycle at run time."""
+    parents = {m.rsplit(".", k)[0] for m in imported for k in range(1, m.count("."))}
+    own = {importer.rsplit(".", k)[0] for k in range(0, importer.count("."))}
+    return imported | (parents & packages) - own
 
 
 def upward(graph: dict[str, set[str]]) -> list[str]:
@@ -141,13 +153,16 @@ def test_no_import_cycles():
 
 def test_the_checks_catch_what_they_are_for():
     graph = {
-        "boltzformer.data.medio": {"boltzformer.predictor"},  # data/io -> library
-        "boltzformer.evaluate": {"boltzformer.grounding"},
-        "boltzformer.grounding": {"boltzformer.plots"},
-        "boltzformer.plots": {"boltzformer.evaluate"},
+        "boltzformer.data.medio": {"boltzformer.inference.predictor"},  # data/io -> library
+        "boltzformer.evaluation.evaluate": {"boltzformer.evaluation.grounding"},
+        "boltzformer.evaluation.grounding": {"boltzformer.evaluation.plots"},
+        "boltzformer.evaluation.plots": {"boltzformer.evaluation.evaluate"},
     }
-    assert upward(graph) == ["boltzformer.data.medio (data/io) -> boltzformer.predictor (library)"]
-    assert cycles(graph) == [["boltzformer.evaluate", "boltzformer.grounding", "boltzformer.plots"]]
+    assert upward(graph) == [
+        "boltzformer.data.medio (data/io) -> boltzformer.inference.predictor (library)"]
+    assert cycles(graph) == [["boltzformer.evaluation.evaluate",
+                              "boltzformer.evaluation.grounding",
+                              "boltzformer.evaluation.plots"]]
 
 
 def defined_names(source: Path) -> set[str]:
@@ -201,13 +216,29 @@ def test_the_script_check_catches_what_it_is_for(tmp_path):
     found = {name: (path, pkg) for name, path, pkg in modules()}
     script = tmp_path / "bad.py"
     script.write_text(
-        "from boltzformer.evaluate import evaluate, no_such_function\n"
+        "from boltzformer.evaluation.evaluate import evaluate, no_such_function\n"
         "from boltzformer.commands.bench import run\n"
         "import boltzformer.no_such_module\n"
         "from boltzformer.data import BiomedParseDataset\n"  # a package's re-export: fine
     )
     assert script_problems(script, found) == [
-        "bad.py: boltzformer.evaluate.no_such_function: no such name",
+        "bad.py: boltzformer.evaluation.evaluate.no_such_function: no such name",
         "bad.py: boltzformer.commands.bench.run: a command module (call the library or apps)",
         "bad.py: boltzformer.no_such_module: no such module",
     ]
+
+
+def test_an_import_counts_the_packages_it_runs():
+    """Importing a.b.c runs a.b's __init__: a cycle through a package's public names is
+    caught (the trainer imports evaluation, whose __init__ must not import the trainer)."""
+    packages = {"boltzformer.train", "boltzformer.evaluation"}
+    assert with_packages({"boltzformer.train.run_dir"}, packages) == {
+        "boltzformer.train.run_dir", "boltzformer.train"}
+    graph = {
+        "boltzformer.train": {"boltzformer.train.trainer"},
+        "boltzformer.train.trainer": with_packages({"boltzformer.evaluation.evaluate"},
+                                                   packages),
+        "boltzformer.evaluation": with_packages({"boltzformer.train.run_dir"}, packages),
+    }
+    assert ["boltzformer.evaluation", "boltzformer.train", "boltzformer.train.trainer"] in \
+        cycles(graph)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import boltzformer.modeling.mask_decoder as mask_decoder
 from boltzformer import BoltzFormer, BoltzFormerConfig, build_model, dice_bce_loss, get_preset
-from boltzformer.evaluate import dice_batch
+from boltzformer.evaluation.evaluate import dice_batch
 from boltzformer.modeling.config import PRESETS
 from boltzformer.modeling.pigma import PiGMA
 

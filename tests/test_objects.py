@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from boltzformer import objects
 from boltzformer.data import BiomedParseDataset, DataError, list_splits
-from boltzformer.evaluate import evaluate, write_report
-from boltzformer.objects import (
+from boltzformer.evaluation import objects
+from boltzformer.evaluation.evaluate import evaluate, write_report
+from boltzformer.evaluation.objects import (
     label_objects,
     match_objects,
     object_stats,

@@ -3,7 +3,7 @@
 tests/fixtures/release_parity.safetensors holds the release's random weights (its names),
 fixed inputs and its outputs, written by `python scripts/release_fixture.py RELEASE_DIR`
 from the release's own code; nothing here runs the release. Its weights go through
-`boltzformer.convert` into this package's pixel decoder, decoder and PiGMA with our
+`boltzformer.modeling.release_weights` into this package's pixel decoder, decoder and PiGMA with our
 defaults, except where a mode says otherwise, and every output must agree.
 """
 
@@ -17,12 +17,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from boltzformer.convert import convert_release_state_dict, load_release_head
-from boltzformer.loss import dice_bce_loss
 from boltzformer.modeling.config import BoltzFormerConfig
+from boltzformer.modeling.loss import dice_bce_loss
 from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
 from boltzformer.modeling.pigma import PiGMA
 from boltzformer.modeling.pixel_decoder import PixelDecoder
+from boltzformer.modeling.release_weights import convert_release_state_dict, load_release_head
 from boltzformer.modeling.sampling import boltzmann_distribution_over, temperature
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release_parity.safetensors"

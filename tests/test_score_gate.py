@@ -16,7 +16,7 @@ from torch import nn
 
 from boltzformer import Predictor, cli
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import evaluate
+from boltzformer.evaluation.evaluate import evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer, build_model
 from boltzformer.modeling.existence import ABSENT_LOGIT, mask_score, score_gate
 

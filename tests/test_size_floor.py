@@ -16,15 +16,15 @@ from PIL import Image
 from torch import nn
 
 from boltzformer import Predictor, cli
-from boltzformer.calibrate import (
+from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluation.calibrate import (
     best_fraction,
     calibrate_size_floor,
     score_fractions,
     training_sizes,
     with_size_floor,
 )
-from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import evaluate
+from boltzformer.evaluation.evaluate import evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer, build_model
 from boltzformer.modeling.checkpoint import CheckpointError
 from boltzformer.modeling.size_floor import SizeFloor, answer_floor

@@ -10,8 +10,8 @@ from torch import nn
 
 import boltzformer.train.step as step_module
 from boltzformer.data import BiomedParseDataset
-from boltzformer.loss import dice_bce_loss
 from boltzformer.modeling.boltzformer import build_model
+from boltzformer.modeling.loss import dice_bce_loss
 from boltzformer.train import checkpoint as ckpt
 from boltzformer.train.config import LoopConfig, OptimConfig, TrainConfig
 from boltzformer.train.data import EpochView, collate_groups

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from boltzformer import build_model
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import dice_batch, unique_images
-from boltzformer.loss import (
+from boltzformer.evaluation.evaluate import dice_batch, unique_images
+from boltzformer.modeling.loss import (
     deep_supervision_loss,
     dice_bce_loss,
     dice_loss,

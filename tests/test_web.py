@@ -22,11 +22,12 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import boltzformer
-from boltzformer import Predictor, cli, viz
+from boltzformer import Predictor, cli
 from boltzformer.apps import web, web_load, web_sessions
 from boltzformer.apps import web_serve as serve
 from boltzformer.data.inputs import read_plane, read_volume
 from boltzformer.data.medio import nifti_slices, read_image
+from boltzformer.inference import viz
 
 LIMITS = web_sessions.Limits(max_pixels=1100 * 1100, max_voxels=20_000)
 AUTO = web.AUTO_WINDOW

@@ -1,11 +1,11 @@
 """BoltzFormer: Boltzmann attention sampling for text-prompted small-object segmentation."""
 
-from boltzformer.loss import dice_bce_loss
+from boltzformer.inference.predict_files import PredictOptions, predict_files
+from boltzformer.inference.predictor import Prediction, Predictor, SamplingTrace
 from boltzformer.modeling.boltzformer import BoltzFormer, BoltzFormerOutput, build_model
 from boltzformer.modeling.checkpoint import CheckpointError
 from boltzformer.modeling.config import PRESETS, BoltzFormerConfig, get_preset
-from boltzformer.predict_files import PredictOptions, predict_files
-from boltzformer.predictor import Prediction, Predictor, SamplingTrace
+from boltzformer.modeling.loss import dice_bce_loss
 
 __version__ = "0.1.0"
 

@@ -32,17 +32,18 @@ import numpy as np
 import torch
 
 from boltzformer.apps.bench import machine_description
-from boltzformer.calibrate import (
+from boltzformer.data import BiomedParseDataset, generate_phantoms, list_splits
+from boltzformer.evaluation.calibrate import (
     Calibration,
     calibrate_size_floor,
     format_table,
     with_size_floor,
     write_size_floor,
 )
-from boltzformer.data import BiomedParseDataset, generate_phantoms, list_splits
-from boltzformer.evaluate import evaluate, write_report
+from boltzformer.evaluation.evaluate import evaluate, write_report
+from boltzformer.inference.predictor import Predictor
+from boltzformer.inference.viz import GridItem, prediction_grid, sampling_figure
 from boltzformer.modeling.boltzformer import BoltzFormer
-from boltzformer.predictor import Predictor
 from boltzformer.train.config import (
     DataConfig,
     LoopConfig,
@@ -53,7 +54,6 @@ from boltzformer.train.config import (
 )
 from boltzformer.train.run_dir import DEMO_RUN
 from boltzformer.train.trainer import train
-from boltzformer.viz import GridItem, prediction_grid, sampling_figure
 
 DEMO_STEPS = 700  # the demo's optimiser steps (`--steps`)
 

@@ -45,8 +45,8 @@ import yaml
 
 from boltzformer.apps.bench import BenchSettings, run_benchmark
 from boltzformer.data.phantoms import generate_phantoms, make_phantom
+from boltzformer.inference.predictor import Predictor
 from boltzformer.modeling.boltzformer import build_model
-from boltzformer.predictor import Predictor
 from boltzformer.train import TrainConfig, train
 
 #: the dtypes the predictor check compares with float32

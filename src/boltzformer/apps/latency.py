@@ -27,9 +27,9 @@ import torch
 
 from boltzformer.apps.bench import machine_description, size_problems, torch_threads
 from boltzformer.apps.tool_output import progress_bar, write_json
+from boltzformer.inference.predictor import Predictor
 from boltzformer.modeling.boltzformer import build_model
 from boltzformer.modeling.config import get_preset
-from boltzformer.predictor import Predictor
 from boltzformer.train.distributed import resolve_device
 
 # Prompts in the order `predict` gets them: P prompts are the first P.

@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from boltzformer.data import BiomedParseDataset, generate_phantoms
-from boltzformer.evaluate import evaluate
+from boltzformer.evaluation.evaluate import evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.config import DataConfig, LoopConfig, ModelSpec, OptimConfig, TrainConfig
 from boltzformer.train.trainer import train

@@ -47,7 +47,6 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from boltzformer import viz
 from boltzformer.apps.web_sessions import (
     QUEUE_SIZE,
     Encoding,
@@ -62,6 +61,9 @@ from boltzformer.data import generate_phantoms
 from boltzformer.data.dicom_seg import write_dicom_seg
 from boltzformer.data.inputs import file_names
 from boltzformer.data.medio import WINDOWS, stack_slices, write_nifti_mask
+from boltzformer.inference import viz
+from boltzformer.inference.predict_files import SEG_FILE
+from boltzformer.inference.predictor import Predictor
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
@@ -69,8 +71,6 @@ from boltzformer.modeling.existence import (
     check_min_score,
 )
 from boltzformer.modeling.text_encoder import check_prompts
-from boltzformer.predict_files import SEG_FILE
-from boltzformer.predictor import Predictor
 
 log = logging.getLogger(__name__)
 

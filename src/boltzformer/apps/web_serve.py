@@ -22,7 +22,7 @@ from boltzformer.apps.web_sessions import (
     EncodingCache,
     Limits,
 )
-from boltzformer.predictor import Predictor
+from boltzformer.inference.predictor import Predictor
 
 #: The environment variable that holds one login, user:password.
 AUTH_ENV = "BOLTZFORMER_AUTH"

@@ -25,8 +25,8 @@ from boltzformer.data.medio import (
     nifti_slices,
     read_dicom_dataset,
 )
+from boltzformer.inference.predictor import Predictor
 from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
-from boltzformer.predictor import Predictor
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

@@ -2,7 +2,7 @@
 
 `UNetExpert`: the paper's per-class "expert" (its nnU-Net comparison), a U-Net with one output
 channel per target; `train_unet` trains it on the same split as the BoltzFormer trainer, and
-`boltzformer.evaluate.evaluate` scores it like BoltzFormer.
+`boltzformer.evaluation.evaluate.evaluate` scores it like BoltzFormer.
 """
 
 from boltzformer.baselines.unet import UNetBaselineConfig, UNetExpert, UNetOutput

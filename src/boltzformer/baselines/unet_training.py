@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from boltzformer.baselines.unet import UNetBaselineConfig, UNetExpert
 from boltzformer.data import BiomedParseDataset, random_augment
-from boltzformer.loss import dice_bce_loss
+from boltzformer.modeling.loss import dice_bce_loss
 from boltzformer.train.data import group_by_image, mix_seed, split_by_image
 from boltzformer.train.optim import cosine_factor, decay_groups
 from boltzformer.train.step import resolve_amp

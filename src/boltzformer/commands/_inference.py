@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 
 from boltzformer.data.medio import WINDOWS
+from boltzformer.inference.predictor import Predictor
 from boltzformer.modeling.dtypes import DTYPES, resolve_dtype
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
     check_existence_threshold,
     check_min_score,
 )
-from boltzformer.predictor import Predictor
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

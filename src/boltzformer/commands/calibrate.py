@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from boltzformer.calibrate import FRACTIONS, PERCENTILE, calibrate_run
+from boltzformer.evaluation.calibrate import FRACTIONS, PERCENTILE, calibrate_run
 from boltzformer.train.run_dir import CONFIG_NAME
 
 EXAMPLE = """\

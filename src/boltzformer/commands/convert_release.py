@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from boltzformer.convert import convert_release_checkpoint
 from boltzformer.modeling.config import PRESETS
+from boltzformer.modeling.release_weights import convert_release_checkpoint
 from boltzformer.train.config import parse_overrides
 
 

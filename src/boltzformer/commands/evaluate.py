@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from boltzformer.commands._inference import add_dtype, add_existence_threshold
-from boltzformer.evaluate_checkpoint import evaluate_checkpoint
+from boltzformer.evaluation.evaluate_checkpoint import evaluate_checkpoint
 
 EXAMPLE = """\
 example:

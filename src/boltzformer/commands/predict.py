@@ -1,5 +1,5 @@
 """`boltzformer predict`: segment an image, DICOM slice or series, NIfTI volume or a folder of
-images from text prompts (the work: `boltzformer.predict_files`)."""
+images from text prompts (the work: `boltzformer.inference.predict_files`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from boltzformer.commands._inference import add_input_options, add_model_options, load_predictor
-from boltzformer.predict_files import PredictOptions, predict_files
+from boltzformer.inference.predict_files import PredictOptions, predict_files
 from boltzformer.train.run_dir import resolve_checkpoint
 
 EPILOG = """\

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from boltzformer.publish import push_checkpoint
+from boltzformer.train.publish import push_checkpoint
 
 EXAMPLE = """\
 example:

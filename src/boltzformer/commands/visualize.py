@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from boltzformer import viz
 from boltzformer.commands._inference import add_input_options, add_model_options, load_predictor
 from boltzformer.data.inputs import is_volume, read_gt, read_plane, read_volume
 from boltzformer.data.medio import nifti_slices
+from boltzformer.inference import viz
 from boltzformer.modeling.text_encoder import check_prompts
 from boltzformer.train.run_dir import resolve_checkpoint
 

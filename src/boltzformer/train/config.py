@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from boltzformer.loss import DEEP_SUPERVISION_TARGETS, DEFAULT_DICE, DICE_FORMS
 from boltzformer.modeling.config import PRESETS, BoltzFormerConfig, check_keys, get_preset
+from boltzformer.modeling.loss import DEEP_SUPERVISION_TARGETS, DEFAULT_DICE, DICE_FORMS
 
 AMP_MODES: tuple[str, ...] = ("none", "bf16", "fp16", "auto")
 NAN_POLICIES: tuple[str, ...] = ("stop", "skip")

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from boltzformer.data import BiomedParseDataset, random_augment
 from boltzformer.data.biomedparse import default_prompt
-from boltzformer.evaluate import TINY_AREA
+from boltzformer.evaluation.evaluate import TINY_AREA
 from boltzformer.train.config import DataConfig
 
 

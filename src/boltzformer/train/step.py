@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.profiler import record_function
 
-from boltzformer.loss import existence_loss, has_target, training_loss
 from boltzformer.modeling.attention import PART
+from boltzformer.modeling.loss import existence_loss, has_target, training_loss
 from boltzformer.train.config import TrainConfig
 
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}

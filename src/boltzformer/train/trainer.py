@@ -27,12 +27,12 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from boltzformer.data import collate
-from boltzformer.evaluate import dice_batch, unique_images
-from boltzformer.loss import dice_bce_loss
+from boltzformer.evaluation.evaluate import dice_batch, unique_images
+from boltzformer.evaluation.plots import plot_loss_curve
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.checkpoint import WEIGHTS_FILE, load_weights
 from boltzformer.modeling.existence import gate_logits
-from boltzformer.plots import plot_loss_curve
+from boltzformer.modeling.loss import dice_bce_loss
 from boltzformer.train import checkpoint as ckpt
 from boltzformer.train.config import TrainConfig
 from boltzformer.train.data import (

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluate import evaluate, write_report
+from boltzformer.evaluation.evaluate import evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.dtypes import dtype_name, resolve_dtype
 from boltzformer.modeling.existence import (

@@ -19,7 +19,6 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from boltzformer import viz
 from boltzformer.data.dicom_seg import write_dicom_seg
 from boltzformer.data.dicom_series import DicomSeries, read_dicom_series, series_files
 from boltzformer.data.errors import DataError
@@ -44,8 +43,9 @@ from boltzformer.data.medio import (
     write_nifti_float,
     write_nifti_mask,
 )
+from boltzformer.inference import viz
+from boltzformer.inference.predictor import Prediction, Predictor
 from boltzformer.modeling.text_encoder import check_prompts
-from boltzformer.predictor import Prediction, Predictor
 
 RESULTS_FILE = "predictions.json"
 #: The DICOM SEG of a DICOM input (a slice or a series), all prompts in one object.

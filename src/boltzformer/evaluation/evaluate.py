@@ -53,7 +53,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from boltzformer.data import collate
-from boltzformer.grounding import GroundingCollector
+from boltzformer.evaluation.grounding import GroundingCollector
+from boltzformer.evaluation.objects import ObjectCollector
+from boltzformer.evaluation.plots import plot_confusion, plot_dice_vs_size
+from boltzformer.evaluation.report import json_safe, render_markdown
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
     check_existence_threshold,
@@ -63,9 +66,6 @@ from boltzformer.modeling.existence import (
     score_gate,
 )
 from boltzformer.modeling.size_floor import answer_floor
-from boltzformer.objects import ObjectCollector
-from boltzformer.plots import plot_confusion, plot_dice_vs_size
-from boltzformer.report import json_safe, render_markdown
 
 SMALL_AREA = 0.01  # the paper's small/large threshold: 1% of the image area
 TINY_AREA = 0.001  # the tiny sub-stratum of small: 0.1% of the image area

@@ -30,13 +30,13 @@ from torch import nn
 from torch.utils.data import Subset
 
 from boltzformer.data.biomedparse import Sample
-from boltzformer.evaluate import evaluate
+from boltzformer.evaluation.evaluate import evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.checkpoint import CONFIG_FILE
 from boltzformer.modeling.size_floor import SizeFloor
-from boltzformer.publish import refresh_card
 from boltzformer.train.config import TrainConfig
 from boltzformer.train.data import run_split
+from boltzformer.train.publish import refresh_card
 from boltzformer.train.run_dir import CONFIG_NAME, run_checkpoint
 
 #: the percentile of a target's training areas that its floor is a fraction of
