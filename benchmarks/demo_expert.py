@@ -1,5 +1,6 @@
 """The tables of demo.md's side-by-side runs from `boltzformer demo --expert` output folders:
-one row per model and run, the mean ± sd over the runs, and Dice per target (runs in order).
+one row per model and run, the mean ± sd over the runs (absent FP: absent prompts answered with
+a mask), and Dice per target (runs in order).
 
     python benchmarks/demo_expert.py demo_0 demo_1 demo_2
 """
@@ -21,6 +22,7 @@ def scores(folder: Path, steps: int) -> dict:
             "tiny": 100 * strata["tiny"]["dice_mean"], "large": 100 * strata["large"]["dice_mean"],
             "all": 100 * m["overall"]["dice_mean"], "failures": 100 * strata["all"]["failure_rate"],
             "prompt": 100 * m["grounding"]["prompt_accuracy"],
+            "absent": 100 * (m.get("absent", {}).get("false_positive_rate") or 0.0),
             "targets": {t: 100 * v["dice_mean"] for t, v in m["by_target"].items()}}
 
 
@@ -35,9 +37,10 @@ def runs(demo: Path) -> dict[str, dict]:
 
 def main(folders: list[Path]) -> None:
     table = {name: [] for name in ("BoltzFormer", "U-Net")}
-    keys = ("small", "tiny", "large", "all", "failures", "prompt")
-    print("| model, run | steps | small | tiny | large | all | failures | prompt accuracy |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    keys = ("small", "tiny", "large", "all", "failures", "prompt", "absent")
+    print("| model, run | steps | small | tiny | large | all | failures | prompt accuracy "
+          "| absent FP |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for folder in folders:
         for name, r in runs(folder).items():
             table[name].append(r)
