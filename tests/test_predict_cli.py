@@ -14,7 +14,7 @@ from PIL import Image
 
 import boltzformer
 from boltzformer import Predictor, cli
-from boltzformer.commands import visualize
+from boltzformer.inference import visualize
 
 DEMO_IMAGES = [
     "01_CT_lung.png", "06_CT_abdomen.png", "08_MRI_heart.png", "15_X-Ray_chest.png",

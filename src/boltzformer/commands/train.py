@@ -8,9 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from boltzformer.train import TrainConfig, train
-from boltzformer.train.config import parse_overrides
-from boltzformer.train.run_dir import CONFIG_NAME
+from boltzformer.train.launch import summary, train_run
 
 EXAMPLE = """\
 examples:
@@ -52,28 +50,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = args.config
-    if config is None and args.resume and (args.out / CONFIG_NAME).is_file():
-        config = args.out / CONFIG_NAME
-    overrides = parse_overrides(args.overrides)
-    if args.data is not None:
-        overrides["data.root"] = str(args.data)
-    cfg = TrainConfig.load(config, overrides)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     try:
-        result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+        result = train_run(args.config, args.out, data=args.data, overrides=args.overrides,
+                           resume=args.resume, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         if world == 1:
-            raise
+            raise  # the one-line error of the command line
         rank = os.environ.get("RANK", "?")
         print(f"boltzformer train: error (rank {rank} of {world}): {err}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
-        m = result.metrics
-        best = "none" if m["best_val_loss"] is None else (
-            f"val loss {m['best_val_loss']:.4f}, val Dice {m['best_val_dice']:.4f} "
-            f"(epoch {m['best_epoch']})")
-        print(f"finished ({m['stop_reason']}) after {m['epochs']} epochs, {m['step']} steps, "
-              f"{m['pairs_per_s']:.1f} image-prompt pairs/s; best: {best}")
-        print(f"checkpoints: {result.best_checkpoint} (best), {result.last_checkpoint} (last)")
+        print(summary(result))
     return 0

@@ -6,13 +6,8 @@ import argparse
 from pathlib import Path
 
 from boltzformer.commands._inference import add_input_options, add_model_options, load_predictor
-from boltzformer.data.inputs import is_volume, read_gt, read_plane, read_volume
-from boltzformer.data.medio import nifti_slices
-from boltzformer.inference import viz
-from boltzformer.modeling.text_encoder import check_prompts
+from boltzformer.inference.visualize import FIGURE_SUFFIXES, visualize_file
 from boltzformer.train.run_dir import resolve_checkpoint
-
-FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 EPILOG = """\
 examples:
@@ -56,33 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    [prompt] = check_prompts([args.prompt], what="--prompt")
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    if args.out.suffix.lower() not in FIGURE_SUFFIXES:
-        raise ValueError(f"--out {args.out}: give a figure file ending in "
-                         f"{', '.join(FIGURE_SUFFIXES)}")
-    if is_volume(args.input):
-        slices = nifti_slices(read_volume(args.input, args.window, args.axis).display, args.axis)
-        k = len(slices) // 2 if args.slice is None else args.slice
-        if not 0 <= k < len(slices):
-            raise ValueError(f"--slice {k} does not exist: axis {args.axis} has slices "
-                             f"0..{len(slices) - 1}")
-        image = slices[k]
-        title = f'"{prompt}" on {args.input.name}, slice {k} along axis {args.axis}'
-    else:
-        if args.slice is not None:
-            raise ValueError("--slice applies to NIfTI volumes only; drop it")
-        image = read_plane(args.input, args.window)
-        title = f'"{prompt}" on {args.input.name}'
-    gt = read_gt(args.mask, image.shape[:2]) if args.mask is not None else None
-    predictor = load_predictor(checkpoint, args)
-    num_queries = predictor.model.config.num_queries
-    if not 0 <= args.query < num_queries:
-        raise ValueError(f"--query {args.query} does not exist: the model has queries "
-                         f"0..{num_queries - 1}")
-    predictor.set_image(image)
-    trace = predictor.sampling(prompt)
-    viz.sampling_figure(image, trace.keep_masks, trace.prob, gt, query=args.query, path=args.out,
-                        title=title, threshold=args.threshold)
-    print(f"wrote {args.out} ({len(trace.keep_masks)} decoder layers, query {args.query})")
+    predictor = load_predictor(resolve_checkpoint(args.checkpoint), args)
+    print(visualize_file(predictor, args.input, args.prompt, args.out, window=args.window,
+                         axis=args.axis, slice_index=args.slice, mask=args.mask,
+                         query=args.query, threshold=args.threshold))
     return 0
