@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,11 +24,10 @@ from boltzformer.modeling.checkpoint import (
     checkpoint_paths,
     load_weights,
     read_config,
-    write_checkpoint,
 )
 from boltzformer.modeling.config import check_size_floor
-from boltzformer.modeling.hub import model_folder, push_model
-from boltzformer.modeling.model_card import CardFacts, ModelDescription, write_card
+from boltzformer.modeling.hub import PublishedModel, model_folder
+from boltzformer.modeling.model_card import ModelDescription
 from boltzformer.modeling.size_floor import SizeFloor, size_floor_or_none
 from boltzformer.modeling.text_encoder import label_of_prompt
 
@@ -82,11 +81,12 @@ class UNetOutput:
     channel_logits: Tensor
 
 
-class UNetExpert(nn.Module):
+class UNetExpert(PublishedModel, nn.Module):
     """A U-Net with one output channel per target, behind BoltzFormer's call signature."""
 
     #: `forward` takes the items' target names (`targets=`): `evaluate` passes them.
     takes_targets: ClassVar[bool] = True
+    COMMIT_MESSAGE = "Upload boltzformer U-Net expert"
 
     def __init__(self, config: UNetBaselineConfig) -> None:
         super().__init__()
@@ -167,26 +167,6 @@ class UNetExpert(nn.Module):
         index = self.channels(targets).to(channel_logits.device)
         logits = channel_logits[torch.arange(len(index), device=index.device), index]
         return UNetOutput(logits[:, None], channel_logits)
-
-    def save_pretrained(self, directory: str | Path, *, card: CardFacts | None = None) -> Path:
-        """Write `config.json`, `model.safetensors` and the model card `README.md` (with
-        `card`'s training and evaluation facts, else saying they are unknown) into
-        `directory`."""
-        written = write_checkpoint(self, self.config.to_json(), directory)
-        write_card(written, self.describe(self.config), card or CardFacts())
-        return written
-
-    def push_to_hub(
-        self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
-        token: str | bool | None = None, card: CardFacts | None = None,
-        commit_message: str = "Upload boltzformer U-Net expert",
-    ) -> str:
-        """Upload this model to the Hugging Face Hub repository `repo_id` (`org/name`,
-        created if missing) as `save_pretrained` writes it, card included; the commit URL."""
-        facts = CardFacts(repo_id=repo_id) if card is None else replace(card, repo_id=repo_id)
-        return push_model(lambda folder: self.save_pretrained(folder, card=facts), repo_id,
-                          private=private, revision=revision, token=token,
-                          commit_message=commit_message)
 
     @staticmethod
     def describe(c: UNetBaselineConfig) -> ModelDescription:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,14 +16,13 @@ from boltzformer.modeling.checkpoint import (
     checkpoint_paths,
     load_weights,
     read_config,
-    write_checkpoint,
 )
 from boltzformer.modeling.config import BoltzFormerConfig, get_preset
 from boltzformer.modeling.existence import ExistenceHead, mask_evidence
 from boltzformer.modeling.fine_semantic import FineSemantic
-from boltzformer.modeling.hub import model_folder, push_model
+from boltzformer.modeling.hub import PublishedModel, model_folder
 from boltzformer.modeling.mask_decoder import BoltzFormerDecoder
-from boltzformer.modeling.model_card import CardFacts, ModelDescription, write_card
+from boltzformer.modeling.model_card import ModelDescription
 from boltzformer.modeling.pigma import PiGMA
 from boltzformer.modeling.pixel_decoder import PixelDecoder
 from boltzformer.modeling.size_floor import SizeFloor, size_floor_or_none
@@ -99,7 +98,7 @@ class BoltzFormerOutput:
     existence_logits: Tensor | None = None
 
 
-class BoltzFormer(nn.Module):
+class BoltzFormer(PublishedModel, nn.Module):
     """Text-prompted segmentation with Boltzmann attention sampling."""
 
     #: `forward` takes the items' target names (`targets=`): `evaluate` passes them.
@@ -303,26 +302,6 @@ class BoltzFormer(nn.Module):
         )
 
     # --- checkpoints ------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, *, card: CardFacts | None = None) -> Path:
-        """Write `config.json`, `model.safetensors` and the model card `README.md` (with
-        `card`'s training and evaluation facts; without them it says they are unknown) into
-        `directory`."""
-        written = write_checkpoint(self, self.config.to_json(), directory)
-        write_card(written, self.describe(self.config), card or CardFacts())
-        return written
-
-    def push_to_hub(
-        self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
-        token: str | bool | None = None, card: CardFacts | None = None,
-        commit_message: str = "Upload boltzformer checkpoint",
-    ) -> str:
-        """Upload this model to the Hugging Face Hub repository `repo_id` (`org/name`,
-        created if missing) as `save_pretrained` writes it, card included; the commit URL."""
-        facts = CardFacts(repo_id=repo_id) if card is None else replace(card, repo_id=repo_id)
-        return push_model(lambda folder: self.save_pretrained(folder, card=facts), repo_id,
-                          private=private, revision=revision, token=token,
-                          commit_message=commit_message)
-
     @staticmethod
     def describe(c: BoltzFormerConfig) -> ModelDescription:
         """What the model card says of a model of config `c`."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.utils import (
@@ -24,9 +26,15 @@ from huggingface_hub.utils import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from torch import nn
 
-from boltzformer.modeling.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
-from boltzformer.modeling.model_card import CARD_FILE
+from boltzformer.modeling.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    write_checkpoint,
+)
+from boltzformer.modeling.model_card import CARD_FILE, CardFacts, ModelDescription, write_card
 
 #: The files of a checkpoint on the Hub; nothing else is downloaded or uploaded.
 HUB_FILES: tuple[str, ...] = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
@@ -159,3 +167,35 @@ def push_model(
         folder = save(Path(tmp))
         return upload_checkpoint(folder, repo_id, private=private, revision=revision,
                                  token=token, commit_message=commit_message)
+
+
+class PublishedModel:
+    """`save_pretrained` and `push_to_hub` for a model that has a `config` (with `to_json`)
+    and says what its card holds (`describe`): BoltzFormer and the U-Net expert alike."""
+
+    COMMIT_MESSAGE = "Upload boltzformer checkpoint"
+    config: Any  # the model's config dataclass
+    describe: Callable[[Any], ModelDescription]  # its card's description of a config
+
+    def save_pretrained(self, directory: str | Path, *, card: CardFacts | None = None) -> Path:
+        """Write `config.json`, `model.safetensors` and the model card `README.md` (with
+        `card`'s training and evaluation facts; without them it says they are unknown) into
+        `directory`."""
+        assert isinstance(self, nn.Module)
+        written = write_checkpoint(self, self.config.to_json(), directory)
+        write_card(written, self.describe(self.config), card or CardFacts())
+        return written
+
+    def push_to_hub(
+        self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+        token: str | bool | None = None, card: CardFacts | None = None,
+        commit_message: str | None = None,
+    ) -> str:
+        """Upload this model to the Hugging Face Hub repository `repo_id` (`org/name`,
+        created if missing) as `save_pretrained` writes it, card included; the commit URL."""
+        facts = CardFacts(repo_id=repo_id) if card is None else replace(card, repo_id=repo_id)
+        return push_model(lambda folder: self.save_pretrained(folder, card=facts), repo_id,
+                          private=private, revision=revision, token=token,
+                          commit_message=commit_message or self.COMMIT_MESSAGE)
+
+
