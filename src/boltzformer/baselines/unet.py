@@ -25,7 +25,7 @@ from boltzformer.modeling.checkpoint import (
     load_weights,
     read_config,
 )
-from boltzformer.modeling.config import check_size_floor
+from boltzformer.modeling.config import check_size_floor, check_window
 from boltzformer.modeling.hub import PublishedModel, model_folder
 from boltzformer.modeling.model_card import ModelDescription
 from boltzformer.modeling.size_floor import SizeFloor, size_floor_or_none
@@ -54,12 +54,16 @@ class UNetBaselineConfig:
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     size_floors: dict[str, float] = field(default_factory=dict)
     size_floor_fraction: float = 0.0
+    window_size: int = 0  # sliding-window inference, as BoltzFormerConfig's window_* fields
+    window_scale: float = 1.0
+    window_overlap: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(self.targets))
         object.__setattr__(self, "decoder_channels", tuple(self.decoder_channels))
         object.__setattr__(self, "size_floors", dict(self.size_floors))
         check_size_floor(self.size_floors, self.size_floor_fraction)
+        check_window(self.window_size, self.window_scale, self.window_overlap)
         if not self.targets or len(set(self.targets)) != len(self.targets):
             raise ValueError(f"targets must be distinct names, at least one: {self.targets}")
         if self.image_size < 32 or self.image_size % 32:

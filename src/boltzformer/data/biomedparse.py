@@ -156,15 +156,16 @@ class BiomedParseDataset(Dataset):
     """A BiomedParse-format split as a torch Dataset, one item per mask.
 
     Each item is a dict: "image" float32 (3, S, S) in 0–255, "mask" float32 (1, S, S) of
-    exactly 0/1 (S = `image_size`; images are resized to a square, masks stay binary and a
-    tiny object keeps at least one pixel), "prompt", "target", "modality", "site",
-    "image_file", "mask_file", "dataset" (str) and "area" (float: the object's area fraction
-    in the original mask), "mask_path" (str), "instances_path" (str: the mask's instance map
-    `<split>_instances/<mask file>`, "" when there is none), "volume" (str, "" unless the
-    image is a slice of a volume) and "slice" (int, -1 likewise). `train=True` draws a
-    random sentence per access and, unless `augment=False`, applies `random_augment` (paper
-    A.5); `train=False` uses the first sentence. Randomness comes from `seed` (mixed with the
-    worker seed in DataLoader workers). `prompt`, when given, replaces every sample's
+    exactly 0/1 (S = `image_size`; images are resized to a square, masks stay binary and a tiny
+    object keeps at least one pixel; `image_size=None` keeps each image at its own size, (3, H,
+    W) and (1, H, W), for crops and windows at native resolution), "prompt", "target",
+    "modality", "site", "image_file", "mask_file", "dataset" (str) and "area" (float: the
+    object's area fraction in the original mask), "mask_path" (str), "instances_path" (str: the
+    mask's instance map `<split>_instances/<mask file>`, "" when there is none), "volume" (str,
+    "" unless the image is a slice of a volume) and "slice" (int, -1 likewise). `train=True`
+    draws a random sentence per access and, unless `augment=False`, applies `random_augment`
+    (paper A.5); `train=False` uses the first sentence. Randomness comes from `seed` (mixed
+    with the worker seed in DataLoader workers). `prompt`, when given, replaces every sample's
     sentences with that one string: a control that shows how much a model relies on the text.
     """
 
@@ -173,7 +174,7 @@ class BiomedParseDataset(Dataset):
         root: str | Path,
         split: str = "train",
         *,
-        image_size: int = 256,
+        image_size: int | None = 256,
         train: bool = False,
         augment: bool | None = None,
         seed: int = 0,
@@ -185,7 +186,7 @@ class BiomedParseDataset(Dataset):
             raise DataError("prompt is empty: give the constant prompt text, or None")
         self.root = Path(root)
         self.split = split
-        self.image_size = int(image_size)
+        self.image_size = None if image_size is None else int(image_size)
         self.train = train
         self.augment = train if augment is None else augment
         self.seed = seed
@@ -411,7 +412,8 @@ class BiomedParseDataset(Dataset):
         # Conversions in numpy: torch's threaded kernels cost more than they save on one item.
         image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32))
         mask_t = torch.from_numpy(mask[None].astype(np.float32))
-        image_t, mask_t = _resize(image_t, mask_t, self.image_size)
+        if self.image_size is not None:
+            image_t, mask_t = _resize(image_t, mask_t, self.image_size)
         if self.train and len(sample.sentences) > 1:
             pick = int(torch.randint(len(sample.sentences), (), generator=self._rng()))
         else:

@@ -81,6 +81,14 @@ class BoltzFormerConfig:
     # `boltzformer calibrate` fills both in (the fraction chosen on the validation split).
     size_floors: dict[str, float] = field(default_factory=dict)
     size_floor_fraction: float = 0.0
+    # Inference on windows (inference/sliding_window.py): window_size 0 = the whole image
+    # resized to image_size (the paper's way); N > 0 = the image resampled by window_scale,
+    # cut into overlapping N x N windows (each resized to image_size if N differs), every
+    # window answered and the answers blended. A model trained on crops (data.crop_size)
+    # gets its crop size and scale here, so it predicts as it was trained.
+    window_size: int = 0
+    window_scale: float = 1.0
+    window_overlap: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_labels", tuple(self.text_labels))  # JSON/YAML give lists
@@ -116,6 +124,7 @@ class BoltzFormerConfig:
             raise ValueError(f"num_levels must be 1, 2 or 3, got {self.num_levels}")
         object.__setattr__(self, "size_floors", dict(self.size_floors))
         check_size_floor(self.size_floors, self.size_floor_fraction)
+        check_window(self.window_size, self.window_scale, self.window_overlap)
 
     # --- round trips -------------------------------------------------------------------
     @classmethod
@@ -180,6 +189,17 @@ def check_size_floor(sizes: dict[str, float], fraction: float) -> None:
                          f"image), got {', '.join(repr(b) for b in bad)}")
     if not fraction >= 0:
         raise ValueError(f"size_floor_fraction must be >= 0, got {fraction}")
+
+
+def check_window(size: int, scale: float, overlap: float) -> None:
+    """The sliding-window settings a model config holds: size 0 (off) or >= 32 pixels, scale
+    in (0, 4], overlap in [0, 1)."""
+    if size != 0 and size < 32:
+        raise ValueError(f"window_size must be 0 (whole image) or >= 32, got {size}")
+    if not 0.0 < scale <= 4.0:
+        raise ValueError(f"window_scale must be in (0, 4], got {scale}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"window_overlap must be in [0, 1), got {overlap}")
 
 
 def check_keys(values: dict[str, Any], valid: list[str], *, what: str) -> None:

@@ -70,6 +70,14 @@ class DataConfig:
     # image) seen this many times per epoch
     absent_repeat: int = 1
     tiny_repeat: int = 1
+    # Crops at native resolution (train/plan.py plans each one left null from the data):
+    # crop_size 0 = the whole image resized to model.image_size (the paper's way); N > 0 =
+    # N x N crops of the image resampled by `scale` (resized to model.image_size if N
+    # differs); object_crops = the share of crops centred on an object of one of the
+    # group's targets (nnU-Net: a third), the rest placed at random.
+    crop_size: int | None = None
+    scale: float | None = None
+    object_crops: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -80,6 +88,14 @@ class DataConfig:
         if self.absent_repeat < 1 or self.tiny_repeat < 1:
             raise ValueError("data.absent_repeat and data.tiny_repeat must be >= 1, got "
                              f"{self.absent_repeat} and {self.tiny_repeat}")
+        if self.crop_size is not None and self.crop_size != 0 and self.crop_size < 32:
+            raise ValueError(f"data.crop_size must be 0 (whole image), >= 32 or null (planned), "
+                             f"got {self.crop_size}")
+        if self.scale is not None and not 0.0 < self.scale <= 4.0:
+            raise ValueError(f"data.scale must be in (0, 4] or null (planned), got {self.scale}")
+        if self.object_crops is not None and not 0.0 <= self.object_crops <= 1.0:
+            raise ValueError(f"data.object_crops must be in [0, 1] or null (planned), got "
+                             f"{self.object_crops}")
 
 
 @dataclass(frozen=True)
