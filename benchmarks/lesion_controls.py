@@ -1,0 +1,167 @@
+"""Issue 41's controls: why BoltzFormer does not learn lesions of a few pixels that a U-Net
+learns in the same steps. One change at a time from the demo's recipe (apps/demo.py
+TRAINING), equal steps, on a data folder of real small lesions (e.g. the MS lesions, one
+patient held out as the test split), every run scored without a size floor (the floor is a
+separate question) and, for models with the existence head, also with the head off.
+
+    python benchmarks/lesion_controls.py train demo --data DATA --out RUNS --steps 600
+    python benchmarks/lesion_controls.py train unet --data DATA --out RUNS --steps 600
+    python benchmarks/lesion_controls.py table RUNS [RUNS ...]
+
+`train` writes RUNS/<variant>-s<seed>/ with the run (run/), its evaluation (eval/, and
+eval_head_off/ where the model has the head) and result.json. `table` prints one row per run:
+Dice of present lesions (all, small < 1 %, tiny < 0.1 % of the image), object detection F1
+at IoU >= 0.5 per size bin, the absent prompts painted and the existence head's accuracy.
+Run two one-thread jobs side by side (OMP_NUM_THREADS=1); steps, not minutes, so another
+job on the machine changes only the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from boltzformer.apps.demo import TRAINING, WITHOUT_EXISTENCE
+from boltzformer.baselines import train_unet
+from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluation.evaluate import evaluate, write_report
+from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.train.trainer import train
+
+# name -> TrainConfig overrides on the demo's recipe; "unet" trains the U-Net expert as
+# `demo --expert` does (its own recipe, 8 images a step, the same steps)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "demo": {},  # the demo's recipe: existence head, labels, exploration floor, layer_pool 2
+    "no-head": WITHOUT_EXISTENCE,  # no existence head: absent pairs train the mask path
+    "paper": {**WITHOUT_EXISTENCE, "model.sampling_explore": 0.0},  # Eq. 5 alone, no head
+    "full": {"model.attention": "full"},  # every token attended: no sampling at all
+    "pool1": {"loss.layer_pool": 1},  # deep supervision at S's stride 4, not pooled to 8
+    "s2": {"model.semantic_stride": 2},  # the finer mask path (stride 2)
+    "ratio0.3": {"model.sampling_ratio": 0.3},  # 30 % of the tokens drawn, not 10 %
+    "tau2": {"model.tau0": 2.0},  # a hotter start of the cooling schedule
+    "no-aug": {"data.augment": False},  # A.5's crops off (the U-Net's recipe has none)
+    "lr2": {"optim.lr": 2e-3},
+    "unet": {"expert": True},
+}
+
+
+def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one evaluation's metrics.json."""
+    strata = metrics["size_strata"]["weighted"]
+    objects = metrics.get("objects", {}).get("overall", {})
+    by_size = objects.get("by_size", {})
+    absent = metrics.get("absent", {})
+    return {
+        "all": metrics["overall"]["dice_mean"],
+        "small": strata.get("small", {}).get("dice_mean"),
+        "tiny": strata.get("tiny", {}).get("dice_mean"),
+        "f1": objects.get("f1"),
+        "f1_by_size": {name: v.get("f1") for name, v in by_size.items()},
+        "tp_fn_by_size": {name: (v.get("tp"), v.get("fn")) for name, v in by_size.items()},
+        "absent_fp": absent.get("false_positive_rate"),
+        "existence_accuracy": absent.get("existence", {}).get("accuracy")
+        if isinstance(absent.get("existence"), dict) else None,
+    }
+
+
+def run(variant: str, data: Path, out: Path, *, steps: int, seed: int,
+        workers: int) -> dict[str, Any]:
+    """Train `variant` for `steps` and score it on the test split (no size floor)."""
+    run_dir = out / f"{variant}-s{seed}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    overrides = dict(VARIANTS[variant])
+    cfg = TRAINING.with_overrides({"train.max_steps": steps, "train.max_minutes": None,
+                                   "train.snapshot_minutes": None, "train.seed": seed,
+                                   "data.workers": workers, "data.root": str(data),
+                                   "data.negatives": 0})  # one target: no other names
+    started = time.monotonic()
+    model: torch.nn.Module
+    if overrides.pop("expert", False):
+        result = train_unet(data, run_dir / "run", steps=steps,
+                            image_size=cfg.model.resolve().image_size, seed=seed,
+                            val_fraction=cfg.data.val_fraction, workers=workers,
+                            supervise="annotated", amp=cfg.train.amp,
+                            channels_last=cfg.train.channels_last, progress=False)
+        model, done = result.model, result.metrics["steps"]
+    else:
+        cfg = cfg.with_overrides(overrides)
+        trained = train(cfg, run_dir / "run", progress=False)
+        model = BoltzFormer.from_pretrained(trained.last_checkpoint)
+        done = trained.metrics.get("step")
+    info = {"variant": variant, "seed": seed, "steps": done, "data": str(data),
+            "image_size": cfg.model.resolve().image_size,
+            "train_minutes": (time.monotonic() - started) / 60}
+    test = BiomedParseDataset(data, "test", image_size=info["image_size"], train=False)
+    ev = evaluate(model, test, seed=seed, progress=False, size_floor=False)
+    write_report(ev, run_dir / "eval")
+    info["scores"] = summarise(ev.metrics)
+    if getattr(getattr(model, "config", None), "existence_head", False):
+        ev = evaluate(model, test, seed=seed, progress=False, size_floor=False,
+                      existence_threshold=0.0)
+        write_report(ev, run_dir / "eval_head_off")
+        info["scores_head_off"] = summarise(ev.metrics)
+    (run_dir / "result.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{100 * value:.1f}"
+
+
+def table(folders: list[Path]) -> str:
+    """One Markdown row per run folder's result.json."""
+    lines = ["| run | steps | Dice all | small | tiny | F1 | F1 <0.01% | F1 0.01-0.1% | "
+             "F1 0.1-1% | found <0.1 % | absent painted | existence acc. | "
+             "head off: Dice / tiny / F1 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for folder in folders:
+        for path in sorted(folder.glob("*/result.json")):
+            r = json.loads(path.read_text())
+            s, off = r["scores"], r.get("scores_head_off")
+            f1 = s["f1_by_size"]
+            found = [s["tp_fn_by_size"].get(b, (0, 0)) for b in ("<0.01%", "0.01-0.1%")]
+            tp, total = sum(t or 0 for t, _ in found), sum((t or 0) + (n or 0) for t, n in found)
+            head_off = (f"{_pct(off['all'])} / {_pct(off['tiny'])} / {_pct(off['f1'])}"
+                        if off else "")
+            lines.append(
+                f"| {r['variant']}-s{r['seed']} | {r['steps']} | {_pct(s['all'])} | "
+                f"{_pct(s['small'])} | {_pct(s['tiny'])} | {_pct(s['f1'])} | "
+                f"{_pct(f1.get('<0.01%'))} | {_pct(f1.get('0.01-0.1%'))} | "
+                f"{_pct(f1.get('0.1-1%'))} | {tp} of {total} | {_pct(s['absent_fp'])} | "
+                f"{_pct(s['existence_accuracy'])} | {head_off} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="verb", required=True)
+    t = sub.add_parser("train", help="train and score one variant")
+    t.add_argument("variant", choices=sorted(VARIANTS))
+    t.add_argument("--data", type=Path, required=True)
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--steps", type=int, default=600)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--workers", type=int, default=1)
+    tb = sub.add_parser("table", help="the Markdown table of run folders")
+    tb.add_argument("folders", type=Path, nargs="+")
+    args = parser.parse_args()
+    if args.verb == "train":
+        info = run(args.variant, args.data, args.out, steps=args.steps, seed=args.seed,
+                   workers=args.workers)
+        print(json.dumps(info["scores"]))
+    else:
+        print(table(args.folders))
+
+
+if __name__ == "__main__":
+    main()
