@@ -99,12 +99,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         epilog="layouts:\n"
         "  SRC/dataset.json, SRC/imagesTr/<case>.nii.gz, SRC/labelsTr/<case>.nii.gz (Decathlon)\n"
         "  SRC/<case>/ct.nii.gz, SRC/<case>/segmentations/<structure>.nii.gz (TotalSegmentator)\n"
-        "  SRC/<image>.nii.gz and one folder SRC/<masks>/<structure>.nii.gz\n\n"
+        "  SRC/<image>.nii.gz and one folder SRC/<masks>/<structure>.nii.gz\n"
+        "  SRC/<patient>/{FLAIR,T1,T2}_*.nii.gz + GOLD_STANDARD_*.nii.gz (MS lesions, "
+        "Ljubljana):\n    target 'multiple sclerosis lesion', site brain, modality MRI-<sequences>"
+        "\n\n"
         f"window presets (width, level in HU): "
         f"{', '.join(f'{k} {w:g},{c:g}' for k, (w, c) in WINDOWS.items())}\n\n"
         "examples:\n"
         "  boltzformer convert nifti Task03_Liver data/liver --window abdomen\n"
-        "  boltzformer convert nifti totalseg_example data/totalseg --only-present",
+        "  boltzformer convert nifti totalseg_example data/totalseg --only-present\n"
+        "  boltzformer convert nifti MNI data/ms --sequence FLAIR,T1,T2 --test-cases patient07",
     )
     _common(nifti)
     nifti.add_argument("--axis", default="axial",
@@ -132,6 +136,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     nifti.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     nifti.add_argument("--channel", type=int, default=0,
                        help="channel of 4D (multi-sequence) images (default 0)")
+    nifti.add_argument("--test-cases", nargs="+", default=None, metavar="CASE",
+                       help="these cases (volume or patient folder names) are the test split, "
+                       "the rest train (instead of --test-fraction): leave-one-out loops")
+    nifti.add_argument("--empty-every", type=int, default=1, metavar="N",
+                       help="keep every N-th slice where no structure is present (default 1: "
+                       "all); blank slices are always left out")  # fmt: skip
+    nifti.add_argument("--sequence", default="FLAIR",
+                       help="MS-lesion layout: the sequence shown, FLAIR (default), T1, T2, "
+                       "T1POST, or three of them as RGB channels, e.g. FLAIR,T1,T2")
     nifti.set_defaults(run=run_nifti)
     return parser
 
@@ -181,6 +194,7 @@ def run_nifti(args: argparse.Namespace) -> int:
         args.src, args.out, axis=args.axis, window=_window(args.window),
         modality=args.modality, site=args.site, only_present=args.only_present,
         drop_missing=args.drop_missing, test_fraction=args.test_fraction, seed=args.seed,
-        channel=args.channel, absent=args.absent, progress=True,
+        channel=args.channel, absent=args.absent, sequence=args.sequence,
+        test_cases=args.test_cases, empty_every=args.empty_every, progress=True,
     )))  # fmt: skip
     return 0
