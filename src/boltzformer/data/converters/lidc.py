@@ -2,7 +2,8 @@
 
     SRC/LIDC-IDRI-XXXX/<StudyInstanceUID>/<SeriesInstanceUID>/*.dcm + <n>.xml
 
-SRC may hold many cases, or be one case or one series folder. Every folder holding a LIDC
+SRC may hold many cases, or be one case or one series folder (the case: the LIDC-IDRI-XXXX
+folder above the series, else its PatientID). Every folder holding a LIDC
 XML (`lidc_xml.py`) and a DICOM series is one volume: its slices sorted by position
 (`dicom_series.py`), shown through a CT window (lung by default), each written as
 `<case>-<slice>_CT_lung.png` with one target, "lung nodule": the readers' outlines combined
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from ..dicom_series import read_dicom_series, series_files
 from ..errors import DataError
-from ..medio import is_dicom, parse_window
+from ..medio import is_dicom, parse_window, read_dicom_dataset
 from .dataset_writer import DatasetWriter, TargetMask
 from .lidc_xml import (
     annotation_mask,
@@ -60,14 +61,14 @@ def lidc_sentences(target: str, modality: str, site: str) -> list[str]:
     ]
 
 
-def _case_name(folder: Path, src: Path) -> str:
-    """The LIDC-IDRI-XXXX folder at or above `folder`, else the series folder's name."""
-    for part in (folder, *folder.parents):
+def _case_name(folder: Path, first_file: Path) -> str:
+    """The LIDC-IDRI-XXXX folder at or above `folder`, else the DICOM PatientID, else the
+    series folder's name."""
+    for part in (folder, *folder.resolve().parents):
         if part.name.upper().startswith("LIDC-IDRI-"):
             return part.name
-        if part == src:
-            break
-    return folder.name
+    patient = str(read_dicom_dataset(first_file, header_only=True).get("PatientID", "")).strip()
+    return patient or folder.name
 
 
 def find_series(src: Path) -> list[LidcSeries]:
@@ -86,7 +87,7 @@ def find_series(src: Path) -> list[LidcSeries]:
         if files is None:
             raise DataError(f"{folder}: a LIDC XML without a DICOM series beside it (at least "
                             "two DICOM slices of one series)")  # fmt: skip
-        found.append(LidcSeries(_case_name(folder, src), folder, files, xmls[0]))
+        found.append(LidcSeries(_case_name(folder, files[0]), folder, files, xmls[0]))
     if found:
         return found
     if any(is_dicom(p) for p in src.rglob("*") if p.is_file() and p.suffix.lower() != ".xml"):
