@@ -1,4 +1,4 @@
-"""`boltzformer convert consep|dsb2018|nifti|lidc SRC OUT`: public data sets -> the BiomedParse layout.
+"""`boltzformer convert consep|dsb2018|nifti|lidc SRC OUT`: public data sets -> BiomedParse.
 
 (`convert-release` is another verb: it converts model weights, not data.)
 """

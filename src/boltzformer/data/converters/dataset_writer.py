@@ -244,8 +244,8 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """What `boltzformer convert` prints of a converter's summary: its own counts first
-    (DSB2018's imaging types, the volumes and slices kept, LIDC's nodules and notes), then the folder written,
-    the counts per split and the size table."""
+    (DSB2018's imaging types, the volumes and slices kept, LIDC's nodules and notes), then
+    the folder written, the counts per split and the size table."""
     lines = []
     if "imaging" in summary:
         kinds = ", ".join(f"{n} {kind}" for kind, n in summary["imaging"].items())

@@ -367,9 +367,10 @@ def convert_nifti(
                 ids = lesion_instances(mask) if multi else None
                 masks.append(TargetMask(st.target, mask, ids))
             if not any(m.mask.any() for m in masks):
-                empties += 1
-                # nothing to see (a blank slice), or thinned out
-                if only_present or image.min() == image.max() or (empties - 1) % empty_every:
+                # not wanted, nothing to see (a blank slice), or thinned out
+                wanted = not only_present and image.min() != image.max()
+                empties += wanted
+                if not wanted or (empties - 1) % empty_every:
                     dropped += 1
                     continue
             kept += 1
@@ -399,15 +400,20 @@ def _case_image(
     if not case.sequences:
         volume, affine = _read_volume(case.image, channel)
         return _display(volume, window), affine, volume.shape
-    shown = []
+    shown: list[np.ndarray] = []
+    affines = []
     for path in case.sequences:
         volume, affine = _read_volume(path, 0)
+        affines.append(affine)
         if shown and volume.shape != shown[0].shape:
             raise DataError(f"{path}: shape {volume.shape} differs from {case.image.name} "
                             f"{shown[0].shape}")  # fmt: skip
+        if not np.allclose(affine, affines[0], atol=1e-3):
+            raise DataError(f"{path}: its affine differs from {case.image.name}'s; the "
+                            "sequences must share one voxel grid")  # fmt: skip
         shown.append(brain_display(volume) if window is None else _display(volume, window))
     stacked = shown[0] if len(shown) == 1 else np.stack(shown, axis=-1)
-    return stacked, np.asarray(nib.load(str(case.image)).affine, float), shown[0].shape
+    return stacked, affines[0], shown[0].shape
 
 
 def stack_slices(
