@@ -1,4 +1,4 @@
-"""`boltzformer convert consep|dsb2018|nifti SRC OUT`: public data sets -> the BiomedParse layout.
+"""`boltzformer convert consep|dsb2018|nifti|lidc SRC OUT`: public data sets -> BiomedParse.
 
 (`convert-release` is another verb: it converts model weights, not data.)
 """
@@ -11,6 +11,7 @@ from pathlib import Path
 from boltzformer.data.converters import (
     convert_consep,
     convert_dsb2018,
+    convert_lidc,
     convert_nifti,
     format_summary,
 )
@@ -25,6 +26,7 @@ examples:
   boltzformer convert consep CoNSeP data/consep --tile 256
   boltzformer convert dsb2018 stage1_train data/dsb2018 --test-fraction 0.2 --seed 0
   boltzformer convert nifti Task03_Liver data/liver --window abdomen
+  boltzformer convert lidc LIDC-IDRI data/lidc --empty-every 5
 """
 
 _ABSENT_HELP = ("a target missing from an image: 'empty' writes an empty mask (an absent "
@@ -36,8 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register the `convert` verb and its layouts."""
     parser = subparsers.add_parser(
         "convert",
-        help="convert a public data set (CoNSeP, DSB2018, NIfTI volumes) to the BiomedParse "
-        "layout",
+        help="convert a public data set (CoNSeP, DSB2018, NIfTI volumes, LIDC-IDRI) to the "
+        "BiomedParse layout",
         description="Convert a public data set from its own layout into the BiomedParse layout "
         "that `boltzformer train` and `evaluate` read. OUT must be new or empty.",
         epilog=_EPILOG,
@@ -99,12 +101,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         epilog="layouts:\n"
         "  SRC/dataset.json, SRC/imagesTr/<case>.nii.gz, SRC/labelsTr/<case>.nii.gz (Decathlon)\n"
         "  SRC/<case>/ct.nii.gz, SRC/<case>/segmentations/<structure>.nii.gz (TotalSegmentator)\n"
-        "  SRC/<image>.nii.gz and one folder SRC/<masks>/<structure>.nii.gz\n\n"
+        "  SRC/<image>.nii.gz and one folder SRC/<masks>/<structure>.nii.gz\n"
+        "  SRC/<patient>/{FLAIR,T1,T2}_*.nii.gz + GOLD_STANDARD_*.nii.gz (MS lesions, "
+        "Ljubljana):\n    target 'multiple sclerosis lesion', site brain, modality MRI-<sequences>"
+        "\n\n"
         f"window presets (width, level in HU): "
         f"{', '.join(f'{k} {w:g},{c:g}' for k, (w, c) in WINDOWS.items())}\n\n"
         "examples:\n"
         "  boltzformer convert nifti Task03_Liver data/liver --window abdomen\n"
-        "  boltzformer convert nifti totalseg_example data/totalseg --only-present",
+        "  boltzformer convert nifti totalseg_example data/totalseg --only-present\n"
+        "  boltzformer convert nifti MNI data/ms --sequence FLAIR,T1,T2 --test-cases patient07",
     )
     _common(nifti)
     nifti.add_argument("--axis", default="axial",
@@ -132,7 +138,53 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     nifti.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     nifti.add_argument("--channel", type=int, default=0,
                        help="channel of 4D (multi-sequence) images (default 0)")
+    nifti.add_argument("--test-cases", nargs="+", default=None, metavar="CASE",
+                       help="these cases (volume or patient folder names) are the test split, "
+                       "the rest train (instead of --test-fraction): leave-one-out loops")
+    nifti.add_argument("--empty-every", type=int, default=1, metavar="N",
+                       help="keep every N-th slice where no structure is present (default 1: "
+                       "all); blank slices are always left out")  # fmt: skip
+    nifti.add_argument("--sequence", default="FLAIR",
+                       help="MS-lesion layout: the sequence shown, FLAIR (default), T1, T2, "
+                       "T1POST, or three of them as RGB channels, e.g. FLAIR,T1,T2")
     nifti.set_defaults(run=run_nifti)
+
+    lidc = layouts.add_parser(
+        "lidc",
+        help="LIDC-IDRI lung CT with the readers' nodule outlines (TCIA layout, DICOM + XML)",
+        description="LIDC-IDRI: every series folder with a LIDC XML becomes slices with one "
+        "target, 'lung nodule': each reader's outlines filled (holes cut), the readers' "
+        "annotations grouped into nodules by overlap in 3D and combined at --agreement; each "
+        "nodule has its own id in the instance map. Nodules < 3 mm (a single point) are left "
+        "out. Slices without a nodule are absent targets, thinned by --empty-every and "
+        "--margin. Each slice records its series, index and SOPInstanceUID, each series its "
+        "affine (stack_slices() gives a NIfTI on the series' grid). Split by case (patient); "
+        "one case: all in train.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="layout: SRC/LIDC-IDRI-XXXX/<study UID>/<series UID>/*.dcm + <n>.xml (TCIA);\n"
+        "  SRC may also be one case folder or one series folder\n\n"
+        "examples:\n"
+        "  boltzformer convert lidc LIDC-IDRI data/lidc\n"
+        "  boltzformer convert lidc LIDC-IDRI data/lidc --agreement 0.25 --margin 10",
+    )
+    _common(lidc)
+    lidc.add_argument("--window", nargs="+", default=["lung"], metavar="W",
+                      help="CT display window: a preset name, W L (two numbers), or 'none' "
+                      "(the series' 0.5-99.5 percentiles); default lung (1500, -600)")
+    lidc.add_argument("--agreement", type=float, default=0.5,
+                      help="a voxel is nodule when at least this share of the readers who "
+                      "marked the nodule include it (default 0.5, as pylidc)")  # fmt: skip
+    lidc.add_argument("--empty-every", type=int, default=5, metavar="N",
+                      help="keep every N-th slice without a nodule (default 5; 1: all)")
+    lidc.add_argument("--margin", type=int, default=None, metavar="SLICES",
+                      help="keep slices without a nodule only within this many slices of one "
+                      "(default: anywhere)")  # fmt: skip
+    lidc.add_argument("--test-fraction", type=float, default=0.2,
+                      help="share of cases (patients) in the test split (default 0.2)")
+    lidc.add_argument("--test-cases", nargs="+", default=None, metavar="CASE",
+                      help="these cases (e.g. LIDC-IDRI-0003) are the test split instead")
+    lidc.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    lidc.set_defaults(run=run_lidc)
     return parser
 
 
@@ -181,6 +233,19 @@ def run_nifti(args: argparse.Namespace) -> int:
         args.src, args.out, axis=args.axis, window=_window(args.window),
         modality=args.modality, site=args.site, only_present=args.only_present,
         drop_missing=args.drop_missing, test_fraction=args.test_fraction, seed=args.seed,
-        channel=args.channel, absent=args.absent, progress=True,
+        channel=args.channel, absent=args.absent, sequence=args.sequence,
+        test_cases=args.test_cases, empty_every=args.empty_every, progress=True,
+    )))  # fmt: skip
+    return 0
+
+
+def run_lidc(args: argparse.Namespace) -> int:
+    """Convert LIDC-IDRI with a progress bar; print counts, notes and the size table."""
+    window = _window(args.window)
+    print(format_summary(convert_lidc(
+        args.src, args.out, window=None if window == "auto" else window,
+        agreement=args.agreement, empty_every=args.empty_every, margin=args.margin,
+        test_fraction=args.test_fraction, test_cases=args.test_cases, seed=args.seed,
+        absent=args.absent, progress=True,
     )))  # fmt: skip
     return 0

@@ -244,8 +244,8 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """What `boltzformer convert` prints of a converter's summary: its own counts first
-    (DSB2018's imaging types, the NIfTI volumes and slices kept), then the folder written,
-    the counts per split and the size table."""
+    (DSB2018's imaging types, the volumes and slices kept, LIDC's nodules and notes), then
+    the folder written, the counts per split and the size table."""
     lines = []
     if "imaging" in summary:
         kinds = ", ".join(f"{n} {kind}" for kind, n in summary["imaging"].items())
@@ -254,7 +254,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         dropped = summary["dropped_slices"]
         lines.append(f"{summary['layout']}: {summary['volumes']} volumes, {summary['slices']} "
                      "slices kept" + (f", {dropped} without any structure left out"
-                                      if dropped else ""))  # fmt: skip
+                                      if dropped else "")
+                     + (f", {summary['nodules']} nodules" if "nodules" in summary else ""))
+    lines += [f"note: {note}" for note in summary.get("notes", ())]  # fmt: skip
     lines.append(f"wrote {summary['out_dir']}")
     lines += ["  " + line for line in summary_lines(summary)]
     lines.append(format_size_table(summary["stats"]))

@@ -20,7 +20,7 @@ its volume and its index along `axis` in the source file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,16 @@ from tqdm import tqdm
 from ..errors import DataError
 from ..medio import apply_window, parse_window, read_mask, read_nifti
 from .dataset_writer import DatasetWriter, TargetMask, split_by_name
+from .ms_lesions import (
+    MS_SITE,
+    MS_TARGET,
+    brain_display,
+    find_ms_cases,
+    is_ms_layout,
+    lesion_instances,
+    ms_modality,
+    parse_sequences,
+)
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 #: The plane axis by name -> the world axis (RAS: 0 x, 1 y, 2 z) it is perpendicular to.
@@ -74,6 +84,8 @@ class Case:
     image: Path
     structures: dict[str, Path | int]
     label_file: Path | None = None
+    #: several sequences (the MS layout): the channels of an RGB image, `image` the first
+    sequences: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,8 +97,8 @@ class Plane:
     flip_cols: bool
 
     def show(self, plane: np.ndarray) -> np.ndarray:
-        """Source slice (A, B) -> written image orientation."""
-        out = plane.T if self.transpose else plane
+        """Source slice (A, B) or (A, B, C) -> written image orientation."""
+        out = np.swapaxes(plane, 0, 1) if self.transpose else plane
         if self.flip_rows:
             out = out[::-1]
         if self.flip_cols:
@@ -126,12 +138,18 @@ def plane_for(affine: np.ndarray, axis: int) -> Plane:
     return Plane(transpose, bool(ornt[row_axis, 1] > 0), bool(ornt[col_axis, 1] > 0))
 
 
-def find_cases(src: Path) -> tuple[str, list[Case], dict[str, Any]]:
-    """(layout, cases, dataset.json or {}); a one-line error when `src` is neither layout."""
+def find_cases(
+    src: Path, sequences: tuple[str, ...] = ("FLAIR",)
+) -> tuple[str, list[Case], dict[str, Any]]:
+    """(layout, cases, dataset.json or {}); a one-line error when `src` is no layout known.
+    `sequences`: the MS layout's sequences to read (one: grey; three: RGB)."""
     if not src.is_dir():
         raise DataError(f"{src}: folder not found")
     if (src / "dataset.json").is_file() and (src / "labelsTr").is_dir():
         return ("decathlon", *_decathlon_cases(src))
+    if is_ms_layout(src):
+        return "ms lesions", [Case(c.name, c.sequences[0], {MS_TARGET: c.mask}, None,
+                                   c.sequences) for c in find_ms_cases(src, sequences)], {}
     cases = []
     for folder in sorted(p for p in src.iterdir() if p.is_dir()):
         image = folder / "ct.nii.gz"
@@ -149,8 +167,9 @@ def find_cases(src: Path) -> tuple[str, list[Case], dict[str, Any]]:
         return "structure files", [Case(nifti_stem(images[0]), images[0], structures)], {}
     raise DataError(
         f"{src}: not a NIfTI layout this converter knows (expected dataset.json with imagesTr/ "
-        "and labelsTr/, <case>/ct.nii.gz with <case>/segmentations/*.nii.gz, or one image "
-        ".nii.gz beside one folder of per-structure .nii.gz masks)"
+        "and labelsTr/, <case>/ct.nii.gz with <case>/segmentations/*.nii.gz, one image "
+        ".nii.gz beside one folder of per-structure .nii.gz masks, or patient folders with "
+        "FLAIR_*.nii.gz and a GOLD_STANDARD_*.nii.gz lesion mask)"
     )
 
 
@@ -278,6 +297,9 @@ def convert_nifti(
     seed: int = 0,
     channel: int = 0,
     absent: str = "empty",
+    sequence: str | Sequence[str] = "FLAIR",
+    test_cases: Sequence[str] | None = None,
+    empty_every: int = 1,
     progress: bool = False,
 ) -> dict:
     """Cut NIfTI volumes into slices with one mask per structure; returns the summary.
@@ -290,51 +312,108 @@ def convert_nifti(
     structures absent from a slice are empty masks flagged absent, unless `absent="skip"`).
     `drop_missing`: leave out structures with no voxel in the whole volume (outside the
     field of view) instead of writing them as absent on every slice.
-    Cases are split by `split_by_name`; `channel` picks the channel of 4D images.
+    Cases are split by `split_by_name`, or `test_cases` (names) are the test split;
+    `channel` picks the channel of 4D images. `empty_every`: keep every n-th slice where
+    no structure is present (1: all). Slices with no structure and a blank image (one value)
+    are left out. MS layout: `sequence` "FLAIR" (grey) or three names "FLAIR,T1,T2" (RGB);
+    modality `MRI-<sequences>`, site brain, one target with its lesions' instance maps.
     """
     src = Path(src)
-    layout, cases, meta = find_cases(src)
-    if modality is None:
+    if empty_every < 1:
+        raise ValueError(f"--empty-every must be 1 or more, got {empty_every}")
+    layout, cases, meta = find_cases(src, parse_sequences(sequence))
+    multi = layout == "ms lesions"
+    if modality is None and multi:
+        modality = ms_modality(parse_sequences(sequence))
+    elif modality is None:
         given = str((meta.get("modality") or {}).get(str(channel), "CT")) if meta else "CT"
         modality = "CT" if given.upper() == "CT" else "MRI"
     if site is None:
         words = str(meta.get("name", "")).lower().replace("_", " ").split() if meta else []
-        site = next((_MSD_SITES[w] for w in words if w in _MSD_SITES), "abdomen")
+        site = MS_SITE if multi else next((_MSD_SITES[w] for w in words if w in _MSD_SITES),
+                                          "abdomen")  # fmt: skip
     if window == "auto":
         window = "abdomen" if modality == "CT" else None
     shown_window = None if window is None else parse_window(window)
-    splits = split_by_name([c.name for c in cases], test_fraction, seed)
+    splits = case_splits([c.name for c in cases], test_fraction, seed, test_cases)
     info = {"layout": layout, "axis": str(axis), "window": shown_window,
             "only_present": only_present, "drop_missing": drop_missing,
-            "test_fraction": test_fraction, "seed": seed}  # fmt: skip
+            "test_fraction": test_fraction, "seed": seed, "empty_every": empty_every,
+            "test_cases": sorted(test_cases or [])}  # fmt: skip
+    if multi:
+        info["sequences"] = list(parse_sequences(sequence))
     writer = DatasetWriter(Path(out), nifti_sentences, "NIfTI slices (converted)", absent, info)
     kept = dropped = 0
     for case in tqdm(cases, disable=not progress, desc="volumes", unit="vol"):
-        volume, affine = _read_volume(case.image, channel)
+        shown, affine, shape = _case_image(case, channel, shown_window)
         k_axis = slice_axis(affine, axis)
         plane = plane_for(affine, k_axis)
-        structures = [st for st in _structures(case, volume.shape)
+        structures = [st for st in _structures(case, shape)
                       if st.crop.size or not drop_missing]  # fmt: skip
-        gray = _display(volume, shown_window)
         writer.add_volume(case.name, {
-            "source": case.image.name, "shape": list(volume.shape),
+            "source": case.image.name, "shape": list(shape),
             "affine": affine.tolist(), "axis": k_axis,
             "plane": {"transpose": plane.transpose, "flip_rows": plane.flip_rows,
                       "flip_cols": plane.flip_cols},
             "orientation": "".join(nib.aff2axcodes(affine)),
             "labels": case.label_file.name if case.label_file else None,
-        })  # fmt: skip
-        for k in range(volume.shape[k_axis]):
-            masks = [TargetMask(st.target, plane.show(st.plane(k, k_axis))) for st in structures]
-            if only_present and not any(m.mask.any() for m in masks):
-                dropped += 1
-                continue
+        } | ({"sequences": [p.name for p in case.sequences]} if case.sequences else {}))
+        empties = 0
+        for k in range(shape[k_axis]):
+            image = plane.show(np.take(shown, k, axis=k_axis))
+            masks = []
+            for st in structures:
+                mask = plane.show(st.plane(k, k_axis))
+                ids = lesion_instances(mask) if multi else None
+                masks.append(TargetMask(st.target, mask, ids))
+            if not any(m.mask.any() for m in masks):
+                # not wanted, nothing to see (a blank slice), or thinned out
+                wanted = not only_present and image.min() != image.max()
+                empties += wanted
+                if not wanted or (empties - 1) % empty_every:
+                    dropped += 1
+                    continue
             kept += 1
-            writer.add(splits[case.name], f"{case.name}-{k:04d}",
-                       plane.show(np.take(gray, k, axis=k_axis)), modality, site, masks,
+            writer.add(splits[case.name], f"{case.name}-{k:04d}", image, modality, site, masks,
                        {"volume": case.name, "slice": k})  # fmt: skip
     return writer.finish() | {"volumes": len(cases), "slices": kept, "dropped_slices": dropped,
                               "layout": layout}  # fmt: skip
+
+
+def case_splits(names: list[str], test_fraction: float, seed: int,
+                test_cases: Sequence[str] | None) -> dict[str, str]:
+    """name -> "train" | "test": the names in `test_cases` are test (a one-line error for a
+    name that is not a case), else `split_by_name`'s seeded share."""
+    if not test_cases:
+        return split_by_name(names, test_fraction, seed)
+    unknown = sorted(set(test_cases) - set(names))
+    if unknown:
+        raise DataError(f"--test-cases {unknown[0]}: no such case (cases: {', '.join(names)})")
+    return {n: "test" if n in test_cases else "train" for n in names}
+
+
+def _case_image(
+    case: Case, channel: int, window: tuple[float, float] | None
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """(uint8 volume (X, Y, Z) or, for several sequences, (X, Y, Z, 3), its affine, its
+    3D shape): each sequence through `window`, or its percentiles over the brain."""
+    if not case.sequences:
+        volume, affine = _read_volume(case.image, channel)
+        return _display(volume, window), affine, volume.shape
+    shown: list[np.ndarray] = []
+    affines = []
+    for path in case.sequences:
+        volume, affine = _read_volume(path, 0)
+        affines.append(affine)
+        if shown and volume.shape != shown[0].shape:
+            raise DataError(f"{path}: shape {volume.shape} differs from {case.image.name} "
+                            f"{shown[0].shape}")  # fmt: skip
+        if not np.allclose(affine, affines[0], atol=1e-3):
+            raise DataError(f"{path}: its affine differs from {case.image.name}'s; the "
+                            "sequences must share one voxel grid")  # fmt: skip
+        shown.append(brain_display(volume) if window is None else _display(volume, window))
+    stacked = shown[0] if len(shown) == 1 else np.stack(shown, axis=-1)
+    return stacked, affines[0], shown[0].shape
 
 
 def stack_slices(
