@@ -430,6 +430,9 @@ def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[st
     source += (f" --negatives {s.training.data.negatives} "
                f"--{'' if model.existence_head else 'no-'}existence-head"
                f"{'' if s.size_floor else ' --no-size-floor'}")
+    given = s.training.data  # the crop flags as given (None: planned, not spelled out)
+    source += "".join(f" --{flag} {value:g}" for flag, value in (
+        ("crop-size", given.crop_size), ("scale", given.scale)) if value is not None)
     data = (f"{s.images} phantom images ({size}x{size})" if s.data is None
             else f"the train split of {s.data} at {size}x{size}")
     head = [
