@@ -253,11 +253,22 @@ def test_the_expert_learns_absent_targets_when_boltzformer_does(tmp_path, monkey
 
     monkeypatch.setattr(baselines, "train_unet", record)
     training = TRAINING.with_overrides({"data.negatives": negatives})
+    settings = DemoSettings(training=training)
+    planned = {"data.crop_size": 0, "data.scale": 1.0, "data.object_crops": 0.5}
     with pytest.raises(StopIteration):
-        demo_app._expert(DemoSettings(training=training), tmp_path, None, tmp_path / "expert")
+        demo_app._expert(settings, settings.train_config(tmp_path).with_overrides(planned),
+                         None, tmp_path / "expert")
     assert given["supervise"] == supervise
     # the same hardware as BoltzFormer's: precision and layout
     assert (given["amp"], given["channels_last"]) == ("auto", True)
+    assert given["crops"] is None  # whole images, as the run
+    # the run's crops are the expert's, and it predicts on the same windows
+    with pytest.raises(StopIteration):
+        demo_app._expert(settings, settings.train_config(tmp_path).with_overrides(
+            {**planned, "data.crop_size": 128}), None, tmp_path / "expert")
+    crops = given["crops"]
+    assert (crops.size, crops.scale, crops.object_share, crops.out_size) == (128, 1.0, 0.5, 256)
+    assert given["window_overlap"] == 0.5
 
 
 def test_configs_demo_yaml_is_the_demos_recipe():

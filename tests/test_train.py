@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -156,7 +157,9 @@ def test_short_run_lowers_validation_loss(phantoms, tmp_path, small_config) -> N
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.jsonl", "loss_curve.png"):
         assert (run / name).is_file()
-    assert TrainConfig.from_yaml(run / "config.yaml") == cfg
+    # the data plan's open fields are stored as resolved: whole images (crop_size 0)
+    planned = cfg.replace(data=replace(cfg.data, scale=1.0, object_crops=1 / 3))
+    assert TrainConfig.from_yaml(run / "config.yaml") == planned
     model = BoltzFormer.from_pretrained(result.best_checkpoint)
     assert model.config == cfg.model.resolve()
     assert _records(run)[-1]["kind"] == "end"

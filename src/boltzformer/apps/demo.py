@@ -52,6 +52,8 @@ from boltzformer.train.config import (
     OptimConfig,
     TrainConfig,
 )
+from boltzformer.train.data import crops_of
+from boltzformer.train.plan import resolve_plan
 from boltzformer.train.run_dir import DEMO_RUN
 from boltzformer.train.trainer import train
 
@@ -330,15 +332,16 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     run_dir = out / DEMO_RUN.name
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a demo starts from scratch; `boltzformer train` resumes
+    cfg = resolve_plan(s.train_config(data_dir), say=lambda line: print(f"[+] {line}"))
     print(f"[2/4] training the tiny model for {budget_text(loop)} in {run_dir}")
-    result = train(s.train_config(data_dir), run_dir, progress=s.progress)
+    result = train(cfg, run_dir, progress=s.progress)
     checkpoint = result.best_checkpoint or result.last_checkpoint
 
     model = BoltzFormer.from_pretrained(checkpoint)
     floor = None
     if s.size_floor:
         print("[3/4] choosing the size floor on the validation split")
-        floor = calibrate_size_floor(model, s.train_config(data_dir), progress=s.progress)
+        floor = calibrate_size_floor(model, cfg, progress=s.progress)
         with_size_floor(model, floor.floor)
         write_size_floor(checkpoint, floor.floor)
     print(f"[3/4] evaluating {checkpoint} on the test split")
@@ -352,7 +355,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     if curve.is_file():
         shutil.copy(curve, out / "loss_curve.png")
         paths["loss_curve"] = out / "loss_curve.png"
-    expert = _expert(s, data_dir, test, out / "expert") if s.expert else None
+    expert = _expert(s, cfg, test, out / "expert") if s.expert else None
     minutes = (time.monotonic() - started) / 60
     _write_demo_report(out, paths, result.metrics, s, minutes, expert, ev.metrics, floor)
     return {"metrics": ev.metrics, "headline": headline(ev.metrics), "paths": paths,
@@ -361,12 +364,11 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
             "expert_headline": headline(expert["metrics"]) if expert else None}
 
 
-def _expert(s: DemoSettings, data_dir: Path, test: BiomedParseDataset, out: Path
+def _expert(s: DemoSettings, cfg: TrainConfig, test: BiomedParseDataset, out: Path
             ) -> dict[str, Any]:
-    """The U-Net expert beside the demo's run (`train_expert` with the demo's settings)."""
+    """The U-Net expert beside the demo's run (`train_expert` with the run's config `cfg`)."""
     print(f"[+] training the U-Net expert for the same {budget_text(s.training.train)} in {out}")
-    return train_expert(s.train_config(data_dir), out, test, size_floor=s.size_floor,
-                        progress=s.progress)
+    return train_expert(cfg, out, test, size_floor=s.size_floor, progress=s.progress)
 
 
 def train_expert(cfg: TrainConfig, out: Path, test: BiomedParseDataset, *,
@@ -378,7 +380,9 @@ def train_expert(cfg: TrainConfig, out: Path, test: BiomedParseDataset, *,
     validation items (`size_floor`) and its evaluation on `test` written to `out` (the
     [baselines] extra is needed). With `data.negatives` (every image annotates every target
     it holds) it supervises every channel, an unannotated target as empty, as BoltzFormer's
-    absent prompts do. Returns the test metrics, the training's and the floor."""
+    absent prompts do. It trains on the run's crops (its data plan, `resolve_plan`, made
+    here if the config leaves it open). Returns the test metrics, the training's and the
+    floor."""
     try:
         from boltzformer.baselines import train_unet  # an optional extra: imported on use
     except ImportError as err:
@@ -386,19 +390,23 @@ def train_expert(cfg: TrainConfig, out: Path, test: BiomedParseDataset, *,
                            f"({err})") from None
     if cfg.data.root is None:
         raise ValueError("the expert needs the run's data: data.root is not set")
+    root = cfg.data.root
     if out.exists():
         shutil.rmtree(out)
+    cfg = resolve_plan(cfg)
+    size = cfg.model.resolve()
     # a time budget: the same minutes; a step budget: the same steps, of 8 images where
     # BoltzFormer's take 4 (the U-Net's step costs about as much: 2805 steps against 2979 in
     # the same 60 minutes, docs/results/demo.md), so it trains the same minutes or more
     minutes = cfg.train.max_minutes
-    result = train_unet(cfg.data.root, out / "model", minutes=minutes,
+    result = train_unet(root, out / "model", minutes=minutes,
                         steps=cfg.train.max_steps if minutes is None else None,
-                        image_size=cfg.model.resolve().image_size, seed=cfg.train.seed,
+                        image_size=size.image_size, seed=cfg.train.seed,
                         val_fraction=cfg.data.val_fraction, workers=cfg.data.workers,
                         supervise="all" if cfg.data.negatives else "annotated",
                         amp=cfg.train.amp, channels_last=cfg.train.channels_last,
-                        progress=progress)
+                        crops=crops_of(cfg.data, size.image_size),
+                        window_overlap=size.window_overlap, progress=progress)
     floor = None
     if size_floor:
         floor = calibrate_size_floor(result.model, cfg, progress=progress)
@@ -422,6 +430,9 @@ def _write_demo_report(out: Path, paths: dict[str, Path], train_metrics: dict[st
     source += (f" --negatives {s.training.data.negatives} "
                f"--{'' if model.existence_head else 'no-'}existence-head"
                f"{'' if s.size_floor else ' --no-size-floor'}")
+    given = s.training.data  # the crop flags as given (None: planned, not spelled out)
+    source += "".join(f" --{flag} {value:g}" for flag, value in (
+        ("crop-size", given.crop_size), ("scale", given.scale)) if value is not None)
     data = (f"{s.images} phantom images ({size}x{size})" if s.data is None
             else f"the train split of {s.data} at {size}x{size}")
     head = [

@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from boltzformer.baselines.unet import UNetBaselineConfig, UNetExpert
 from boltzformer.data import BiomedParseDataset, random_augment
+from boltzformer.data.crops import Crops
 from boltzformer.modeling.loss import dice_bce_loss
 from boltzformer.train.data import group_by_image, mix_seed, split_by_image
 from boltzformer.train.optim import cosine_factor, decay_groups
@@ -45,9 +46,11 @@ class ImageTargets(Dataset):
     "image" (3, S, S) float 0-255; "masks" (C, S, S) 0/1, channel c the mask of `targets[c]`
     (the union if an image has several masks of one target, zeros if it has none);
     "annotated" (C,) bool, True where the image has a mask of that target (an empty mask, an
-    absent target, counts as annotated); "image_file". With `augment`, `random_augment`
-    moves the image and all its masks alike, seeded by (seed, epoch, image index); with
-    `rotations` false it leaves out the 90-degree rotations.
+    absent target, counts as annotated); "image_file". With `crops` (`base` read at native
+    size) the image and all its masks are cut by one crop (`Crops.cut`, BoltzFormer's
+    trainer's recipe), then with `augment`, `random_augment` moves the image and all its
+    masks alike, both seeded by (seed, epoch, image index); with `rotations` false it leaves
+    out the 90-degree rotations.
     """
 
     def __init__(
@@ -59,8 +62,10 @@ class ImageTargets(Dataset):
         seed: int = 0,
         augment: bool = False,
         rotations: bool = True,
+        crops: Crops | None = None,
     ) -> None:
         self.base = base
+        self.crops = crops
         self.channel_of = {name: c for c, name in enumerate(targets)}
         self.seed = seed
         self.augment = augment
@@ -89,8 +94,10 @@ class ImageTargets(Dataset):
             c = self.channel_of[item["target"]]
             masks[c] = torch.maximum(masks[c], item["mask"][0])
             annotated[c] = True
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
+        if self.crops is not None:
+            image, masks = self.crops.cut(image, masks, generator)
         if self.augment:
-            generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, i))
             image, masks = random_augment(image, masks, generator, rotate=self.rotations)
         return {"image": image, "masks": masks, "annotated": annotated,
                 "image_file": items[0]["image_file"]}
@@ -165,6 +172,8 @@ def train_unet(
     log_every: int = 10,
     amp: str = "none",
     channels_last: bool = False,
+    crops: Crops | None = None,
+    window_overlap: float = 0.5,
     progress: bool = True,
 ) -> UNetTrainResult:
     """Train a `UNetExpert` on the "train" split of `data_root` for `minutes` or `steps`
@@ -178,8 +187,10 @@ def train_unet(
     `augment`: `random_augment`'s crops (and 90-degree turns with `rotations`), off by
     default. `amp` ("none", "bf16", "auto": bf16 where native, as `train.amp`) and
     `channels_last` set the precision and layout as for BoltzFormer, so that both models of a
-    comparison get the same hardware. Records "train" every `log_every` steps and "end" in
-    metrics.jsonl.
+    comparison get the same hardware. `crops` (e.g. `train.data.crops_of` a BoltzFormer run's
+    data config): train on crops of the images read at native size, as that run does; the
+    saved config then predicts on windows of the crop's size and scale (`window_overlap`).
+    Records "train" every `log_every` steps and "end" in metrics.jsonl.
     """
     from tqdm.auto import tqdm
 
@@ -196,13 +207,16 @@ def train_unet(
     metrics_path = out / METRICS_NAME
     if metrics_path.exists():
         raise FileExistsError(f"{out} already holds a run ({METRICS_NAME}); choose a new folder")
-    base = BiomedParseDataset(data_root, "train", image_size=image_size, train=False,
-                              augment=False, seed=seed)
+    base = BiomedParseDataset(data_root, "train", image_size=None if crops else image_size,
+                              train=False, augment=False, seed=seed)
     train_idx, val_idx = split_by_image(base, val_fraction, seed)
     targets = base.target_names  # one channel per target the data set names
     data = ImageTargets(base, train_idx, targets, seed=seed, augment=augment,
-                        rotations=rotations)
+                        rotations=rotations, crops=crops)
     config = UNetBaselineConfig(tuple(targets), image_size=image_size, encoder=encoder)
+    if crops is not None:  # it predicts as it trained: windows of the crop
+        config = replace(config, window_size=crops.size, window_scale=crops.scale,
+                         window_overlap=window_overlap)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = UNetExpert(config)
@@ -272,7 +286,9 @@ def train_unet(
         "final_loss": last_loss, "train_images": len(data), "train_masks": len(train_idx),
         "val_masks_unused": len(val_idx), "targets": targets, "amp": precision,
         "recipe": {"lr": lr, "schedule": schedule, "weight_decay": weight_decay, "clip": clip,
-                   "supervise": supervise, "augment": augment, "batch_size": batch_size},
+                   "supervise": supervise, "augment": augment, "batch_size": batch_size,
+                   "crops": None if crops is None else [crops.size, crops.scale,
+                                                        crops.object_share]},
     }
     record({"kind": "end", **metrics})
     model.eval()

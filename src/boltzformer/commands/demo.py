@@ -46,6 +46,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=model.image_size,
                    help=f"image side in pixels, a multiple of 32, at least 96 (default "
                    f"{model.image_size})")
+    p.add_argument("--crop-size", type=int, default=None,
+                   help="train on CROP_SIZE x CROP_SIZE crops of the images (resized to "
+                   "--image-size if it differs), 0 for whole images resized; default: planned "
+                   "from the data (whole images up to 1.25 x --image-size, else crops of "
+                   "--image-size; docs/training.md)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="resample the images by SCALE before cropping (1: native "
+                   "resolution; default: planned from the data's object sizes)")
     p.add_argument("--batch-size", type=int, default=loop.batch_size,
                    help=f"images per training step (default {loop.batch_size})")
     p.add_argument("--prompts-per-image", type=int, default=loop.prompts_per_image,
@@ -111,6 +119,8 @@ def settings(args: argparse.Namespace) -> DemoSettings:
         # without the head: the paper's model, absent pairs training the masks, no negatives
         **({} if args.existence_head else WITHOUT_EXISTENCE),
         **({} if args.negatives is None else {"data.negatives": args.negatives}),
+        **({} if args.crop_size is None else {"data.crop_size": args.crop_size}),
+        **({} if args.scale is None else {"data.scale": args.scale}),
     })
     return DemoSettings(out_dir=args.out, images=args.images, data=args.data,
                         training=training, expert=args.expert, absent_share=args.absent_share,

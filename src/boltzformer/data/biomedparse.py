@@ -22,11 +22,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
 from .augment import random_augment
+from .crops import resample
 from .errors import DataError
 from .medio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, image_shape, read_image, read_mask
 
@@ -439,23 +439,9 @@ class BiomedParseDataset(Dataset):
 
 
 def _resize(image: Tensor, mask: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Resize image (3, H, W) and mask (1, H, W) to (size, size); the mask stays 0/1.
-
-    The mask is resampled like the image (antialiased bilinear) and thresholded at 0.5; if a
-    non-empty mask would vanish, its most covered pixel is kept so small objects survive.
-    """
-    if image.shape[-2:] == (size, size):
-        return image, mask
-    image = F.interpolate(
-        image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )[0].clamp_(0.0, 255.0)
-    soft = F.interpolate(
-        mask[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )[0]
-    binary = (soft >= 0.5).float()
-    if mask.any() and not binary.any():
-        binary.view(-1)[int(soft.argmax())] = 1.0
-    return image, binary
+    """Resize image (3, H, W) and mask (1, H, W) to (size, size); the mask stays 0/1 and a
+    non-empty one keeps at least one pixel (`crops.resample`)."""
+    return resample(image, mask, (size, size))
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,11 +8,13 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from boltzformer.data import BiomedParseDataset, random_augment
+from boltzformer.data import BiomedParseDataset, random_augment, read_mask
 from boltzformer.data.biomedparse import default_prompt
+from boltzformer.data.crops import Crops
 from boltzformer.evaluation.evaluate import TINY_AREA
 from boltzformer.train.config import DataConfig
 
@@ -44,9 +46,10 @@ def split_by_image(
     return train, val
 
 
-def run_split(data: DataConfig, image_size: int, seed: int
+def run_split(data: DataConfig, image_size: int | None, seed: int
               ) -> tuple[BiomedParseDataset, list[int], list[int]]:
-    """A run's un-augmented reader of its `data` split at `image_size`, and its item indices
+    """A run's un-augmented reader of its `data` split at `image_size` (None: at native size,
+    for crops), and its item indices
     (train, validation) split by image with `seed`: what the trainer trains and validates on,
     and what `calibrate` reads again. ValueError when `data.root` is not set."""
     if data.root is None:
@@ -56,6 +59,18 @@ def run_split(data: DataConfig, image_size: int, seed: int
         skip_bad=data.skip_bad, prompt=data.prompt,
     )
     return (base, *split_by_image(base, data.val_fraction, seed))
+
+
+def crops_of(data: DataConfig, image_size: int) -> Crops | None:
+    """The crops `data` asks for (resized to the model's `image_size`), None for whole
+    images (crop_size 0). Its crop_size, scale and object_crops must be resolved
+    (`plan.resolve_plan`)."""
+    if data.crop_size is None or data.scale is None or data.object_crops is None:
+        raise ValueError("data.crop_size, data.scale and data.object_crops are not planned yet "
+                         "(train/plan.py resolve_plan fills them in)")
+    if data.crop_size == 0:
+        return None
+    return Crops(data.crop_size, data.scale, data.object_crops, out_size=image_size)
 
 
 def group_by_image(dataset: BiomedParseDataset, indices: Sequence[int]) -> list[list[int]]:
@@ -91,12 +106,19 @@ class EpochView(Dataset):
     pairs seen more often. Items without a recorded area are listed once. With K = 1 a
     pair's copies draw the same prompt and augmentation within an epoch (a group's draws
     depend on its first item).
+
+    `crops` (with `base` read at native size, image_size=None): each group's image and all
+    its masks cut by one crop (`Crops.cut`, drawn after the prompts and before the
+    augmentation from the group's generator), so the same seed gives the same crops. A
+    target whose mask the crop leaves empty is absent for that step (an empty mask, which
+    the loss and the existence head read as absent), and each item's "area" is its share of
+    the crop.
     """
 
     def __init__(
         self, base: BiomedParseDataset, indices: Sequence[int], *, seed: int, augment: bool,
         prompts_per_image: int = 1, rotations: bool = True, negatives: int = 0,
-        absent_repeat: int = 1, tiny_repeat: int = 1,
+        absent_repeat: int = 1, tiny_repeat: int = 1, crops: Crops | None = None,
     ) -> None:
         if prompts_per_image < 1:
             raise ValueError(f"prompts_per_image must be >= 1, got {prompts_per_image}")
@@ -112,6 +134,7 @@ class EpochView(Dataset):
         self.rotations = rotations
         self.k = prompts_per_image
         self.negatives = negatives
+        self.crops = crops
         self.vocabulary = base.target_names
         areas = [base.samples[i].area for i in self.indices]
         repeats = [1 if a is None else absent_repeat if a == 0.0 else
@@ -157,6 +180,10 @@ class EpochView(Dataset):
             items += self._absent_items(group[0], items[0])
         image = items[0]["image"]
         masks = torch.cat([item["mask"] for item in items])  # (k, S, S)
+        if self.crops is not None:
+            image, masks = self.crops.cut(image, masks, generator)
+            for item, mask in zip(items, masks):
+                item["area"] = float(mask.mean())
         if self.augment:
             image, masks = random_augment(image, masks, generator, rotate=self.rotations)
         out: dict[str, Any] = {key: [item[key] for item in items] for key in items[0]
@@ -176,6 +203,40 @@ class EpochView(Dataset):
                  "prompt": default_prompt(absent[i], sample.site, sample.modality),
                  "area": 0.0, "mask_file": "", "mask_path": "", "instances_path": ""}
                 for i in order]
+
+
+class CropItems(Dataset):
+    """The items of `base` (read at native size) at `indices`, each cut by its image's one
+    validation crop: deterministic (seeded by the image), centred on the object of one of the
+    image's targets (drawn among those not recorded absent), so every item of an image shows
+    the same pixels and the image is encoded once for all its prompts, as a whole-image
+    validation does. Dataset index i is `indices[i]`; an item is `base`'s, its image (3, S,
+    S), mask (1, S, S) and "area" (its share of the crop) those of the crop."""
+
+    def __init__(self, base: BiomedParseDataset, indices: Sequence[int], crops: Crops, *,
+                 seed: int) -> None:
+        self.base, self.indices, self.crops, self.seed = base, list(indices), crops, seed
+        self.anchor: dict[int, tuple[int, int]] = {}  # item -> (image number, anchor item)
+        for number, items in enumerate(group_by_image(base, self.indices)):
+            present = [i for i in items if base.samples[i].area != 0.0] or items
+            draw = torch.Generator().manual_seed(mix_seed(seed, number, 4))
+            anchor = present[int(torch.randint(len(present), (), generator=draw))]
+            self.anchor.update({i: (number, anchor) for i in items})
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        index = self.indices[i]
+        number, anchor = self.anchor[index]
+        item = self.base[index]
+        place = item["mask"] if anchor == index else torch.from_numpy(read_mask(
+            self.base.samples[anchor].mask_path, max_pixels=self.base.max_pixels)[None]
+            .astype(np.float32))
+        draw = torch.Generator().manual_seed(mix_seed(self.seed, number, 5))
+        image, mask = self.crops.cut(item["image"], item["mask"], draw, object_share=1.0,
+                                     place_on=place)
+        return {**item, "image": image, "mask": mask, "area": float(mask.mean())}
 
 
 def collate_groups(groups: list[dict[str, Any]]) -> dict[str, Any]:

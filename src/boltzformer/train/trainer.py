@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from boltzformer.data import collate
@@ -36,15 +36,18 @@ from boltzformer.modeling.loss import dice_bce_loss
 from boltzformer.train import checkpoint as ckpt
 from boltzformer.train.config import TrainConfig
 from boltzformer.train.data import (
+    CropItems,
     EpochView,
     ResumableSampler,
     collate_groups,
+    crops_of,
     mix_seed,
     run_split,
 )
 from boltzformer.train.distributed import Cluster
 from boltzformer.train.eta import Eta
 from boltzformer.train.optim import build_optimizer, build_scheduler, total_steps
+from boltzformer.train.plan import resolve_plan
 from boltzformer.train.run_dir import (
     BEST,
     CONFIG_NAME,
@@ -106,14 +109,19 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, cluster: Cluster, *, progress: bool):
+        # whole images or crops: planned from the data where the config leaves it open
+        cfg = resolve_plan(cfg, run_dir / CONFIG_NAME, log.info if cluster.main else None)
         self.cfg, self.run_dir, self.cluster = cfg, run_dir, cluster
         self.progress = progress and cluster.main
         self.device = cluster.device
         loop = cfg.train
         self.model_config = cfg.model.resolve()
 
-        # Data: one un-augmented reader, split by image into training and validation views.
-        base, train_idx, val_idx = run_split(cfg.data, self.model_config.image_size, loop.seed)
+        # Data: one un-augmented reader (at native size for crops), split by image into
+        # training and validation views.
+        crops = crops_of(cfg.data, self.model_config.image_size)
+        base, train_idx, val_idx = run_split(
+            cfg.data, None if crops else self.model_config.image_size, loop.seed)
         if self.model_config.text_encoder == "labels" and not self.model_config.text_labels:
             # a closed vocabulary: the data's target names, saved with the checkpoint
             self.model_config = self.model_config.override(text_labels=tuple(base.target_names))
@@ -122,8 +130,12 @@ class Trainer:
                                    rotations=cfg.data.rotations,
                                    negatives=cfg.data.negatives,
                                    absent_repeat=cfg.data.absent_repeat,
-                                   tiny_repeat=cfg.data.tiny_repeat)
-        self.val_set = Subset(base, val_idx[cluster.rank :: cluster.world])
+                                   tiny_repeat=cfg.data.tiny_repeat, crops=crops)
+        validation: Dataset = base if crops is None else CropItems(base, val_idx, crops,
+                                                                   seed=loop.seed)
+        shard = range(cluster.rank, len(val_idx), cluster.world)
+        self.val_set = Subset(validation, [val_idx[i] for i in shard] if crops is None
+                              else list(shard))
         self.n_train, self.n_val = len(train_idx), len(val_idx)
         self.sampler = ResumableSampler(
             self.train_set, num_replicas=cluster.world, rank=cluster.rank, seed=loop.seed
