@@ -76,10 +76,22 @@ class WindowSettings:
         return WindowGrid(height, width, self.size, self.overlap, self.scale, model_size)
 
 
+def check_window_overrides(size: int | None, overlap: float | None,
+                           names: tuple[str, str] = ("window_size", "window_overlap")) -> None:
+    """A caller's window size (0, or >= 32) and overlap (in [0, 1)), None meaning "the
+    model's"; a ValueError names the offending one by `names` (a command's flags)."""
+    if size is not None and (isinstance(size, bool) or (size != 0 and size < 32)):
+        raise ValueError(f"{names[0]} must be 0 (the whole image, resized) or at least 32 "
+                         f"pixels, got {size}")
+    if overlap is not None and not 0.0 <= overlap < 1.0:
+        raise ValueError(f"{names[1]} must be in [0, 1), got {overlap}")
+
+
 def window_settings(config: Any, size: int | None = None, overlap: float | None = None,
                     **options: Any) -> WindowSettings | None:
     """A model config's windows (`window_size`, `window_overlap`, `window_scale`), `size` and
     `overlap` overriding it when given; None when the size is 0 (the whole image, resized)."""
+    check_window_overrides(size, overlap)
     size = config.window_size if size is None else size
     overlap = config.window_overlap if overlap is None else overlap
     check_window(size, config.window_scale, overlap)
