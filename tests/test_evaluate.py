@@ -291,3 +291,23 @@ def test_a_windowed_model_is_scored_at_the_masks_own_size(phantoms, small_model)
     assert [result.samples[i]["pred_pixels"] for i in items] == \
         [int((p > 0.5).sum()) for p in prob]
     assert result.metrics["objects"]["scored_at"] == "original"
+
+
+def test_evaluate_command_with_windows(phantoms, tmp_path, capsys, small_model) -> None:
+    torch.manual_seed(0)
+    build_model("tiny", **small_model).save_pretrained(tmp_path / "ckpt")
+    argv = ["evaluate", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(phantoms),
+            "--out", str(tmp_path / "report"), "--no-progress", "--window-size", "64"]
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["window_size"] == 64
+    with (tmp_path / "report" / "per_sample.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # scored on the 96 x 96 masks, not the model's 64 x 64
+    assert all(float(r["pred_area"]) * 96 * 96 == pytest.approx(int(r["pred_pixels"]))
+               for r in rows)
+    native = BiomedParseDataset(phantoms, "test", image_size=None)
+    assert [int(r["gt_pixels"]) for r in rows] == \
+        [int(native[i]["mask"].sum()) for i in range(len(native))]
+    assert main([*argv[:-1], "20"]) == 1
+    assert "--window-size must be 0" in capsys.readouterr().err

@@ -38,6 +38,7 @@ from boltzformer.inference.windowed import (
     WindowedAnswer,
     WindowedImage,
     blend_answers,
+    feature_nbytes,
     window_settings,
 )
 from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
@@ -215,10 +216,7 @@ class Predictor:
         feats = self._features
         if feats is None:
             return 0
-        if isinstance(feats, WindowedImage):
-            return feats.nbytes
-        tensors = [*feats.levels, feats.semantic, feats.pixels]
-        return sum(t.nbytes for t in tensors) + (0 if feats.fine is None else feats.fine.nbytes)
+        return feats.nbytes if isinstance(feats, WindowedImage) else feature_nbytes(feats)
 
     def _require_image(self) -> tuple[ImageFeatures | WindowedImage, tuple[int, int]]:
         if self._features is None or self.image is None:

@@ -196,7 +196,7 @@ class WindowedImage:
         self.pixels = self.grid.pixels(torch.from_numpy(rgb).permute(2, 0, 1).to(device))
         self.batches = self.grid.batches(settings.batch)
         first = self._encode(0)
-        per_window = _nbytes(first) / len(self.batches[0])
+        per_window = feature_nbytes(first) / len(self.batches[0])
         self._cache: list[ImageFeatures] | None = None
         if per_window * len(self.grid.origins) <= settings.cache_bytes:
             self._cache = [first, *(self._encode(k) for k in range(1, len(self.batches)))]
@@ -209,7 +209,7 @@ class WindowedImage:
     @property
     def nbytes(self) -> int:
         """Bytes held: the pixels and the kept encodings."""
-        kept = sum(_nbytes(f) for f in self._cache) if self._cache is not None else 0
+        kept = sum(feature_nbytes(f) for f in self._cache) if self._cache is not None else 0
         return self.pixels.nbytes + kept
 
     def _encode(self, k: int) -> ImageFeatures:
@@ -233,7 +233,8 @@ class WindowedImage:
         return answer
 
 
-def _nbytes(feats: ImageFeatures) -> int:
+def feature_nbytes(feats: ImageFeatures) -> int:
+    """Bytes of an image's (or a batch's) encoding."""
     tensors = [*feats.levels, feats.semantic, feats.pixels]
     if feats.fine is not None:
         tensors.append(feats.fine)
