@@ -22,6 +22,7 @@ from boltzformer.baselines import (
 )
 from boltzformer.data import BiomedParseDataset, random_augment
 from boltzformer.evaluation.evaluate import CSV_COLUMNS, evaluate
+from boltzformer.inference.windowed import window_settings
 from boltzformer.modeling.loss import dice_bce_loss
 from boltzformer.train.data import mix_seed, split_by_image
 
@@ -319,3 +320,21 @@ def test_missing_package_names_the_extra(monkeypatch) -> None:
         monkeypatch.delitem(sys.modules, name)
     with pytest.raises(ImportError, match=r"pip install 'boltzformer\[baselines\]'"):
         importlib.import_module("boltzformer.baselines")
+
+
+def test_a_windowed_expert_answers_each_image_in_windows_at_its_own_size(phantoms) -> None:
+    targets = _all_targets(phantoms)
+    torch.manual_seed(0)
+    model = UNetExpert(UNetBaselineConfig(targets, **SMALL, window_size=64)).eval()
+    head = model.unet.segmentation_head[0]
+    with torch.no_grad():  # odd channels predict every pixel, even ones none
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([5.0 if c % 2 else -5.0 for c in range(len(targets))]))
+    seen: list[tuple[int, ...]] = []
+    model.unet.register_forward_hook(lambda _m, args, _o: seen.append(tuple(args[0].shape)))
+    test = BiomedParseDataset(phantoms, "test", image_size=None)  # 96 x 96
+    result = evaluate(model, test, progress=False, windows=window_settings(model.config))
+    expected = [96 * 96 * (targets.index(s.target) % 2) for s in test.samples]
+    assert [row["pred_pixels"] for row in result.samples] == expected
+    images = len({s.image_file for s in test.samples})
+    assert seen == [(4, 3, 64, 64)] * images  # 4 windows of 64 px, one batch per image

@@ -264,3 +264,50 @@ def test_evaluate_command(phantoms, tmp_path, capsys, small_model) -> None:
                  str(phantoms), "--out", str(tmp_path / "c")])
     assert code == 1
     assert "nowhere: no such folder" in capsys.readouterr().err
+
+
+def test_a_windowed_model_is_scored_at_the_masks_own_size(phantoms, small_model) -> None:
+    """Items at their own size (96 x 96, the model sees 64): every row is scored on the
+    native masks, and its prediction is the windowed Predictor's."""
+    from boltzformer import Predictor
+    from boltzformer.inference.windowed import window_settings
+
+    torch.manual_seed(0)
+    model = build_model("tiny", **small_model, attention="full", window_size=64).eval()
+    data = BiomedParseDataset(phantoms, "test", image_size=None)
+    windows = window_settings(model.config)
+    everything = evaluate(_Constant(10.0), data, progress=False, windows=windows)
+    assert [r["pred_pixels"] for r in everything.samples] == [96 * 96] * len(data)
+    assert [r["gt_pixels"] for r in everything.samples] == \
+        [int(data[i]["mask"].sum()) for i in range(len(data))]
+
+    result = evaluate(model, data, progress=False, windows=windows)
+    predictor = Predictor(model, progress=False)
+    first = data.samples[0].image_file
+    items = [i for i in range(len(data)) if data.samples[i].image_file == first]
+    predictor.set_image(data[items[0]]["image"])
+    prob = predictor.predict([data[i]["prompt"] for i in items]).prob
+    assert prob.shape[1:] == (96, 96)
+    assert [result.samples[i]["pred_pixels"] for i in items] == \
+        [int((p > 0.5).sum()) for p in prob]
+    assert result.metrics["objects"]["scored_at"] == "original"
+
+
+def test_evaluate_command_with_windows(phantoms, tmp_path, capsys, small_model) -> None:
+    torch.manual_seed(0)
+    build_model("tiny", **small_model).save_pretrained(tmp_path / "ckpt")
+    argv = ["evaluate", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(phantoms),
+            "--out", str(tmp_path / "report"), "--no-progress", "--window-size", "64"]
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["window_size"] == 64
+    with (tmp_path / "report" / "per_sample.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # scored on the 96 x 96 masks, not the model's 64 x 64
+    assert all(float(r["pred_area"]) * 96 * 96 == pytest.approx(int(r["pred_pixels"]))
+               for r in rows)
+    native = BiomedParseDataset(phantoms, "test", image_size=None)
+    assert [int(r["gt_pixels"]) for r in rows] == \
+        [int(native[i]["mask"].sum()) for i in range(len(native))]
+    assert main([*argv[:-1], "20"]) == 1
+    assert "--window-size must be 0" in capsys.readouterr().err

@@ -205,3 +205,29 @@ def test_visualize_bad_input(checkpoint, demo, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--prompt is empty" in err and "--query 99" in err and "file not found" in err
     assert not (tmp_path / "f.png").exists()
+
+
+def test_predict_with_sliding_windows(checkpoint, demo, tmp_path):
+    image = tmp_path / "crop.png"  # 200 x 150: 5 x 3 windows of 64 px
+    Image.open(demo / "demo" / DEMO_IMAGES[0]).crop((400, 300, 600, 450)).save(image)
+    argv = ["predict", "--checkpoint", str(checkpoint), "--input", str(image),
+            "--prompt", "nodule in lung CT", "--out", str(tmp_path / "out"), "--window-size", "64",
+            "--window-overlap", "0.25"]
+    assert cli.main(argv) == 0
+    assert _results(tmp_path / "out")["window_size"] == 64
+    mask = Image.open(tmp_path / "out" / "nodule-in-lung-ct_mask.png")
+    assert mask.size == Image.open(image).size
+    predictor = Predictor.from_pretrained(checkpoint, window_size=64, window_overlap=0.25,
+                                          progress=False)
+    predictor.set_image(np.asarray(Image.open(image).convert("RGB")))
+    want = predictor.predict(["nodule in lung CT"]).prob[0]  # the same windows, same seed
+    np.testing.assert_array_equal(np.asarray(mask) > 0, want >= 0.5)
+
+
+def test_bad_window_options_are_one_line_errors(checkpoint, demo, tmp_path, capsys):
+    base = ["predict", "--checkpoint", str(checkpoint), "--input",
+            str(demo / "demo" / DEMO_IMAGES[0]), "--prompt", "liver", "--out", str(tmp_path)]
+    assert cli.main([*base, "--window-size", "8"]) == 1
+    assert "--window-size must be 0" in capsys.readouterr().err
+    assert cli.main([*base, "--window-size", "64", "--window-overlap", "1"]) == 1
+    assert "--window-overlap must be in [0, 1)" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from PIL import Image
 
 import boltzformer
 from boltzformer import Predictor
-from boltzformer.inference.predictor import to_255
+from boltzformer.inference.pixels import to_255
 
 PROMPTS = ["nodule in lung CT", "left kidney in abdomen CT", "liver"]
 

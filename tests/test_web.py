@@ -500,3 +500,30 @@ def test_the_serve_command_serves_a_training_run(tiny_run):
     assert f"serving {tiny_run / 'best'} at" in output and "Traceback" not in output, output
     assert output.rstrip().endswith("stopped")
 
+
+
+def test_a_windowed_model_is_served_at_the_images_own_size(tmp_path):
+    """A model with window_size answers the page by sliding windows: its masks are the
+    windowed Predictor's, and the session's memory counts every window's encoding."""
+    torch.manual_seed(0)
+    overrides = {k: v for k, v in SMALL_MODEL.items() if k != "preset"}
+    windowed = boltzformer.build_model("tiny", **overrides, window_size=64).eval()
+    image = np.random.default_rng(0).integers(0, 256, (150, 200), dtype=np.uint8)
+    path = tmp_path / "scan.png"
+    Image.fromarray(image).save(path)
+    handlers = web._Handlers(windowed, 0, LIMITS, tmp_path, web_sessions.EncodingCache())
+    session = handlers.load(None, str(path), AUTO, 2)[0]
+    *_, downloads, _status = handlers.segment(session, "liver", 1, 0.5)
+    reference = Predictor(windowed, seed=0, progress=False)
+    reference.set_image(read_image(path))
+    expected = Predictor.threshold(reference.predict(["liver"]).prob)[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(downloads[0])) > 0, expected)
+    encoding = handlers.cache.get(session.key)
+    assert encoding is not None
+    features = encoding.nbytes - encoding.scan.slices.nbytes - encoding.image.nbytes
+    assert features >= 15 * handlers.feature_bytes  # 5 x 3 windows, each one image's worth
+
+    whole = web._Handlers(windowed, 0, LIMITS, tmp_path, web_sessions.EncodingCache(),
+                          windows={"window_size": 0})  # `serve --window-size 0`
+    session = whole.load(None, str(path), AUTO, 2)[0]
+    assert whole.cache.get(session.key).predictor.windows is None

@@ -156,8 +156,10 @@ class _Handlers:
 
     def __init__(self, model: BoltzFormer, seed: int, limits: Limits, work_dir: Path,
                  cache: EncodingCache, min_score: float = 0.0,
-                 existence_threshold: float = EXISTENCE_THRESHOLD) -> None:
+                 existence_threshold: float = EXISTENCE_THRESHOLD,
+                 windows: dict[str, Any] | None = None) -> None:
         self.model, self.seed, self.limits, self.work_dir = model, seed, limits, work_dir
+        self.windows = windows or {}  # Predictor's window_size and window_overlap
         self.min_score, self.existence_threshold = min_score, existence_threshold
         self.cache, self.feature_bytes = cache, feature_bytes(model)
         self.clock = threading.local()  # .started: when the thread's request began (`_guard`)
@@ -232,7 +234,8 @@ class _Handlers:
             raise ValueError(str(err).replace(str(path), path.name)) from None
         self.in_time("the upload read")
         predictor = Predictor(self.model, seed=self.seed,  # its score gate: set per request
-                              existence_threshold=self.existence_threshold)
+                              existence_threshold=self.existence_threshold, progress=False,
+                              **self.windows)
         index = len(scan.slices) // 2
         encoding = Encoding(scan, index, predictor, self.feature_bytes)
         predictor.set_image(scan.slices[index])
@@ -409,7 +412,8 @@ def build_app(
     model: BoltzFormer, *, work_dir: Path, examples: list[list[str]] | None = None,
     seed: int = 0, limits: Limits | None = None, cache: EncodingCache | None = None,
     title: str = "BoltzFormer", min_score: float = 0.0,
-    existence_threshold: float = EXISTENCE_THRESHOLD,
+    existence_threshold: float = EXISTENCE_THRESHOLD, window_size: int | None = None,
+    window_overlap: float | None = None,
 ) -> gr.Blocks:
     """The page and its API around `model` (moved nowhere; eval mode). `work_dir` holds the
     sessions' files; `examples` are [file, prompts] rows (see `make_examples`); `cache` holds
@@ -417,10 +421,12 @@ def build_app(
     mask score at first (an answer whose mask score is below it: "not found"), which each
     request may change (the "minimum mask score" slider; `/segment`'s and `/export`'s last,
     optional argument); `existence_threshold` is every session's (the existence head's
-    probability below which an answer is "not found")."""
+    probability below which an answer is "not found"); `window_size` and `window_overlap`
+    override the model's sliding windows (None: its config's; `Predictor`'s options)."""
     cache = EncodingCache() if cache is None else cache  # (an empty cache is falsy)
     handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache, min_score,
-                         check_existence_threshold(existence_threshold))
+                         check_existence_threshold(existence_threshold),
+                         {"window_size": window_size, "window_overlap": window_overlap})
     # one request on the CPU at once
     queue: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": "model"}
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as app:

@@ -158,6 +158,8 @@ def serve(predictor: Predictor, options: ServeOptions) -> int:
             cache=EncodingCache(options.cached_sessions, options.cache_mb * 2**20),
             title=f"BoltzFormer: {options.checkpoint}", min_score=predictor.min_score,
             existence_threshold=predictor.existence_threshold,
+            window_size=0 if predictor.windows is None else predictor.windows.size,
+            window_overlap=None if predictor.windows is None else predictor.windows.overlap,
         )
         login = f"login required ({len(auth)} account(s))" if auth else "no login"
         scheme = "http" if tls is None else "https"

@@ -86,10 +86,11 @@ class Encoding:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: the scan's slices, the display image and the encoded features."""
+        """Bytes held: the scan's slices, the display image and the encoded features (a
+        windowed image's as encoded, else one image's `feature_bytes`)."""
         image = self.predictor.image
         return self.scan.slices.nbytes + (0 if image is None else image.nbytes) + \
-            self.feature_bytes
+            (self.predictor.encoded_bytes or self.feature_bytes)
 
 
 def feature_bytes(model: BoltzFormer) -> int:

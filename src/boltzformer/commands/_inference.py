@@ -10,6 +10,7 @@ import torch
 
 from boltzformer.data.medio import WINDOWS
 from boltzformer.inference.predictor import Predictor
+from boltzformer.inference.windowed import check_window_overrides
 from boltzformer.modeling.dtypes import DTYPES, resolve_dtype
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
@@ -64,6 +65,21 @@ def add_existence_threshold(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_windows(parser: argparse.ArgumentParser) -> None:
+    """--window-size and --window-overlap: sliding windows, overriding the checkpoint's."""
+    parser.add_argument(
+        "--window-size", type=int, metavar="N",
+        help="answer by sliding windows of N pixels on the image at its own size, blended "
+        "with Gaussian weights (N >= 32; 0: the whole image resized to the model's input). "
+        "Default: the checkpoint's window_size (0 unless trained on crops)",
+    )
+    parser.add_argument(
+        "--window-overlap", type=float, metavar="F",
+        help="share of a window that overlaps the next, in [0, 1) (default: the "
+        "checkpoint's window_overlap, 0.5 unless set)",
+    )
+
+
 def add_input_options(parser: argparse.ArgumentParser, *, folders: bool = False) -> None:
     """--input (a file, or with `folders` also a folder of images), --window and --axis."""
     what = "PNG/JPG/TIFF/BMP image, DICOM slice (.dcm) or NIfTI volume (.nii, .nii.gz)"
@@ -87,12 +103,17 @@ def add_input_options(parser: argparse.ArgumentParser, *, folders: bool = False)
 def load_predictor(checkpoint: Path, args: argparse.Namespace) -> Predictor:
     """The Predictor of the checkpoint folder `checkpoint` (see
     `train.run_dir.resolve_checkpoint`) on --device in --dtype, seeded with --seed, gated at
-    --min-score and --existence-threshold."""
+    --min-score and --existence-threshold, windowed as --window-size and --window-overlap
+    say (None: the checkpoint's)."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {args.device}: CUDA is not available here; use --device cpu")
     check_min_score(args.min_score, "--min-score")
     check_existence_threshold(args.existence_threshold, "--existence-threshold")
+    check_window_overrides(args.window_size, args.window_overlap,
+                           ("--window-size", "--window-overlap"))
     return Predictor.from_pretrained(checkpoint, device=args.device, seed=args.seed,
                                      min_score=args.min_score,
                                      existence_threshold=args.existence_threshold,
-                                     dtype=resolve_dtype(args.dtype, "--dtype"))
+                                     dtype=resolve_dtype(args.dtype, "--dtype"),
+                                     window_size=args.window_size,
+                                     window_overlap=args.window_overlap)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from boltzformer.commands._inference import add_dtype, add_existence_threshold
+from boltzformer.commands._inference import add_dtype, add_existence_threshold, add_windows
 from boltzformer.evaluation.evaluate_checkpoint import evaluate_checkpoint
 
 EXAMPLE = """\
@@ -58,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "absent targets, some present ones lost (default 0: off)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add_dtype(parser)
+    add_windows(parser)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, threshold=args.threshold,
         existence_threshold=args.existence_threshold, size_floor=not args.no_size_floor,
         min_score=args.min_score, device=args.device, dtype=args.dtype, workers=args.workers,
-        progress=not args.no_progress,
+        progress=not args.no_progress, window_size=args.window_size,
+        window_overlap=args.window_overlap,
     ))
     return 0

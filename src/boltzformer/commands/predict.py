@@ -7,7 +7,12 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from boltzformer.commands._inference import add_input_options, add_model_options, load_predictor
+from boltzformer.commands._inference import (
+    add_input_options,
+    add_model_options,
+    add_windows,
+    load_predictor,
+)
 from boltzformer.inference.predict_files import PredictOptions, predict_files
 from boltzformer.train.run_dir import resolve_checkpoint
 
@@ -24,6 +29,7 @@ examples:
   boltzformer predict --checkpoint ckpt/ --input scans/ --batch-size 8 \\
       --prompt "nodule in lung CT" --out preds/
   boltzformer predict ... --samples 8     # mean and std over 8 sampling draws
+  boltzformer predict ... --window-size 256   # sliding windows of 256 px, native size
 
 output layout (OUT: the --out folder; NAME: the prompt in lower case, other
 characters as '-', e.g. nodule-in-lung-ct):
@@ -83,6 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser)
+    add_windows(parser)
     add_input_options(parser, folders=True)
     parser.add_argument(
         "--prompt", action="append", required=True, metavar="TEXT",

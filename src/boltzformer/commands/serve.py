@@ -14,7 +14,12 @@ from boltzformer.apps.web_sessions import (
     QUEUE_SIZE,
     TIME_LIMIT,
 )
-from boltzformer.commands._inference import add_dtype, add_existence_threshold, load_predictor
+from boltzformer.commands._inference import (
+    add_dtype,
+    add_existence_threshold,
+    add_windows,
+    load_predictor,
+)
 from boltzformer.train.run_dir import DEMO_RUN, resolve_checkpoint
 
 EPILOG = """\
@@ -84,6 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "'minimum mask score' slider starts")
     add_existence_threshold(parser)
     add_dtype(parser)
+    add_windows(parser)
     parser.add_argument("--max-file-size", type=int, default=1024, metavar="MB",
                         help="largest upload accepted, in MB (default 1024)")
     parser.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS, metavar="N",

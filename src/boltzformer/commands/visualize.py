@@ -47,7 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="NIfTI only: slice index along --axis (default: the middle one)")
     parser.add_argument("--threshold", type=float, default=0.5, metavar="P",
                         help="probability at or above which a pixel is predicted (0.5)")
-    parser.set_defaults(run=run)
+    # the sampling is drawn on the whole image (resized), windowed model or not
+    parser.set_defaults(run=run, window_size=0, window_overlap=None)
 
 
 def run(args: argparse.Namespace) -> int:

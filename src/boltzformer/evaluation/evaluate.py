@@ -1,7 +1,11 @@
 """Evaluation: Dice per sample, aggregated like the paper's Tables 1 and 2, and a report.
 
 Conventions (all documented in docs/training.md):
-- A prediction is `sigmoid(logits) > threshold` (0.5) at the data set's image size.
+- A prediction is `sigmoid(logits) > threshold` (0.5) at the data set's image size. With
+  `windows` (a model whose config has `window_size` > 0, on items at their own size,
+  `BiomedParseDataset(image_size=None)`), each image's prompts are answered together by
+  sliding windows (`inference/windowed.py`: existence is the max over windows, the size
+  floor and the score gate judge the blend) and scored at the masks' own resolution.
 - `dice(pred, gt) = 2|P∩G| / (|P| + |G|)`; when both are empty it is 1 (a correct "nothing
   here"). A target is *present* when its mask has a pixel, *absent* otherwise.
 - Dice statistics cover present targets. Absent targets are counted separately: an empty
@@ -40,7 +44,7 @@ import csv
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,7 @@ from boltzformer.evaluation.grounding import GroundingCollector
 from boltzformer.evaluation.objects import ObjectCollector
 from boltzformer.evaluation.plots import plot_confusion, plot_dice_vs_size
 from boltzformer.evaluation.report import json_safe, render_markdown
+from boltzformer.inference.windowed import Gates, WindowSettings, blend_answers, model_answer
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
     check_existence_threshold,
@@ -249,6 +254,7 @@ def evaluate(
     progress: bool = True,
     size_floor: bool = True,
     min_score: float = 0.0,
+    windows: WindowSettings | None = None,
 ) -> EvalResult:
     """Predict every item of `dataset` (BiomedParseDataset items) and score it: Dice at the
     model's size, objects and volumes at the masks' original size (see `objects.py`).
@@ -259,7 +265,9 @@ def evaluate(
     whatever it is. With a size floor (BoltzFormer's `size_floor`, set by `boltzformer
     calibrate`), an answer smaller than its target's floor is an empty mask; `size_floor`
     False scores the answers without it. An answer whose `mask_score` is below `min_score`
-    is an empty mask (0: never; the gate is off).
+    is an empty mask (0: never; the gate is off). With `windows` (`windowed.window_settings`
+    of the model's config) each image is answered by sliding windows, its items together
+    (`batch_size` is then unused; the windows go `windows.batch` at a time).
 
     The model runs in eval mode on its own device; its attention sampling draws from a
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
@@ -271,31 +279,24 @@ def evaluate(
     generator = torch.Generator(device=device).manual_seed(seed)
     takes_targets = getattr(model, "takes_targets", False)
     floor = getattr(model, "size_floor", None) if size_floor else None
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate
-    )
+    loader = DataLoader(dataset, batch_size=batch_size if windows is None else 1,
+                        shuffle=False, num_workers=workers, collate_fn=collate)
+    gates = Gates(existence_threshold, min_score, floor, threshold)
     was_training = model.training
     model.eval()
     rows: list[dict[str, Any]] = []
     grounding = GroundingCollector(_items_per_image(dataset))
     objects = ObjectCollector(threshold)
     try:
-        for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
-            images, index = unique_images(batch)  # each image encoded once
-            extra = {"targets": batch["target"]} if takes_targets else {}
-            out = model(images.to(device), batch["prompt"], image_index=index.to(device),
-                        generator=generator, **extra)
-            exist = getattr(out, "existence_logits", None)  # absent: an empty mask
-            score = mask_score(out.logits, threshold)  # before any gate
-            logits = gate_logits(out.logits.float(), exist, existence_threshold)
-            logits = answer_floor(logits, floor, batch["prompt"], batch["target"])[0]
-            if min_score > 0:
-                logits = score_gate(logits, score, min_score)[0]
+        bar = tqdm(loader, desc="evaluate", unit="batch" if windows is None else "item",
+                   disable=not progress)
+        answers = (_answers(model, bar, gates, generator, takes_targets) if windows is None
+                   else _window_answers(model, bar, gates, generator, takes_targets, windows))
+        for batch, logits, exist, score in answers:
             prob = logits.sigmoid()
             pred = (prob > threshold).cpu()
             gt = batch["mask"] > 0.5
-            batch_rows = score_batch(pred, gt, batch, start=len(rows),
-                                     existence=None if exist is None else exist.sigmoid(),
+            batch_rows = score_batch(pred, gt, batch, start=len(rows), existence=exist,
                                      confidence=score)
             grounding.add(batch_rows, pred, gt)
             objects.add(batch_rows, prob, batch)
@@ -307,6 +308,64 @@ def evaluate(
                       info={"existence_threshold": existence_threshold,
                             "size_floor_fraction": floor.fraction if floor else 0.0,
                             "min_score": min_score})
+
+
+Answers = Iterator[tuple[dict[str, Any], Tensor, Tensor | None, Tensor]]
+
+
+def _answers(model: torch.nn.Module, batches: Iterable[dict[str, Any]], gates: Gates,
+             generator: torch.Generator, takes_targets: bool) -> Answers:
+    """Per batch of items: (the batch, gated logits (B, 1, S, S), existence probability (B,)
+    or None, mask score (B,) before any gate)."""
+    device = next(model.parameters()).device
+    for batch in batches:
+        images, index = unique_images(batch)  # each image encoded once
+        extra = {"targets": batch["target"]} if takes_targets else {}
+        out = model(images.to(device), batch["prompt"], image_index=index.to(device),
+                    generator=generator, **extra)
+        exist = getattr(out, "existence_logits", None)  # absent: an empty mask
+        score = mask_score(out.logits, gates.score_threshold)  # before any gate
+        logits = gate_logits(out.logits.float(), exist, gates.existence_threshold)
+        logits = answer_floor(logits, gates.floor, batch["prompt"], batch["target"])[0]
+        if gates.min_score > 0:
+            logits = score_gate(logits, score, gates.min_score)[0]
+        yield batch, logits, None if exist is None else exist.sigmoid(), score
+
+
+def _window_answers(model: torch.nn.Module, items: Iterable[dict[str, Any]], gates: Gates,
+                    generator: torch.Generator, takes_targets: bool,
+                    windows: WindowSettings) -> Answers:
+    """As `_answers`, one image's consecutive items at a time (batches of 1 regrouped),
+    answered by sliding windows at the image's own size (H, W)."""
+    device = next(model.parameters()).device
+    size = getattr(getattr(model, "config", None), "image_size", None)
+    for group in _same_image(items):
+        batch = collate([{k: v[0] for k, v in item.items()} for item in group])
+        image = batch["image"][0].to(device)
+        grid = windows.grid(image.shape[1], image.shape[2], size or windows.size)
+        answer = model_answer(model, grid, grid.pixels(image), batch["prompt"],
+                              targets=batch["target"] if takes_targets else None,
+                              generator=generator)
+        out = blend_answers(grid, answer, batch["prompt"], windows, gates,
+                            targets=batch["target"])
+        yield batch, out.logits[:, None], out.exists, out.score
+
+
+def _same_image(items: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Batches of one item grouped while they share their image (data set, file, size)."""
+    group: list[dict[str, Any]] = []
+    for item in items:
+        if group and not _same(group[0], item):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a["dataset"], a["image_file"]) == (b["dataset"], b["image_file"]) and \
+        a["image"].shape == b["image"].shape and torch.equal(a["image"], b["image"])
 
 
 def _items_per_image(dataset: Dataset) -> dict[tuple[str, str], int] | None:

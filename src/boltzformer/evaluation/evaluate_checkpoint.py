@@ -16,6 +16,7 @@ from torch.utils.data import ConcatDataset
 
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluation.evaluate import evaluate, write_report
+from boltzformer.inference.windowed import check_window_overrides, window_settings
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.dtypes import dtype_name, resolve_dtype
 from boltzformer.modeling.existence import (
@@ -42,15 +43,20 @@ def evaluate_checkpoint(
     dtype: str | torch.dtype | None = None,
     workers: int = 0,
     progress: bool = True,
+    window_size: int | None = None,
+    window_overlap: float | None = None,
 ) -> str:
     """`boltzformer evaluate`: a checkpoint (or a run folder's, `resolve_checkpoint`) scored
     on the `split` of one or more BiomedParse folders together, the report written into
     `out_dir`. Returns the verb's summary: Dice overall and per size, objects, absent
-    targets, and where the report is. `dtype`: the model cast to it (None: as saved)."""
+    targets, and where the report is. `dtype`: the model cast to it (None: as saved).
+    `window_size` (0: whole images, resized) and `window_overlap` override the checkpoint's
+    sliding windows; with windows the items are read and scored at their own size."""
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     check_existence_threshold(existence_threshold, "--existence-threshold")  # before loading
     check_min_score(min_score, "--min-score")
+    check_window_overrides(window_size, window_overlap, ("--window-size", "--window-overlap"))
     cast = None if dtype is None else resolve_dtype(dtype, "--dtype")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -58,14 +64,18 @@ def evaluate_checkpoint(
     model = BoltzFormer.from_pretrained(found, map_location=device)
     if cast is not None:
         model = model.to(cast)
+    windows = window_settings(model.config, window_size, window_overlap)
+    size = None if windows is not None else model.config.image_size  # windows: own size
     dataset: ConcatDataset[dict[str, Any]] = ConcatDataset([
-        BiomedParseDataset(root, split, image_size=model.config.image_size) for root in data
+        BiomedParseDataset(root, split, image_size=size) for root in data
     ])
     result = evaluate(model, dataset, seed=seed, batch_size=batch_size, threshold=threshold,
                       existence_threshold=existence_threshold, workers=workers,
-                      size_floor=size_floor, min_score=min_score, progress=progress)
+                      size_floor=size_floor, min_score=min_score, progress=progress,
+                      windows=windows)
     result.info.update(checkpoint=str(found), data=", ".join(map(str, data)), split=split,
-                       dtype=dtype_name(model.dtype))
+                       dtype=dtype_name(model.dtype),
+                       window_size=windows.size if windows is not None else 0)
     paths = write_report(result, out_dir)
     overall = result.metrics["overall"]
     strata = result.metrics["size_strata"]["weighted"]

@@ -297,7 +297,8 @@ def _summary(
             "checkpoint": None if options.checkpoint is None else str(options.checkpoint),
             "window": window, "threshold": options.threshold, "samples": options.samples,
             "seed": predictor.seed, "min_score": predictor.min_score,
-            "existence_threshold": predictor.existence_threshold, **extra}
+            "existence_threshold": predictor.existence_threshold,
+            "window_size": 0 if predictor.windows is None else predictor.windows.size, **extra}
 
 
 def _predict_folder(

@@ -16,11 +16,7 @@ size floor (`boltzformer calibrate`) when the answer is smaller than its target'
 score, its mean probability where it paints, is below it (`Prediction.unsure`).
 `Prediction.found` says which prompts were found. Volumes decide per slice.
 
-Intensity rule (`to_255`): uint8 values are used as they are; bool becomes {0, 255}; floats
-that all lie in [0, 1] are multiplied by 255; any other values that all lie in [0, 255] are
-used as they are; everything else (16-bit PNGs, CT in Hounsfield units, ...) is min-max
-scaled to [0, 255] over the whole array (a constant array becomes 0). For CT, window it
-first (`boltzformer.data.medio.read_dicom(path, window="lung")`) rather than rely on min-max.
+Images are read by `pixels.to_rgb255` (its intensity rule: `pixels.to_255`).
 """
 
 from __future__ import annotations
@@ -28,14 +24,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from boltzformer.inference.pixels import ImageLike, is_plane, plane_rgb, to_255, to_rgb255
+from boltzformer.inference.sliding_window import resize
+from boltzformer.inference.windowed import (
+    Gates,
+    WindowedAnswer,
+    WindowedImage,
+    blend_answers,
+    feature_nbytes,
+    window_settings,
+)
 from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
 from boltzformer.modeling.dtypes import resolve_dtype
 from boltzformer.modeling.existence import (
@@ -48,11 +53,6 @@ from boltzformer.modeling.existence import (
 )
 from boltzformer.modeling.size_floor import answer_floor
 from boltzformer.modeling.text_encoder import TextFeatures, check_prompts
-
-ImageLike = np.ndarray | Image.Image | Tensor
-
-# PIL modes that hold more than 8 bits per pixel: read as numbers, then scaled by `to_255`.
-_WIDE_PIL_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 @dataclass(frozen=True)
@@ -120,85 +120,6 @@ class SamplingTrace:
     prompt: str
 
 
-def to_255(values: np.ndarray) -> np.ndarray:
-    """Any numeric array -> float32 array of the same shape in [0, 255] (module docstring rule)."""
-    values = np.asarray(values)
-    if values.dtype == np.uint8:
-        return values.astype(np.float32)
-    if values.dtype == np.bool_:
-        return values.astype(np.float32) * 255.0
-    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
-        raise ValueError(f"image values must be numbers, got dtype {values.dtype}")
-    if values.size == 0:
-        raise ValueError(f"image is empty (shape {values.shape})")
-    is_float = np.issubdtype(values.dtype, np.floating)
-    values = values.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError("image contains NaN or infinite values; replace them before predicting")
-    lo, hi = float(values.min()), float(values.max())
-    if is_float and lo >= 0.0 and hi <= 1.0:
-        return (values * 255.0).astype(np.float32)
-    if lo >= 0.0 and hi <= 255.0:
-        return values.astype(np.float32)
-    if hi == lo:
-        return np.zeros(values.shape, np.float32)
-    return ((values - lo) * (255.0 / (hi - lo))).astype(np.float32)
-
-
-def to_rgb255(image: ImageLike) -> np.ndarray:
-    """An image in any accepted form -> (H, W, 3) float32 RGB in [0, 255].
-
-    Accepts numpy arrays (H, W) or (H, W, C) channels-last, torch tensors (H, W) or (C, H, W)
-    channels-first, and PIL images; C is 1 (grey), 3 (RGB) or 4 (RGBA, alpha dropped).
-    Intensities follow `to_255`.
-    """
-    if isinstance(image, Image.Image):
-        if image.mode not in _WIDE_PIL_MODES:
-            image = image.convert("RGB")
-        array = np.asarray(image)
-    elif isinstance(image, Tensor):
-        array = image.detach().cpu().numpy()
-        if array.ndim == 3:
-            array = np.moveaxis(array, 0, -1)
-    elif isinstance(image, np.ndarray):
-        array = image
-    else:
-        raise TypeError(
-            f"image must be a numpy array, a PIL image or a torch tensor, got "
-            f"{type(image).__name__}"
-        )
-    if not _is_plane(array):
-        layout = "(H, W) or (C, H, W)" if isinstance(image, Tensor) else "(H, W) or (H, W, C)"
-        raise ValueError(
-            f"image of shape {tuple(getattr(image, 'shape', array.shape))} is not an image: "
-            f"give {layout} with C = 1, 3 or 4"
-        )
-    return _rgb(to_255(array))
-
-
-def _is_plane(array: np.ndarray) -> bool:
-    """(H, W) or (H, W, C) with C in 1, 3, 4, and H, W >= 1."""
-    ok = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))
-    return ok and min(array.shape[:2]) >= 1
-
-
-def _rgb(plane: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, C) float, C in 1, 3, 4 -> (H, W, 3): grey repeated, alpha dropped."""
-    if plane.ndim == 2:
-        plane = plane[..., None]
-    if plane.shape[-1] == 1:
-        plane = np.repeat(plane, 3, axis=-1)
-    return np.ascontiguousarray(plane[..., :3], dtype=np.float32)
-
-
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize of (N, C, h, w) to `size`, antialiased when shrinking."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-
-
 class Predictor:
     """Encode an image once (`set_image`), then answer many prompts (`predict`).
 
@@ -212,12 +133,21 @@ class Predictor:
     below it is an empty mask ("not found"); so is, with the existence head, one whose
     existence probability is below `existence_threshold` (default 0.5; 0: never).
     docs/results/absent_targets.md measures both trades.
+
+    A model whose config has `window_size` > 0 answers by sliding windows (`windowed.py`):
+    `set_image` keeps the image at its own size (resampled by `window_scale`) and encodes
+    its windows, kept for the next `predict` calls when they fit `windowed.CACHE_BYTES`.
+    `window_size` (0: the whole image, resized) and `window_overlap` override the
+    checkpoint's; `per_window_gate`, `window_batch` and `window_mode` are
+    `windowed.WindowSettings`'; `progress` shows a bar over an image's windows (more than 16).
     """
 
     def __init__(
         self, model: BoltzFormer, *, device: str | torch.device | None = None, seed: int = 0,
         min_score: float = 0.0, existence_threshold: float = EXISTENCE_THRESHOLD,
-        dtype: str | torch.dtype | None = None,
+        dtype: str | torch.dtype | None = None, window_size: int | None = None,
+        window_overlap: float | None = None, window_batch: int = 8, window_mode: str = "gaussian",
+        per_window_gate: bool = True, progress: bool = True,
     ) -> None:
         self.device = torch.device(device) if device is not None else model.device
         _check_device(self.device)
@@ -226,8 +156,12 @@ class Predictor:
         self.seed = seed
         self.min_score = check_min_score(min_score)
         self.existence_threshold = check_existence_threshold(existence_threshold)
+        self.windows = window_settings(
+            model.config, window_size, window_overlap, batch=window_batch, mode=window_mode,
+            per_window_gate=per_window_gate)  # None: the whole image, resized
+        self.progress = progress
         self.image: np.ndarray | None = None  # (H, W, 3) uint8 RGB of the current image
-        self._features: ImageFeatures | None = None
+        self._features: ImageFeatures | WindowedImage | None = None
 
     @classmethod
     def from_pretrained(
@@ -236,11 +170,12 @@ class Predictor:
         existence_threshold: float = EXISTENCE_THRESHOLD,
         dtype: str | torch.dtype | None = None, revision: str | None = None,
         cache_dir: str | Path | None = None, token: str | bool | None = None,
-        local_files_only: bool = False,
+        local_files_only: bool = False, **windows: Any,
     ) -> Predictor:
         """A Predictor for a checkpoint written by `BoltzFormer.save_pretrained`: a local
         folder or a Hugging Face Hub id (`org/name`; revision, cache_dir, token,
-        local_files_only as `BoltzFormer.from_pretrained` takes them)."""
+        local_files_only as `BoltzFormer.from_pretrained` takes them); `windows`: the
+        window options of `Predictor` (window_size, window_overlap, ...)."""
         device = torch.device(device or "cpu")
         _check_device(device)
         dtype = None if dtype is None else resolve_dtype(dtype)  # before loading
@@ -248,27 +183,42 @@ class Predictor:
             name_or_path, map_location=device, revision=revision, cache_dir=cache_dir,
             token=token, local_files_only=local_files_only)
         return cls(model, seed=seed, min_score=min_score,
-                   existence_threshold=existence_threshold, dtype=dtype)
+                   existence_threshold=existence_threshold, dtype=dtype, **windows)
 
     @property
     def image_size(self) -> int:
-        """The square side the model sees; inputs are resized to it."""
+        """The square side the model sees; inputs (or their windows) are resized to it."""
         return self.model.config.image_size
 
     # --- the image ----------------------------------------------------------------------
     def _pixels(self, rgb: np.ndarray) -> Tensor:
         """(H, W, 3) float RGB 0-255 -> (1, 3, S, S) on the device, S = image_size."""
         x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).to(self.device)
-        return _resize(x, (self.image_size, self.image_size))
+        return resize(x, (self.image_size, self.image_size))
 
     @torch.inference_mode()
     def set_image(self, image: ImageLike) -> None:
-        """Run the backbone and pixel decoder once on `image` (any size; see `to_rgb255`)."""
+        """Run the backbone and pixel decoder once on `image` (any size; see `to_rgb255`), or
+        on its windows."""
         rgb = to_rgb255(image)
-        self._features = self.model.encode_image(self._pixels(rgb))
+        self._features = self._encode(rgb)
         self.image = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
-    def _require_image(self) -> tuple[ImageFeatures, tuple[int, int]]:
+    def _encode(self, rgb: np.ndarray) -> ImageFeatures | WindowedImage:
+        """(H, W, 3) float RGB 0-255 -> its encoding, whole or in windows."""
+        if self.windows is not None:
+            return WindowedImage(self.model, rgb, self.windows, self.device)
+        return self.model.encode_image(self._pixels(rgb))
+
+    @property
+    def encoded_bytes(self) -> int:
+        """Bytes held by the current image's encoding (its windows' when windowed)."""
+        feats = self._features
+        if feats is None:
+            return 0
+        return feats.nbytes if isinstance(feats, WindowedImage) else feature_nbytes(feats)
+
+    def _require_image(self) -> tuple[ImageFeatures | WindowedImage, tuple[int, int]]:
         if self._features is None or self.image is None:
             raise RuntimeError("no image set: call predictor.set_image(image) before predicting")
         return self._features, (self.image.shape[0], self.image.shape[1])
@@ -278,35 +228,51 @@ class Predictor:
 
     # --- prompts ------------------------------------------------------------------------
     def _probabilities(
-        self, feats: ImageFeatures, prompts: list[str], size: tuple[int, int], samples: int,
-        generator: torch.Generator,
+        self, feats: ImageFeatures | WindowedImage, prompts: list[str], size: tuple[int, int],
+        samples: int, generator: torch.Generator, progress: bool = False,
     ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
-        """N encoded images x P prompts -> mean and std (N, P, H, W) over `samples` passes,
-        the mean existence probability (N, P) (None without the existence head), whether
-        each answer was under its size floor in at least half the passes (N, P) (None
-        without a floor) and whether it was unsure in at least half (N, P) (None with
-        `min_score` 0).
+        """N encoded images (or one in windows, N = 1) x P prompts -> mean and std
+        (N, P, H, W) over `samples` passes, the mean existence probability (N, P) (None
+        without the existence head), whether each answer was under its size floor in at
+        least half the passes (N, P) (None without a floor) and whether it was unsure in at
+        least half (N, P) (None with `min_score` 0).
 
-        Each pass decodes all N*P (image, prompt) pairs in one batch; a pass whose existence
-        probability is below `existence_threshold`, whose answer is smaller than its
-        target's size floor (at the model's image size), or whose mask score is below
-        `min_score`, answers that pair with an empty mask.
+        Each pass decodes all N*P (image, prompt) pairs in one batch (or every window's P
+        pairs, blended: `windowed.blend_answers`); a pass whose existence probability is
+        below `existence_threshold`, whose answer is smaller than its target's size floor
+        (at the model's image size), or whose mask score is below `min_score`, answers that
+        pair with an empty mask.
         """
-        n, p = feats.semantic.shape[0], len(prompts)
-        text = self.model.encode_text(prompts)
-        text = TextFeatures(text.tokens.repeat(n, 1, 1), text.padding.repeat(n, 1))
-        tiled = feats.repeat(p)  # pair i * p + j: image i, prompt j
         exist: list[Tensor] = []
         floored: list[Tensor] = []
         unsure: list[Tensor] = []
+        if isinstance(feats, WindowedImage):
+            n, p = 1, len(prompts)
+            gates = Gates(self.existence_threshold, self.min_score, self.model.size_floor)
 
-        def draw() -> Tensor:
-            out = self.model.decode(tiled, text, generator=generator)
-            if out.existence_logits is not None:
-                exist.append(out.existence_logits.float().sigmoid().view(n, p))
-            logits = self._gated(out.logits.float(), out.existence_logits, prompts * n,
-                                 floored, unsure)
-            return _resize(torch.sigmoid(logits), size).view(n, p, *size)
+            def draw() -> Tensor:
+                assert isinstance(feats, WindowedImage) and self.windows is not None
+                out: WindowedAnswer = blend_answers(
+                    feats.grid, feats.answer(prompts, generator), prompts, self.windows,
+                    gates, progress=progress)
+                for gate, kept in ((out.exists, exist), (out.floored, floored),
+                                   (out.unsure, unsure)):
+                    if gate is not None:
+                        kept.append(gate.float().view(n, p))
+                return torch.sigmoid(out.logits).view(n, p, *size)
+        else:
+            n, p = feats.semantic.shape[0], len(prompts)
+            text = self.model.encode_text(prompts)
+            text = TextFeatures(text.tokens.repeat(n, 1, 1), text.padding.repeat(n, 1))
+            tiled = feats.repeat(p)  # pair i * p + j: image i, prompt j
+
+            def draw() -> Tensor:
+                out = self.model.decode(tiled, text, generator=generator)
+                if out.existence_logits is not None:
+                    exist.append(out.existence_logits.float().sigmoid().view(n, p))
+                logits = self._gated(out.logits.float(), out.existence_logits, prompts * n,
+                                     floored, unsure)
+                return resize(torch.sigmoid(logits), size).view(n, p, *size)
 
         mean = draw()
         m2 = torch.zeros_like(mean)
@@ -345,16 +311,17 @@ class Predictor:
         pass with different sampling draws and reports their mean and pixel-wise std.
         """
         feats, size = self._require_image()
-        return self._answer(feats, size, check_prompts(prompts), _check_samples(samples), seed)
+        return self._answer(feats, size, check_prompts(prompts), _check_samples(samples), seed,
+                            self.progress)
 
     def _answer(
-        self, feats: ImageFeatures, size: tuple[int, int], prompts: list[str], samples: int,
-        seed: int | None,
+        self, feats: ImageFeatures | WindowedImage, size: tuple[int, int], prompts: list[str],
+        samples: int, seed: int | None, progress: bool = False,
     ) -> Prediction:
         """One encoded image's Prediction for checked `prompts`, its draws from a fresh
         generator seeded with `seed` (else the predictor's)."""
         mean, std, exists, floored, unsure = self._probabilities(
-            feats, prompts, size, samples, self._generator(seed)
+            feats, prompts, size, samples, self._generator(seed), progress
         )
         return Prediction(
             prob=mean[0].cpu().numpy(),
@@ -404,6 +371,12 @@ class Predictor:
         with tqdm(total=total, unit="image", disable=not progress) as bar:
             for batch in _batches(images, batch_size):
                 rgbs = [to_rgb255(image) for image in batch]
+                if self.windows is not None:  # each image in its own windows
+                    for rgb in rgbs:
+                        yield self._answer(self._encode(rgb), (rgb.shape[0], rgb.shape[1]),
+                                           prompts, samples, seed)
+                    bar.update(len(batch))
+                    continue
                 feats = self.model.encode_image(torch.cat([self._pixels(rgb) for rgb in rgbs]))
                 for i, rgb in enumerate(rgbs):
                     one = feats.select(torch.tensor([i]))
@@ -426,11 +399,12 @@ class Predictor:
         For volumes: `medio.nifti_slices(volume, axis)` gives the stack and
         `medio.stack_slices(prob[p], axis)` puts a prompt's answer back in voxel order.
         Intensities are scaled by `to_255` over the whole stack, so all slices share one
-        scale. `batch_size` slices are encoded and decoded together; a progress bar over
-        slices is shown when `progress`. Does not change the image set by `set_image`.
+        scale. `batch_size` slices are encoded and decoded together (with windows: one
+        slice's windows, `window_batch` at a time); a progress bar over slices is shown when
+        `progress`. Does not change the image set by `set_image`.
         """
         slices = np.asarray(slices)
-        if slices.ndim not in (3, 4) or len(slices) == 0 or not _is_plane(slices[0]):
+        if slices.ndim not in (3, 4) or len(slices) == 0 or not is_plane(slices[0]):
             raise ValueError(
                 f"slices must be (N, H, W) or (N, H, W, C) with C = 1, 3 or 4 and N >= 1, got "
                 f"shape {slices.shape}"
@@ -447,13 +421,16 @@ class Predictor:
         exists: np.ndarray | None = None  # with the existence head: (P, N)
         floored: np.ndarray | None = None  # with a size floor: (P, N)
         unsure: np.ndarray | None = None  # with min_score > 0: (P, N)
+        step = 1 if self.windows is not None else batch_size  # windows: a slice at a time
         with tqdm(total=len(stack), unit="slice", disable=not progress) as bar:
-            for start in range(0, len(stack), batch_size):
-                batch = stack[start : start + batch_size]
-                pixels = torch.cat([self._pixels(_rgb(s)) for s in batch])
-                m, s, e, f, u = self._probabilities(
-                    self.model.encode_image(pixels), prompts, size, samples, generator
-                )
+            for start in range(0, len(stack), step):
+                batch = stack[start : start + step]
+                if self.windows is not None:
+                    feats = self._encode(plane_rgb(batch[0]))
+                else:
+                    feats = self.model.encode_image(
+                        torch.cat([self._pixels(plane_rgb(s)) for s in batch]))
+                m, s, e, f, u = self._probabilities(feats, prompts, size, samples, generator)
                 mean[:, start : start + len(batch)] = m.transpose(0, 1).cpu().numpy()
                 if e is not None:  # the existence head decides per slice
                     if exists is None:
@@ -478,16 +455,21 @@ class Predictor:
     def sampling(self, prompt: str, *, seed: int | None = None) -> SamplingTrace:
         """The keep masks of every decoder layer for one prompt on the current image.
 
-        Uses the same draws as `predict([prompt], seed=seed)`, so `.prob` equals its mask.
+        Uses the same draws as `predict([prompt], seed=seed)`, so `.prob` equals its mask;
+        with windows the trace is of the whole image resized to `image_size` (as
+        `window_size=0` answers it), one picture of where the model looks.
         """
         feats, size = self._require_image()
+        if isinstance(feats, WindowedImage):
+            assert self.image is not None  # set with the features
+            feats = self.model.encode_image(self._pixels(self.image.astype(np.float32)))
         text = self.model.encode_text(check_prompts([prompt]))
         out = self.model.decode(
             feats, text, generator=self._generator(seed), return_sampling=True
         )
         assert out.keep_masks is not None  # asked for with return_sampling=True
         logits = self._gated(out.logits.float(), out.existence_logits, [prompt], [], [])
-        prob = _resize(torch.sigmoid(logits), size)[0, 0].clamp(0, 1)
+        prob = resize(torch.sigmoid(logits), size)[0, 0].clamp(0, 1)
         return SamplingTrace(
             keep_masks=[k[0].cpu().numpy() for k in out.keep_masks],
             prob=prob.cpu().numpy(),
