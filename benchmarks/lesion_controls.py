@@ -1,8 +1,14 @@
-"""Issue 41's controls: why BoltzFormer does not learn lesions of a few pixels that a U-Net
-learns in the same steps. One change at a time from the demo's recipe (apps/demo.py
-TRAINING), equal steps, on a data folder of real small lesions (e.g. the MS lesions, one
-patient held out as the test split), every run scored without a size floor (the floor is a
-separate question) and, for models with the existence head, also with the head off.
+"""Issue 41's controls and its three-way comparison, at equal steps.
+
+Controls: why BoltzFormer does not learn lesions of a few pixels that a U-Net learns in the
+same steps. One change at a time from the demo's recipe (apps/demo.py TRAINING) on a data
+folder of real small lesions (e.g. the MS lesions, one patient held out as the test split).
+Three-way: on large images, the demo's recipe as planned from the data (`demo`: crops at
+native resolution, sliding windows at test time), the same on whole images resized
+(`whole`), and the U-Net expert on the same crops and windows (`unet`; `unet-whole` resized).
+Every run is scored without a size floor (a separate question) and, for models with the
+existence head, also with the head off; a model trained on crops is scored at the images'
+own size through its windows (`scoring_split`).
 
     python benchmarks/lesion_controls.py train demo --data DATA --out RUNS --steps 600
     python benchmarks/lesion_controls.py train unet --data DATA --out RUNS --steps 600
@@ -31,8 +37,10 @@ import torch
 from boltzformer.apps.demo import TRAINING, WITHOUT_EXISTENCE
 from boltzformer.baselines import train_unet
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluation.evaluate import evaluate, write_report
+from boltzformer.evaluation.evaluate import evaluate, scoring_split, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.train.data import crops_of
+from boltzformer.train.plan import resolve_plan
 from boltzformer.train.trainer import train
 
 # name -> TrainConfig overrides on the demo's recipe; "unet" trains the U-Net expert as
@@ -48,7 +56,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tau2": {"model.tau0": 2.0},  # a hotter start of the cooling schedule
     "no-aug": {"data.augment": False},  # A.5's crops off (the U-Net's recipe has none)
     "lr2": {"optim.lr": 2e-3},
-    "unet": {"expert": True},
+    "whole": {"data.crop_size": 0},  # whole images resized, whatever the plan says
+    "unet": {"expert": True},  # on the plan's crops and windows, as `demo --expert`
+    "unet-whole": {"expert": True, "data.crop_size": 0},
 }
 
 
@@ -64,6 +74,7 @@ def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
         "tiny": strata.get("tiny", {}).get("dice_mean"),
         "f1": objects.get("f1"),
         "f1_by_size": {name: v.get("f1") for name, v in by_size.items()},
+        "dice_by_target": {name: v["dice_mean"] for name, v in metrics["by_target"].items()},
         "tp_fn_by_size": {name: (v.get("tp"), v.get("fn")) for name, v in by_size.items()},
         "absent_fp": absent.get("false_positive_rate"),
         "existence_accuracy": absent.get("existence", {}).get("accuracy")
@@ -79,36 +90,45 @@ def run(variant: str, data: Path, out: Path, *, steps: int, seed: int,
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     overrides = dict(VARIANTS[variant])
+    expert = overrides.pop("expert", False)
     cfg = TRAINING.with_overrides({"train.max_steps": steps, "train.max_minutes": None,
                                    "train.snapshot_minutes": None, "train.seed": seed,
                                    "data.workers": workers, "data.root": str(data),
-                                   "data.negatives": 0})  # one target: no other names
+                                   **overrides})
+    names = BiomedParseDataset(data, "train", image_size=None).target_names
+    if len(names) == 1:  # one target: no other names to prompt as absent
+        cfg = cfg.with_overrides({"data.negatives": 0})
+    cfg = resolve_plan(cfg, say=print)
     started = time.monotonic()
     model: torch.nn.Module
-    if overrides.pop("expert", False):
-        result = train_unet(data, run_dir / "run", steps=steps,
-                            image_size=cfg.model.resolve().image_size, seed=seed,
-                            val_fraction=cfg.data.val_fraction, workers=workers,
-                            supervise="annotated", amp=cfg.train.amp,
-                            channels_last=cfg.train.channels_last, progress=False)
+    if expert:
+        size = cfg.model.resolve()
+        result = train_unet(data, run_dir / "run", steps=steps, image_size=size.image_size,
+                            seed=seed, val_fraction=cfg.data.val_fraction, workers=workers,
+                            supervise="all" if cfg.data.negatives else "annotated",
+                            amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                            crops=crops_of(cfg.data, size.image_size),
+                            window_overlap=size.window_overlap, progress=False)
         model, done = result.model, result.metrics["steps"]
     else:
-        cfg = cfg.with_overrides(overrides)
         trained = train(cfg, run_dir / "run", progress=False)
         model = BoltzFormer.from_pretrained(trained.last_checkpoint)
         done = trained.metrics.get("step")
-    info = {"variant": variant, "seed": seed, "steps": done, "data": str(data),
-            "image_size": cfg.model.resolve().image_size,
-            "train_minutes": (time.monotonic() - started) / 60}
-    test = BiomedParseDataset(data, "test", image_size=info["image_size"], train=False)
-    ev = evaluate(model, test, seed=seed, progress=False, size_floor=False)
+    info: dict[str, Any] = {
+        "variant": variant, "seed": seed, "steps": done, "data": str(data),
+        "image_size": cfg.model.resolve().image_size, "crop_size": cfg.data.crop_size,
+        "train_minutes": (time.monotonic() - started) / 60}
+    config: Any = model.config
+    test, windows = scoring_split(config, data)
+    ev = evaluate(model, test, seed=seed, progress=False, size_floor=False, windows=windows)
     write_report(ev, run_dir / "eval")
     info["scores"] = summarise(ev.metrics)
-    if getattr(getattr(model, "config", None), "existence_head", False):
+    if getattr(config, "existence_head", False):
         ev = evaluate(model, test, seed=seed, progress=False, size_floor=False,
-                      existence_threshold=0.0)
+                      existence_threshold=0.0, windows=windows)
         write_report(ev, run_dir / "eval_head_off")
         info["scores_head_off"] = summarise(ev.metrics)
+    info["eval_minutes"] = (time.monotonic() - started) / 60 - info["train_minutes"]
     (run_dir / "result.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -120,10 +140,10 @@ def _pct(value: float | None) -> str:
 
 def table(folders: list[Path]) -> str:
     """One Markdown row per run folder's result.json."""
-    lines = ["| run | steps | Dice all | small | tiny | F1 | F1 <0.01% | F1 0.01-0.1% | "
+    lines = ["| run | steps | crop | Dice all | small | tiny | F1 | F1 <0.01% | F1 0.01-0.1% | "
              "F1 0.1-1% | found <0.1 % | absent painted | existence acc. | "
              "head off: Dice / tiny / F1 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for folder in folders:
         for path in sorted(folder.glob("*/result.json")):
             r = json.loads(path.read_text())
@@ -134,7 +154,8 @@ def table(folders: list[Path]) -> str:
             head_off = (f"{_pct(off['all'])} / {_pct(off['tiny'])} / {_pct(off['f1'])}"
                         if off else "")
             lines.append(
-                f"| {r['variant']}-s{r['seed']} | {r['steps']} | {_pct(s['all'])} | "
+                f"| {r['variant']}-s{r['seed']} | {r['steps']} | {r.get('crop_size', 0) or '–'} | "
+                f"{_pct(s['all'])} | "
                 f"{_pct(s['small'])} | {_pct(s['tiny'])} | {_pct(s['f1'])} | "
                 f"{_pct(f1.get('<0.01%'))} | {_pct(f1.get('0.01-0.1%'))} | "
                 f"{_pct(f1.get('0.1-1%'))} | {tp} of {total} | {_pct(s['absent_fp'])} | "

@@ -73,6 +73,24 @@ def test_demo_trains_and_tests_on_a_users_folder(tmp_path, capsys):
     assert "missing: test" in err and len(err.splitlines()) == 1
 
 
+def test_demo_on_large_images_trains_on_crops_and_scores_with_windows(tmp_path):
+    """Images larger than the model's input: the plan trains both models on crops at native
+    size, and the test split is scored at the images' own size through windows."""
+    data = tmp_path / "large"
+    generate_phantoms(data, images=10, size=128, seed=2, progress=False)
+    out = tmp_path / "demo"
+    training = TRAINING.with_overrides({"train.max_steps": 2, "train.max_minutes": None,
+                                        "model.image_size": 64, "data.workers": 0})
+    result = run_demo(DemoSettings(out_dir=out, data=data, training=training, expert=True,
+                                   progress=False))
+    assert "crop_size: 64" in (out / "run" / "config.yaml").read_text()
+    for checkpoint in (out / "run" / "last", out / "expert" / "model"):
+        assert json.loads((checkpoint / "config.json").read_text())["window_size"] == 64
+    for metrics in (out / "metrics.json", out / "expert" / "metrics.json"):
+        assert json.loads(metrics.read_text())["window_size"] == 64
+    assert result["metrics"]["n_samples"] == len(BiomedParseDataset(data, "test")) > 0
+
+
 def test_study_plan_shares_the_default_run_across_tables():
     cells = plan(StudySettings(out_dir=None))
     keys = {(v.key, seed) for _, v, seed in cells}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -240,3 +241,19 @@ def test_calibrate_command_writes_the_floor_into_the_run(tiny_run: Path, tmp_pat
     assert "--fractions must be numbers" in capsys.readouterr().err
     assert cli.main(["calibrate", str(tmp_path / "nowhere")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_windowed_models_floor_sizes_are_shares_of_one_window(tmp_path):
+    """A model answering 64-px windows judges an answer's area against one window, so its
+    calibrated sizes are the objects' pixels over 64², not over the whole image."""
+    from boltzformer.data.biomedparse import Sample
+    from boltzformer.evaluation.calibrate import window_share
+    from boltzformer.inference.windowed import WindowSettings
+
+    image = tmp_path / "a_CT_chest.png"
+    Image.fromarray(np.zeros((128, 256, 3), np.uint8)).save(image)
+    sample = Sample(image, tmp_path / "m.png", "nodule", "CT", "chest", ("nodule",), area=0.01)
+    assert window_share(sample, WindowSettings(64)) == pytest.approx(0.01 * 128 * 256 / 64**2)
+    assert window_share(sample, WindowSettings(64, scale=0.5)) == pytest.approx(
+        0.01 * 128 * 256 / 4 / 64**2)
+    assert window_share(replace(sample, area=0.9), WindowSettings(64)) == 1.0

@@ -40,9 +40,10 @@ from boltzformer.evaluation.calibrate import (
     with_size_floor,
     write_size_floor,
 )
-from boltzformer.evaluation.evaluate import evaluate, write_report
+from boltzformer.evaluation.evaluate import evaluate, scoring_split, write_report
 from boltzformer.inference.predictor import Predictor
 from boltzformer.inference.viz import GridItem, prediction_grid, sampling_figure
+from boltzformer.inference.windowed import window_settings
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.config import (
     DataConfig,
@@ -345,8 +346,8 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         with_size_floor(model, floor.floor)
         write_size_floor(checkpoint, floor.floor)
     print(f"[3/4] evaluating {checkpoint} on the test split")
-    test = BiomedParseDataset(data_dir, "test", image_size=size, train=False)
-    ev = evaluate(model, test, seed=loop.seed, progress=s.progress)
+    test, windows = scoring_split(model.config, data_dir)  # crops: windows at own size
+    ev = evaluate(model, test, seed=loop.seed, progress=s.progress, windows=windows)
     paths = write_report(ev, out)
 
     print("[4/4] drawing figures")
@@ -377,7 +378,8 @@ def train_expert(cfg: TrainConfig, out: Path, test: BiomedParseDataset, *,
     (a run's config: its data, split, seed, image size, `train.max_minutes`, precision and
     layout `train.amp`, `train.channels_last`) with its own recipe (`train_unet`'s defaults:
     constant lr, no augmentation), written to `out`/model, its size floor chosen on the
-    validation items (`size_floor`) and its evaluation on `test` written to `out` (the
+    validation items (`size_floor`) and its evaluation on `test` (read as `scoring_split`
+    reads it: at own size when the run trained on crops) written to `out` (the
     [baselines] extra is needed). With `data.negatives` (every image annotates every target
     it holds) it supervises every channel, an unannotated target as empty, as BoltzFormer's
     absent prompts do. It trains on the run's crops (its data plan, `resolve_plan`, made
@@ -412,7 +414,8 @@ def train_expert(cfg: TrainConfig, out: Path, test: BiomedParseDataset, *,
         floor = calibrate_size_floor(result.model, cfg, progress=progress)
         with_size_floor(result.model, floor.floor)
         write_size_floor(out / "model", floor.floor)
-    ev = evaluate(result.model, test, seed=cfg.train.seed, progress=progress)
+    ev = evaluate(result.model, test, seed=cfg.train.seed, progress=progress,
+                  windows=window_settings(result.model.config))
     write_report(ev, out)
     return {"metrics": ev.metrics, "train": result.metrics, "floor": floor}
 

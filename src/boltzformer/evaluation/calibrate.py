@@ -30,7 +30,9 @@ from torch import nn
 from torch.utils.data import Subset
 
 from boltzformer.data.biomedparse import Sample
+from boltzformer.data.medio import image_shape
 from boltzformer.evaluation.evaluate import evaluate
+from boltzformer.inference.windowed import WindowSettings, window_settings
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.checkpoint import CONFIG_FILE
 from boltzformer.modeling.size_floor import SizeFloor
@@ -56,6 +58,14 @@ def training_sizes(samples: Sequence[Sample], percentile: float = PERCENTILE
         if sample.area > 0:
             areas[sample.target].append(sample.area)
     return {t: float(np.percentile(a, percentile)) for t, a in sorted(areas.items())}
+
+
+def window_share(sample: Sample, windows: WindowSettings) -> float:
+    """A sample's area (a share of its image) as a share of one window: the unit in which a
+    windowed model's size floor is compared (`inference/windowed.py`), at most 1."""
+    height, width = image_shape(sample.image_path)
+    pixels = (sample.area or 0.0) * height * width * windows.scale**2
+    return min(1.0, pixels / windows.size**2)
 
 
 def score_fractions(rows: Sequence[dict[str, Any]], sizes: dict[str, float],
@@ -121,13 +131,18 @@ def calibrate_size_floor(
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be in [0, 100], got {percentile}")
     seed = cfg.train.seed
-    base, train_idx, val_idx = run_split(cfg.data, cfg.model.resolve().image_size, seed)
+    config = getattr(model, "config", None)  # a model without one answers whole images
+    windows = window_settings(config) if config is not None else None
+    size = None if windows is not None else cfg.model.resolve().image_size
+    base, train_idx, val_idx = run_split(cfg.data, size, seed)
     # the JSON's area where it records one (synth, convert), else measured on the mask
     train = [replace(base.samples[i], area=float(base[i]["area"]))
              if base.samples[i].area is None else base.samples[i] for i in train_idx]
+    if windows is not None:  # a windowed answer's area is a share of one window
+        train = [replace(s, area=window_share(s, windows)) for s in train]
     sizes = training_sizes(train, percentile)
     result = evaluate(model, Subset(base, val_idx), seed=seed, batch_size=batch_size,
-                      size_floor=False, progress=progress)
+                      size_floor=False, progress=progress, windows=windows)
     table = score_fractions(result.samples, sizes, fractions)
     return Calibration(SizeFloor(sizes, best_fraction(table)), table, percentile,
                        result.samples)

@@ -56,12 +56,18 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from boltzformer.data import collate
+from boltzformer.data import BiomedParseDataset, collate
 from boltzformer.evaluation.grounding import GroundingCollector
 from boltzformer.evaluation.objects import ObjectCollector
 from boltzformer.evaluation.plots import plot_confusion, plot_dice_vs_size
 from boltzformer.evaluation.report import json_safe, render_markdown
-from boltzformer.inference.windowed import Gates, WindowSettings, blend_answers, model_answer
+from boltzformer.inference.windowed import (
+    Gates,
+    WindowSettings,
+    blend_answers,
+    model_answer,
+    window_settings,
+)
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
     check_existence_threshold,
@@ -242,6 +248,16 @@ class EvalResult:
 
 
 @torch.no_grad()
+def scoring_split(config: Any, root: str | Path, split: str = "test"
+                  ) -> tuple[BiomedParseDataset, WindowSettings | None]:
+    """A data split read as a model with `config` is scored on it, and the model's windows:
+    at the images' own size with its sliding windows (a model trained on crops), else
+    resized to its `image_size` and no windows."""
+    windows = window_settings(config)
+    size = None if windows is not None else config.image_size
+    return BiomedParseDataset(root, split, image_size=size, train=False), windows
+
+
 def evaluate(
     model: torch.nn.Module,
     dataset: Dataset,
@@ -307,7 +323,8 @@ def evaluate(
     return EvalResult(rows, metrics, seed=seed, threshold=threshold,
                       info={"existence_threshold": existence_threshold,
                             "size_floor_fraction": floor.fraction if floor else 0.0,
-                            "min_score": min_score})
+                            "min_score": min_score,
+                            "window_size": windows.size if windows is not None else 0})
 
 
 Answers = Iterator[tuple[dict[str, Any], Tensor, Tensor | None, Tensor]]

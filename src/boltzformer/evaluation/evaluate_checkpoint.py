@@ -74,8 +74,7 @@ def evaluate_checkpoint(
                       size_floor=size_floor, min_score=min_score, progress=progress,
                       windows=windows)
     result.info.update(checkpoint=str(found), data=", ".join(map(str, data)), split=split,
-                       dtype=dtype_name(model.dtype),
-                       window_size=windows.size if windows is not None else 0)
+                       dtype=dtype_name(model.dtype))
     paths = write_report(result, out_dir)
     overall = result.metrics["overall"]
     strata = result.metrics["size_strata"]["weighted"]
