@@ -33,10 +33,14 @@ def _free_port() -> int:
 
 
 def test_two_gloo_processes_hold_identical_parameters(phantoms, tmp_path, small_config) -> None:
+    """On crops at native resolution (64 of the 96-pixel phantoms), so each rank cuts its own
+    images' crops and validates on the fixed ones."""
     config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump(small_config(  # 2 prompts of each image per step
+    settings = small_config(  # 2 prompts of each image per step
         phantoms, train={"epochs": 1, "max_steps": 4, "batch_size": 1, "prompts_per_image": 2,
-                         "log_every": 2})))
+                         "log_every": 2})
+    settings["data"]["crop_size"] = 64
+    config.write_text(yaml.safe_dump(settings))
     (tmp_path / "worker.py").write_text(WORKER)
     run, weights = tmp_path / "run", tmp_path / "weights"
     weights.mkdir()
@@ -61,6 +65,7 @@ def test_two_gloo_processes_hold_identical_parameters(phantoms, tmp_path, small_
     assert [r["kind"] for r in records] == ["train", "train", "val", "end"]
     assert records[-1]["world_size"] == 2 and records[-1]["step"] == 4
     saved = load_file(str(run / "last" / "model.safetensors"))
+    assert json.loads((run / "last" / "config.json").read_text())["window_size"] == 64
     assert all(saved[name].equal(rank0[name]) for name in saved)
 
 
