@@ -13,6 +13,7 @@ own size through its windows (`scoring_split`).
     python benchmarks/lesion_controls.py train demo --data DATA --out RUNS --steps 600
     python benchmarks/lesion_controls.py train unet --data DATA --out RUNS --steps 600
     python benchmarks/lesion_controls.py table RUNS [RUNS ...]
+    python benchmarks/lesion_controls.py result RUNS/demo-s0 --data DATA --variant demo
 
 `train` writes RUNS/<variant>-s<seed>/ with the run (run/), its evaluation (eval/, and
 eval_head_off/ where the model has the head) and result.json. `table` prints one row per run:
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from boltzformer.apps.demo import TRAINING, WITHOUT_EXISTENCE
 from boltzformer.baselines import train_unet
@@ -136,6 +138,26 @@ def run(variant: str, data: Path, out: Path, *, steps: int, seed: int,
     return info
 
 
+def result_of(run_dir: Path, data: Path, variant: str, seed: int) -> dict[str, Any]:
+    """result.json rebuilt from a run folder whose evaluation was written but whose second
+    (head-off) evaluation was stopped: a windowed model's take as long as its training."""
+    records = [json.loads(line) for line in
+               (run_dir / "run" / "metrics.jsonl").read_text().splitlines()]
+    end = next(r for r in records if r["kind"] == "end")
+    minutes = max(r.get("minutes", 0.0) for r in records if r["kind"] == "train")
+    config = yaml.safe_load((run_dir / "run" / "config.yaml").read_text())
+    info: dict[str, Any] = {
+        "variant": variant, "seed": seed, "steps": end["step"], "data": str(data),
+        "image_size": config["model"].get("image_size"),
+        "crop_size": config["data"].get("crop_size"), "train_minutes": minutes,
+        "scores": summarise(json.loads((run_dir / "eval" / "metrics.json").read_text()))}
+    off = run_dir / "eval_head_off" / "metrics.json"
+    if off.is_file():
+        info["scores_head_off"] = summarise(json.loads(off.read_text()))
+    (run_dir / "result.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
         else f"{100 * value:.1f}"
@@ -145,7 +167,7 @@ def table(folders: list[Path]) -> str:
     """One Markdown row per run folder's result.json."""
     lines = ["| run | steps | crop | Dice all | small | tiny | F1 | F1 <0.01% | F1 0.01-0.1% | "
              "F1 0.1-1% | found <0.1 % | absent painted | existence acc. | "
-             "head off: Dice / tiny / F1 |",
+             "head off: Dice / tiny / F1 / absent painted |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for folder in folders:
         for path in sorted(folder.glob("*/result.json")):
@@ -154,8 +176,8 @@ def table(folders: list[Path]) -> str:
             f1 = s["f1_by_size"]
             found = [s["tp_fn_by_size"].get(b, (0, 0)) for b in ("<0.01%", "0.01-0.1%")]
             tp, total = sum(t or 0 for t, _ in found), sum((t or 0) + (n or 0) for t, n in found)
-            head_off = (f"{_pct(off['all'])} / {_pct(off['tiny'])} / {_pct(off['f1'])}"
-                        if off else "")
+            head_off = (f"{_pct(off['all'])} / {_pct(off['tiny'])} / {_pct(off['f1'])} / "
+                        f"{_pct(off['absent_fp'])}" if off else "")
             lines.append(
                 f"| {r['variant']}-s{r['seed']} | {r['steps']} | {r.get('crop_size', 0) or '–'} | "
                 f"{_pct(s['all'])} | "
@@ -176,6 +198,11 @@ def main() -> None:
     t.add_argument("--steps", type=int, default=600)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--workers", type=int, default=1)
+    rs = sub.add_parser("result", help="result.json of a run whose head-off scoring was cut")
+    rs.add_argument("run_dir", type=Path)
+    rs.add_argument("--data", type=Path, required=True)
+    rs.add_argument("--variant", required=True)
+    rs.add_argument("--seed", type=int, default=0)
     tb = sub.add_parser("table", help="the Markdown table of run folders")
     tb.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
@@ -183,6 +210,8 @@ def main() -> None:
         info = run(args.variant, args.data, args.out, steps=args.steps, seed=args.seed,
                    workers=args.workers)
         print(json.dumps(info["scores"]))
+    elif args.verb == "result":
+        print(json.dumps(result_of(args.run_dir, args.data, args.variant, args.seed)["scores"]))
     else:
         print(table(args.folders))
 
