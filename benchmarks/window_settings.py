@@ -1,6 +1,6 @@
 """Sliding-window inference settings, measured on one model trained on crops: the blending
 weights (Gaussian against constant), the existence gate (per window against the image's
-maximum alone) and the overlap, each scored on the same test images at their own size.
+maximum alone, and off) and the overlap, each scored on the same test images at their own size.
 
     python benchmarks/window_settings.py RUN_DIR DATA --images 30 > table.md
 
@@ -30,6 +30,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "constant weights": {"mode": "constant"},
     "image-level gate only": {"per_window_gate": False},
     "overlap 0.25": {"overlap": 0.25},
+    "existence head off (every prompt answered)": {"existence_threshold": 0.0},
 }
 
 
@@ -59,8 +60,11 @@ def main() -> None:
     for name, change in SETTINGS.items():
         torch.manual_seed(args.seed)
         started = time.monotonic()
+        change = dict(change)
+        threshold = change.pop("existence_threshold", 0.5)
         ev = evaluate(model, Subset(test, keep), seed=args.seed, progress=False,
-                      size_floor=False, windows=replace(windows, **change))
+                      size_floor=False, windows=replace(windows, **change),
+                      existence_threshold=threshold)
         m = ev.metrics
         strata, objects = m["size_strata"]["weighted"], m["objects"]["overall"]
         f1 = {k: v["f1"] for k, v in objects["by_size"].items()}
