@@ -61,6 +61,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "whole": {"data.crop_size": 0},  # whole images resized, whatever the plan says
     "unet": {"expert": True},  # on the plan's crops and windows, as `demo --expert`
     "unet-whole": {"expert": True, "data.crop_size": 0},
+    # on crops (as planned for large images): every crop on an object; no existence head
+    "crops-objects1": {"data.object_crops": 1.0},
+    "crops-no-head": WITHOUT_EXISTENCE,
     # crops of 256 (the demo's image_size) at native resolution whatever the plan says
     "crops": {"data.crop_size": 256, "data.scale": 1.0},
     "unet-crops": {"expert": True, "data.crop_size": 256, "data.scale": 1.0},
