@@ -61,6 +61,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "whole": {"data.crop_size": 0},  # whole images resized, whatever the plan says
     "unet": {"expert": True},  # on the plan's crops and windows, as `demo --expert`
     "unet-whole": {"expert": True, "data.crop_size": 0},
+    "unet-fp32": {"expert": True, "train.amp": "none"},  # the expert in float32, not bf16
     # on crops (as planned for large images): every crop on an object; no existence head
     "crops-objects1": {"data.object_crops": 1.0},
     "crops-no-head": WITHOUT_EXISTENCE,
