@@ -14,6 +14,8 @@ own size through its windows (`scoring_split`).
     python benchmarks/lesion_controls.py train unet --data DATA --out RUNS --steps 600
     python benchmarks/lesion_controls.py table RUNS [RUNS ...]
     python benchmarks/lesion_controls.py result RUNS/demo-s0 --data DATA --variant demo
+    python benchmarks/lesion_controls.py score RUNS/crops-no-head-s0 --data DATA \
+        --variant crops-no-head --images 10   # scored again on the first 10 test images
 
 `train` writes RUNS/<variant>-s<seed>/ with the run (run/), its evaluation (eval/, and
 eval_head_off/ where the model has the head) and result.json. `table` prints one row per run:
@@ -35,6 +37,7 @@ from typing import Any
 
 import torch
 import yaml
+from torch.utils.data import Subset
 
 from boltzformer.apps.demo import TRAINING, WITHOUT_EXISTENCE
 from boltzformer.baselines import train_unet
@@ -162,6 +165,29 @@ def result_of(run_dir: Path, data: Path, variant: str, seed: int) -> dict[str, A
     return info
 
 
+def score_run(run_dir: Path, data: Path, variant: str, seed: int, images: int | None
+              ) -> dict[str, Any]:
+    """Score a trained run's BoltzFormer (run/last) again on DATA's test split, its first
+    `images` images only when given (a windowed model on 1024² images takes minutes an
+    image), head on and off, and write result.json as `train` does."""
+    model = BoltzFormer.from_pretrained(run_dir / "run" / "last")
+    test, windows = scoring_split(model.config, data)
+    dataset: Any = test
+    if images is not None:
+        first = set(sorted({s.image_path for s in test.samples})[:images])
+        dataset = Subset(test, [i for i, s in enumerate(test.samples) if s.image_path in first])
+    for name, threshold in (("eval", 0.5), ("eval_head_off", 0.0)):
+        if name == "eval_head_off" and not model.config.existence_head:
+            continue
+        ev = evaluate(model, dataset, seed=seed, progress=False, size_floor=False,
+                      existence_threshold=threshold, windows=windows)
+        write_report(ev, run_dir / name)
+    info = result_of(run_dir, data, variant, seed)
+    info["test_images"] = images
+    (run_dir / "result.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
         else f"{100 * value:.1f}"
@@ -207,12 +233,21 @@ def main() -> None:
     rs.add_argument("--data", type=Path, required=True)
     rs.add_argument("--variant", required=True)
     rs.add_argument("--seed", type=int, default=0)
+    sc = sub.add_parser("score", help="score a trained run again (its first test images)")
+    sc.add_argument("run_dir", type=Path)
+    sc.add_argument("--data", type=Path, required=True)
+    sc.add_argument("--variant", required=True)
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--images", type=int, default=None)
     tb = sub.add_parser("table", help="the Markdown table of run folders")
     tb.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
     if args.verb == "train":
         info = run(args.variant, args.data, args.out, steps=args.steps, seed=args.seed,
                    workers=args.workers)
+        print(json.dumps(info["scores"]))
+    elif args.verb == "score":
+        info = score_run(args.run_dir, args.data, args.variant, args.seed, args.images)
         print(json.dumps(info["scores"]))
     elif args.verb == "result":
         print(json.dumps(result_of(args.run_dir, args.data, args.variant, args.seed)["scores"]))
