@@ -170,6 +170,30 @@ class _Constant(nn.Module):
         return SimpleNamespace(logits=self.value.expand(len(prompts), 1, h, w))
 
 
+class _GradRecorder(_Constant):
+    """_Constant that records whether autograd was on in each forward."""
+
+    def __init__(self) -> None:
+        super().__init__(10.0)
+        self.grad_enabled: list[bool] = []
+
+    def forward(self, images, prompts, image_index=None, generator=None):  # noqa: ANN001
+        self.grad_enabled.append(torch.is_grad_enabled())
+        return super().forward(images, prompts, image_index, generator)
+
+
+def test_evaluate_answers_without_autograd(phantoms) -> None:
+    """Every forward, whole images or windows, runs with autograd off (with it on, a 1024²
+    image's windows held 7.4 GB instead of 2.1)."""
+    from boltzformer.inference.windowed import WindowSettings
+
+    for windows, size in ((None, 64), (WindowSettings(64), None)):
+        model = _GradRecorder()
+        evaluate(model, BiomedParseDataset(phantoms, "test", image_size=size), progress=False,
+                 windows=windows)
+        assert model.grad_enabled and not any(model.grad_enabled)
+
+
 def test_evaluate_matches_masks_by_hand(phantoms) -> None:
     data = BiomedParseDataset(phantoms, "test", image_size=64)
     gt_pixels = [int(data[i]["mask"].sum()) for i in range(len(data))]

@@ -247,7 +247,6 @@ class EvalResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-@torch.no_grad()
 def scoring_split(config: Any, root: str | Path, split: str = "test"
                   ) -> tuple[BiomedParseDataset, WindowSettings | None]:
     """A data split read as a model with `config` is scored on it, and the model's windows:
@@ -258,6 +257,7 @@ def scoring_split(config: Any, root: str | Path, split: str = "test"
     return BiomedParseDataset(root, split, image_size=size, train=False), windows
 
 
+@torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
     dataset: Dataset,
