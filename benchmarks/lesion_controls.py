@@ -130,33 +130,25 @@ def run(variant: str, data: Path, out: Path, *, steps: int, seed: int,
         "variant": variant, "seed": seed, "steps": done, "data": str(data),
         "image_size": cfg.model.resolve().image_size, "crop_size": cfg.data.crop_size,
         "train_minutes": (time.monotonic() - started) / 60}
-    config: Any = model.config
-    test, windows = scoring_split(config, data)
-    ev = evaluate(model, test, seed=seed, progress=False, size_floor=False, windows=windows)
-    write_report(ev, run_dir / "eval")
-    info["scores"] = summarise(ev.metrics)
-    if getattr(config, "existence_head", False):
-        ev = evaluate(model, test, seed=seed, progress=False, size_floor=False,
-                      existence_threshold=0.0, windows=windows)
-        write_report(ev, run_dir / "eval_head_off")
-        info["scores_head_off"] = summarise(ev.metrics)
+    test, windows = scoring_split(model.config, data)
+    info.update(score(model, test, windows, run_dir, seed))
     info["eval_minutes"] = (time.monotonic() - started) / 60 - info["train_minutes"]
     (run_dir / "result.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
-def result_of(run_dir: Path, data: Path, variant: str, seed: int) -> dict[str, Any]:
-    """result.json rebuilt from a run folder whose evaluation was written but whose second
-    (head-off) evaluation was stopped: a windowed model's take as long as its training."""
+def result_of(run_dir: Path, data: Path, variant: str, seed: int, **extra: Any
+              ) -> dict[str, Any]:
+    """result.json (with `extra` fields) rebuilt from a run folder's training records and
+    the evaluations written in it (eval/, and eval_head_off/ when present)."""
     records = [json.loads(line) for line in
                (run_dir / "run" / "metrics.jsonl").read_text().splitlines()]
     end = next(r for r in records if r["kind"] == "end")
-    minutes = max(r.get("minutes", 0.0) for r in records if r["kind"] == "train")
     config = yaml.safe_load((run_dir / "run" / "config.yaml").read_text())
     info: dict[str, Any] = {
         "variant": variant, "seed": seed, "steps": end["step"], "data": str(data),
         "image_size": config["model"].get("image_size"),
-        "crop_size": config["data"].get("crop_size"), "train_minutes": minutes,
+        "crop_size": config["data"].get("crop_size"), "train_minutes": end["minutes"], **extra,
         "scores": summarise(json.loads((run_dir / "eval" / "metrics.json").read_text()))}
     off = run_dir / "eval_head_off" / "metrics.json"
     if off.is_file():
@@ -165,10 +157,26 @@ def result_of(run_dir: Path, data: Path, variant: str, seed: int) -> dict[str, A
     return info
 
 
+def score(model: torch.nn.Module, dataset: Any, windows: Any, run_dir: Path, seed: int
+          ) -> dict[str, Any]:
+    """`model` scored on `dataset` without a size floor, into run_dir/eval, and with the
+    existence head ignored into run_dir/eval_head_off where it has one: their figures."""
+    scores: dict[str, Any] = {}
+    passes = [("scores", "eval", 0.5)]
+    if getattr(getattr(model, "config", None), "existence_head", False):
+        passes.append(("scores_head_off", "eval_head_off", 0.0))
+    for key, folder, threshold in passes:
+        ev = evaluate(model, dataset, seed=seed, progress=False, size_floor=False,
+                      existence_threshold=threshold, windows=windows)
+        write_report(ev, run_dir / folder)
+        scores[key] = summarise(ev.metrics)
+    return scores
+
+
 def score_run(run_dir: Path, data: Path, variant: str, seed: int, images: int | None
               ) -> dict[str, Any]:
     """Score a trained run's BoltzFormer (run/last) again on DATA's test split, its first
-    `images` images only when given (a windowed model on 1024² images takes minutes an
+    `images` images only when given (a windowed model on 1024² images takes seconds an
     image), head on and off, and write result.json as `train` does."""
     model = BoltzFormer.from_pretrained(run_dir / "run" / "last")
     test, windows = scoring_split(model.config, data)
@@ -176,16 +184,8 @@ def score_run(run_dir: Path, data: Path, variant: str, seed: int, images: int | 
     if images is not None:
         first = set(sorted({s.image_path for s in test.samples})[:images])
         dataset = Subset(test, [i for i, s in enumerate(test.samples) if s.image_path in first])
-    for name, threshold in (("eval", 0.5), ("eval_head_off", 0.0)):
-        if name == "eval_head_off" and not model.config.existence_head:
-            continue
-        ev = evaluate(model, dataset, seed=seed, progress=False, size_floor=False,
-                      existence_threshold=threshold, windows=windows)
-        write_report(ev, run_dir / name)
-    info = result_of(run_dir, data, variant, seed)
-    info["test_images"] = images
-    (run_dir / "result.json").write_text(json.dumps(info, indent=2) + "\n")
-    return info
+    score(model, dataset, windows, run_dir, seed)
+    return result_of(run_dir, data, variant, seed, test_images=images)
 
 
 def _pct(value: float | None) -> str:
