@@ -68,9 +68,13 @@ class DataPlan:
     crop_size: int
     scale: float
     object_crops: float
-    window_size: int
     window_overlap: float
     reasons: tuple[str, ...] = ()
+
+    @property
+    def window_size(self) -> int:
+        """The inference windows: the crop size (0, whole images, without crops)."""
+        return self.crop_size
 
     def describe(self) -> str:
         """One line: what was chosen and why."""
@@ -122,7 +126,7 @@ def plan_data(data: BiomedParseDataset | Fingerprint, image_size: int) -> DataPl
     fp = data if isinstance(data, Fingerprint) else fingerprint(data)
     side = fp.median_side
     median = f"median image {fp.median_hw[1]:.0f}x{fp.median_hw[0]:.0f}"
-    whole = DataPlan(0, 1.0, OBJECT_CROPS, 0, WINDOW_OVERLAP, ())
+    whole = DataPlan(0, 1.0, OBJECT_CROPS, WINDOW_OVERLAP, ())
     if side <= WHOLE_IMAGE_RATIO * image_size:
         return replace(whole, reasons=(f"{median}, no larger than {WHOLE_IMAGE_RATIO:g} x "
                                        f"image_size {image_size}",))
@@ -140,7 +144,7 @@ def plan_data(data: BiomedParseDataset | Fingerprint, image_size: int) -> DataPl
                                                      f"image at image_size"))
         reasons.append(f"{kept}: " + ("native scale" if scale == 1.0 else
                                       f"still {object_side * scale:.0f} px at scale {scale:g}"))
-    return DataPlan(image_size, scale, OBJECT_CROPS, image_size, WINDOW_OVERLAP, tuple(reasons))
+    return DataPlan(image_size, scale, OBJECT_CROPS, WINDOW_OVERLAP, tuple(reasons))
 
 
 def resolve_plan(cfg: TrainConfig, saved: Path | None = None,
