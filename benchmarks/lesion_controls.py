@@ -71,6 +71,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # crops of 256 (the demo's image_size) at native resolution whatever the plan says
     "crops": {"data.crop_size": 256, "data.scale": 1.0},
     "unet-crops": {"expert": True, "data.crop_size": 256, "data.scale": 1.0},
+    # crops of 256 of the image at half its resolution (a 1024² image's crop covers a quarter)
+    "crops-half": {"data.crop_size": 256, "data.scale": 0.5},
+    "unet-crops-half": {"expert": True, "data.crop_size": 256, "data.scale": 0.5},
 }
 
 
