@@ -28,7 +28,7 @@ from pathlib import Path
 
 from boltzformer.baselines import UNetExpert
 from boltzformer.data import BiomedParseDataset
-from boltzformer.evaluation.calibrate import calibrate_size_floor, format_table, with_size_floor
+from boltzformer.evaluation.calibrate import calibrate_gates, format_table, with_calibration
 from boltzformer.evaluation.evaluate import CSV_COLUMNS, evaluate, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.train.config import TrainConfig
@@ -50,8 +50,8 @@ def floored(model, cfg: TrainConfig, test: BiomedParseDataset, out: Path
             ) -> tuple[float, dict[str, float]]:
     """Calibrate `model` on the run's validation items, evaluate the test split with the
     floor into `out` -> (the fraction chosen, its figures)."""
-    cal = calibrate_size_floor(model, cfg, progress=False)
-    with_size_floor(model, cal.floor)
+    cal = calibrate_gates(model, cfg, progress=False)
+    with_calibration(model, cal.floor, cal.existence_threshold)
     result = evaluate(model, test, seed=cfg.train.seed, progress=False)
     write_report(result, out)
     (out / "calibration.md").write_text(format_table(cal))

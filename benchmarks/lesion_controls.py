@@ -16,13 +16,16 @@ own size through its windows (`scoring_split`).
     python benchmarks/lesion_controls.py result RUNS/demo-s0 --data DATA --variant demo
     python benchmarks/lesion_controls.py score RUNS/crops-no-head-s0 --data DATA \
         --variant crops-no-head --images 10   # scored again on the first 10 test images
+    python benchmarks/lesion_controls.py gate RUNS/demo-s0   # existence threshold calibrated
 
 `train` writes RUNS/<variant>-s<seed>/ with the run (run/), its evaluation (eval/, and
 eval_head_off/ where the model has the head) and result.json. `table` prints one row per run:
 Dice of present lesions (all, small < 1 %, tiny < 0.1 % of the image), object detection F1
 at IoU >= 0.5 per size bin, the absent prompts painted and the existence head's accuracy.
-Run two one-thread jobs side by side (OMP_NUM_THREADS=1); steps, not minutes, so another
-job on the machine changes only the wall time.
+`gate` chooses the existence threshold on the run's validation items (`calibrate_gates`, no
+size floor) and scores the test split at it into eval_calibrated/ (result.json's
+`scores_calibrated`). Run two one-thread jobs side by side (OMP_NUM_THREADS=1); steps, not
+minutes, so another job on the machine changes only the wall time.
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ from torch.utils.data import Subset
 from boltzformer.apps.demo import TRAINING, WITHOUT_EXISTENCE
 from boltzformer.baselines import train_unet
 from boltzformer.data import BiomedParseDataset
+from boltzformer.evaluation.calibrate import calibrate_gates, format_table
 from boltzformer.evaluation.evaluate import evaluate, scoring_split, write_report
 from boltzformer.modeling.boltzformer import BoltzFormer
+from boltzformer.train.config import TrainConfig
 from boltzformer.train.data import crops_of
 from boltzformer.train.plan import resolve_plan
 from boltzformer.train.trainer import train
@@ -191,21 +196,49 @@ def score_run(run_dir: Path, data: Path, variant: str, seed: int, images: int | 
     return result_of(run_dir, data, variant, seed, test_images=images)
 
 
+def gate_run(run_dir: Path) -> dict[str, Any]:
+    """The existence threshold chosen on the run's validation items (no size floor), the
+    test split scored at it into run_dir/eval_calibrated, and result.json updated."""
+    cfg = TrainConfig.from_yaml(run_dir / "run" / "config.yaml")
+    model = BoltzFormer.from_pretrained(run_dir / "run" / "last")
+    cal = calibrate_gates(model, cfg, fractions=[0.0], progress=False)
+    if cal.existence_threshold is None:
+        raise SystemExit(f"{run_dir}: the model has no existence head")
+    test, windows = scoring_split(model.config, Path(cfg.data.root or ""))
+    ev = evaluate(model, test, seed=cfg.train.seed, progress=False, size_floor=False,
+                  existence_threshold=cal.existence_threshold, windows=windows)
+    write_report(ev, run_dir / "eval_calibrated")
+    (run_dir / "eval_calibrated" / "calibration.md").write_text(format_table(cal))
+    info = json.loads((run_dir / "result.json").read_text())
+    info["scores_calibrated"] = {"existence_threshold": cal.existence_threshold,
+                                 **summarise(ev.metrics)}
+    (run_dir / "result.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
         else f"{100 * value:.1f}"
+
+
+def _calibrated(cal: dict[str, Any] | None) -> str:
+    if not cal:
+        return ""
+    return (f"{cal['existence_threshold']:g} / {_pct(cal['all'])} / {_pct(cal['tiny'])} / "
+            f"{_pct(cal['f1'])} / {_pct(cal['absent_fp'])}")
 
 
 def table(folders: list[Path]) -> str:
     """One Markdown row per run folder's result.json."""
     lines = ["| run | steps | crop | Dice all | small | tiny | F1 | F1 <0.01% | F1 0.01-0.1% | "
              "F1 0.1-1% | found <0.1 % | absent painted | existence acc. | "
-             "head off: Dice / tiny / F1 / absent painted |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "head off: Dice / tiny / F1 / absent painted | calibrated gate: threshold / Dice "
+             "/ tiny / F1 / absent painted |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for folder in folders:
         for path in sorted(folder.glob("*/result.json")):
             r = json.loads(path.read_text())
-            s, off = r["scores"], r.get("scores_head_off")
+            s, off, cal = r["scores"], r.get("scores_head_off"), r.get("scores_calibrated")
             f1 = s["f1_by_size"]
             found = [s["tp_fn_by_size"].get(b, (0, 0)) for b in ("<0.01%", "0.01-0.1%")]
             tp, total = sum(t or 0 for t, _ in found), sum((t or 0) + (n or 0) for t, n in found)
@@ -217,7 +250,7 @@ def table(folders: list[Path]) -> str:
                 f"{_pct(s['small'])} | {_pct(s['tiny'])} | {_pct(s['f1'])} | "
                 f"{_pct(f1.get('<0.01%'))} | {_pct(f1.get('0.01-0.1%'))} | "
                 f"{_pct(f1.get('0.1-1%'))} | {tp} of {total} | {_pct(s['absent_fp'])} | "
-                f"{_pct(s['existence_accuracy'])} | {head_off} |")
+                f"{_pct(s['existence_accuracy'])} | {head_off} | {_calibrated(cal)} |")
     return "\n".join(lines)
 
 
@@ -242,6 +275,8 @@ def main() -> None:
     sc.add_argument("--variant", required=True)
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--images", type=int, default=None)
+    gt = sub.add_parser("gate", help="calibrate a run's existence threshold, score the test")
+    gt.add_argument("run_dir", type=Path)
     tb = sub.add_parser("table", help="the Markdown table of run folders")
     tb.add_argument("folders", type=Path, nargs="+")
     args = parser.parse_args()
@@ -252,6 +287,8 @@ def main() -> None:
     elif args.verb == "score":
         info = score_run(args.run_dir, args.data, args.variant, args.seed, args.images)
         print(json.dumps(info["scores"]))
+    elif args.verb == "gate":
+        print(json.dumps(gate_run(args.run_dir)["scores_calibrated"]))
     elif args.verb == "result":
         print(json.dumps(result_of(args.run_dir, args.data, args.variant, args.seed)["scores"]))
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -301,6 +302,43 @@ def test_predict_takes_the_existence_threshold(tmp_path: Path, capsys) -> None:
     assert "'nodule': not found (existence 0.01 < 0.2)" in capsys.readouterr().out
     assert cli.main([*argv, "--out", str(tmp_path / "bad"), "--existence-threshold", "2"]) == 1
     assert "--existence-threshold must be in [0, 1], got 2.0" in capsys.readouterr().err
+
+
+def test_the_checkpoints_existence_threshold_is_the_default(tmp_path: Path, capsys,
+                                                          phantoms) -> None:
+    """A threshold written into the checkpoint (`boltzformer calibrate` writes one) is what
+    Predictor, evaluate and predict gate at unless told otherwise; an old config without one
+    reads 0.5, and one out of [0, 1] is refused on loading."""
+    model = _model(-5.0)  # existence sigmoid(-5) = 0.0067
+    model.config = replace(model.config, existence_threshold=0.001)
+    checkpoint = model.save_pretrained(tmp_path / "ckpt")
+    loaded = BoltzFormer.from_pretrained(checkpoint)
+    assert loaded.config.existence_threshold == 0.001
+    image = np.random.default_rng(0).integers(0, 255, (50, 70), dtype=np.uint8)
+    shown, told = Predictor(loaded), Predictor(loaded, existence_threshold=0.5)
+    for p in (shown, told):
+        p.set_image(image)
+    assert shown.existence_threshold == 0.001 and shown.predict(["nodule"]).found.all()
+    assert told.predict(["nodule"]).prob.max() == 0
+    png = tmp_path / "slice.png"
+    Image.fromarray(image).save(png)
+    argv = ["predict", "--checkpoint", str(checkpoint), "--input", str(png), "--prompt", "nodule"]
+    assert cli.main([*argv, "--out", str(tmp_path / "out")]) == 0
+    assert "not found" not in capsys.readouterr().out
+    result = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert result["existence_threshold"] == 0.001
+    data = BiomedParseDataset(phantoms, "test", image_size=64)
+    scored = evaluate(loaded, data, progress=False)
+    assert scored.info["existence_threshold"] == 0.001
+    assert all(r["pred_pixels"] > 0 for r in scored.samples)  # none gated at 0.0067 >= 0.001
+    config = json.loads((checkpoint / "config.json").read_text())
+    del config["existence_threshold"]
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    assert BoltzFormer.from_pretrained(checkpoint).config.existence_threshold == 0.5
+    config["existence_threshold"] = 1.5
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="existence_threshold"):
+        BoltzFormer.from_pretrained(checkpoint)
 
 
 def test_predict_says_not_found_and_writes_an_empty_mask(tmp_path: Path, capsys) -> None:

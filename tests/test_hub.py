@@ -26,7 +26,7 @@ from PIL import Image
 
 import boltzformer
 from boltzformer import Predictor, cli
-from boltzformer.evaluation.calibrate import write_size_floor
+from boltzformer.evaluation.calibrate import write_calibration
 from boltzformer.modeling import hub
 from boltzformer.modeling.checkpoint import CheckpointError
 from boltzformer.modeling.model_card import CardFacts
@@ -303,7 +303,7 @@ def test_calibrating_rewrites_the_card_from_the_new_config(tmp_path, saved):
     model.save_pretrained(run / "best")  # an open-vocabulary model in the run's best/
     before = (run / "best" / "README.md").read_text()
     assert "| size floor | off |" in before and "calibrated for" not in before
-    write_size_floor(run / "best", SizeFloor({"nodule": 0.001, "liver": 0.05}, 0.5))
+    write_calibration(run / "best", SizeFloor({"nodule": 0.001, "liver": 0.05}, 0.5))
     card = (run / "best" / "README.md").read_text()
     assert "| size floor | 2 targets, fraction 0.5 |" in card
     assert "Targets it was calibrated for: `liver`, `nodule`." in card

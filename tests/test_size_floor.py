@@ -20,10 +20,12 @@ from boltzformer import Predictor, cli
 from boltzformer.data import BiomedParseDataset
 from boltzformer.evaluation.calibrate import (
     best_fraction,
-    calibrate_size_floor,
+    calibrate_gates,
+    format_table,
+    gated_rows,
     score_fractions,
     training_sizes,
-    with_size_floor,
+    with_calibration,
 )
 from boltzformer.evaluation.evaluate import evaluate
 from boltzformer.modeling.boltzformer import BoltzFormer, build_model
@@ -126,7 +128,7 @@ def test_calibration_floors_the_specks_of_absent_targets(write_dataset, small_co
     values = small_config(root)
     values["data"]["val_fraction"] = 0.3
     cfg = TrainConfig.from_dict(values)
-    cal = calibrate_size_floor(_Speck(), cfg, fractions=[0.0, 0.5, 1.0], progress=False)
+    cal = calibrate_gates(_Speck(), cfg, fractions=[0.0, 0.5, 1.0], progress=False)
     # every object is 16 pixels of 4096: the floors are fractions of that
     assert cal.floor.sizes == pytest.approx({"dot": 16 / 4096, "fleck": 16 / 4096})
     base = BiomedParseDataset(root, "train", image_size=64)
@@ -153,6 +155,74 @@ def test_calibration_floors_the_specks_of_absent_targets(write_dataset, small_co
     assert plain.info["size_floor_fraction"] == 0.0
 
 
+class _JudgedSpeck(_Speck):
+    """The speck, with an existence head that is sure of "dot" (0.9) and not of "fleck"
+    (0.3): a model with the head, answering whole images."""
+
+    config = SimpleNamespace(existence_head=True, window_size=0, window_overlap=0.5,
+                             window_scale=1.0)
+
+    def forward(self, images, prompts, *, image_index=None, generator=None,  # noqa: ANN001
+                targets=None):
+        out = super().forward(images, prompts, targets=targets)
+        prob = torch.tensor([0.9 if t == "dot" else 0.3 for t in targets])
+        out.existence_logits = torch.logit(prob)
+        return out
+
+
+def test_calibration_chooses_the_existence_threshold(write_dataset, small_config) -> None:
+    # as above: "fleck" present in the even images, absent in the odd ones; the head answers
+    # 0.3 for it, so a threshold above 0.3 empties every fleck answer (absent ones score 1,
+    # present ones 0) and one at or below it keeps the speck (present 0.4, absent 0)
+    items, sentences = {}, {}
+    for i in range(10):
+        image = np.full((64, 64), 40 + i, np.uint8)
+        fleck = _square(64, 7, 4) if i % 2 == 0 else np.zeros((64, 64), bool)
+        items[f"img{i}.png"] = (image, {"dot": _square(64, 7, 4), "fleck": fleck})
+        sentences |= {f"img{i}_dot.png": ["dot"], f"img{i}_fleck.png": ["fleck"]}
+    root = write_dataset(items, sentences=sentences)
+    values = small_config(root)
+    values["data"]["val_fraction"] = 0.5
+    cfg = TrainConfig.from_dict(values)
+    cal = calibrate_gates(_JudgedSpeck(), cfg, fractions=[0.0], thresholds=[0.5, 0.0, 0.2],
+                          progress=False)
+    base = BiomedParseDataset(root, "train", image_size=64)
+    _, val = split_by_image(base, 0.5, cfg.train.seed)
+    fleck = [int(base.samples[i].image_path.stem[3:]) % 2 for i in val
+             if base.samples[i].target == "fleck"]
+    absent, present = sum(fleck), len(fleck) - sum(fleck)
+    dots = len(val) - len(fleck)
+    assert [r["threshold"] for r in cal.thresholds] == [0.0, 0.2, 0.5]  # tried in order
+    kept = (0.4 * dots + 0.4 * present) / len(val)
+    gated = (0.4 * dots + absent) / len(val)
+    assert [r["score"] for r in cal.thresholds] == pytest.approx([kept, kept, gated])
+    assert cal.existence_threshold == (0.5 if gated > kept else 0.0)  # a tie: the lower
+    assert "| existence threshold |" in format_table(cal)
+    # the rows kept are those of the chosen threshold: gated answers empty
+    chosen_fleck = [r for r in cal.rows if r["target"] == "fleck"]
+    assert all((r["pred_pixels"] == 0) == (cal.existence_threshold == 0.5)
+               for r in chosen_fleck)
+    # a model without the head: no threshold, the floor alone
+    assert calibrate_gates(_Speck(), cfg, fractions=[0.0], progress=False
+                           ).existence_threshold is None
+
+
+def test_gated_rows_empty_the_answers_under_the_threshold() -> None:
+    rows = [{"size": "absent", "existence": 0.2, "pred_area": 0.01, "pred_pixels": 3,
+             "intersection": 0, "dice": 0.0},
+            {"size": "small", "existence": 0.2, "pred_area": 0.01, "pred_pixels": 3,
+             "intersection": 2, "dice": 0.5},
+            {"size": "small", "existence": 0.8, "pred_area": 0.01, "pred_pixels": 3,
+             "intersection": 2, "dice": 0.5},
+            {"size": "small", "existence": float("nan"), "pred_area": 0.01, "pred_pixels": 3,
+             "intersection": 2, "dice": 0.5}]
+    out = gated_rows(rows, 0.5)
+    assert [r["dice"] for r in out] == [1.0, 0.0, 0.5, 0.5]
+    assert [r["pred_area"] for r in out] == [0.0, 0.0, 0.01, 0.01]
+    assert rows[0]["dice"] == 0.0  # the input rows are not changed
+    assert gated_rows(rows, 0.0) == rows
+
+
 def _floored_model(fraction: float) -> BoltzFormer:
     torch.manual_seed(0)
     model = build_model("tiny", image_size=64, backbone="mobilenetv3_small_050", hidden_dim=32,
@@ -161,7 +231,7 @@ def _floored_model(fraction: float) -> BoltzFormer:
     with torch.no_grad():  # PiGMA's correction far above 0: every answer is the whole image
         model.pigma.out.weight.zero_()
         model.pigma.out.bias.fill_(1000.0)
-    with_size_floor(model, SizeFloor({"nodule": 0.6}, fraction))
+    with_calibration(model, SizeFloor({"nodule": 0.6}, fraction))
     return model.eval()
 
 
@@ -239,6 +309,8 @@ def test_calibrate_command_writes_the_floor_into_the_run(tiny_run: Path, tmp_pat
     # bad input: one line, before any model is loaded
     assert cli.main(["calibrate", str(run), "--fractions", "half"]) == 1
     assert "--fractions must be numbers" in capsys.readouterr().err
+    assert cli.main(["calibrate", str(run), "--thresholds", "0,2"]) == 1
+    assert "--thresholds must be numbers in [0, 1]" in capsys.readouterr().err
     assert cli.main(["calibrate", str(tmp_path / "nowhere")]) == 1
     assert "not found" in capsys.readouterr().err
 

@@ -35,10 +35,10 @@ from boltzformer.apps.bench import machine_description
 from boltzformer.data import BiomedParseDataset, generate_phantoms, list_splits
 from boltzformer.evaluation.calibrate import (
     Calibration,
-    calibrate_size_floor,
+    calibrate_gates,
     format_table,
-    with_size_floor,
-    write_size_floor,
+    with_calibration,
+    write_calibration,
 )
 from boltzformer.evaluation.evaluate import evaluate, scoring_split, write_report
 from boltzformer.inference.predictor import Predictor
@@ -246,12 +246,13 @@ def _comparison(ours: dict[str, Any], train_metrics: dict[str, Any], expert: dic
 
 
 def _floor_section(floor: Calibration, expert: dict[str, Any] | None) -> list[str]:
-    """How the size floor was chosen on the validation split (and the expert's)."""
-    lines = ["## The size floor (not the paper's)", "",
-             "An answer smaller than FRACTION times its target's 5th-percentile size in the "
-             "training items is an empty mask; FRACTION is chosen on the validation items "
-             "(`boltzformer calibrate`; score: an absent target 1 when left empty, a present one "
-             "its Dice). Every test figure of this report is with it.", "",
+    """How the gates were chosen on the validation split (and the expert's floor)."""
+    lines = ["## The existence threshold and size floor (not the paper's)", "",
+             "An answer whose existence probability is below the threshold, or smaller than "
+             "FRACTION times its target's 5th-percentile size in the training items, is an "
+             "empty mask; both are chosen on the validation items (`boltzformer calibrate`; "
+             "score: an absent target 1 when left empty, a present one its Dice). Every test "
+             "figure of this report is with them.", "",
              "BoltzFormer: " + format_table(floor)]
     if expert and expert.get("floor"):
         lines += ["U-Net expert: " + format_table(expert["floor"])]
@@ -341,10 +342,10 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     model = BoltzFormer.from_pretrained(checkpoint)
     floor = None
     if s.size_floor:
-        print("[3/4] choosing the size floor on the validation split")
-        floor = calibrate_size_floor(model, cfg, progress=s.progress)
-        with_size_floor(model, floor.floor)
-        write_size_floor(checkpoint, floor.floor)
+        print("[3/4] choosing the existence threshold and size floor on the validation split")
+        floor = calibrate_gates(model, cfg, progress=s.progress)
+        with_calibration(model, floor.floor, floor.existence_threshold)
+        write_calibration(checkpoint, floor.floor, floor.existence_threshold)
     print(f"[3/4] evaluating {checkpoint} on the test split")
     test, windows = scoring_split(model.config, data_dir)  # crops: windows at own size
     ev = evaluate(model, test, seed=loop.seed, progress=s.progress, windows=windows)
@@ -411,9 +412,9 @@ def train_expert(cfg: TrainConfig, out: Path, test: BiomedParseDataset, *,
                         window_overlap=size.window_overlap, progress=progress)
     floor = None
     if size_floor:
-        floor = calibrate_size_floor(result.model, cfg, progress=progress)
-        with_size_floor(result.model, floor.floor)
-        write_size_floor(out / "model", floor.floor)
+        floor = calibrate_gates(result.model, cfg, progress=progress)
+        with_calibration(result.model, floor.floor)
+        write_calibration(out / "model", floor.floor)
     ev = evaluate(result.model, test, seed=cfg.train.seed, progress=progress,
                   windows=window_settings(result.model.config))
     write_report(ev, out)

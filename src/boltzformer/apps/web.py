@@ -66,9 +66,9 @@ from boltzformer.inference.predict_files import SEG_FILE
 from boltzformer.inference.predictor import Predictor
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.existence import (
-    EXISTENCE_THRESHOLD,
     check_existence_threshold,
     check_min_score,
+    model_existence_threshold,
 )
 from boltzformer.modeling.text_encoder import check_prompts
 
@@ -156,7 +156,7 @@ class _Handlers:
 
     def __init__(self, model: BoltzFormer, seed: int, limits: Limits, work_dir: Path,
                  cache: EncodingCache, min_score: float = 0.0,
-                 existence_threshold: float = EXISTENCE_THRESHOLD,
+                 existence_threshold: float | None = None,
                  windows: dict[str, Any] | None = None) -> None:
         self.model, self.seed, self.limits, self.work_dir = model, seed, limits, work_dir
         self.windows = windows or {}  # Predictor's window_size and window_overlap
@@ -412,7 +412,7 @@ def build_app(
     model: BoltzFormer, *, work_dir: Path, examples: list[list[str]] | None = None,
     seed: int = 0, limits: Limits | None = None, cache: EncodingCache | None = None,
     title: str = "BoltzFormer", min_score: float = 0.0,
-    existence_threshold: float = EXISTENCE_THRESHOLD, window_size: int | None = None,
+    existence_threshold: float | None = None, window_size: int | None = None,
     window_overlap: float | None = None,
 ) -> gr.Blocks:
     """The page and its API around `model` (moved nowhere; eval mode). `work_dir` holds the
@@ -421,11 +421,14 @@ def build_app(
     mask score at first (an answer whose mask score is below it: "not found"), which each
     request may change (the "minimum mask score" slider; `/segment`'s and `/export`'s last,
     optional argument); `existence_threshold` is every session's (the existence head's
-    probability below which an answer is "not found"); `window_size` and `window_overlap`
+    probability below which an answer is "not found"; None: the model's config's);
+    `window_size` and `window_overlap`
     override the model's sliding windows (None: its config's; `Predictor`'s options)."""
     cache = EncodingCache() if cache is None else cache  # (an empty cache is falsy)
     handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache, min_score,
-                         check_existence_threshold(existence_threshold),
+                         check_existence_threshold(model_existence_threshold(model)
+                                                   if existence_threshold is None
+                                                   else existence_threshold),
                          {"window_size": window_size, "window_overlap": window_overlap})
     # one request on the CPU at once
     queue: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": "model"}

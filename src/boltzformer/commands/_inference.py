@@ -57,11 +57,12 @@ def add_dtype(parser: argparse.ArgumentParser) -> None:
 def add_existence_threshold(parser: argparse.ArgumentParser) -> None:
     """--existence-threshold: the existence head's operating point."""
     parser.add_argument(
-        "--existence-threshold", type=float, default=EXISTENCE_THRESHOLD, metavar="T",
+        "--existence-threshold", type=float, metavar="T",
         help="a model with the existence head answers 'not found' when its probability that "
-        f"the target is in the image is below T (default {EXISTENCE_THRESHOLD}; 0: never). "
-        "Lower it for a target the head cannot judge (nodules: it answers their base rate, "
-        "about 0.4): the mask then decides",
+        "the target is in the image is below T (0: never). Default: the checkpoint's, "
+        f"{EXISTENCE_THRESHOLD} unless `boltzformer calibrate` chose another on the run's "
+        "validation images. Lower it for a target the head cannot judge: the mask then "
+        "decides",
     )
 
 
@@ -108,7 +109,8 @@ def load_predictor(checkpoint: Path, args: argparse.Namespace) -> Predictor:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {args.device}: CUDA is not available here; use --device cpu")
     check_min_score(args.min_score, "--min-score")
-    check_existence_threshold(args.existence_threshold, "--existence-threshold")
+    if args.existence_threshold is not None:
+        check_existence_threshold(args.existence_threshold, "--existence-threshold")
     check_window_overrides(args.window_size, args.window_overlap,
                            ("--window-size", "--window-overlap"))
     return Predictor.from_pretrained(checkpoint, device=args.device, seed=args.seed,

@@ -74,6 +74,7 @@ from boltzformer.modeling.existence import (
     check_min_score,
     gate_logits,
     mask_score,
+    model_existence_threshold,
     score_gate,
 )
 from boltzformer.modeling.size_floor import answer_floor
@@ -265,7 +266,7 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 8,
     threshold: float = 0.5,
-    existence_threshold: float = EXISTENCE_THRESHOLD,
+    existence_threshold: float | None = None,
     workers: int = 0,
     progress: bool = True,
     size_floor: bool = True,
@@ -276,7 +277,8 @@ def evaluate(
     model's size, objects and volumes at the masks' original size (see `objects.py`).
 
     With the existence head, an answer whose existence probability is below
-    `existence_threshold` is an empty mask (0: never, every prompt answered with its mask as
+    `existence_threshold` (None: the model's config's, `model_existence_threshold`) is an
+    empty mask (0: never, every prompt answered with its mask as
     by the paper's model); the existence figures are scored at EXISTENCE_THRESHOLD (0.5)
     whatever it is. With a size floor (BoltzFormer's `size_floor`, set by `boltzformer
     calibrate`), an answer smaller than its target's floor is an empty mask; `size_floor`
@@ -289,6 +291,8 @@ def evaluate(
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
     A model that declares `takes_targets = True` gets the items' target names too.
     """
+    if existence_threshold is None:
+        existence_threshold = model_existence_threshold(model)
     check_existence_threshold(existence_threshold)
     check_min_score(min_score)
     device = next(model.parameters()).device

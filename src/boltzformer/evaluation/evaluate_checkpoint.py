@@ -20,7 +20,6 @@ from boltzformer.inference.windowed import check_window_overrides, window_settin
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.dtypes import dtype_name, resolve_dtype
 from boltzformer.modeling.existence import (
-    EXISTENCE_THRESHOLD,
     check_existence_threshold,
     check_min_score,
 )
@@ -36,7 +35,7 @@ def evaluate_checkpoint(
     seed: int = 0,
     batch_size: int = 8,
     threshold: float = 0.5,
-    existence_threshold: float = EXISTENCE_THRESHOLD,
+    existence_threshold: float | None = None,
     size_floor: bool = True,
     min_score: float = 0.0,
     device: str = "auto",
@@ -54,7 +53,8 @@ def evaluate_checkpoint(
     sliding windows; with windows the items are read and scored at their own size."""
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    check_existence_threshold(existence_threshold, "--existence-threshold")  # before loading
+    if existence_threshold is not None:  # None: the checkpoint's
+        check_existence_threshold(existence_threshold, "--existence-threshold")  # before loading
     check_min_score(min_score, "--min-score")
     check_window_overrides(window_size, window_overlap, ("--window-size", "--window-overlap"))
     cast = None if dtype is None else resolve_dtype(dtype, "--dtype")

@@ -49,6 +49,7 @@ from boltzformer.modeling.existence import (
     check_min_score,
     gate_logits,
     mask_score,
+    model_existence_threshold,
     score_gate,
 )
 from boltzformer.modeling.size_floor import answer_floor
@@ -131,7 +132,8 @@ class Predictor:
     eval mode; its answers come back as float32 arrays whatever its dtype. With
     `min_score` > 0, an answer whose mask score (`modeling.existence.mask_score`, at 0.5) is
     below it is an empty mask ("not found"); so is, with the existence head, one whose
-    existence probability is below `existence_threshold` (default 0.5; 0: never).
+    existence probability is below `existence_threshold` (default: the checkpoint's, 0.5
+    unless `boltzformer calibrate` chose another; 0: never).
     docs/results/absent_targets.md measures both trades.
 
     A model whose config has `window_size` > 0 answers by sliding windows (`windowed.py`):
@@ -144,7 +146,7 @@ class Predictor:
 
     def __init__(
         self, model: BoltzFormer, *, device: str | torch.device | None = None, seed: int = 0,
-        min_score: float = 0.0, existence_threshold: float = EXISTENCE_THRESHOLD,
+        min_score: float = 0.0, existence_threshold: float | None = None,
         dtype: str | torch.dtype | None = None, window_size: int | None = None,
         window_overlap: float | None = None, window_batch: int = 8, window_mode: str = "gaussian",
         per_window_gate: bool = True, progress: bool = True,
@@ -155,7 +157,9 @@ class Predictor:
         self.model = model.to(self.device, dtype).eval()
         self.seed = seed
         self.min_score = check_min_score(min_score)
-        self.existence_threshold = check_existence_threshold(existence_threshold)
+        self.existence_threshold = check_existence_threshold(
+            model_existence_threshold(model) if existence_threshold is None
+            else existence_threshold)
         self.windows = window_settings(
             model.config, window_size, window_overlap, batch=window_batch, mode=window_mode,
             per_window_gate=per_window_gate)  # None: the whole image, resized
@@ -167,7 +171,7 @@ class Predictor:
     def from_pretrained(
         cls, name_or_path: str | Path, *, device: str | torch.device | None = None,
         seed: int = 0, min_score: float = 0.0,
-        existence_threshold: float = EXISTENCE_THRESHOLD,
+        existence_threshold: float | None = None,
         dtype: str | torch.dtype | None = None, revision: str | None = None,
         cache_dir: str | Path | None = None, token: str | bool | None = None,
         local_files_only: bool = False, **windows: Any,

@@ -320,7 +320,8 @@ class BoltzFormer(PublishedModel, nn.Module):
                 ("backbone", f"{c.backbone} (timm)"), ("input size", f"{c.image_size} px"),
                 ("text encoder", c.text_encoder), ("attention", c.attention),
                 ("queries x layers", f"{c.num_queries} x {c.num_layers}"),
-                ("existence head", "yes" if c.existence_head else "no"),
+                ("existence head", f"yes, threshold {c.existence_threshold:g}"
+                 if c.existence_head else "no"),
                 ("size floor", floor), ("format", "config.json + model.safetensors"),
             ),
             vocabulary=tuple(c.text_labels) if closed else tuple(sorted(c.size_floors)),

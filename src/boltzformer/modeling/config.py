@@ -81,6 +81,10 @@ class BoltzFormerConfig:
     # `boltzformer calibrate` fills both in (the fraction chosen on the validation split).
     size_floors: dict[str, float] = field(default_factory=dict)
     size_floor_fraction: float = 0.0
+    # Not in the paper: with the existence head, an answer whose existence probability is
+    # below this is an empty mask (the Predictor's and evaluate's default gate; 0: never).
+    # `boltzformer calibrate` chooses it on the validation split, with the size floor.
+    existence_threshold: float = 0.5
     # Inference on windows (inference/sliding_window.py): window_size 0 = the whole image
     # resized to image_size (the paper's way); N > 0 = the image resampled by window_scale,
     # cut into overlapping N x N windows (each resized to image_size if N differs), every
@@ -124,6 +128,9 @@ class BoltzFormerConfig:
             raise ValueError(f"num_levels must be 1, 2 or 3, got {self.num_levels}")
         object.__setattr__(self, "size_floors", dict(self.size_floors))
         check_size_floor(self.size_floors, self.size_floor_fraction)
+        if not 0.0 <= self.existence_threshold <= 1.0:
+            raise ValueError(f"existence_threshold must be in [0, 1], got "
+                             f"{self.existence_threshold}")
         check_window(self.window_size, self.window_scale, self.window_overlap)
 
     # --- round trips -------------------------------------------------------------------

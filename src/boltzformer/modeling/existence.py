@@ -105,6 +105,13 @@ def check_min_score(min_score: float, name: str = "min_score") -> float:
     return _in_unit_range(min_score, name)
 
 
+def model_existence_threshold(model: object) -> float:
+    """The existence threshold a model's config holds (`boltzformer calibrate` chooses it),
+    EXISTENCE_THRESHOLD for a model without one."""
+    return float(getattr(getattr(model, "config", None), "existence_threshold",
+                         EXISTENCE_THRESHOLD))
+
+
 def check_existence_threshold(threshold: float, name: str = "existence_threshold") -> float:
     """`threshold` if it lies in [0, 1], else a ValueError naming it `name`."""
     return _in_unit_range(threshold, name)
