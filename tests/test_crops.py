@@ -197,8 +197,12 @@ def test_the_config_wins_over_the_plan_and_windows_follow_the_crops(tmp_path) ->
     assert "crops of 64x64" in said[0]
     model = planned.model.resolve()
     assert (model.window_size, model.window_scale, model.window_overlap) == (64, 1.0, 0.5)
-    mine = resolve_plan(cfg.with_overrides({"data.crop_size": 96, "data.scale": 0.75}))
+    mine = resolve_plan(cfg.with_overrides({"data.crop_size": 96, "data.scale": 0.75}),
+                        say=said.append)
     assert (mine.data.crop_size, mine.data.scale) == (96, 0.75)
+    # the line says what is used, and which values the config set over the plan
+    assert "crops of 96x96 at scale 0.75" in said[1]
+    assert "set in the config: crop_size 96 (planned 64), scale 0.75 (planned 1)" in said[1]
     assert (mine.model.resolve().window_size, mine.model.resolve().window_scale) == (96, 0.75)
     whole = resolve_plan(cfg.with_overrides({"data.crop_size": 0}))
     assert whole.model.resolve().window_size == 0 and crops_of(whole.data, 64) is None

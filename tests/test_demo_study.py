@@ -43,12 +43,16 @@ def test_demo_writes_report_and_figures_beside_the_experts(tmp_path):
     expert = json.loads((out / "expert" / "metrics.json").read_text())
     assert expert["n_present"] == result["metrics"]["n_present"] and "grounding" in expert
     assert result["expert"]["n_samples"] == result["metrics"]["n_samples"]
-    # the size floor, chosen on the validation items for both models and saved with them
-    assert "## The size floor" in report and report.count("(chosen)") == 2
+    # the size floor, chosen on the validation items for both models and saved with them;
+    # BoltzFormer's existence threshold with it (a table of its own)
+    assert "## The existence threshold and size floor" in report
+    assert report.count("(chosen)") == 3 and "| existence threshold |" in report
     best = out / "run" / ("best" if (out / "run" / "best").is_dir() else "last")
     for checkpoint in (best, out / "expert" / "model"):
         config = json.loads((checkpoint / "config.json").read_text())
         assert config["size_floors"] and config["size_floor_fraction"] >= 0
+    threshold = json.loads((best / "config.json").read_text())["existence_threshold"]
+    assert f"an answer below {threshold:g} is an empty mask" in report
     assert "size_floor_fraction" in metrics
 
 

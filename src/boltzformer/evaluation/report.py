@@ -75,8 +75,9 @@ def render_markdown(metrics: dict[str, Any], settings: dict[str, Any], *, scatte
         lines.append("None in this split.")
     exist = absent.get("existence")
     if exist:
+        gate = settings.get("existence_threshold", 0.5)
         lines += ["", f"Existence output ({exist['n']} prompts, {exist['n_absent']} absent; "
-                  "an answer below 0.5 is an empty mask): AUROC "
+                  f"an answer below {gate:g} is an empty mask): AUROC "
                   f"{exist['auroc']:.3f}, accuracy at 0.5 {_pct(exist['accuracy'])}."]
     return "\n".join(lines) + "\n"
 

@@ -168,12 +168,14 @@ def resolve_plan(cfg: TrainConfig, saved: Path | None = None,
         base = BiomedParseDataset(data.root, data.split, image_size=None,
                                   skip_bad=data.skip_bad)
         plan = plan_data(base, model.resolve().image_size)
-        set_by_user = [name for name in PLANNED if getattr(data, name) is not None]
+        set_by_user = [f"{name} {getattr(data, name):g} (planned {getattr(plan, name):g})"
+                       for name in PLANNED if getattr(data, name) is not None]
         data = replace(data, **{name: getattr(plan, name) for name in PLANNED
                                 if getattr(data, name) is None})
         overlap = plan.window_overlap
-        if say is not None:
-            say(plan.describe() + (f"; set in the config: {', '.join(set_by_user)}"
+        if say is not None:  # what is used: the plan with the config's values in it
+            used = replace(plan, **{name: getattr(data, name) for name in PLANNED})
+            say(used.describe() + (f"; set in the config: {', '.join(set_by_user)}"
                                    if set_by_user else ""))
     assert data.crop_size is not None and data.scale is not None  # filled above
     if data.crop_size > 0:
