@@ -79,6 +79,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # crops of 256 of the image at half its resolution (a 1024² image's crop covers a quarter)
     "crops-half": {"data.crop_size": 256, "data.scale": 0.5},
     "unet-crops-half": {"expert": True, "data.crop_size": 256, "data.scale": 0.5},
+    # the plan's crops with at most one target the crop leaves out kept (absent) per group
+    "crops-cap1": {"data.cropped_out": 1},
+    "crops-half-cap1": {"data.crop_size": 256, "data.scale": 0.5, "data.cropped_out": 1},
 }
 
 

@@ -15,6 +15,7 @@ from boltzformer.data import BiomedParseDataset, generate_phantoms
 from boltzformer.data.crops import Crops, crop_origin, rescale, take_crop
 from boltzformer.modeling.loss import has_target
 from boltzformer.train import TrainConfig, train
+from boltzformer.train.config import DataConfig
 from boltzformer.train.data import CropItems, EpochView, crops_of
 from boltzformer.train.plan import Fingerprint, plan_data, resolve_plan
 
@@ -117,6 +118,28 @@ def test_a_group_shares_one_crop_and_a_target_left_out_is_absent(corners) -> Non
         assert group["area"][gone] == 0.0 and group["mask"][gone].sum() == 0
         absent += 1
     assert absent == len(view)
+
+
+def test_cropped_out_caps_the_targets_a_crop_leaves_out(corners) -> None:
+    """`cropped_out` 0: the target the crop leaves out leaves the group (the present one
+    stays, with the same crop as without the cap); the negatives are not counted."""
+    base = BiomedParseDataset(corners, image_size=None)
+    crops = Crops(40, 1.0, 1.0, out_size=40)
+    capped = EpochView(base, range(len(base)), seed=0, augment=False, prompts_per_image=2,
+                       crops=crops, cropped_out=0)
+    plain = _view(corners)
+    for i in range(len(capped)):
+        group, whole = capped[i], plain[i]
+        assert group["mask"].shape == (1, 1, 40, 40) and len(group["target"]) == 1
+        assert has_target(group["mask"]).all() and group["area"][0] > 0
+        assert torch.equal(group["image"], whole["image"])  # the same crop, the same draws
+        kept = whole["target"].index(group["target"][0])
+        assert torch.equal(group["mask"][0], whole["mask"][kept])
+    one = EpochView(base, range(len(base)), seed=0, augment=False, prompts_per_image=2,
+                    crops=crops, cropped_out=1)
+    assert all(len(one[i]["target"]) == 2 for i in range(len(one)))  # the one left out stays
+    with pytest.raises(ValueError, match="cropped_out"):
+        DataConfig(cropped_out=-1)
 
 
 def test_same_seed_same_crops_another_epoch_other_crops(corners) -> None:

@@ -78,6 +78,9 @@ class DataConfig:
     crop_size: int | None = None
     scale: float | None = None
     object_crops: float | None = None
+    # how many of a group's targets that its crop leaves out stay in the group as absent
+    # targets (empty masks); the others are dropped for that step (null: all stay)
+    cropped_out: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -93,6 +96,9 @@ class DataConfig:
                              f"got {self.crop_size}")
         if self.scale is not None and not 0.0 < self.scale <= 4.0:
             raise ValueError(f"data.scale must be in (0, 4] or null (planned), got {self.scale}")
+        if self.cropped_out is not None and self.cropped_out < 0:
+            raise ValueError(f"data.cropped_out must be >= 0 or null (all kept), got "
+                             f"{self.cropped_out}")
         if self.object_crops is not None and not 0.0 <= self.object_crops <= 1.0:
             raise ValueError(f"data.object_crops must be in [0, 1] or null (planned), got "
                              f"{self.object_crops}")

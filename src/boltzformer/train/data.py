@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
 from boltzformer.data import BiomedParseDataset, random_augment, read_mask
@@ -112,13 +113,16 @@ class EpochView(Dataset):
     augmentation from the group's generator), so the same seed gives the same crops. A
     target whose mask the crop leaves empty is absent for that step (an empty mask, which
     the loss and the existence head read as absent), and each item's "area" is its share of
-    the crop.
+    the crop. `cropped_out` (M, not None): of the targets present in the image that the crop
+    leaves out, only the first M (in the group's shuffled order) stay; the others leave the
+    group for that step (a group keeps at least one item). The `negatives` are not counted.
     """
 
     def __init__(
         self, base: BiomedParseDataset, indices: Sequence[int], *, seed: int, augment: bool,
         prompts_per_image: int = 1, rotations: bool = True, negatives: int = 0,
         absent_repeat: int = 1, tiny_repeat: int = 1, crops: Crops | None = None,
+        cropped_out: int | None = None,
     ) -> None:
         if prompts_per_image < 1:
             raise ValueError(f"prompts_per_image must be >= 1, got {prompts_per_image}")
@@ -135,6 +139,7 @@ class EpochView(Dataset):
         self.k = prompts_per_image
         self.negatives = negatives
         self.crops = crops
+        self.cropped_out = cropped_out
         self.vocabulary = base.target_names
         areas = [base.samples[i].area for i in self.indices]
         repeats = [1 if a is None else absent_repeat if a == 0.0 else
@@ -181,15 +186,34 @@ class EpochView(Dataset):
         image = items[0]["image"]
         masks = torch.cat([item["mask"] for item in items])  # (k, S, S)
         if self.crops is not None:
+            present = [bool(item["mask"].any()) for item in items]
             image, masks = self.crops.cut(image, masks, generator)
             for item, mask in zip(items, masks):
                 item["area"] = float(mask.mean())
+            if self.cropped_out is not None:
+                items, masks = self._drop_cropped_out(items, masks, present)
         if self.augment:
             image, masks = random_augment(image, masks, generator, rotate=self.rotations)
         out: dict[str, Any] = {key: [item[key] for item in items] for key in items[0]
                                if key not in ("image", "mask")}
         out.update(image=image, mask=masks[:, None])
         return out
+
+    def _drop_cropped_out(self, items: list[dict[str, Any]], masks: Tensor,
+                          present: list[bool]) -> tuple[list[dict[str, Any]], Tensor]:
+        """`items` and their cut `masks` (k, S, S) less the targets present in the image
+        (`present`) that the crop left empty, beyond the first `cropped_out` of them; at
+        least one item stays."""
+        assert self.cropped_out is not None
+        keep, left_out = [], 0
+        for i, (item, was) in enumerate(zip(items, present)):
+            if was and item["area"] == 0.0:
+                left_out += 1
+                if left_out > self.cropped_out:
+                    continue
+            keep.append(i)
+        keep = keep or [0]
+        return [items[i] for i in keep], masks[keep]
 
     def _absent_items(self, first: int, like: dict[str, Any]) -> list[dict[str, Any]]:
         """Up to `negatives` items of targets the image of item `first` does not annotate,

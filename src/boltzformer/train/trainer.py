@@ -130,7 +130,8 @@ class Trainer:
                                    rotations=cfg.data.rotations,
                                    negatives=cfg.data.negatives,
                                    absent_repeat=cfg.data.absent_repeat,
-                                   tiny_repeat=cfg.data.tiny_repeat, crops=crops)
+                                   tiny_repeat=cfg.data.tiny_repeat, crops=crops,
+                                   cropped_out=cfg.data.cropped_out)
         validation: Dataset = base if crops is None else CropItems(base, val_idx, crops,
                                                                    seed=loop.seed)
         shard = range(cluster.rank, len(val_idx), cluster.world)
