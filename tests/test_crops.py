@@ -204,10 +204,10 @@ def test_large_images_plan_native_crops_of_the_model_size(write_dataset) -> None
 def test_object_sizes_set_the_scale() -> None:
     tiny = plan_data(Fingerprint((1024, 1024), (9.0,) * 20), 256)  # 3 px across
     assert (tiny.crop_size, tiny.scale) == (256, 1.0)
-    mid = plan_data(Fingerprint((1024, 1024), (40.0**2,) * 20), 256)  # 40 px across
-    assert (mid.crop_size, mid.scale) == (256, 0.5)  # still 20 px across
-    large = plan_data(Fingerprint((1024, 1024), (200.0**2,) * 20), 256)
-    assert large.crop_size == 0  # a quarter of the size keeps them 50 px: whole images
+    mid = plan_data(Fingerprint((1024, 1024), (10.0**2,) * 20), 256)  # 10 px across
+    assert (mid.crop_size, mid.scale) == (256, 0.5)  # still 5 px across
+    large = plan_data(Fingerprint((1024, 1024), (17.0**2,) * 20), 256)  # the 1024² phantoms
+    assert large.crop_size == 0  # a quarter of the size keeps them 4 px: whole images
 
 
 def test_the_config_wins_over_the_plan_and_windows_follow_the_crops(tmp_path) -> None:

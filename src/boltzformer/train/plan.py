@@ -33,7 +33,10 @@ from boltzformer.evaluation.objects import read_instances
 from boltzformer.train.config import ModelSpec, TrainConfig
 
 WHOLE_IMAGE_RATIO = 1.25  # images up to this times the model's size are resized whole
-MIN_OBJECT_SIDE = 16.0  # pixels across the 5th-percentile object keeps when scaled down
+# pixels across the 5th-percentile object keeps when scaled down: on 1024² phantoms whose
+# 5th-percentile object is 17 px, whole images resized to 256 (4 px) beat crops at scale 0.5
+# and 1 at equal steps (docs/results/native_resolution.md); 16 planned the worst of the three
+MIN_OBJECT_SIDE = 4.0
 OBJECT_CROPS = 1 / 3  # nnU-Net's share of foreground-centred patches
 WINDOW_OVERLAP = 0.5
 MAX_IMAGES = 1000  # image headers read for the fingerprint (evenly spaced over the split)
