@@ -422,8 +422,8 @@ def build_app(
     request may change (the "minimum mask score" slider; `/segment`'s and `/export`'s last,
     optional argument); `existence_threshold` is every session's (the existence head's
     probability below which an answer is "not found"; None: the model's config's);
-    `window_size` and `window_overlap`
-    override the model's sliding windows (None: its config's; `Predictor`'s options)."""
+    `window_size` and `window_overlap` override the model's sliding windows (None: its
+    config's; `Predictor`'s options)."""
     cache = EncodingCache() if cache is None else cache  # (an empty cache is falsy)
     handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache, min_score,
                          check_existence_threshold(model_existence_threshold(model)
