@@ -203,11 +203,13 @@ def gate_run(run_dir: Path) -> dict[str, Any]:
     """The existence threshold chosen on the run's validation items (no size floor), the
     test split scored at it into run_dir/eval_calibrated, and result.json updated."""
     cfg = TrainConfig.from_yaml(run_dir / "run" / "config.yaml")
+    if cfg.data.root is None:
+        raise SystemExit(f"{run_dir}: its config.yaml names no data.root")
     model = BoltzFormer.from_pretrained(run_dir / "run" / "last")
     cal = calibrate_gates(model, cfg, fractions=[0.0], progress=False)
     if cal.existence_threshold is None:
         raise SystemExit(f"{run_dir}: the model has no existence head")
-    test, windows = scoring_split(model.config, Path(cfg.data.root or ""))
+    test, windows = scoring_split(model.config, cfg.data.root)
     ev = evaluate(model, test, seed=cfg.train.seed, progress=False, size_floor=False,
                   existence_threshold=cal.existence_threshold, windows=windows)
     write_report(ev, run_dir / "eval_calibrated")

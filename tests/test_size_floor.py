@@ -115,9 +115,11 @@ def _square(size: int, top: int, side: int) -> np.ndarray:
     return mask
 
 
-def test_calibration_floors_the_specks_of_absent_targets(write_dataset, small_config) -> None:
-    # 10 images: "dot" (4 x 4 around the speck) in every one, "fleck" (the same) in the even
-    # ones and absent (an empty mask) in the odd ones; the model paints a 2 x 2 speck there
+def _dots_and_flecks(write_dataset, small_config, val_fraction: float
+                     ) -> tuple[TrainConfig, BiomedParseDataset, list[int], list[bool]]:
+    """10 images: "dot" (4 x 4 around the speck) in every one, "fleck" (the same) in the even
+    ones and absent (an empty mask) in the odd ones -> a run config on them, the data set,
+    the run's validation items and, per validation item, whether it is an absent fleck."""
     items, sentences = {}, {}
     for i in range(10):
         image = np.full((64, 64), 40 + i, np.uint8)
@@ -126,15 +128,22 @@ def test_calibration_floors_the_specks_of_absent_targets(write_dataset, small_co
         sentences |= {f"img{i}_dot.png": ["dot"], f"img{i}_fleck.png": ["fleck"]}
     root = write_dataset(items, sentences=sentences)
     values = small_config(root)
-    values["data"]["val_fraction"] = 0.3
+    values["data"]["val_fraction"] = val_fraction
     cfg = TrainConfig.from_dict(values)
+    base = BiomedParseDataset(root, "train", image_size=64)
+    _, val = split_by_image(base, val_fraction, cfg.train.seed)
+    absent = [base.samples[i].target == "fleck" and int(base.samples[i].image_path.stem[3:]) % 2
+              == 1 for i in val]
+    return cfg, base, val, absent
+
+
+def test_calibration_floors_the_specks_of_absent_targets(write_dataset, small_config) -> None:
+    # the model paints a 2 x 2 speck where the dot and the fleck are (or would be)
+    cfg, base, val, absent_items = _dots_and_flecks(write_dataset, small_config, 0.3)
     cal = calibrate_gates(_Speck(), cfg, fractions=[0.0, 0.5, 1.0], progress=False)
     # every object is 16 pixels of 4096: the floors are fractions of that
     assert cal.floor.sizes == pytest.approx({"dot": 16 / 4096, "fleck": 16 / 4096})
-    base = BiomedParseDataset(root, "train", image_size=64)
-    _, val = split_by_image(base, 0.3, cfg.train.seed)
-    absent = sum(base.samples[i].target == "fleck" and int(base.samples[i].image_path.stem[3:]) % 2
-                 for i in val)
+    absent = sum(absent_items)
     present = len(val) - absent
     # Dice of the 4-pixel speck on a 16-pixel object: 2 * 4 / 20 = 0.4; under a floor of
     # 0.5 * 16 = 8 pixels every speck goes: absent ones score 1, present ones 0
@@ -171,27 +180,15 @@ class _JudgedSpeck(_Speck):
 
 
 def test_calibration_chooses_the_existence_threshold(write_dataset, small_config) -> None:
-    # as above: "fleck" present in the even images, absent in the odd ones; the head answers
-    # 0.3 for it, so a threshold above 0.3 empties every fleck answer (absent ones score 1,
-    # present ones 0) and one at or below it keeps the speck (present 0.4, absent 0)
-    items, sentences = {}, {}
-    for i in range(10):
-        image = np.full((64, 64), 40 + i, np.uint8)
-        fleck = _square(64, 7, 4) if i % 2 == 0 else np.zeros((64, 64), bool)
-        items[f"img{i}.png"] = (image, {"dot": _square(64, 7, 4), "fleck": fleck})
-        sentences |= {f"img{i}_dot.png": ["dot"], f"img{i}_fleck.png": ["fleck"]}
-    root = write_dataset(items, sentences=sentences)
-    values = small_config(root)
-    values["data"]["val_fraction"] = 0.5
-    cfg = TrainConfig.from_dict(values)
+    # the dots and flecks; the head answers 0.3 for a fleck, so a threshold above 0.3 empties
+    # every fleck answer (absent ones score 1, present ones 0) and one at or below it keeps
+    # the speck (present 0.4, absent 0)
+    cfg, base, val, absent_items = _dots_and_flecks(write_dataset, small_config, 0.5)
     cal = calibrate_gates(_JudgedSpeck(), cfg, fractions=[0.0], thresholds=[0.5, 0.0, 0.2],
                           progress=False)
-    base = BiomedParseDataset(root, "train", image_size=64)
-    _, val = split_by_image(base, 0.5, cfg.train.seed)
-    fleck = [int(base.samples[i].image_path.stem[3:]) % 2 for i in val
-             if base.samples[i].target == "fleck"]
-    absent, present = sum(fleck), len(fleck) - sum(fleck)
-    dots = len(val) - len(fleck)
+    flecks = sum(base.samples[i].target == "fleck" for i in val)
+    absent = sum(absent_items)
+    present, dots = flecks - absent, len(val) - flecks
     assert [r["threshold"] for r in cal.thresholds] == [0.0, 0.2, 0.5]  # tried in order
     kept = (0.4 * dots + 0.4 * present) / len(val)
     gated = (0.4 * dots + absent) / len(val)

@@ -66,7 +66,6 @@ from boltzformer.inference.predict_files import SEG_FILE
 from boltzformer.inference.predictor import Predictor
 from boltzformer.modeling.boltzformer import BoltzFormer
 from boltzformer.modeling.existence import (
-    check_existence_threshold,
     check_min_score,
     model_existence_threshold,
 )
@@ -426,9 +425,7 @@ def build_app(
     config's; `Predictor`'s options)."""
     cache = EncodingCache() if cache is None else cache  # (an empty cache is falsy)
     handlers = _Handlers(model, seed, limits or Limits(), work_dir, cache, min_score,
-                         check_existence_threshold(model_existence_threshold(model)
-                                                   if existence_threshold is None
-                                                   else existence_threshold),
+                         model_existence_threshold(model, existence_threshold),
                          {"window_size": window_size, "window_overlap": window_overlap})
     # one request on the CPU at once
     queue: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": "model"}

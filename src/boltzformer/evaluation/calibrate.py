@@ -104,10 +104,15 @@ def score_fractions(rows: Sequence[dict[str, Any]], sizes: dict[str, float],
     return table
 
 
+def best_row(table: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The row of `score_fractions`' table with the highest score (the smallest fraction
+    among equals)."""
+    return max(table, key=lambda r: (r["score"], -r["fraction"]))
+
+
 def best_fraction(table: Sequence[dict[str, float]]) -> float:
     """The fraction of the highest score (the smallest one among equals)."""
-    best = max(table, key=lambda r: (r["score"], -r["fraction"]))
-    return best["fraction"]
+    return best_row(table)["fraction"]
 
 
 def gated_rows(rows: Sequence[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
@@ -192,8 +197,7 @@ def calibrate_gates(
     for threshold in sorted(thresholds):
         rows = gated_rows(ungated, threshold) if ungated is not None else answered(threshold)
         table = score_fractions(rows, sizes, fractions)
-        best = max(table, key=lambda r: (r["score"], -r["fraction"]))
-        tried.append(({"threshold": threshold, **best}, table, rows))
+        tried.append(({"threshold": threshold, **best_row(table)}, table, rows))
     chosen, table, rows = max(tried, key=lambda t: (t[0]["score"], -t[0]["threshold"]))
     return Calibration(SizeFloor(sizes, chosen["fraction"]), table, percentile, rows,
                        existence_threshold=chosen["threshold"],

@@ -70,7 +70,6 @@ from boltzformer.inference.windowed import (
 )
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
-    check_existence_threshold,
     check_min_score,
     gate_logits,
     mask_score,
@@ -291,9 +290,7 @@ def evaluate(
     generator seeded with `seed`, so the result is deterministic for a seed and batch size.
     A model that declares `takes_targets = True` gets the items' target names too.
     """
-    if existence_threshold is None:
-        existence_threshold = model_existence_threshold(model)
-    check_existence_threshold(existence_threshold)
+    existence_threshold = model_existence_threshold(model, existence_threshold)
     check_min_score(min_score)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)

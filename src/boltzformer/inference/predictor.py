@@ -45,7 +45,6 @@ from boltzformer.modeling.boltzformer import BoltzFormer, ImageFeatures
 from boltzformer.modeling.dtypes import resolve_dtype
 from boltzformer.modeling.existence import (
     EXISTENCE_THRESHOLD,
-    check_existence_threshold,
     check_min_score,
     gate_logits,
     mask_score,
@@ -157,9 +156,7 @@ class Predictor:
         self.model = model.to(self.device, dtype).eval()
         self.seed = seed
         self.min_score = check_min_score(min_score)
-        self.existence_threshold = check_existence_threshold(
-            model_existence_threshold(model) if existence_threshold is None
-            else existence_threshold)
+        self.existence_threshold = model_existence_threshold(model, existence_threshold)
         self.windows = window_settings(
             model.config, window_size, window_overlap, batch=window_batch, mode=window_mode,
             per_window_gate=per_window_gate)  # None: the whole image, resized

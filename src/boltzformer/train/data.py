@@ -186,12 +186,12 @@ class EpochView(Dataset):
         image = items[0]["image"]
         masks = torch.cat([item["mask"] for item in items])  # (k, S, S)
         if self.crops is not None:
-            present = [bool(item["mask"].any()) for item in items]
+            present = masks.flatten(1).any(1) if self.cropped_out is not None else None
             image, masks = self.crops.cut(image, masks, generator)
             for item, mask in zip(items, masks):
                 item["area"] = float(mask.mean())
-            if self.cropped_out is not None:
-                items, masks = self._drop_cropped_out(items, masks, present)
+            if present is not None:
+                items, masks = self._drop_cropped_out(items, masks, present.tolist())
         if self.augment:
             image, masks = random_augment(image, masks, generator, rotate=self.rotations)
         out: dict[str, Any] = {key: [item[key] for item in items] for key in items[0]
