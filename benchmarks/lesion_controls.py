@@ -82,6 +82,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the plan's crops with at most one target the crop leaves out kept (absent) per group
     "crops-cap1": {"data.cropped_out": 1},
     "crops-half-cap1": {"data.crop_size": 256, "data.scale": 0.5, "data.cropped_out": 1},
+    # a model input of 128, so that on 1024² phantoms (5th-percentile object 17 px) the whole
+    # image resized keeps it 2 px across and the plan chooses crops (of 128 at scale 0.25)
+    "plan128": {"model.image_size": 128},
+    "whole128": {"model.image_size": 128, "data.crop_size": 0},
+    "unet-plan128": {"expert": True, "model.image_size": 128},
+    "unet-whole128": {"expert": True, "model.image_size": 128, "data.crop_size": 0},
 }
 
 

@@ -208,6 +208,12 @@ def test_object_sizes_set_the_scale() -> None:
     assert (mid.crop_size, mid.scale) == (256, 0.5)  # still 5 px across
     large = plan_data(Fingerprint((1024, 1024), (17.0**2,) * 20), 256)  # the 1024² phantoms
     assert large.crop_size == 0  # a quarter of the size keeps them 4 px: whole images
+    # 2048² with 34 px objects: the steps of 0.25 would say crops at 0.25, but an eighth of
+    # the size (the whole image at 256) still keeps them 4 px across
+    huge = plan_data(Fingerprint((2048, 2048), (34.0**2,) * 20), 256)
+    assert huge.crop_size == 0 and "large enough" in huge.describe()
+    finer = plan_data(Fingerprint((2048, 2048), (30.0**2,) * 20), 256)  # 3.75 px resized
+    assert (finer.crop_size, finer.scale) == (256, 0.25)
 
 
 def test_the_config_wins_over_the_plan_and_windows_follow_the_crops(tmp_path) -> None:

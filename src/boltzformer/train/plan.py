@@ -11,7 +11,8 @@ rules (`plan_data`), with S the model's image size and s the median image side:
   of the crop's size overlapping by half at inference. The scale is 1 (native) unless the
   objects are large: the smallest scale, in steps of 0.25, that keeps the 5th-percentile
   object at least `MIN_OBJECT_SIDE` pixels across and is no smaller than S / s (the median
-  image in one crop). When the image so scaled fits in 1.25 S, the whole image resized is
+  image in one crop). When the image so scaled fits in 1.25 S, or the whole image resized
+  to S keeps that object `MIN_OBJECT_SIDE` pixels across, the whole image resized is
   planned instead. Object sizes unknown: native scale.
 
 Any data field the config sets (not null) wins over the plan (`resolve_plan`), and a resumed
@@ -142,7 +143,10 @@ def plan_data(data: BiomedParseDataset | Fingerprint, image_size: int) -> DataPl
         wanted = max(image_size / side, MIN_OBJECT_SIDE / object_side)
         scale = min(1.0, math.ceil(wanted * 4 - 1e-9) / 4)
         kept = f"5th-percentile object {object_side:.0f} px across"
-        if scale < 1.0 and scale * side <= WHOLE_IMAGE_RATIO * image_size:
+        # whole when resizing keeps the object: the steps of 0.25 alone would give images
+        # over 5 S crops at scale 0.25 though the whole image resized keeps it
+        if scale < 1.0 and (scale * side <= WHOLE_IMAGE_RATIO * image_size
+                            or object_side * image_size / side >= MIN_OBJECT_SIDE):
             return replace(whole, reasons=(*reasons, f"{kept}: large enough to see the whole "
                                                      f"image at image_size"))
         reasons.append(f"{kept}: " + ("native scale" if scale == 1.0 else
