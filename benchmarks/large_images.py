@@ -3,7 +3,8 @@
 Issue 41 measures crops against whole images on DSB2018's large images: most of its images
 are 256 x 256 or 320 x 256, which any plan resizes whole, and 126 of its 664 are 520 to
 1,388 pixels wide. This keeps the images whose longer side is at least --min-side, in both
-splits, with their masks, instance maps and JSON records (files copied: the reader refuses links that lead out).
+splits, with their masks, instance maps and JSON records (copied: the reader refuses links
+that lead out of the data set's folder).
 
     python benchmarks/large_images.py data/dsb2018 data/dsb2018-large --min-side 512
 """
