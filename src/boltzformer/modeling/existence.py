@@ -105,15 +105,14 @@ def check_min_score(min_score: float, name: str = "min_score") -> float:
     return _in_unit_range(min_score, name)
 
 
-def model_existence_threshold(model: object, threshold: float | None = None,
-                              name: str = "existence_threshold") -> float:
+def model_existence_threshold(model: object, threshold: float | None = None) -> float:
     """`threshold`, or when None the one `model`'s config holds (`boltzformer calibrate`
     chooses it; EXISTENCE_THRESHOLD for a model without one), checked to lie in [0, 1]
-    (`check_existence_threshold`, naming it `name`)."""
+    (`check_existence_threshold`)."""
     if threshold is None:
         threshold = float(getattr(getattr(model, "config", None), "existence_threshold",
                                   EXISTENCE_THRESHOLD))
-    return check_existence_threshold(threshold, name)
+    return check_existence_threshold(threshold)
 
 
 def check_existence_threshold(threshold: float, name: str = "existence_threshold") -> float:
