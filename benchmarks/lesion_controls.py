@@ -70,6 +70,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "unet": {"expert": True},  # on the plan's crops and windows, as `demo --expert`
     "unet-whole": {"expert": True, "data.crop_size": 0},
     "unet-fp32": {"expert": True, "train.amp": "none"},  # the expert in float32, not bf16
+    # the same with nnU-Net's batch Dice (one Dice per target over the batch, not per slice)
+    "unet-fp32-bdice": {"expert": True, "train.amp": "none", "unet.dice": "batch"},
     # on crops (as planned for large images): every crop on an object; no existence head
     "crops-objects1": {"data.object_crops": 1.0},
     "crops-no-head": WITHOUT_EXISTENCE,
@@ -119,6 +121,8 @@ def run(variant: str, data: Path, out: Path, *, steps: int, seed: int,
     run_dir.mkdir(parents=True)
     overrides = dict(VARIANTS[variant])
     expert = overrides.pop("expert", False)
+    expert_options = {key.removeprefix("unet."): overrides.pop(key)
+                      for key in list(overrides) if key.startswith("unet.")}
     cfg = TRAINING.with_overrides({"train.max_steps": steps, "train.max_minutes": None,
                                    "train.snapshot_minutes": None, "train.seed": seed,
                                    "data.workers": workers, "data.root": str(data),
@@ -136,7 +140,8 @@ def run(variant: str, data: Path, out: Path, *, steps: int, seed: int,
                             supervise="all" if cfg.data.negatives else "annotated",
                             amp=cfg.train.amp, channels_last=cfg.train.channels_last,
                             crops=crops_of(cfg.data, size.image_size),
-                            window_overlap=size.window_overlap, progress=False)
+                            window_overlap=size.window_overlap, progress=False,
+                            **expert_options)
         model, done = result.model, result.metrics["steps"]
     else:
         trained = train(cfg, run_dir / "run", progress=False)

@@ -145,6 +145,33 @@ def test_loss_ignores_unannotated_channels() -> None:
                                               torch.ones_like(annotated)), loss.detach())
 
 
+def test_batch_dice_is_one_dice_per_target_over_the_annotated_images() -> None:
+    """nnU-Net's batch Dice: a slice with a 2-pixel lesion weighs as its pixels do, not as a
+    whole Dice of its own; unannotated pairs take no part, in the Dice or the BCE."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 2, 8, 8, requires_grad=True)
+    masks = torch.zeros(3, 2, 8, 8)
+    masks[0, 0, :4] = 1
+    masks[1, 0, 0, :2] = 1  # a 2-pixel lesion
+    masks[2, 1, 2:6, 2:6] = 1
+    annotated = torch.tensor([[True, True], [True, False], [False, True]])
+    loss = masked_dice_bce(logits, masks, annotated, dice="batch")
+    p = logits.sigmoid()
+    dices = []
+    for c, rows in ((0, [0, 1]), (1, [0, 2])):
+        inter = sum((p[b, c] * masks[b, c]).sum() for b in rows)
+        total = sum((p[b, c] + masks[b, c]).sum() for b in rows)
+        dices.append(1 - (2 * inter + 1) / (total + 1))
+    bce = F.binary_cross_entropy_with_logits(logits[annotated], masks[annotated])
+    assert torch.allclose(loss, bce + torch.stack(dices).mean())
+    assert not torch.allclose(loss, masked_dice_bce(logits, masks, annotated))
+    loss.backward()
+    assert (logits.grad[~annotated] == 0).all()
+    full = multilabel_dice_bce(logits, masks, annotated, dice="batch")
+    assert torch.allclose(full, F.binary_cross_entropy_with_logits(logits, masks)
+                          + torch.stack(dices).mean())
+
+
 def test_multilabel_loss_supervises_unannotated_channels_as_empty() -> None:
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 8, 8, requires_grad=True)

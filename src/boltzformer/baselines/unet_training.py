@@ -103,33 +103,57 @@ class ImageTargets(Dataset):
                 "image_file": items[0]["image_file"]}
 
 
-def masked_dice_bce(logits: Tensor, masks: Tensor, annotated: Tensor) -> Tensor:
+def batch_dice(logits: Tensor, masks: Tensor, annotated: Tensor) -> Tensor:
+    """nnU-Net's batch Dice loss: for each target channel, one Dice over the pixels of every
+    image that annotates it (not one per image), then averaged over those channels. An image
+    whose lesion is a few pixels, or an empty one, does not count as a whole Dice of its own.
+    logits, masks (B, C, H, W); annotated (B, C) bool with at least one True."""
+    p = logits.sigmoid()
+    t = masks.to(logits.dtype)
+    weight = annotated.to(p.dtype)[:, :, None, None]
+    inter = (p * t * weight).sum((0, 2, 3))
+    total = ((p + t) * weight).sum((0, 2, 3))
+    dice = 1 - (2 * inter + 1) / (total + 1)  # (C,)
+    return dice[annotated.any(0)].mean()
+
+
+def masked_dice_bce(logits: Tensor, masks: Tensor, annotated: Tensor, *,
+                    dice: str = "image") -> Tensor:
     """Dice + BCE averaged over the annotated (image, target) pairs; other channels get no
-    gradient. logits, masks (B, C, H, W); annotated (B, C) bool with at least one True."""
+    gradient. logits, masks (B, C, H, W); annotated (B, C) bool with at least one True.
+    `dice`: "image" (one Dice per pair, averaged) or "batch" (`batch_dice`)."""
     if not bool(annotated.any()):
         raise ValueError("no annotated channel in the batch: nothing to learn from")
+    if dice == "batch":
+        bce = F.binary_cross_entropy_with_logits(logits[annotated],
+                                                 masks[annotated].to(logits.dtype))
+        return bce + batch_dice(logits, masks, annotated)
     return dice_bce_loss(logits[annotated][:, None], masks[annotated][:, None])
 
 
-def multilabel_dice_bce(logits: Tensor, masks: Tensor, annotated: Tensor) -> Tensor:
+def multilabel_dice_bce(logits: Tensor, masks: Tensor, annotated: Tensor, *,
+                        dice: str = "image") -> Tensor:
     """BCE on every channel (a target the image does not annotate counts as empty), averaged
     over all pixels of all channels, plus Dice averaged over each image's annotated channels
-    and then over the images that annotate any. logits, masks (B, C, H, W); annotated (B, C)
-    bool with at least one True."""
+    and then over the images that annotate any (`dice="image"`), or `batch_dice` ("batch").
+    logits, masks (B, C, H, W); annotated (B, C) bool with at least one True."""
     if not bool(annotated.any()):
         raise ValueError("no annotated channel in the batch: nothing to learn from")
     masks = masks.to(logits.dtype)
     bce = F.binary_cross_entropy_with_logits(logits, masks)
+    if dice == "batch":
+        return bce + batch_dice(logits, masks, annotated)
     p = logits.sigmoid().flatten(2)
     t = masks.flatten(2)
-    dice = 1 - (2 * (p * t).sum(2) + 1) / (p.sum(2) + t.sum(2) + 1)  # (B, C)
-    weight = annotated.to(dice.dtype)
-    per_image = (dice * weight).sum(1) / weight.sum(1).clamp(min=1)
+    per_pair = 1 - (2 * (p * t).sum(2) + 1) / (p.sum(2) + t.sum(2) + 1)  # (B, C)
+    weight = annotated.to(per_pair.dtype)
+    per_image = (per_pair * weight).sum(1) / weight.sum(1).clamp(min=1)
     return bce + per_image[annotated.any(1)].mean()
 
 
 SUPERVISION = {"all": multilabel_dice_bce, "annotated": masked_dice_bce}
 SCHEDULES = ("constant", "cosine")
+DICE_KINDS = ("image", "batch")
 
 
 def lr_factor_at(progress: float, *, warmup: float = 0.05, min_ratio: float = 0.05) -> float:
@@ -163,6 +187,7 @@ def train_unet(
     schedule: str = "constant",
     clip: float | None = None,
     supervise: str = "annotated",
+    dice: str = "image",
     seed: int = 0,
     augment: bool = False,
     rotations: bool = True,
@@ -184,6 +209,8 @@ def train_unet(
     Dice + BCE on the channels of the targets each image annotates (`supervise="annotated"`,
     `masked_dice_bce`) or BCE on every channel, an unannotated target as empty ("all",
     `multilabel_dice_bce`: right only where every image annotates every target it shows).
+    Its Dice is one per (image, target) pair (`dice="image"`) or nnU-Net's batch Dice, one
+    per target over the whole batch ("batch", `batch_dice`).
     `augment`: `random_augment`'s crops (and 90-degree turns with `rotations`), off by
     default. `amp` ("none", "bf16", "auto": bf16 where native, as `train.amp`) and
     `channels_last` set the precision and layout as for BoltzFormer, so that both models of a
@@ -200,6 +227,8 @@ def train_unet(
         raise ValueError(f"the budget must be positive, got minutes={minutes}, steps={steps}")
     if supervise not in SUPERVISION:
         raise ValueError(f"supervise must be one of {sorted(SUPERVISION)}, got {supervise!r}")
+    if dice not in DICE_KINDS:
+        raise ValueError(f"dice must be one of {list(DICE_KINDS)}, got {dice!r}")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
     loss_of = SUPERVISION[supervise]
@@ -255,7 +284,7 @@ def train_unet(
                 group["lr"] = lr * (lr_factor_at(used()) if schedule == "cosine" else 1.0)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = model.channel_logits(batch["image"].contiguous(memory_format=layout))
-            loss = loss_of(logits.float(), batch["masks"], batch["annotated"])
+            loss = loss_of(logits.float(), batch["masks"], batch["annotated"], dice=dice)
             if not bool(torch.isfinite(loss)):
                 raise FloatingPointError(f"non-finite loss {float(loss)} at step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
@@ -286,7 +315,8 @@ def train_unet(
         "final_loss": last_loss, "train_images": len(data), "train_masks": len(train_idx),
         "val_masks_unused": len(val_idx), "targets": targets, "amp": precision,
         "recipe": {"lr": lr, "schedule": schedule, "weight_decay": weight_decay, "clip": clip,
-                   "supervise": supervise, "augment": augment, "batch_size": batch_size,
+                   "supervise": supervise, "dice": dice, "augment": augment,
+                   "batch_size": batch_size,
                    "crops": None if crops is None else [crops.size, crops.scale,
                                                         crops.object_share]},
     }
