@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from boltzformer.data import BiomedParseDataset, collate, list_splits
+from boltzformer.data.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +192,47 @@ def test_target_names_include_the_jsons_categories(write_dataset, make_disc):
     data = BiomedParseDataset(root, "train", image_size=32)
     assert [s.target for s in data.samples] == ["nodule"]
     assert data.target_names == ["nodule", "trachea"]
+
+
+@pytest.mark.parametrize("image_size", [None, 128])
+def test_load_group_reads_the_image_once_and_gives_what_items_give(sample_dir, image_size,
+                                                                   monkeypatch):
+    """The trainers load an image's K items together: the same items as one by one (the
+    masks resized alike, the prompts drawn in the same order), for one decode of the image."""
+    import boltzformer.data.biomedparse as biomedparse
+
+    root = sample_dir / "biomedparse-demo"
+    one_by_one = BiomedParseDataset(root, "demo", image_size=image_size, train=True,
+                                    augment=False, seed=3)
+    grouped = BiomedParseDataset(root, "demo", image_size=image_size, train=True,
+                                    augment=False, seed=3)
+    group = [i for i, s in enumerate(grouped.samples) if s.image_file == "06_CT_abdomen.png"]
+    assert len(group) >= 3
+    expected = [one_by_one[i] for i in group]
+    reads = []
+    real_read = biomedparse.read_image
+    monkeypatch.setattr(biomedparse, "read_image",
+                        lambda path, **kw: reads.append(path) or real_read(path, **kw))
+    got = grouped.load_group(group)
+    assert len(reads) == 1
+    for a, b in zip(expected, got, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        assert {k: v for k, v in a.items() if k not in ("image", "mask")} == {
+            k: v for k, v in b.items() if k not in ("image", "mask")}
+    other = next(i for i, s in enumerate(grouped.samples) if s.image_file != "06_CT_abdomen.png")
+    mixed = grouped.load_group([group[0], other])  # two images: item by item
+    assert mixed[1]["image_file"] != mixed[0]["image_file"]
+
+
+def test_load_group_names_the_bad_mask_or_skips_it(write_dataset, make_disc, tmp_path):
+    image = np.zeros((32, 32), np.uint8)
+    root = write_dataset({"01_CT_lung.png": (image, {"nodule": make_disc(32, 10, 10, 3),
+                                                     "tumor": make_disc(32, 20, 20, 4)})})
+    strict = BiomedParseDataset(root, "train", image_size=32)
+    lenient = BiomedParseDataset(root, "train", image_size=32, skip_bad=True)
+    bad = next((root / "train_mask").glob("*tumor*"))  # changed after the folder was read
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(bad)
+    with pytest.raises(DataError, match="mask is 16x16 but its image"):
+        strict.load_group([0, 1])
+    items = lenient.load_group([0, 1])
+    assert [item["target"] for item in items] == ["nodule", "nodule"]  # the bad one skipped

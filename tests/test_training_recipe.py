@@ -266,6 +266,9 @@ class _SameMaskPerImage:
         item["mask"] = self.base[self.first[self.samples[index].image_path]]["mask"]
         return item
 
+    def load_group(self, indices: list[int]) -> list[dict]:
+        return [self[i] for i in indices]
+
 
 def test_evaluation_encodes_each_image_once():
     a, b = torch.rand(3, 8, 8), torch.rand(3, 8, 8)

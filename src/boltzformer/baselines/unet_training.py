@@ -86,7 +86,7 @@ class ImageTargets(Dataset):
         return len(self.groups)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        items = [self.base[j] for j in self.groups[i]]
+        items = self.base.load_group(self.groups[i])
         image = items[0]["image"]
         masks = torch.zeros(len(self.channel_of), *image.shape[-2:])
         annotated = torch.zeros(len(self.channel_of), dtype=torch.bool)

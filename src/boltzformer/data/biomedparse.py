@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, NamedTuple
@@ -399,30 +400,65 @@ class BiomedParseDataset(Dataset):
             self._generator_key = key
         return self._generator
 
+    def load_group(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """`[self[i] for i in indices]` for items of one image, with that image read and
+        resized once instead of once per item (an image with K masks is one decode, not K);
+        the items share one image tensor. Item by item where the items' images differ, the
+        dataset augments each item, or `skip_bad` meets a bad sample."""
+        samples = [self.samples[i] for i in indices]
+        if (len(samples) < 2 or self.augment or any(i in self._bad for i in indices)
+                or any(s.image_path != samples[0].image_path for s in samples)):
+            return [self[i] for i in indices]
+        try:
+            image = read_image(samples[0].image_path, max_pixels=self.max_pixels)
+            masks = [self._read_mask(sample, image.shape[:2]) for sample in samples]
+        except DataError:
+            if not self.skip_bad:
+                raise
+            return [self[i] for i in indices]
+        image_t = _image_tensor(image)
+        masks_t = torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))  # (K, 1, H, W)
+        if self.image_size is not None:
+            image_t, masks_t = _resize(image_t, masks_t, self.image_size)
+        return [self._item(sample, image_t, mask_t, float(mask.mean()), self._pick(sample))
+                for sample, mask_t, mask in zip(samples, masks_t, masks)]
+
+    def _read_mask(self, sample: Sample, image_hw: tuple[int, ...]) -> np.ndarray:
+        """The mask of `sample`, checked against its image's (H, W)."""
+        mask = read_mask(sample.mask_path, max_pixels=self.max_pixels)
+        if tuple(image_hw) != mask.shape:
+            raise DataError(
+                f"{sample.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+                f"{sample.image_file} is {image_hw[1]}x{image_hw[0]}"
+            )
+        return mask
+
+    def _pick(self, sample: Sample) -> int:
+        """Which of the sample's sentences an item prompts with: drawn when training."""
+        if self.train and len(sample.sentences) > 1:
+            return int(torch.randint(len(sample.sentences), (), generator=self._rng()))
+        return 0
+
     def _load(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         image = read_image(sample.image_path, max_pixels=self.max_pixels)
-        mask = read_mask(sample.mask_path, max_pixels=self.max_pixels)
-        if image.shape[:2] != mask.shape:
-            raise DataError(
-                f"{sample.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                f"{sample.image_file} is {image.shape[1]}x{image.shape[0]}"
-            )
-        area = float(mask.mean())
+        mask = self._read_mask(sample, image.shape[:2])
         # Conversions in numpy: torch's threaded kernels cost more than they save on one item.
-        image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32))
+        image_t = _image_tensor(image)
         mask_t = torch.from_numpy(mask[None].astype(np.float32))
         if self.image_size is not None:
             image_t, mask_t = _resize(image_t, mask_t, self.image_size)
-        if self.train and len(sample.sentences) > 1:
-            pick = int(torch.randint(len(sample.sentences), (), generator=self._rng()))
-        else:
-            pick = 0
+        pick = self._pick(sample)
         if self.augment:
             image_t, mask_t = random_augment(image_t, mask_t, self._rng())
+        return self._item(sample, image_t, mask_t, float(mask.mean()), pick)
+
+    def _item(self, sample: Sample, image: Tensor, mask: Tensor, area: float, pick: int
+              ) -> dict[str, Any]:
+        """An item's dict: image (3, S, S), mask (1, S, S), the sample's fields."""
         return {
-            "image": image_t,
-            "mask": mask_t,
+            "image": image,
+            "mask": mask,
             "prompt": sample.sentences[pick],
             "target": sample.target,
             "modality": sample.modality,
@@ -438,9 +474,14 @@ class BiomedParseDataset(Dataset):
         }
 
 
+def _image_tensor(image: np.ndarray) -> Tensor:
+    """(H, W, 3) array -> (3, H, W) float32 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32))
+
+
 def _resize(image: Tensor, mask: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Resize image (3, H, W) and mask (1, H, W) to (size, size); the mask stays 0/1 and a
-    non-empty one keeps at least one pixel (`crops.resample`)."""
+    """Resize image (3, H, W) and mask (1, H, W), or masks (K, 1, H, W), to (size, size);
+    masks stay 0/1 and a non-empty one keeps at least one pixel (`crops.resample`)."""
     return resample(image, mask, (size, size))
 
 

@@ -175,7 +175,7 @@ class EpochView(Dataset):
         """One image: "image" (3, S, S), "mask" (k, 1, S, S), and per-target lists."""
         group = self.groups[i]
         generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, group[0]))
-        items = [self.base[index] for index in group]
+        items = self.base.load_group(group)
         for index, item in zip(group, items):
             sample = self.base.samples[index]
             if len(sample.sentences) > 1 and item["mask_file"] == sample.mask_file:
