@@ -89,6 +89,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "plan128": {"model.image_size": 128},
     "whole128": {"model.image_size": 128, "data.crop_size": 0},
     "unet-plan128": {"expert": True, "model.image_size": 128},
+    "unet-plan128-bdice": {"expert": True, "model.image_size": 128, "unet.dice": "batch"},
 }
 
 
