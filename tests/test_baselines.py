@@ -170,6 +170,8 @@ def test_batch_dice_is_one_dice_per_target_over_the_annotated_images() -> None:
     full = multilabel_dice_bce(logits, masks, annotated, dice="batch")
     assert torch.allclose(full, F.binary_cross_entropy_with_logits(logits, masks)
                           + torch.stack(dices).mean())
+    with pytest.raises(ValueError, match="dice must be one of"):
+        masked_dice_bce(logits, masks, annotated, dice="volume")
 
 
 def test_multilabel_loss_supervises_unannotated_channels_as_empty() -> None:
@@ -223,7 +225,7 @@ def test_training_defaults_to_a_constant_lr_and_supervise_all_reaches_every_chan
     assert warming == pytest.approx(0.05 * 2e-3)
 
 
-def test_training_defaults_to_no_augmentation(phantoms, tmp_path) -> None:
+def test_training_defaults_to_no_augmentation_and_a_dice_per_pair(phantoms, tmp_path) -> None:
     def weights(name: str, **kwargs) -> dict[str, torch.Tensor]:
         return train_unet(phantoms, tmp_path / name, steps=2, image_size=64, batch_size=3,
                           progress=False, **kwargs).model.state_dict()
@@ -232,6 +234,8 @@ def test_training_defaults_to_no_augmentation(phantoms, tmp_path) -> None:
     augmented = weights("a", augment=True)
     assert all(torch.equal(default[k], plain[k]) for k in default)
     assert not all(torch.equal(default[k], augmented[k]) for k in default)
+    batch_dice_weights = weights("b", dice="batch")  # the Dice per target over the batch
+    assert not all(torch.equal(default[k], batch_dice_weights[k]) for k in default)
 
 
 def test_the_expert_trains_in_bf16_and_channels_last_on_request(phantoms, tmp_path) -> None:

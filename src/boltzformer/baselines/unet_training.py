@@ -37,6 +37,7 @@ from boltzformer.train.optim import cosine_factor, decay_groups
 from boltzformer.train.step import resolve_amp
 
 METRICS_NAME = "metrics.jsonl"
+DICE_KINDS = ("image", "batch")  # one Dice per (image, target) pair, or per target a batch
 
 
 class ImageTargets(Dataset):
@@ -103,6 +104,11 @@ class ImageTargets(Dataset):
                 "image_file": items[0]["image_file"]}
 
 
+def _check_dice(dice: str) -> None:
+    if dice not in DICE_KINDS:
+        raise ValueError(f"dice must be one of {list(DICE_KINDS)}, got {dice!r}")
+
+
 def batch_dice(logits: Tensor, masks: Tensor, annotated: Tensor) -> Tensor:
     """nnU-Net's batch Dice loss: for each target channel, one Dice over the pixels of every
     image that annotates it (not one per image), then averaged over those channels. An image
@@ -122,6 +128,7 @@ def masked_dice_bce(logits: Tensor, masks: Tensor, annotated: Tensor, *,
     """Dice + BCE averaged over the annotated (image, target) pairs; other channels get no
     gradient. logits, masks (B, C, H, W); annotated (B, C) bool with at least one True.
     `dice`: "image" (one Dice per pair, averaged) or "batch" (`batch_dice`)."""
+    _check_dice(dice)
     if not bool(annotated.any()):
         raise ValueError("no annotated channel in the batch: nothing to learn from")
     if dice == "batch":
@@ -137,6 +144,7 @@ def multilabel_dice_bce(logits: Tensor, masks: Tensor, annotated: Tensor, *,
     over all pixels of all channels, plus Dice averaged over each image's annotated channels
     and then over the images that annotate any (`dice="image"`), or `batch_dice` ("batch").
     logits, masks (B, C, H, W); annotated (B, C) bool with at least one True."""
+    _check_dice(dice)
     if not bool(annotated.any()):
         raise ValueError("no annotated channel in the batch: nothing to learn from")
     masks = masks.to(logits.dtype)
@@ -153,7 +161,6 @@ def multilabel_dice_bce(logits: Tensor, masks: Tensor, annotated: Tensor, *,
 
 SUPERVISION = {"all": multilabel_dice_bce, "annotated": masked_dice_bce}
 SCHEDULES = ("constant", "cosine")
-DICE_KINDS = ("image", "batch")
 
 
 def lr_factor_at(progress: float, *, warmup: float = 0.05, min_ratio: float = 0.05) -> float:
@@ -227,8 +234,7 @@ def train_unet(
         raise ValueError(f"the budget must be positive, got minutes={minutes}, steps={steps}")
     if supervise not in SUPERVISION:
         raise ValueError(f"supervise must be one of {sorted(SUPERVISION)}, got {supervise!r}")
-    if dice not in DICE_KINDS:
-        raise ValueError(f"dice must be one of {list(DICE_KINDS)}, got {dice!r}")
+    _check_dice(dice)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
     loss_of = SUPERVISION[supervise]
