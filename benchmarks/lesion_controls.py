@@ -53,8 +53,9 @@ from boltzformer.train.data import crops_of
 from boltzformer.train.plan import resolve_plan
 from boltzformer.train.trainer import train
 
-# name -> TrainConfig overrides on the demo's recipe; "unet" trains the U-Net expert as
-# `demo --expert` does (its own recipe, 8 images a step, the same steps)
+# name -> TrainConfig overrides on the demo's recipe; "expert" trains the U-Net expert as
+# `demo --expert` does (its own recipe, 8 images a step, the same steps), and a "unet.<name>"
+# key passes `train_unet` its option <name> (e.g. "unet.dice": "batch")
 VARIANTS: dict[str, dict[str, Any]] = {
     "demo": {},  # the demo's recipe: existence head, labels, exploration floor, layer_pool 2
     "no-head": WITHOUT_EXISTENCE,  # no existence head: absent pairs train the mask path
