@@ -194,18 +194,19 @@ def test_target_names_include_the_jsons_categories(write_dataset, make_disc):
     assert data.target_names == ["nodule", "trachea"]
 
 
-@pytest.mark.parametrize("image_size", [None, 128])
+@pytest.mark.parametrize(("image_size", "augment"), [(None, False), (128, False), (128, True)])
 def test_load_group_reads_the_image_once_and_gives_what_items_give(sample_dir, image_size,
-                                                                   monkeypatch):
+                                                                   augment, monkeypatch):
     """The trainers load an image's K items together: the same items as one by one (the
-    masks resized alike, the prompts drawn in the same order), for one decode of the image."""
+    masks resized alike, the prompts and augmentations drawn in the same order), for one
+    decode of the image."""
     import boltzformer.data.biomedparse as biomedparse
 
     root = sample_dir / "biomedparse-demo"
     one_by_one = BiomedParseDataset(root, "demo", image_size=image_size, train=True,
-                                    augment=False, seed=3)
+                                    augment=augment, seed=3)
     grouped = BiomedParseDataset(root, "demo", image_size=image_size, train=True,
-                                    augment=False, seed=3)
+                                 augment=augment, seed=3)
     group = [i for i, s in enumerate(grouped.samples) if s.image_file == "06_CT_abdomen.png"]
     assert len(group) >= 3
     expected = [one_by_one[i] for i in group]
@@ -219,6 +220,7 @@ def test_load_group_reads_the_image_once_and_gives_what_items_give(sample_dir, i
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
         assert {k: v for k, v in a.items() if k not in ("image", "mask")} == {
             k: v for k, v in b.items() if k not in ("image", "mask")}
+    assert augment == any(not torch.equal(b["image"], got[0]["image"]) for b in got)
     other = next(i for i, s in enumerate(grouped.samples) if s.image_file != "06_CT_abdomen.png")
     mixed = grouped.load_group([group[0], other])  # two images: item by item
     assert mixed[1]["image_file"] != mixed[0]["image_file"]

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from boltzformer.baselines.unet import UNetBaselineConfig, UNetExpert
 from boltzformer.data import BiomedParseDataset, random_augment
 from boltzformer.data.crops import Crops
-from boltzformer.modeling.loss import dice_bce_loss
+from boltzformer.modeling.loss import dice_bce_loss, dice_loss
 from boltzformer.train.data import group_by_image, mix_seed, split_by_image
 from boltzformer.train.optim import cosine_factor, decay_groups
 from boltzformer.train.step import resolve_amp
@@ -110,17 +110,15 @@ def _check_dice(dice: str) -> None:
 
 
 def batch_dice(logits: Tensor, masks: Tensor, annotated: Tensor) -> Tensor:
-    """nnU-Net's batch Dice loss: for each target channel, one Dice over the pixels of every
-    image that annotates it (not one per image), then averaged over those channels. An image
-    whose lesion is a few pixels, or an empty one, does not count as a whole Dice of its own.
-    logits, masks (B, C, H, W); annotated (B, C) bool with at least one True."""
-    p = logits.sigmoid()
-    t = masks.to(logits.dtype)
-    weight = annotated.to(p.dtype)[:, :, None, None]
-    inter = (p * t * weight).sum((0, 2, 3))
-    total = ((p + t) * weight).sum((0, 2, 3))
-    dice = 1 - (2 * inter + 1) / (total + 1)  # (C,)
-    return dice[annotated.any(0)].mean()
+    """nnU-Net's batch Dice loss: for each target channel, one Dice (`dice_loss`) over the
+    pixels of every image that annotates it (not one per image), then averaged over those
+    channels. An image whose lesion is a few pixels, or an empty one, does not count as a
+    whole Dice of its own. logits, masks (B, C, H, W); annotated (B, C) bool, some True."""
+    channels = annotated.any(0).nonzero().flatten().tolist()
+    return torch.stack([
+        dice_loss(logits[annotated[:, c], c].reshape(1, -1),
+                  masks[annotated[:, c], c].reshape(1, -1).to(logits.dtype))
+        for c in channels]).mean()
 
 
 def masked_dice_bce(logits: Tensor, masks: Tensor, annotated: Tensor, *,

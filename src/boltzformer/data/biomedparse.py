@@ -377,13 +377,13 @@ class BiomedParseDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not self.skip_bad:
-            return self._load(index)
+            return self._load([index])[0]
         for offset in range(len(self.samples)):
             i = (index + offset) % len(self.samples)
             if i in self._bad:
                 continue
             try:
-                return self._load(i)
+                return self._load([i])[0]
             except DataError as err:
                 self._bad.add(i)
                 self._record_skip(self.samples[i].mask_path, err)
@@ -402,81 +402,61 @@ class BiomedParseDataset(Dataset):
 
     def load_group(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """`[self[i] for i in indices]` for items of one image, with that image read and
-        resized once instead of once per item (an image with K masks is one decode, not K);
-        the items share one image tensor. Item by item where the items' images differ, the
-        dataset augments each item, or `skip_bad` meets a bad sample."""
-        samples = [self.samples[i] for i in indices]
-        if (len(samples) < 2 or self.augment or any(i in self._bad for i in indices)
-                or any(s.image_path != samples[0].image_path for s in samples)):
+        resized once instead of once per item (an image with K masks is one decode, not K).
+        Item by item where the items' images differ or `skip_bad` meets a bad sample."""
+        if (any(i in self._bad for i in indices)
+                or len({self.samples[i].image_path for i in indices}) > 1):
             return [self[i] for i in indices]
         try:
-            image = read_image(samples[0].image_path, max_pixels=self.max_pixels)
-            masks = [self._read_mask(sample, image.shape[:2]) for sample in samples]
+            return self._load(indices)
         except DataError:
             if not self.skip_bad:
                 raise
             return [self[i] for i in indices]
-        image_t = _image_tensor(image)
+
+    def _load(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """The items of `indices`, all of one image, which is read and resized once (items
+        without augmentation share its tensor); each item's prompt draw and augmentation
+        come in the order item-by-item loading takes them."""
+        samples = [self.samples[i] for i in indices]
+        image = read_image(samples[0].image_path, max_pixels=self.max_pixels)
+        masks = [read_mask(sample.mask_path, max_pixels=self.max_pixels) for sample in samples]
+        for sample, mask in zip(samples, masks):
+            if image.shape[:2] != mask.shape:
+                raise DataError(
+                    f"{sample.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its "
+                    f"image {sample.image_file} is {image.shape[1]}x{image.shape[0]}"
+                )
+        # Conversions in numpy: torch's threaded kernels cost more than they save on one item.
+        image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32))
         masks_t = torch.from_numpy(np.stack(masks)[:, None].astype(np.float32))  # (K, 1, H, W)
         if self.image_size is not None:
             image_t, masks_t = _resize(image_t, masks_t, self.image_size)
-        return [self._item(sample, image_t, mask_t, float(mask.mean()), self._pick(sample))
-                for sample, mask_t, mask in zip(samples, masks_t, masks)]
-
-    def _read_mask(self, sample: Sample, image_hw: tuple[int, ...]) -> np.ndarray:
-        """The mask of `sample`, checked against its image's (H, W)."""
-        mask = read_mask(sample.mask_path, max_pixels=self.max_pixels)
-        if tuple(image_hw) != mask.shape:
-            raise DataError(
-                f"{sample.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                f"{sample.image_file} is {image_hw[1]}x{image_hw[0]}"
-            )
-        return mask
-
-    def _pick(self, sample: Sample) -> int:
-        """Which of the sample's sentences an item prompts with: drawn when training."""
-        if self.train and len(sample.sentences) > 1:
-            return int(torch.randint(len(sample.sentences), (), generator=self._rng()))
-        return 0
-
-    def _load(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
-        image = read_image(sample.image_path, max_pixels=self.max_pixels)
-        mask = self._read_mask(sample, image.shape[:2])
-        # Conversions in numpy: torch's threaded kernels cost more than they save on one item.
-        image_t = _image_tensor(image)
-        mask_t = torch.from_numpy(mask[None].astype(np.float32))
-        if self.image_size is not None:
-            image_t, mask_t = _resize(image_t, mask_t, self.image_size)
-        pick = self._pick(sample)
-        if self.augment:
-            image_t, mask_t = random_augment(image_t, mask_t, self._rng())
-        return self._item(sample, image_t, mask_t, float(mask.mean()), pick)
-
-    def _item(self, sample: Sample, image: Tensor, mask: Tensor, area: float, pick: int
-              ) -> dict[str, Any]:
-        """An item's dict: image (3, S, S), mask (1, S, S), the sample's fields."""
-        return {
-            "image": image,
-            "mask": mask,
-            "prompt": sample.sentences[pick],
-            "target": sample.target,
-            "modality": sample.modality,
-            "site": sample.site,
-            "image_file": sample.image_file,
-            "mask_file": sample.mask_file,
-            "area": area,
-            "dataset": self.name,
-            "mask_path": str(sample.mask_path),
-            "instances_path": str(self.instance_path(sample) or ""),
-            "volume": sample.volume or "",
-            "slice": -1 if sample.slice is None else sample.slice,
-        }
-
-
-def _image_tensor(image: np.ndarray) -> Tensor:
-    """(H, W, 3) array -> (3, H, W) float32 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32))
+        items = []
+        for sample, mask, mask_t in zip(samples, masks, masks_t):
+            pick = 0
+            if self.train and len(sample.sentences) > 1:
+                pick = int(torch.randint(len(sample.sentences), (), generator=self._rng()))
+            item_image = image_t
+            if self.augment:
+                item_image, mask_t = random_augment(image_t, mask_t, self._rng())
+            items.append({
+                "image": item_image,
+                "mask": mask_t,
+                "prompt": sample.sentences[pick],
+                "target": sample.target,
+                "modality": sample.modality,
+                "site": sample.site,
+                "image_file": sample.image_file,
+                "mask_file": sample.mask_file,
+                "area": float(mask.mean()),
+                "dataset": self.name,
+                "mask_path": str(sample.mask_path),
+                "instances_path": str(self.instance_path(sample) or ""),
+                "volume": sample.volume or "",
+                "slice": -1 if sample.slice is None else sample.slice,
+            })
+        return items
 
 
 def _resize(image: Tensor, mask: Tensor, size: int) -> tuple[Tensor, Tensor]:
