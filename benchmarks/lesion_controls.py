@@ -73,6 +73,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "unet-fp32": {"expert": True, "train.amp": "none"},  # the expert in float32, not bf16
     # the same with nnU-Net's batch Dice (one Dice per target over the batch, not per slice)
     "unet-fp32-bdice": {"expert": True, "train.amp": "none", "unet.dice": "batch"},
+    # the strongest expert recipe tried on MS: the same with augmentation (crops, turns) and
+    # a warmed-up cosine schedule, meant for a longer budget
+    "unet-strong": {"expert": True, "train.amp": "none", "unet.dice": "batch",
+                    "unet.augment": True, "unet.schedule": "cosine"},
     # on crops (as planned for large images): every crop on an object; no existence head
     "crops-objects1": {"data.object_crops": 1.0},
     "crops-no-head": WITHOUT_EXISTENCE,
@@ -88,6 +92,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # a model input of 128, so that on 1024² phantoms (5th-percentile object 17 px) the whole
     # image resized keeps it 2 px across and the plan chooses crops (of 128 at scale 0.25)
     "plan128": {"model.image_size": 128},
+    # the same with every target of an image in one group (K = 16 >= the phantoms' 12 to 14
+    # targets an image; K = 8 splits an image into two groups): twice the (crop, target)
+    # pairs a step, the expert's way of seeing every target of every crop
+    "plan128-k16": {"model.image_size": 128, "train.prompts_per_image": 16},
+    # the same with the stride-2 mask path
+    "plan128-k16-s2": {"model.image_size": 128, "train.prompts_per_image": 16,
+                       "model.semantic_stride": 2},
     "whole128": {"model.image_size": 128, "data.crop_size": 0},
     "unet-plan128": {"expert": True, "model.image_size": 128},
     "unet-plan128-bdice": {"expert": True, "model.image_size": 128, "unet.dice": "batch"},

@@ -24,10 +24,10 @@ def resample(image: Tensor, masks: Tensor, size: tuple[int, int]) -> tuple[Tenso
         return image, masks
     image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True,
                           align_corners=False)[0].clamp_(0.0, 255.0)
-    return image, _resample_masks(masks, size)
+    return image, resample_masks(masks, size)
 
 
-def _resample_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
+def resample_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
     """masks (K[, 1], H, W) resized to `size` as `resample` does."""
     if tuple(masks.shape[-2:]) == tuple(size):
         return masks
@@ -128,7 +128,7 @@ class Crops:
         `masks` when given (validation: every item of an image cut alike)."""
         image, masks = rescale(image, masks, self.scale)
         share = self.object_share if object_share is None else object_share
-        place = masks if place_on is None else _resample_masks(
+        place = masks if place_on is None else resample_masks(
             place_on, _scaled(tuple(place_on.shape[-2:]), self.scale))
         top, left = crop_origin(place, self.size, share, generator)
         image, masks = take_crop(image, masks, top, left, self.size)
