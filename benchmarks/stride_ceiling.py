@@ -53,8 +53,7 @@ def fit_field(target: Tensor, stride: int, *, steps: int = 150, lr: float = 0.5)
     optim = torch.optim.Adam([field], lr=lr)
     for _ in range(steps):
         up = F.interpolate(field, size=size, mode="bilinear", align_corners=False)
-        loss = torch.stack([dice_bce_loss(up[k:k + 1], target[k:k + 1])
-                            for k in range(target.shape[0])]).sum()
+        loss = dice_bce_loss(up, target) * target.shape[0]  # each mask its own Dice + BCE
         optim.zero_grad()
         loss.backward()
         optim.step()
@@ -190,7 +189,7 @@ def draw(args: argparse.Namespace) -> None:
         shown = image[box].copy()
         shown[mask[box]] = (230, 40, 40) if k == 0 else (40, 200, 40)
         ax.imshow(shown)
-        labels, n = label_objects(mask[box])
+        _, n = label_objects(mask[box])
         ax.set_title(f"{title}\n{n} objects", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
